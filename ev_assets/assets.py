@@ -1,0 +1,309 @@
+"""The asset graph: reference tables -> ev_charging_events -> ev_charging_sessions -> daily load.
+
+Thin: each asset reads its inputs through the warehouse resource, calls a pipeline step (pure
+stages + warehouse), and reports metadata and checks. No transformation logic lives here.
+"""
+
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
+
+from ev_assets import pipeline, settings
+from ev_assets.resources import PipelineConfig, ReferenceResource, WarehouseResource
+from ev_assets.tables import (
+    EV_CHARGING_EVENTS,
+    EV_CHARGING_SESSIONS,
+    FEEDER_DAILY_LOAD,
+    REFERENCE_TABLES,
+    SUBSTATION_DAILY_LOAD,
+    TRANSFORMER_DAILY_LOAD,
+    TableSpec,
+)
+from ev_assets.utility import read_utility
+
+OWNERS = ["team:ev-data-platform"]
+WAREHOUSE_POOL = "ev_warehouse"
+BATCH_TAG = "ev/batch_id"
+TOUCHED_DATES = "ev/touched_dates"
+REFERENCE_VERSION = "ev/reference_sha256"
+
+
+def table_metadata(spec: TableSpec, rows: int, **extra) -> dict:
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": spec.dagster_schema(),
+        "dagster/table_name": spec.name,
+        **extra,
+    }
+
+
+def touched_dates_metadata(days: list[date]) -> dg.MetadataValue:
+    return dg.MetadataValue.json([d.isoformat() for d in days])
+
+
+# --- reference ---------------------------------------------------------------------------------
+
+
+def reference_version(directory: Path) -> str:
+    """SHA-256 over the reference CSVs: the run command reloads them only when this changes."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.csv")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            spec.name,
+            description=spec.description,
+            group_name="reference",
+            owners=OWNERS,
+            kinds={"polars", "sqlalchemy"},
+            metadata={"dagster/column_schema": spec.dagster_schema()},
+        )
+        for spec in REFERENCE_TABLES.values()
+    ],
+    pool=WAREHOUSE_POOL,
+)
+def reference_tables(
+    context: dg.AssetExecutionContext,
+    reference: ReferenceResource,
+    warehouse: WarehouseResource,
+    pipeline_config: PipelineConfig,
+):
+    """Load the utility's reference extracts (CSV) into the ref_* tables, replacing them, then
+    enrich the accepted events that were waiting for meters the extracts did not know yet."""
+    frames = read_utility(reference.path)
+    counts, repaired = pipeline.load_reference(warehouse.get(), frames, pipeline_config.settings())
+    version = reference_version(reference.path)
+    context.log.info(f"reference loaded: {counts}; sessions re-paired after enrichment: {repaired.sessions_written}")
+    for name, spec in REFERENCE_TABLES.items():
+        extra = {REFERENCE_VERSION: version}
+        if name == "meters":
+            extra[TOUCHED_DATES] = touched_dates_metadata(repaired.touched_dates)
+            extra["events_enriched_late"] = repaired.sessions_written
+        yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, counts[spec.name], **extra))
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+
+class IngestBatchConfig(dg.Config):
+    """The micro-batch the feed sensor named: its id (the run key) and its files, in order."""
+
+    batch_id: str
+    files: list[str]
+
+
+@dg.asset(
+    description=EV_CHARGING_EVENTS.description,
+    group_name="ingest",
+    owners=OWNERS,
+    kinds={"polars", "pandera", "sqlalchemy"},
+    deps=[spec.name for spec in REFERENCE_TABLES.values()],
+    pool=WAREHOUSE_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "batch_reconciles",
+            asset="ev_charging_events",
+            blocking=True,
+            description="records read = accepted + duplicates + rejected, and files read = parsed + quarantined + already read. Blocking: sessions are not paired from a batch that loses records.",
+        ),
+        dg.AssetCheckSpec(
+            "schema_conforms",
+            asset="ev_charging_events",
+            blocking=True,
+            description="The accepted rows conform to the table's pandera schema (types, nullability, ranges, unique message_id).",
+        ),
+        dg.AssetCheckSpec(
+            "rejection_rate",
+            asset="ev_charging_events",
+            description="Share of the batch's records quarantined, against EV_REJECTION_RATE_WARN (warning).",
+        ),
+    ],
+)
+def ev_charging_events(
+    context: dg.AssetExecutionContext,
+    config: IngestBatchConfig,
+    warehouse: WarehouseResource,
+    pipeline_config: PipelineConfig,
+):
+    """Every accepted agent message, once. Reads the batch's landing files, validates every record
+    against the feed contract (pandera), quarantines what fails with its reasons, drops duplicates
+    and enriches the rest with the reference data as of the message date."""
+    wh = warehouse.get()
+    report = pipeline.ingest_batch(
+        wh, config.batch_id, [Path(f) for f in config.files], pipeline_config.settings(), run_id=context.run_id
+    )
+    batch_rows = wh.read(EV_CHARGING_EVENTS, wh.column(EV_CHARGING_EVENTS, "batch_id") == config.batch_id)
+    schema_errors = _schema_errors(EV_CHARGING_EVENTS, batch_rows)
+    threshold = pipeline_config.rejection_rate_warn
+    counts = {
+        "records_read": report.records_read,
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "rejected": report.rejected,
+        "files_read": report.files_read,
+        "files_parsed": report.files_parsed,
+        "files_repaired": report.files_repaired,
+        "files_quarantined": report.files_quarantined,
+        "files_already_read": report.files_already_read,
+    }
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            EV_CHARGING_EVENTS,
+            wh.count(EV_CHARGING_EVENTS),
+            batch_id=config.batch_id,
+            **counts,
+            rejection_codes=dg.MetadataValue.json(report.rejection_codes),
+            message_types=dg.MetadataValue.json(report.message_types),
+            enrichment=dg.MetadataValue.json(report.enrichment),
+        ),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="batch_reconciles",
+                passed=report.reconciled,
+                metadata=counts,
+            ),
+            dg.AssetCheckResult(
+                check_name="schema_conforms",
+                passed=schema_errors is None,
+                metadata={"rows_checked": batch_rows.height, "errors": schema_errors or ""},
+            ),
+            dg.AssetCheckResult(
+                check_name="rejection_rate",
+                passed=report.rejection_rate <= threshold,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"rejection_rate": report.rejection_rate, "threshold": threshold},
+            ),
+        ],
+    )
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([header, *rows])
+
+
+def _schema_errors(spec: TableSpec, frame: pl.DataFrame) -> str | None:
+    try:
+        spec.pandera_schema().validate(frame, lazy=True)
+        return None
+    except pa.errors.SchemaErrors as errors:
+        return str(errors.failure_cases.head(20))
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+@dg.asset(
+    description=EV_CHARGING_SESSIONS.description,
+    group_name="sessions",
+    owners=OWNERS,
+    kinds={"polars", "sqlalchemy"},
+    deps=[ev_charging_events],
+    pool=WAREHOUSE_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "schema_conforms",
+            asset="ev_charging_sessions",
+            blocking=True,
+            description="The sessions written conform to the table's pandera schema.",
+        ),
+        dg.AssetCheckSpec(
+            "duration_agreement",
+            asset="ev_charging_sessions",
+            description="Share of complete sessions whose reported ChargeDuration agrees with end - start in the configured unit (EV_DURATION_UNIT). Measured, not assumed (DOMAIN.md); warns below 90 %.",
+        ),
+    ],
+)
+def ev_charging_sessions(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig
+):
+    """Charging sessions paired from start and end messages per meter. In a sensor run it re-pairs
+    only what the batch can change (tag ev/batch_id); materialized by hand, it re-pairs everything."""
+    wh = warehouse.get()
+    batch_id = context.run.tags.get(BATCH_TAG)
+    settings_ = pipeline_config.settings()
+    report = pipeline.update_sessions(wh, settings_, batch_id=batch_id)
+    schema_errors = _schema_errors(EV_CHARGING_SESSIONS, report.written)
+    agreement = report.duration_agreement or {"sessions": 0, "agreeing": 0, "share": 1.0}
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            EV_CHARGING_SESSIONS,
+            wh.count(EV_CHARGING_SESSIONS),
+            batch_id=batch_id or "all",
+            sessions_written=report.sessions_written,
+            sessions_replaced=report.sessions_replaced,
+            statuses=dg.MetadataValue.json(report.statuses),
+            **{TOUCHED_DATES: touched_dates_metadata(report.touched_dates)},
+        ),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="schema_conforms",
+                passed=schema_errors is None,
+                metadata={"errors": schema_errors or ""},
+            ),
+            dg.AssetCheckResult(
+                check_name="duration_agreement",
+                passed=agreement["share"] >= 0.9,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={**agreement, "unit": settings_.bounds.duration_unit},
+            ),
+        ],
+    )
+
+
+# --- planning load -----------------------------------------------------------------------------
+
+DAILY_PARTITIONS = dg.DailyPartitionsDefinition(
+    start_date=settings.PARTITIONS_START_DATE,
+    timezone=settings.timezone(),
+    end_offset=1,  # today's partition exists, so the load of the day in progress shows up
+)
+LOAD_SPECS = {"transformer": TRANSFORMER_DAILY_LOAD, "feeder": FEEDER_DAILY_LOAD, "substation": SUBSTATION_DAILY_LOAD}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            spec.name,
+            description=spec.description,
+            group_name="planning",
+            owners=OWNERS,
+            kinds={"polars", "sqlalchemy"},
+            deps=[ev_charging_sessions],
+            metadata={"dagster/column_schema": spec.dagster_schema()},
+        )
+        for spec in LOAD_SPECS.values()
+    ],
+    partitions_def=DAILY_PARTITIONS,
+    # A backfill of a year is one run over the range, not 365 runs.
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+)
+def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
+    """Per transformer, feeder and substation and local day: sessions, EVs, kWh and the 15-minute
+    coincident peak kW. Each partition (or range) is replaced in one transaction."""
+    key_range = context.partition_key_range
+    first, last = date.fromisoformat(key_range.start), date.fromisoformat(key_range.end)
+    report = pipeline.update_daily_load(warehouse.get(), pipeline_config.settings(), first, last)
+    for level, spec in LOAD_SPECS.items():
+        frame = report.frames[level]
+        extra = {"first_day": first.isoformat(), "last_day": last.isoformat()}
+        if level == "transformer" and frame.height:
+            top = frame.sort("peak_kw", descending=True).head(5).select("transformer_id", "load_date", "peak_kw", "utilization")
+            extra["busiest"] = dg.MetadataValue.md(markdown_table(top))
+        yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows[level], **extra))
+
+
+ALL_ASSETS = [reference_tables, ev_charging_events, ev_charging_sessions, daily_load]

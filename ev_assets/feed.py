@@ -1,0 +1,265 @@
+"""Feed stage: list the landing folder, read payload files, parse them into a frame of records.
+
+Pure: file I/O and polars, no Dagster, no database. The output keeps every field as the string
+received (JSON numbers become their literal text), so the contract stage sees exactly what came
+in and every record stays traceable to its file and position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+# The spec's field names, in the spec's order.
+FIELDS: tuple[str, ...] = (
+    "ServicePointID",
+    "MeterID",
+    "MeterNumber",
+    "ESN",
+    "TransformerID",
+    "PremiseID",
+    "ReceivedTime",
+    "ChargeStartTime",
+    "ChargeEndTime",
+    "ChargeW",
+    "ChargeDuration",
+    "ChargeEnergy",
+)
+# Field names match case-insensitively (the vendor's schema spells both ServicePointID and
+# ServicePointId), and the spec's data-values table misspells ChargeDuration (DOMAIN.md).
+CANONICAL_FIELD: dict[str, str] = {name.lower(): name for name in FIELDS} | {
+    "chargeduratjion": "ChargeDuration"
+}
+PAYLOAD_KEY = "EVChargingEvents"
+FEED_GLOB = "*.json"
+
+RECORD_COLUMNS: tuple[str, ...] = (
+    "file_name",
+    "file_sha256",
+    "record_index",
+    *FIELDS,
+    "extra_fields",
+    "record_problems",
+)
+
+
+@dataclass(frozen=True)
+class FeedFile:
+    """A payload file in the landing folder."""
+
+    name: str
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def position(self) -> tuple[int, str]:
+        """Where the file stands in arrival order: the sensor's cursor compares these."""
+        return (self.mtime_ns, self.name)
+
+
+def list_landing(landing_dir: Path) -> list[FeedFile]:
+    """The landing folder's payload files in arrival order (modification time, then name).
+
+    Writers must write a file under another name and rename it into place (the simulator writes
+    `name.json.tmp` first), so a half-written file is never listed.
+    """
+    if not landing_dir.exists():
+        return []
+    files = []
+    for path in landing_dir.glob(FEED_GLOB):
+        stat = path.stat()
+        files.append(FeedFile(path.name, path, stat.st_size, stat.st_mtime_ns))
+    return sorted(files, key=lambda f: f.position)
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """One payload file after parsing. status: parsed, repaired or quarantined."""
+
+    name: str
+    sha256: str
+    size: int
+    status: str
+    records: list[Any]
+    error: str | None
+    content: bytes
+    text: str | None  # the (repaired) JSON text; None when quarantined
+
+    @property
+    def quarantined(self) -> bool:
+        return self.status == "quarantined"
+
+
+# A JSON string literal, or a comma followed only by white space before a closing bracket. Strings
+# are matched first so that a ",}" inside a string is left alone.
+_TRAILING_COMMA = re.compile(r'("(?:\\.|[^"\\])*")|,(\s*[}\]])')
+
+
+def remove_trailing_commas(text: str) -> str:
+    return _TRAILING_COMMA.sub(lambda m: m.group(1) or m.group(2), text)
+
+
+def _loads_as_text(text: str) -> Any:
+    # Numbers are kept as their literal text: the feed sends "1237.375166" and some senders send
+    # 1237.375166; both reach the contract as the same string.
+    return json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+
+
+def parse_payload(name: str, content: bytes) -> ParsedFile:
+    """Parse one payload file. Never raises: a file that cannot be read is quarantined whole."""
+    sha256 = hashlib.sha256(content).hexdigest()
+
+    def quarantine(error: str) -> ParsedFile:
+        return ParsedFile(name, sha256, len(content), "quarantined", [], error, content, None)
+
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return quarantine(f"not UTF-8 text: {exc}")
+    status = "parsed"
+    try:
+        payload = _loads_as_text(text)
+    except json.JSONDecodeError as strict_error:
+        # The spec's own example ends its record with a trailing comma: accept such a file, and
+        # count it as repaired, but nothing else that is not JSON.
+        repaired = remove_trailing_commas(text)
+        try:
+            payload = _loads_as_text(repaired)
+        except json.JSONDecodeError:
+            return quarantine(f"invalid JSON: {strict_error}")
+        text, status = repaired, "repaired"
+    except RecursionError:
+        return quarantine("invalid JSON: nested too deeply")
+
+    records = _payload_records(payload)
+    if records is None:
+        return quarantine(
+            f"wrong top-level shape: expected an object with an {PAYLOAD_KEY!r} list, "
+            f"got {_shape(payload)}"
+        )
+    return ParsedFile(name, sha256, len(content), status, records, None, content, text)
+
+
+def _payload_records(payload: Any) -> list[Any] | None:
+    if not isinstance(payload, dict):
+        return None
+    for key, value in payload.items():
+        if key.lower() == PAYLOAD_KEY.lower() and isinstance(value, list):
+            return value
+    return None
+
+
+def _shape(payload: Any) -> str:
+    if isinstance(payload, dict):
+        return f"an object with keys {sorted(payload)[:5]}"
+    return f"a JSON {type(payload).__name__}"
+
+
+def read_files(files: list[FeedFile]) -> list[ParsedFile]:
+    return [parse_payload(f.name, f.path.read_bytes()) for f in files]
+
+
+def records_frame(parsed: list[ParsedFile]) -> pl.DataFrame:
+    """All records of the parsed (not quarantined) files as one frame of strings.
+
+    Columns: file_name, file_sha256, record_index, the spec's fields (strings as received, null
+    when absent or JSON null), extra_fields (JSON of fields the spec does not define, or null) and
+    record_problems (what made a record unreadable as flat strings, or null).
+    """
+    frames = [_file_frame(p) for p in parsed if not p.quarantined and p.records]
+    if not frames:
+        return pl.DataFrame(schema={c: _record_dtype(c) for c in RECORD_COLUMNS})
+    return pl.concat(frames, how="vertical")
+
+
+def _record_dtype(column: str) -> pl.DataType:
+    return pl.Int64() if column == "record_index" else pl.String()
+
+
+def _file_frame(parsed: ParsedFile) -> pl.DataFrame:
+    records = parsed.records
+    try:
+        # Fast path: every record a flat object of strings and nulls, which is what the agent sends.
+        raw = pl.DataFrame(records, infer_schema_length=None)
+        if any(dtype not in (pl.String, pl.Null) for dtype in raw.dtypes):
+            raise TypeError("non-string values")
+        problems = pl.lit(None, dtype=pl.String)
+    except (TypeError, ValueError, pl.exceptions.PolarsError):
+        sanitized, problem_list = zip(*(_sanitize(r) for r in records), strict=True)
+        raw = pl.DataFrame(list(sanitized), infer_schema_length=None)
+        problems = pl.Series("record_problems", list(problem_list), dtype=pl.String)
+    if raw.width == 0:
+        raw = pl.DataFrame({"__empty__": [None] * len(records)}, schema={"__empty__": pl.String})
+
+    by_field: dict[str, list[str]] = {}
+    extras: list[str] = []
+    for column in raw.columns:
+        canonical = CANONICAL_FIELD.get(column.lower())
+        if canonical is None:
+            if column != "__empty__":
+                extras.append(column)
+        else:
+            by_field.setdefault(canonical, []).append(column)
+
+    fields = [
+        pl.coalesce([pl.col(c).cast(pl.String) for c in by_field[f]]).alias(f)
+        if f in by_field
+        else pl.lit(None, dtype=pl.String).alias(f)
+        for f in FIELDS
+    ]
+    extra = (
+        pl.when(pl.any_horizontal(pl.col(extras).is_not_null()))
+        .then(pl.struct([pl.col(c).cast(pl.String) for c in extras]).struct.json_encode())
+        .otherwise(None)
+        if extras
+        else pl.lit(None, dtype=pl.String)
+    )
+    return raw.select(
+        pl.lit(parsed.name, dtype=pl.String).alias("file_name"),
+        pl.lit(parsed.sha256, dtype=pl.String).alias("file_sha256"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("record_index"),
+        *fields,
+        extra.alias("extra_fields"),
+        problems.alias("record_problems"),
+    )
+
+
+def _sanitize(record: Any) -> tuple[dict[str, str | None], str | None]:
+    """A record reduced to flat strings, with a note of what had to be changed."""
+    if not isinstance(record, dict):
+        return {}, f"record is not a JSON object: {str(record)[:60]!r}"
+    flat: dict[str, str | None] = {}
+    wrong = []
+    for key, value in record.items():
+        if value is None or isinstance(value, str):
+            flat[key] = value
+        else:
+            flat[key] = json.dumps(value)
+            wrong.append(key)
+    problem = (
+        f"fields with a JSON object, array or boolean where a string or number belongs: {', '.join(wrong)}"
+        if wrong
+        else None
+    )
+    return flat, problem
+
+
+def raw_records(parsed: list[ParsedFile], wanted: pl.DataFrame) -> pl.DataFrame:
+    """The records named by `wanted` (file_sha256, record_index) as JSON text exactly as received
+    (numbers as numbers, strings as strings), re-read from their files: only the quarantined
+    records need it, so the hot path never serialises records."""
+    by_sha = {p.sha256: p for p in parsed if not p.quarantined}
+    cache: dict[str, list[Any]] = {}
+    texts = []
+    for sha, index in wanted.select("file_sha256", "record_index").iter_rows():
+        if sha not in cache:
+            cache[sha] = _payload_records(json.loads(by_sha[sha].text)) or []
+        texts.append(json.dumps(cache[sha][index], ensure_ascii=False))
+    return wanted.with_columns(pl.Series("raw_record", texts, dtype=pl.String))

@@ -1,0 +1,147 @@
+"""Load stage: 15-minute EV load and the daily planning aggregates per transformer, feeder and
+substation. Pure polars.
+
+Coincident peak (DOMAIN.md): the largest, over 15-minute intervals, of the summed load of every
+session charging in the interval, partial intervals weighted by overlap. A session's load is its
+average power, energy / duration, so that the intervals' kWh add up to the session's energy.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import polars as pl
+
+from ev_assets.enrich import as_of_join
+
+INTERVAL = timedelta(minutes=15)
+INTERVAL_HOURS = INTERVAL.total_seconds() / 3600
+
+# Each planning level: its key, and the attributes of the key carried into its daily row.
+LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "transformer": ("transformer_id", ("feeder_id", "substation_id")),
+    "feeder": ("feeder_id", ("substation_id",)),
+    "substation": ("substation_id", ()),
+}
+
+
+def interval_loads(sessions: pl.DataFrame) -> pl.DataFrame:
+    """One row per complete session and 15-minute interval it charges in: kwh in the interval and
+    kw, the interval's average power."""
+    complete = sessions.filter(
+        (pl.col("status") == "complete") & (pl.col("end_time") > pl.col("start_time"))
+    )
+    every = f"{int(INTERVAL.total_seconds() // 60)}m"
+    exploded = complete.select(
+        "meter_id",
+        "transformer_id",
+        "feeder_id",
+        "substation_id",
+        "start_time",
+        "end_time",
+        "average_kw",
+        pl.datetime_ranges(
+            pl.col("start_time").dt.truncate(every),
+            (pl.col("end_time") - timedelta(microseconds=1)).dt.truncate(every),
+            interval=every,
+        ).alias("interval_start"),
+    ).explode("interval_start")
+    interval_end = pl.col("interval_start") + INTERVAL
+    overlap_h = (
+        pl.min_horizontal(pl.col("end_time"), interval_end) - pl.max_horizontal(pl.col("start_time"), pl.col("interval_start"))
+    ).dt.total_microseconds() / 3.6e9
+    kwh = pl.col("average_kw") * overlap_h
+    return exploded.select(
+        "meter_id",
+        "transformer_id",
+        "feeder_id",
+        "substation_id",
+        "interval_start",
+        kwh.alias("kwh"),
+        (kwh / INTERVAL_HOURS).alias("kw"),
+    )
+
+
+def daily_load(
+    intervals: pl.DataFrame,
+    sessions: pl.DataFrame,
+    *,
+    level: str,
+    tz: str,
+    first_day: date,
+    last_day: date,
+    updated_at: datetime,
+) -> pl.DataFrame:
+    """Daily rows of `level` (transformer, feeder or substation) for local days first..last."""
+    key, attributes = LEVELS[level]
+    in_range = pl.col("load_date").is_between(first_day, last_day)
+    loads = intervals.drop_nulls(key).with_columns(
+        pl.col("interval_start").dt.convert_time_zone(tz).dt.date().alias("load_date")
+    ).filter(in_range)
+
+    per_interval = loads.group_by(key, "load_date", "interval_start").agg(
+        pl.col("kw").sum(), *[pl.col(a).drop_nulls().first() for a in attributes]
+    )
+    peaks = (
+        per_interval.sort("kw", "interval_start", descending=[True, False])
+        .group_by(key, "load_date", maintain_order=True)
+        .agg(
+            pl.col("kw").first().alias("peak_kw"),
+            pl.col("interval_start").first().alias("peak_interval_start"),
+            *[pl.col(a).drop_nulls().first() for a in attributes],
+        )
+    )
+    # Each EV's own 15-minute peak of the day: their sum over the coincident peak is the
+    # diversity factor planners use to scale per-EV figures.
+    ev_peaks = (
+        loads.group_by(key, "load_date", "meter_id", "interval_start")
+        .agg(pl.col("kw").sum())
+        .group_by(key, "load_date", "meter_id")
+        .agg(pl.col("kw").max())
+    )
+    diversity = ev_peaks.group_by(key, "load_date").agg(
+        pl.len().alias("ev_count"), pl.col("kw").sum().alias("_sum_individual_peaks")
+    )
+    energy = loads.group_by(key, "load_date").agg(pl.col("kwh").sum().alias("energy_kwh"))
+    started = (
+        sessions.filter(pl.col("status") == "complete")
+        .drop_nulls(key)
+        .rename({"event_date": "load_date"})
+        .filter(in_range)
+        .group_by(key, "load_date")
+        .agg(pl.len().cast(pl.Int64).alias("session_count"))
+    )
+    return (
+        peaks.join(energy, on=[key, "load_date"])
+        .join(diversity, on=[key, "load_date"])
+        .join(started, on=[key, "load_date"], how="left")
+        .with_columns(
+            pl.col("session_count").fill_null(0),
+            pl.col("ev_count").cast(pl.Int64),
+            (pl.col("energy_kwh") / 24).alias("average_kw"),
+        )
+        .with_columns(
+            (pl.col("average_kw") / pl.col("peak_kw")).alias("load_factor"),
+            (pl.col("_sum_individual_peaks") / pl.col("peak_kw")).alias("diversity_factor"),
+            pl.lit(updated_at).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
+        )
+        .drop("_sum_individual_peaks")
+        .sort(key, "load_date")
+    )
+
+
+def with_transformer_rating(
+    daily: pl.DataFrame, transformers: pl.DataFrame, *, power_factor: float
+) -> pl.DataFrame:
+    """kva_rating as of the day, peak kVA at the given power factor, and utilization."""
+    rated = as_of_join(
+        daily,
+        transformers,
+        left_on="transformer_id",
+        right_on="transformer_id",
+        date_col="load_date",
+        columns={"kva_rating": "kva_rating"},
+    )
+    return rated.with_columns((pl.col("peak_kw") / power_factor).alias("peak_kva")).with_columns(
+        (pl.col("peak_kva") / pl.col("kva_rating")).alias("utilization")
+    )

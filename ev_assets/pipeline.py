@@ -1,0 +1,460 @@
+"""The pipeline's steps: each composes the pure stages with the warehouse, in one transaction.
+
+No Dagster here: the assets, the CLI and the tests call these functions, so every path runs the
+same code. Each step is idempotent: run it again on the same input and the tables do not change.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import sqlalchemy as sa
+
+from ev_assets import enrich, events, feed, load, sessions
+from ev_assets.contract import ContractBounds, apply_contract
+from ev_assets.tables import (
+    ALL_TABLES,
+    EV_CHARGING_EVENTS,
+    EV_CHARGING_SESSIONS,
+    EV_FEED_FILES,
+    EV_INGEST_BATCHES,
+    EV_QUARANTINED_FILES,
+    EV_REJECTED_MESSAGES,
+    FEEDER_DAILY_LOAD,
+    REF_FEEDERS,
+    REF_METERS,
+    REF_SERVICE_POINTS,
+    REF_TRANSFORMERS,
+    REFERENCE_TABLES,
+    SUBSTATION_DAILY_LOAD,
+    TRANSFORMER_DAILY_LOAD,
+    TableSpec,
+)
+from ev_assets.warehouse import IN_CHUNK, Warehouse, chunked, existing_values
+
+DAILY_LOAD_TABLES: dict[str, TableSpec] = {
+    "transformer": TRANSFORMER_DAILY_LOAD,
+    "feeder": FEEDER_DAILY_LOAD,
+    "substation": SUBSTATION_DAILY_LOAD,
+}
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    timezone: str = "America/New_York"
+    bounds: ContractBounds = field(default_factory=ContractBounds)
+    max_session: timedelta = sessions.DEFAULT_MAX_SESSION
+    # Residential power factor 0.85-0.9 (DOMAIN.md): converts peak kW to the kVA a rating limits.
+    power_factor: float = 0.9
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestReport:
+    batch_id: str
+    files_read: int = 0
+    files_parsed: int = 0
+    files_repaired: int = 0
+    files_quarantined: int = 0
+    files_already_read: int = 0
+    records_read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejection_codes: dict[str, int] = field(default_factory=dict)
+    message_types: dict[str, int] = field(default_factory=dict)
+    enrichment: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def records_reconcile(self) -> bool:
+        return self.records_read == self.accepted + self.duplicates + self.rejected
+
+    @property
+    def files_reconcile(self) -> bool:
+        return self.files_read == self.files_parsed + self.files_quarantined + self.files_already_read
+
+    @property
+    def reconciled(self) -> bool:
+        return self.records_reconcile and self.files_reconcile
+
+    @property
+    def rejection_rate(self) -> float:
+        return self.rejected / self.records_read if self.records_read else 0.0
+
+    def ledger_row(self, run_id: str | None, processed_at: datetime) -> pl.DataFrame:
+        counts = {name: getattr(self, name) for name in _LEDGER_COUNTS}
+        return pl.DataFrame(
+            [{"batch_id": self.batch_id, "run_id": run_id, **counts, "reconciled": self.reconciled, "processed_at": processed_at}]
+        )
+
+
+_LEDGER_COUNTS = (
+    "files_read",
+    "files_parsed",
+    "files_repaired",
+    "files_quarantined",
+    "files_already_read",
+    "records_read",
+    "accepted",
+    "duplicates",
+    "rejected",
+)
+
+
+def ingest_batch(
+    warehouse: Warehouse,
+    batch_id: str,
+    paths: list[Path],
+    settings: PipelineSettings,
+    *,
+    run_id: str | None = None,
+    now: datetime | None = None,
+) -> IngestReport:
+    """Read a micro-batch of landing files into the event table; every record ends up accepted,
+    a duplicate or quarantined, and the batch ledger holds the counts."""
+    now = now or utc_now()
+    parsed = [feed.parse_payload(p.name, p.read_bytes()) for p in paths]
+    report = IngestReport(batch_id=batch_id, files_read=len(parsed))
+    already = _already_read(warehouse, parsed)
+    fresh = [p for p in parsed if (p.name, p.sha256) not in already]
+    report.files_already_read = len(parsed) - len(fresh)
+    report.files_quarantined = sum(p.quarantined for p in fresh)
+    report.files_parsed = len(fresh) - report.files_quarantined
+    report.files_repaired = sum(p.status == "repaired" for p in fresh)
+
+    records = feed.records_frame(fresh)
+    report.records_read = records.height
+    result = apply_contract(records, settings.bounds, now=now)
+    new_events, report.duplicates = _new_events(warehouse, result.accepted, batch_id, settings, now)
+    report.accepted = new_events.height
+    rejected = _rejected_rows(fresh, result.rejected, batch_id, now)
+    report.rejected = rejected.height
+    report.rejection_codes = _code_counts(rejected)
+    report.message_types = dict(Counter(new_events["message_type"].to_list()))
+    report.enrichment = dict(Counter(new_events["enrichment_status"].to_list()))
+
+    if not fresh and _batch_recorded(warehouse, batch_id):
+        return report  # a replay of a batch already ingested: nothing to write
+    with warehouse.transaction() as conn:
+        warehouse.insert(conn, EV_CHARGING_EVENTS, new_events)
+        warehouse.insert(conn, EV_REJECTED_MESSAGES, rejected)
+        warehouse.insert(conn, EV_QUARANTINED_FILES, _quarantined_rows(fresh, batch_id, now))
+        warehouse.insert(conn, EV_FEED_FILES, _file_rows(fresh, records, batch_id, now))
+        warehouse.delete(conn, EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == batch_id)
+        warehouse.insert(conn, EV_INGEST_BATCHES, report.ledger_row(run_id, now))
+    return report
+
+
+def _already_read(warehouse: Warehouse, parsed: list[feed.ParsedFile]) -> set[tuple[str, str]]:
+    known = warehouse.read_in(EV_FEED_FILES, "file_sha256", [p.sha256 for p in parsed])
+    return set(known.select("file_name", "file_sha256").iter_rows())
+
+
+def _batch_recorded(warehouse: Warehouse, batch_id: str) -> bool:
+    return warehouse.count(EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == batch_id) > 0
+
+
+def _new_events(
+    warehouse: Warehouse, accepted: pl.DataFrame, batch_id: str, settings: PipelineSettings, now: datetime
+) -> tuple[pl.DataFrame, int]:
+    rows = events.to_events(accepted, batch_id=batch_id, tz=settings.timezone, ingested_at=now)
+    known = existing_values(warehouse, EV_CHARGING_EVENTS, "message_id", rows["message_id"])
+    new, duplicates = events.split_duplicates(rows, known)
+    enriched = enrich.attribute(new, reference_for(warehouse, new), date_col="message_date")
+    return EV_CHARGING_EVENTS.conform(enriched), duplicates
+
+
+def reference_for(warehouse: Warehouse, messages: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The reference rows these messages can join to: cost follows the batch, not the utility."""
+    meters = warehouse.read_in(REF_METERS, "meter_id", messages["meter_id"].drop_nulls())
+    points = warehouse.read_in(REF_SERVICE_POINTS, "service_point_id", meters["service_point_id"])
+    transformer_ids = pl.concat([points["transformer_id"], messages["reported_transformer_id"]]).drop_nulls()
+    transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", transformer_ids)
+    feeders = warehouse.read_in(REF_FEEDERS, "feeder_id", transformers["feeder_id"])
+    return {"meters": meters, "service_points": points, "transformers": transformers, "feeders": feeders}
+
+
+def _rejected_rows(
+    parsed: list[feed.ParsedFile], rejected: pl.DataFrame, batch_id: str, now: datetime
+) -> pl.DataFrame:
+    if rejected.is_empty():
+        return pl.DataFrame(schema=EV_REJECTED_MESSAGES.polars_schema)
+    with_raw = feed.raw_records(parsed, rejected)
+    return EV_REJECTED_MESSAGES.conform(
+        with_raw.with_columns(
+            pl.concat_str(
+                [pl.col("file_name"), pl.col("file_sha256").str.slice(0, 12), pl.col("record_index").cast(pl.String)],
+                separator=":",
+            ).alias("rejection_id"),
+            pl.lit(batch_id).alias("batch_id"),
+            pl.lit(now).alias("quarantined_at"),
+            pl.lit("quarantined").alias("status"),
+            pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("replayed_at"),
+        )
+    )
+
+
+def _code_counts(rejected: pl.DataFrame) -> dict[str, int]:
+    codes = rejected["reason_codes"].str.split(",").explode()
+    return dict(sorted(Counter(codes.to_list()).items())) if codes.len() else {}
+
+
+def _quarantined_rows(parsed: list[feed.ParsedFile], batch_id: str, now: datetime) -> pl.DataFrame:
+    rows = [
+        {
+            "file_name": p.name,
+            "file_sha256": p.sha256,
+            "batch_id": batch_id,
+            "size_bytes": p.size,
+            "error": p.error,
+            "content": p.content,
+            "quarantined_at": now,
+        }
+        for p in parsed
+        if p.quarantined
+    ]
+    return pl.DataFrame(rows, schema=EV_QUARANTINED_FILES.polars_schema)
+
+
+def _file_rows(parsed: list[feed.ParsedFile], records: pl.DataFrame, batch_id: str, now: datetime) -> pl.DataFrame:
+    per_file = dict(records.group_by("file_sha256").len().iter_rows())
+    rows = [
+        {
+            "file_name": p.name,
+            "file_sha256": p.sha256,
+            "batch_id": batch_id,
+            "size_bytes": p.size,
+            "status": p.status,
+            "records": per_file.get(p.sha256, 0),
+            "read_at": now,
+        }
+        for p in parsed
+    ]
+    return pl.DataFrame(rows, schema=EV_FEED_FILES.polars_schema)
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SessionsReport:
+    sessions_written: int = 0
+    sessions_replaced: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    touched_dates: list[date] = field(default_factory=list)
+    duration_agreement: dict[str, float | int] = field(default_factory=dict)
+    written: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EV_CHARGING_SESSIONS.polars_schema))
+
+
+def update_sessions(
+    warehouse: Warehouse, settings: PipelineSettings, *, batch_id: str | None, now: datetime | None = None
+) -> SessionsReport:
+    """Re-pair the sessions a batch's events can change (all sessions when batch_id is None)."""
+    events_table = warehouse.table(EV_CHARGING_EVENTS)
+    where = None if batch_id is None else events_table.c.batch_id == batch_id
+    return repair_sessions_around(warehouse, warehouse.read(EV_CHARGING_EVENTS, where), settings, now=now)
+
+
+def repair_sessions_around(
+    warehouse: Warehouse, changed: pl.DataFrame, settings: PipelineSettings, *, now: datetime | None = None
+) -> SessionsReport:
+    """Re-pair the sessions of the meters and times of `changed` events (see PairingWindow)."""
+    window = sessions.pairing_window(changed, settings.max_session)
+    if window is None:
+        return SessionsReport()
+    ev = warehouse.table(EV_CHARGING_EVENTS).c
+    stored = warehouse.read_in(
+        EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to)
+    )
+    paired = sessions.pair_sessions(stored, max_session=settings.max_session, updated_at=now or utc_now())
+    fresh = EV_CHARGING_SESSIONS.conform(sessions.anchored_within(paired, window))
+
+    s = warehouse.table(EV_CHARGING_SESSIONS).c
+    anchored = sa.or_(
+        s.start_time.between(window.write_from, window.write_to),
+        sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to)),
+    )
+    with warehouse.transaction() as conn:
+        previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn)
+        replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored)
+        written = warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
+    changed_sessions = _changed(previous, fresh)
+    return SessionsReport(
+        sessions_written=written,
+        sessions_replaced=replaced,
+        statuses=dict(Counter(fresh["status"].to_list())),
+        touched_dates=load_dates_of(changed_sessions, settings.timezone),
+        duration_agreement=sessions.duration_agreement(
+            fresh.filter(pl.col("end_message_id").is_in(changed["message_id"].implode())),
+            settings.bounds.duration_unit_seconds,
+        ),
+        written=fresh,
+    )
+
+
+_SESSION_CONTENT = ("session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id")
+
+
+def _changed(previous: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+    """Sessions that differ between the two frames (in either), ignoring updated_at."""
+    before = previous.select(_SESSION_CONTENT)
+    after = fresh.select(_SESSION_CONTENT)
+    return pl.concat([after.join(before, on=list(_SESSION_CONTENT), how="anti", nulls_equal=True),
+                      before.join(after, on=list(_SESSION_CONTENT), how="anti", nulls_equal=True)])
+
+
+def load_dates_of(session_rows: pl.DataFrame, tz: str) -> list[date]:
+    """Local days whose daily load these sessions are part of: the days each session spans."""
+    spans = session_rows.filter(pl.col("start_time").is_not_null() | pl.col("end_time").is_not_null()).select(
+        pl.date_ranges(
+            pl.coalesce("start_time", "end_time").dt.convert_time_zone(tz).dt.date(),
+            pl.coalesce("end_time", "start_time").dt.convert_time_zone(tz).dt.date(),
+        ).alias("day")
+    )
+    return sorted(set(spans.explode("day")["day"].drop_nulls().to_list()))
+
+
+# --- planning load -----------------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    rows: dict[str, int] = field(default_factory=dict)
+    frames: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+
+def update_daily_load(
+    warehouse: Warehouse,
+    settings: PipelineSettings,
+    first_day: date,
+    last_day: date,
+    *,
+    now: datetime | None = None,
+) -> LoadReport:
+    """Recompute the daily load of every level for local days first..last (delete, then insert)."""
+    now = now or utc_now()
+    s = warehouse.table(EV_CHARGING_SESSIONS).c
+    lookback = timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))
+    complete = warehouse.read(
+        EV_CHARGING_SESSIONS,
+        sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
+    )
+    intervals = load.interval_loads(complete)
+    report = LoadReport()
+    frames = {}
+    for level, spec in DAILY_LOAD_TABLES.items():
+        daily = load.daily_load(
+            intervals, complete, level=level, tz=settings.timezone, first_day=first_day, last_day=last_day, updated_at=now
+        )
+        if level == "transformer":
+            transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"])
+            daily = load.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
+        frames[level] = spec.conform(daily)
+    with warehouse.transaction() as conn:
+        for level, spec in DAILY_LOAD_TABLES.items():
+            warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(first_day, last_day))
+            report.rows[level] = warehouse.insert(conn, spec, frames[level])
+    report.frames = frames
+    return report
+
+
+# --- reference data ----------------------------------------------------------------------------
+
+
+def load_reference(
+    warehouse: Warehouse, frames: dict[str, pl.DataFrame], settings: PipelineSettings, *, now: datetime | None = None
+) -> tuple[dict[str, int], SessionsReport]:
+    """Replace the reference tables, then enrich the events that were waiting for them (meters the
+    reference data did not know yet) and re-pair their sessions."""
+    counts = {}
+    with warehouse.transaction() as conn:
+        for name, spec in REFERENCE_TABLES.items():
+            warehouse.delete(conn, spec, sa.true())
+            counts[spec.name] = warehouse.insert(conn, spec, frames[name])
+    return counts, reenrich_waiting_events(warehouse, settings, now=now)
+
+
+def reenrich_waiting_events(
+    warehouse: Warehouse, settings: PipelineSettings, *, now: datetime | None = None
+) -> SessionsReport:
+    ev = warehouse.table(EV_CHARGING_EVENTS).c
+    waiting = warehouse.read(EV_CHARGING_EVENTS, ev.enrichment_status == "meter_unknown")
+    if waiting.is_empty():
+        return SessionsReport()
+    enriched = EV_CHARGING_EVENTS.conform(
+        enrich.attribute(waiting, reference_for(warehouse, waiting), date_col="message_date")
+    ).filter(pl.col("enrichment_status") == "enriched")
+    if enriched.is_empty():
+        return SessionsReport()
+    with warehouse.transaction() as conn:
+        warehouse.delete_in(conn, EV_CHARGING_EVENTS, "message_id", enriched["message_id"])
+        warehouse.insert(conn, EV_CHARGING_EVENTS, enriched)
+    return repair_sessions_around(warehouse, enriched, settings, now=now)
+
+
+# --- replay of quarantined records ----------------------------------------------------------------
+
+
+def replay_rejected(
+    warehouse: Warehouse,
+    settings: PipelineSettings,
+    replays: pl.DataFrame,
+    batch_id: str,
+    *,
+    run_id: str | None = None,
+    now: datetime | None = None,
+) -> IngestReport:
+    """Put quarantined records through the same contract again, as batch `batch_id`.
+
+    `replays` has rejection_id and raw_record (the stored record, or a corrected one). A record
+    that now passes is accepted (or counted as a duplicate) and its rejection is marked replayed;
+    one that still fails stays quarantined with its reasons brought up to date. The batch ledger
+    counts the replay like any other batch.
+    """
+    now = now or utc_now()
+    payload = '{"EVChargingEvents": [' + ",".join(replays["raw_record"].to_list()) + "]}"
+    parsed = feed.parse_payload(f"{batch_id}.json", payload.encode())
+    report = IngestReport(batch_id=batch_id, files_read=1)
+    if parsed.quarantined:
+        raise ValueError(f"replayed records are not valid JSON: {parsed.error}")
+    report.files_parsed = 1
+    records = feed.records_frame([parsed])
+    report.records_read = records.height
+    result = apply_contract(records, settings.bounds, now=now)
+    new_events, report.duplicates = _new_events(warehouse, result.accepted, batch_id, settings, now)
+    report.accepted = new_events.height
+    report.rejected = result.rejected.height
+    report.rejection_codes = _code_counts(result.rejected)
+
+    ids = replays.select("rejection_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("record_index"))
+    still = ids.join(result.rejected.select("record_index", "reason_codes", "reasons"), on="record_index")
+    released = ids.join(still, on="record_index", how="anti")["rejection_id"]
+    rej = warehouse.table(EV_REJECTED_MESSAGES)
+    with warehouse.transaction() as conn:
+        warehouse.insert(conn, EV_CHARGING_EVENTS, new_events)
+        for chunk_ids in chunked(released.to_list(), IN_CHUNK):
+            conn.execute(
+                rej.update().where(rej.c.rejection_id.in_(chunk_ids)).values(status="replayed", replayed_at=now)
+            )
+        for rejection_id, codes, reasons in still.select("rejection_id", "reason_codes", "reasons").iter_rows():
+            conn.execute(
+                rej.update().where(rej.c.rejection_id == rejection_id).values(reason_codes=codes, reasons=reasons)
+            )
+        warehouse.delete(conn, EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == batch_id)
+        warehouse.insert(conn, EV_INGEST_BATCHES, report.ledger_row(run_id, now))
+    return report
+
+
+def status_counts(warehouse: Warehouse) -> dict[str, int]:
+    return {spec.name: warehouse.count(spec) for spec in ALL_TABLES}

@@ -1,0 +1,140 @@
+"""Session stage: pair start and end messages into charging sessions, per meter.
+
+Pure polars. The feed never pairs its messages (DOMAIN.md). Per meter, in time order, an end
+message closes the session of the message just before it when that message is a start, the end
+is later than the start, and the two are at most `max_session` apart. What is left over is kept,
+not dropped: a start with no end yet is `start_only` (still charging, or its end was lost), an
+end with no start is `end_only`.
+
+Pairing looks only at neighbours, so it can be recomputed on a window: `pairing_window` says
+which stored events a batch must be paired with, and which stored sessions it may replace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from ev_assets.enrich import ATTRIBUTION_COLUMNS
+from ev_assets.events import ISO_MICROS
+
+DEFAULT_MAX_SESSION = timedelta(hours=48)
+
+
+def pair_sessions(events: pl.DataFrame, *, max_session: timedelta, updated_at: datetime) -> pl.DataFrame:
+    """Sessions (the ev_charging_sessions columns) from event rows of any set of meters."""
+    ordered = events.sort("meter_id", "message_time", "message_type", descending=[False, False, True])
+    nxt = lambda c: pl.col(c).shift(-1).over("meter_id")  # noqa: E731
+    prv = lambda c: pl.col(c).shift(1).over("meter_id")  # noqa: E731
+    gap_ok = lambda later, earlier: (later > earlier) & (later - earlier <= max_session)  # noqa: E731
+    flagged = ordered.with_columns(
+        (
+            (pl.col("message_type") == "start")
+            & (nxt("message_type") == "end")
+            & gap_ok(nxt("message_time"), pl.col("message_time"))
+        )
+        .fill_null(False)
+        .alias("_closes_next"),
+        (
+            (pl.col("message_type") == "end")
+            & (prv("message_type") == "start")
+            & gap_ok(pl.col("message_time"), prv("message_time"))
+        )
+        .fill_null(False)
+        .alias("_closed_by_prev"),
+    ).with_columns(
+        *[nxt(c).alias(f"_next_{c}") for c in ("message_id", "message_time", "charge_energy_wh", "charge_duration")]
+    )
+
+    starts = flagged.filter(pl.col("message_type") == "start").select(
+        "meter_id",
+        *ATTRIBUTION_COLUMNS,
+        pl.when(pl.col("_closes_next")).then(pl.lit("complete")).otherwise(pl.lit("start_only")).alias("status"),
+        pl.col("message_date").alias("event_date"),
+        pl.col("message_time").alias("start_time"),
+        pl.when(pl.col("_closes_next")).then(pl.col("_next_message_time")).alias("end_time"),
+        "charge_w",
+        pl.when(pl.col("_closes_next")).then(pl.col("_next_charge_energy_wh")).alias("energy_wh"),
+        pl.when(pl.col("_closes_next")).then(pl.col("_next_charge_duration")).alias("reported_duration"),
+        pl.col("message_id").alias("start_message_id"),
+        pl.when(pl.col("_closes_next")).then(pl.col("_next_message_id")).alias("end_message_id"),
+    )
+    ends = flagged.filter((pl.col("message_type") == "end") & ~pl.col("_closed_by_prev")).select(
+        "meter_id",
+        *ATTRIBUTION_COLUMNS,
+        pl.lit("end_only").alias("status"),
+        pl.col("message_date").alias("event_date"),
+        pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("start_time"),
+        pl.col("message_time").alias("end_time"),
+        pl.lit(None, dtype=pl.Float64).alias("charge_w"),
+        pl.col("charge_energy_wh").alias("energy_wh"),
+        pl.col("charge_duration").alias("reported_duration"),
+        pl.lit(None, dtype=pl.String).alias("start_message_id"),
+        pl.col("message_id").alias("end_message_id"),
+    )
+    sessions = pl.concat([starts, ends], how="vertical_relaxed")
+    duration_h = (pl.col("end_time") - pl.col("start_time")).dt.total_microseconds() / 3.6e9
+    return sessions.with_columns(
+        session_id(),
+        duration_h.alias("duration_h"),
+        (pl.col("energy_wh") / duration_h / 1000).alias("average_kw"),
+        pl.lit(updated_at).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
+    ).sort("meter_id", pl.coalesce("start_time", "end_time"))
+
+
+def session_id() -> pl.Expr:
+    """meter|start time, or meter|end|end time for an end with no start: stable across replays."""
+    anchor = pl.when(pl.col("start_time").is_not_null()).then(
+        pl.col("start_time").dt.strftime(ISO_MICROS)
+    ).otherwise(pl.concat_str([pl.lit("end|"), pl.col("end_time").dt.strftime(ISO_MICROS)]))
+    return pl.concat_str([pl.col("meter_id"), anchor], separator="|").alias("session_id")
+
+
+@dataclass(frozen=True)
+class PairingWindow:
+    """For the meters a batch touched: re-pair the stored events in [read_from, read_to] and
+    replace the stored sessions anchored (start, or end for end_only) in [write_from, write_to].
+
+    Why this is exact: a session never spans more than max_session, so the sessions anchored
+    within max_session of the batch's messages are the only ones a new message can change, and
+    their neighbours lie within another max_session.
+    """
+
+    meter_ids: list[str]
+    read_from: datetime
+    read_to: datetime
+    write_from: datetime
+    write_to: datetime
+
+
+def pairing_window(batch_events: pl.DataFrame, max_session: timedelta) -> PairingWindow | None:
+    if batch_events.is_empty():
+        return None
+    first = batch_events["message_time"].min()
+    last = batch_events["message_time"].max()
+    return PairingWindow(
+        meter_ids=batch_events["meter_id"].unique().sort().to_list(),
+        read_from=first - 2 * max_session,
+        read_to=last + 2 * max_session,
+        write_from=first - max_session,
+        write_to=last + max_session,
+    )
+
+
+def anchored_within(sessions: pl.DataFrame, window: PairingWindow) -> pl.DataFrame:
+    anchor = pl.coalesce("start_time", "end_time")
+    return sessions.filter(anchor.is_between(window.write_from, window.write_to))
+
+
+def duration_agreement(sessions: pl.DataFrame, unit_seconds: float) -> dict[str, float | int]:
+    """How many complete sessions report a ChargeDuration that agrees with their timestamps in the
+    configured unit (within half a unit, for rounding, plus 5 %)."""
+    complete = sessions.filter(pl.col("status") == "complete", pl.col("reported_duration").is_not_null())
+    if complete.is_empty():
+        return {"sessions": 0, "agreeing": 0, "share": 1.0}
+    derived_units = pl.col("duration_h") * 3600 / unit_seconds
+    agrees = (pl.col("reported_duration") - derived_units).abs() <= 0.5 + 0.05 * derived_units
+    agreeing = int(complete.select(agrees.sum()).item())
+    return {"sessions": complete.height, "agreeing": agreeing, "share": agreeing / complete.height}

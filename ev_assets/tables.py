@@ -1,0 +1,468 @@
+"""One declaration per warehouse table.
+
+Each table's columns are declared once here, with type, nullability and a description. From that
+single declaration come the SQLAlchemy `Table` (DDL and writes), the pandera schema (the
+schema-conformance checks), the Dagster `TableSchema` (column schema metadata in the UI), the
+polars schema (reads) and the README's data dictionary (a test keeps the README in step).
+Three hand-kept copies of a schema drift; one does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
+import sqlalchemy as sa
+
+UTC_DATETIME = pl.Datetime("us", "UTC")
+
+_SQL_TYPES: dict[pl.DataType, sa.types.TypeEngine] = {
+    pl.String(): sa.Text(),
+    pl.Int64(): sa.BigInteger(),
+    pl.Float64(): sa.Float(),
+    pl.Boolean(): sa.Boolean(),
+    pl.Date(): sa.Date(),
+    UTC_DATETIME: sa.DateTime(timezone=True),
+    pl.Binary(): sa.LargeBinary(),
+}
+
+_TYPE_NAMES: dict[pl.DataType, str] = {
+    pl.String(): "text",
+    pl.Int64(): "bigint",
+    pl.Float64(): "double",
+    pl.Boolean(): "boolean",
+    pl.Date(): "date",
+    UTC_DATETIME: "timestamp (UTC)",
+    pl.Binary(): "bytes",
+}
+
+
+@dataclass(frozen=True)
+class Col:
+    name: str
+    dtype: pl.DataType
+    description: str
+    nullable: bool = True
+    checks: tuple[pa.Check, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    description: str
+    columns: tuple[Col, ...]
+    primary_key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+    group: str = "warehouse"
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def polars_schema(self) -> pl.Schema:
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    def sqlalchemy_table(self, metadata: sa.MetaData) -> sa.Table:
+        columns = [
+            sa.Column(
+                c.name,
+                _SQL_TYPES[c.dtype],
+                nullable=c.nullable and c.name not in self.primary_key,
+                primary_key=c.name in self.primary_key,
+                comment=c.description,
+            )
+            for c in self.columns
+        ]
+        indexes = [
+            sa.Index(f"ix_{self.name}_{'_'.join(cols)}", *cols) for cols in self.indexes
+        ]
+        return sa.Table(self.name, metadata, *columns, *indexes, comment=self.description)
+
+    def pandera_schema(self) -> pa.DataFrameSchema:
+        if "pandera" not in self._cache:
+            self._cache["pandera"] = pa.DataFrameSchema(
+                {
+                    c.name: pa.Column(c.dtype, checks=list(c.checks), nullable=c.nullable)
+                    for c in self.columns
+                },
+                name=self.name,
+                strict=True,
+                unique=list(self.primary_key),
+            )
+        return self._cache["pandera"]
+
+    def dagster_schema(self) -> dg.TableSchema:
+        return dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    name=c.name,
+                    type=_TYPE_NAMES[c.dtype],
+                    description=c.description,
+                    constraints=dg.TableColumnConstraints(nullable=c.nullable),
+                )
+                for c in self.columns
+            ]
+        )
+
+    def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame with exactly this table's columns, in order and cast to the declared types."""
+        missing = [c for c in self.column_names if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{self.name}: frame lacks columns {missing}")
+        return frame.select([pl.col(c.name).cast(c.dtype) for c in self.columns])
+
+    def markdown(self) -> str:
+        lines = [
+            f"### `{self.name}`",
+            "",
+            self.description,
+            "",
+            f"Primary key: {', '.join(f'`{c}`' for c in self.primary_key)}.",
+            "",
+            "| column | type | nullable | description |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{c.name}` | {_TYPE_NAMES[c.dtype]} | {'yes' if c.nullable else 'no'} | {c.description} |"
+            for c in self.columns
+        ]
+        return "\n".join(lines)
+
+
+def _positive(name: str) -> tuple[pa.Check, ...]:
+    return (pa.Check.gt(0, error=f"{name} must be > 0"),)
+
+
+def _non_negative(name: str) -> tuple[pa.Check, ...]:
+    return (pa.Check.ge(0, error=f"{name} must be >= 0"),)
+
+
+def _effective_dates() -> tuple[Col, ...]:
+    return (
+        Col("effective_from", pl.Date(), "First day this row is in effect.", nullable=False),
+        Col("effective_to", pl.Date(), "Day this row stops being in effect (exclusive); null = still in effect."),
+    )
+
+
+# --- reference dimensions (loaded from the utility's CSV extracts) -------------------------------
+
+REF_SUBSTATIONS = TableSpec(
+    name="ref_substations",
+    description="Distribution substations (GIS).",
+    columns=(
+        Col("substation_id", pl.String(), "Substation identifier.", nullable=False),
+        Col("substation_name", pl.String(), "Substation name."),
+        *_effective_dates(),
+    ),
+    primary_key=("substation_id", "effective_from"),
+    group="reference",
+)
+
+REF_FEEDERS = TableSpec(
+    name="ref_feeders",
+    description="Distribution feeders and the substation each leaves from (GIS).",
+    columns=(
+        Col("feeder_id", pl.String(), "Feeder identifier.", nullable=False),
+        Col("substation_id", pl.String(), "Substation the feeder leaves from.", nullable=False),
+        Col("voltage_kv", pl.Float64(), "Nominal feeder voltage, kV."),
+        *_effective_dates(),
+    ),
+    primary_key=("feeder_id", "effective_from"),
+    group="reference",
+)
+
+REF_TRANSFORMERS = TableSpec(
+    name="ref_transformers",
+    description="Distribution transformers, their rating and feeder (GIS).",
+    columns=(
+        Col("transformer_id", pl.String(), "Transformer identifier (the feed's TransformerID).", nullable=False),
+        Col("feeder_id", pl.String(), "Feeder the transformer is on.", nullable=False),
+        Col("kva_rating", pl.Float64(), "Nameplate rating, kVA.", checks=_positive("kva_rating")),
+        Col("phase", pl.String(), "Phase the transformer is connected to."),
+        *_effective_dates(),
+    ),
+    primary_key=("transformer_id", "effective_from"),
+    group="reference",
+)
+
+REF_PREMISES = TableSpec(
+    name="ref_premises",
+    description="Premises (CIS).",
+    columns=(
+        Col("premise_id", pl.String(), "Premise identifier (the feed's PremiseID).", nullable=False),
+        Col("premise_type", pl.String(), "residential, multifamily or commercial."),
+        Col("city", pl.String(), "City."),
+        Col("latitude", pl.Float64(), "Latitude, degrees."),
+        Col("longitude", pl.Float64(), "Longitude, degrees."),
+        *_effective_dates(),
+    ),
+    primary_key=("premise_id", "effective_from"),
+    group="reference",
+)
+
+REF_SERVICE_POINTS = TableSpec(
+    name="ref_service_points",
+    description="Service points: the premise each serves and the transformer that feeds it, over time (CIS, GIS).",
+    columns=(
+        Col("service_point_id", pl.String(), "Service point identifier (the feed's ServicePointID).", nullable=False),
+        Col("premise_id", pl.String(), "Premise served.", nullable=False),
+        Col("transformer_id", pl.String(), "Transformer feeding the service point while this row is in effect.", nullable=False),
+        *_effective_dates(),
+    ),
+    primary_key=("service_point_id", "effective_from"),
+    indexes=(("service_point_id",),),
+    group="reference",
+)
+
+REF_METERS = TableSpec(
+    name="ref_meters",
+    description="Meters and the service point each is installed at, over time (MDMS). meter_key is the surrogate key the event table stores.",
+    columns=(
+        Col("meter_id", pl.String(), "Meter identifier (the feed's MeterID).", nullable=False),
+        Col("meter_key", pl.Int64(), "Surrogate key of this meter row.", nullable=False),
+        Col("meter_number", pl.String(), "Meter number (the feed's MeterNumber)."),
+        Col("esn", pl.String(), "Electronic serial number (the feed's ESN)."),
+        Col("service_point_id", pl.String(), "Service point the meter is installed at.", nullable=False),
+        *_effective_dates(),
+    ),
+    primary_key=("meter_key",),
+    indexes=(("meter_id",),),
+    group="reference",
+)
+
+REFERENCE_TABLES: dict[str, TableSpec] = {
+    "substations": REF_SUBSTATIONS,
+    "feeders": REF_FEEDERS,
+    "transformers": REF_TRANSFORMERS,
+    "premises": REF_PREMISES,
+    "service_points": REF_SERVICE_POINTS,
+    "meters": REF_METERS,
+}
+
+# --- the event table, sessions, planning aggregates ---------------------------------------------
+
+_ATTRIBUTION = (
+    Col("meter_key", pl.Int64(), "Surrogate key of the meter row in effect on the event date (ref_meters); null when the meter is not (yet) in the reference data."),
+    Col("service_point_id", pl.String(), "Service point as of the event date: from the reference data when the meter is known, else as reported."),
+    Col("premise_id", pl.String(), "Premise as of the event date: from the reference data when known, else as reported."),
+    Col("transformer_id", pl.String(), "Transformer as of the event date: from the reference data (GIS) when known, else as reported."),
+    Col("feeder_id", pl.String(), "Feeder of the transformer as of the event date; null when not enriched."),
+    Col("substation_id", pl.String(), "Substation of the feeder as of the event date; null when not enriched."),
+    Col("enrichment_status", pl.String(), "enriched, or meter_unknown (accepted, waiting for the reference data to catch up).", nullable=False),
+)
+
+EV_CHARGING_EVENTS = TableSpec(
+    name="ev_charging_events",
+    description=(
+        "Every accepted agent message, once: the start and end messages of charging sessions, "
+        "typed, in UTC, deduplicated on (meter_id, message_type, message_time) and enriched with "
+        "the reference data as of the message date."
+    ),
+    columns=(
+        Col("message_id", pl.String(), "Deterministic id of the message: hash of meter, type and message time.", nullable=False),
+        Col("message_type", pl.String(), "start or end.", nullable=False, checks=(pa.Check.isin(["start", "end"]),)),
+        Col("meter_id", pl.String(), "MeterID as reported.", nullable=False),
+        Col("meter_number", pl.String(), "MeterNumber as reported."),
+        Col("esn", pl.String(), "ESN as reported."),
+        *_ATTRIBUTION,
+        Col("reported_service_point_id", pl.String(), "ServicePointID as the agent reported it."),
+        Col("reported_premise_id", pl.String(), "PremiseID as the agent reported it."),
+        Col("reported_transformer_id", pl.String(), "TransformerID as the agent reported it."),
+        Col("message_time", UTC_DATETIME, "The time the message reports: ChargeStartTime of a start, ChargeEndTime of an end.", nullable=False),
+        Col("message_date", pl.Date(), "Local date (EV_TIMEZONE) of message_time.", nullable=False),
+        Col("received_time", UTC_DATETIME, "ReceivedTime: when the platform received the message.", nullable=False),
+        Col("charge_start_time", UTC_DATETIME, "ChargeStartTime (start messages)."),
+        Col("charge_end_time", UTC_DATETIME, "ChargeEndTime (end messages)."),
+        Col("charge_w", pl.Float64(), "ChargeW, watts (start messages).", checks=_positive("charge_w")),
+        Col("charge_duration", pl.Float64(), "ChargeDuration as reported, in the feed's unit (end messages).", checks=_positive("charge_duration")),
+        Col("charge_energy_wh", pl.Float64(), "ChargeEnergy, watt-hours (end messages).", checks=_positive("charge_energy_wh")),
+        Col("extra_fields", pl.String(), "Fields the spec does not define, as JSON; null when none."),
+        Col("batch_id", pl.String(), "Micro-batch that accepted the message.", nullable=False),
+        Col("file_name", pl.String(), "Landing file the message came in.", nullable=False),
+        Col("record_index", pl.Int64(), "Position of the record in its file (0-based).", nullable=False),
+        Col("ingested_at", UTC_DATETIME, "When the pipeline accepted the message.", nullable=False),
+    ),
+    primary_key=("message_id",),
+    indexes=(("meter_id", "message_time"), ("batch_id",), ("message_date",)),
+)
+
+EV_CHARGING_SESSIONS = TableSpec(
+    name="ev_charging_sessions",
+    description=(
+        "Charging sessions paired from start and end messages per meter. Event time is the "
+        "session start (spec). status: complete (start and end), start_only (charging, or its end "
+        "never came), end_only (its start never came)."
+    ),
+    columns=(
+        Col("session_id", pl.String(), "Deterministic id: hash of meter and start time (end time for end_only).", nullable=False),
+        Col("meter_id", pl.String(), "MeterID.", nullable=False),
+        *_ATTRIBUTION,
+        Col("status", pl.String(), "complete, start_only or end_only.", nullable=False, checks=(pa.Check.isin(["complete", "start_only", "end_only"]),)),
+        Col("event_date", pl.Date(), "Local date (EV_TIMEZONE) of the session start (of the end for end_only).", nullable=False),
+        Col("start_time", UTC_DATETIME, "ChargeStartTime of the start message."),
+        Col("end_time", UTC_DATETIME, "ChargeEndTime of the end message."),
+        Col("duration_h", pl.Float64(), "end_time - start_time, hours (derived from the timestamps, not the reported duration).", checks=_positive("duration_h")),
+        Col("charge_w", pl.Float64(), "ChargeW of the start message, watts.", checks=_positive("charge_w")),
+        Col("energy_wh", pl.Float64(), "ChargeEnergy of the end message, watt-hours.", checks=_positive("energy_wh")),
+        Col("average_kw", pl.Float64(), "energy_wh / duration_h / 1000: the load used for planning aggregates.", checks=_positive("average_kw")),
+        Col("reported_duration", pl.Float64(), "ChargeDuration of the end message, in the feed's unit."),
+        Col("start_message_id", pl.String(), "message_id of the start message."),
+        Col("end_message_id", pl.String(), "message_id of the end message."),
+        Col("updated_at", UTC_DATETIME, "When the pipeline last wrote this session.", nullable=False),
+    ),
+    primary_key=("session_id",),
+    indexes=(("meter_id", "event_date"), ("event_date",), ("transformer_id", "event_date")),
+)
+
+
+def _daily_load_spec(level: str, key: str, extra: tuple[Col, ...], grain: str) -> TableSpec:
+    return TableSpec(
+        name=f"{level}_daily_load",
+        description=(
+            f"EV charging load per {grain} and local day (EV_TIMEZONE), for planning models. "
+            "Loads are counted in the 15-minute intervals they occur in (a session past midnight "
+            "loads the next day); sessions are counted on their event date (start). Complete "
+            "sessions only."
+        ),
+        columns=(
+            Col(key, pl.String(), f"{grain.capitalize()} identifier.", nullable=False),
+            Col("load_date", pl.Date(), "Local date (EV_TIMEZONE): the daily partition.", nullable=False),
+            *extra,
+            Col("session_count", pl.Int64(), "Sessions that started on this day.", nullable=False, checks=_non_negative("session_count")),
+            Col("ev_count", pl.Int64(), "Distinct meters (EVs) charging on this day.", nullable=False, checks=_non_negative("ev_count")),
+            Col("energy_kwh", pl.Float64(), "EV energy delivered during this day, kWh.", nullable=False, checks=_non_negative("energy_kwh")),
+            Col("peak_kw", pl.Float64(), "Coincident peak: the largest 15-minute average of the summed EV load, kW.", nullable=False, checks=_non_negative("peak_kw")),
+            Col("peak_interval_start", UTC_DATETIME, "Start of the 15-minute interval of the peak.", nullable=False),
+            Col("average_kw", pl.Float64(), "energy_kwh / 24 h.", nullable=False),
+            Col("load_factor", pl.Float64(), "average_kw / peak_kw."),
+            Col("diversity_factor", pl.Float64(), "Sum of each EV's own 15-minute peak / coincident peak (>= 1)."),
+            Col("updated_at", UTC_DATETIME, "When this row was computed.", nullable=False),
+        ),
+        primary_key=(key, "load_date"),
+        indexes=(("load_date",),),
+        group="planning",
+    )
+
+
+TRANSFORMER_DAILY_LOAD = _daily_load_spec(
+    "transformer",
+    "transformer_id",
+    (
+        Col("feeder_id", pl.String(), "Feeder of the transformer on this day; null when not in the reference data."),
+        Col("substation_id", pl.String(), "Substation of the feeder on this day."),
+        Col("kva_rating", pl.Float64(), "Nameplate rating, kVA; null when not in the reference data."),
+        Col("peak_kva", pl.Float64(), "peak_kw / the configured power factor (EV_POWER_FACTOR, default 0.9)."),
+        Col("utilization", pl.Float64(), "peak_kva / kva_rating: EV load alone as a share of the rating."),
+    ),
+    "distribution transformer",
+)
+FEEDER_DAILY_LOAD = _daily_load_spec(
+    "feeder",
+    "feeder_id",
+    (Col("substation_id", pl.String(), "Substation of the feeder on this day."),),
+    "feeder",
+)
+SUBSTATION_DAILY_LOAD = _daily_load_spec("substation", "substation_id", (), "substation")
+
+# --- the ledgers and the quarantine ---------------------------------------------------------------
+
+EV_FEED_FILES = TableSpec(
+    name="ev_feed_files",
+    description="Every landing file the pipeline has read, once per content (name and SHA-256): the file ledger that makes replays no-ops.",
+    columns=(
+        Col("file_name", pl.String(), "File name in the landing folder.", nullable=False),
+        Col("file_sha256", pl.String(), "SHA-256 of the file's bytes.", nullable=False),
+        Col("batch_id", pl.String(), "Micro-batch that read it.", nullable=False),
+        Col("size_bytes", pl.Int64(), "Size in bytes.", nullable=False),
+        Col("status", pl.String(), "parsed, repaired (valid once trailing commas were removed) or quarantined.", nullable=False),
+        Col("records", pl.Int64(), "Records read from the file (0 when quarantined).", nullable=False),
+        Col("read_at", UTC_DATETIME, "When it was read.", nullable=False),
+    ),
+    primary_key=("file_name", "file_sha256"),
+    indexes=(("batch_id",),),
+    group="ingest",
+)
+
+EV_INGEST_BATCHES = TableSpec(
+    name="ev_ingest_batches",
+    description=(
+        "The batch ledger: one row per micro-batch with the counts that prove nothing is lost: "
+        "records_read = accepted + duplicates + rejected, files_read = files_parsed + files_quarantined."
+    ),
+    columns=(
+        Col("batch_id", pl.String(), "Micro-batch id (the sensor's run key).", nullable=False),
+        Col("run_id", pl.String(), "Dagster run that processed it."),
+        Col("files_read", pl.Int64(), "Files read.", nullable=False),
+        Col("files_parsed", pl.Int64(), "Files parsed (strict JSON or repaired).", nullable=False),
+        Col("files_repaired", pl.Int64(), "Of the parsed files, those that needed trailing commas removed.", nullable=False),
+        Col("files_quarantined", pl.Int64(), "Files that could not be parsed, kept whole in ev_quarantined_files.", nullable=False),
+        Col("files_already_read", pl.Int64(), "Files skipped because the file ledger already holds the same content.", nullable=False),
+        Col("records_read", pl.Int64(), "Records read from the parsed files.", nullable=False),
+        Col("accepted", pl.Int64(), "Records accepted into ev_charging_events.", nullable=False),
+        Col("duplicates", pl.Int64(), "Records identical in meaning to one already accepted.", nullable=False),
+        Col("rejected", pl.Int64(), "Records quarantined in ev_rejected_messages.", nullable=False),
+        Col("reconciled", pl.Boolean(), "Whether both identities hold.", nullable=False),
+        Col("processed_at", UTC_DATETIME, "When the batch was processed.", nullable=False),
+    ),
+    primary_key=("batch_id",),
+    group="ingest",
+)
+
+EV_REJECTED_MESSAGES = TableSpec(
+    name="ev_rejected_messages",
+    description="Quarantined records: each with the raw record as received, where it came from and every rule it failed.",
+    columns=(
+        Col("rejection_id", pl.String(), "Deterministic id: hash of file content and record position.", nullable=False),
+        Col("batch_id", pl.String(), "Micro-batch that quarantined it.", nullable=False),
+        Col("file_name", pl.String(), "Landing file it came in.", nullable=False),
+        Col("record_index", pl.Int64(), "Position of the record in its file (0-based).", nullable=False),
+        Col("meter_id", pl.String(), "MeterID as received, when readable."),
+        Col("raw_record", pl.String(), "The record as received, as JSON.", nullable=False),
+        Col("reason_codes", pl.String(), "Comma-separated codes of every failed rule (see README).", nullable=False),
+        Col("reasons", pl.String(), "JSON list of {code, field, message}: every failed rule in words.", nullable=False),
+        Col("quarantined_at", UTC_DATETIME, "When it was quarantined.", nullable=False),
+        Col("status", pl.String(), "quarantined, or replayed (accepted or counted as duplicate on a replay).", nullable=False),
+        Col("replayed_at", UTC_DATETIME, "When a replay released it."),
+    ),
+    primary_key=("rejection_id",),
+    indexes=(("batch_id",), ("status",)),
+    group="ingest",
+)
+
+EV_QUARANTINED_FILES = TableSpec(
+    name="ev_quarantined_files",
+    description="Landing files that could not be parsed at all, kept whole with the parser's error.",
+    columns=(
+        Col("file_name", pl.String(), "File name in the landing folder.", nullable=False),
+        Col("file_sha256", pl.String(), "SHA-256 of the bytes.", nullable=False),
+        Col("batch_id", pl.String(), "Micro-batch that read it.", nullable=False),
+        Col("size_bytes", pl.Int64(), "Size in bytes.", nullable=False),
+        Col("error", pl.String(), "Why it could not be parsed (the parser's error).", nullable=False),
+        Col("content", pl.Binary(), "The file's bytes, as received.", nullable=False),
+        Col("quarantined_at", UTC_DATETIME, "When it was quarantined.", nullable=False),
+    ),
+    primary_key=("file_name", "file_sha256"),
+    group="ingest",
+)
+
+ALL_TABLES: tuple[TableSpec, ...] = (
+    EV_CHARGING_EVENTS,
+    EV_CHARGING_SESSIONS,
+    TRANSFORMER_DAILY_LOAD,
+    FEEDER_DAILY_LOAD,
+    SUBSTATION_DAILY_LOAD,
+    EV_INGEST_BATCHES,
+    EV_FEED_FILES,
+    EV_REJECTED_MESSAGES,
+    EV_QUARANTINED_FILES,
+    *REFERENCE_TABLES.values(),
+)
+
+
+def data_dictionary() -> str:
+    """The README's data dictionary, generated from the declarations above."""
+    return "\n\n".join(spec.markdown() for spec in ALL_TABLES)

@@ -1,0 +1,208 @@
+"""The warehouse layer: SQLAlchemy Core over any SQLAlchemy URL (SQLite by default, PostgreSQL in
+production). Frames in, frames out; bound parameters only; every write in one transaction.
+
+Nothing here knows about Dagster: the Dagster resource in `ev_assets.resources` wraps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ev_assets.tables import ALL_TABLES, UTC_DATETIME, TableSpec
+
+# SQLite caps bound parameters per statement (32,766 on recent builds, 999 on old ones); chunks of
+# this many keep IN lists and multi-row inserts well inside either limit.
+IN_CHUNK = 900
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the settings each dialect needs for this workload."""
+    sa_url = sa.engine.make_url(url)
+    if sa_url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    if sa_url.database and sa_url.database != ":memory:":
+        Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+    @sa.event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # SQLite allows one writer at a time: WAL lets readers go on while a writer writes, and
+        # the busy timeout makes a second writer wait for the lock instead of failing at once.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+class Warehouse:
+    """Tables declared in `ev_assets.tables`, on one database."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.metadata = sa.MetaData()
+        self.tables: dict[str, sa.Table] = {
+            spec.name: spec.sqlalchemy_table(self.metadata) for spec in ALL_TABLES
+        }
+        self._created = False
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def create_tables(self) -> None:
+        """Create the tables that do not exist yet (idempotent)."""
+        if not self._created:
+            self.metadata.create_all(self.engine, checkfirst=True)
+            self._created = True
+
+    def table(self, spec: TableSpec) -> sa.Table:
+        return self.tables[spec.name]
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: everything inside commits together or not at all."""
+        self.create_tables()
+        with self.engine.begin() as conn:
+            yield conn
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def read(
+        self,
+        spec: TableSpec,
+        where: sa.ColumnElement[bool] | None = None,
+        conn: Connection | None = None,
+    ) -> pl.DataFrame:
+        """Rows of `spec` matching `where`, as a frame with the declared types."""
+        self.create_tables()
+        query = sa.select(self.table(spec))
+        if where is not None:
+            query = query.where(where)
+        if conn is not None:
+            return rows_to_frame(spec, conn.execute(query).fetchall())
+        with self.engine.connect() as own:
+            return rows_to_frame(spec, own.execute(query).fetchall())
+
+    def read_in(
+        self,
+        spec: TableSpec,
+        column: str,
+        values: Iterable[Any],
+        where: sa.ColumnElement[bool] | None = None,
+        conn: Connection | None = None,
+    ) -> pl.DataFrame:
+        """Rows whose `column` is in `values` (chunked, so any number of values works)."""
+        col = self.table(spec).c[column]
+        frames = [
+            self.read(spec, col.in_(chunk) if where is None else sa.and_(col.in_(chunk), where), conn)
+            for chunk in chunked(sorted(set(values)), IN_CHUNK)
+        ]
+        return pl.concat(frames) if frames else empty_frame(spec)
+
+    def count(self, spec: TableSpec, where: sa.ColumnElement[bool] | None = None) -> int:
+        self.create_tables()
+        query = sa.select(sa.func.count()).select_from(self.table(spec))
+        if where is not None:
+            query = query.where(where)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # --- writes (inside a transaction) --------------------------------------------------------
+
+    def insert(self, conn: Connection, spec: TableSpec, frame: pl.DataFrame) -> int:
+        """Insert the frame's rows (conformed to the declaration) and return how many."""
+        if frame.is_empty():
+            return 0
+        rows = spec.conform(frame).to_dicts()
+        table = self.table(spec)
+        for chunk in chunked(rows, 5_000):
+            conn.execute(table.insert(), chunk)
+        return len(rows)
+
+    def delete(self, conn: Connection, spec: TableSpec, where: sa.ColumnElement[bool]) -> int:
+        return conn.execute(sa.delete(self.table(spec)).where(where)).rowcount
+
+    def delete_in(
+        self,
+        conn: Connection,
+        spec: TableSpec,
+        column: str,
+        values: Iterable[Any],
+        where: sa.ColumnElement[bool] | None = None,
+    ) -> int:
+        col = self.table(spec).c[column]
+        deleted = 0
+        for chunk in chunked(sorted(set(values)), IN_CHUNK):
+            condition = col.in_(chunk) if where is None else sa.and_(col.in_(chunk), where)
+            deleted += self.delete(conn, spec, condition)
+        return deleted
+
+    def replace_all(self, spec: TableSpec, frame: pl.DataFrame) -> int:
+        """Replace the whole table with the frame, in one transaction."""
+        with self.transaction() as conn:
+            conn.execute(sa.delete(self.table(spec)))
+            return self.insert(conn, spec, frame)
+
+    def column(self, spec: TableSpec, name: str) -> sa.Column:
+        return self.table(spec).c[name]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def empty_frame(spec: TableSpec) -> pl.DataFrame:
+    return pl.DataFrame(schema=spec.polars_schema)
+
+
+def rows_to_frame(spec: TableSpec, rows: Sequence[Any]) -> pl.DataFrame:
+    """Database rows to a frame with the declared types.
+
+    Timestamps are stored in UTC. SQLite hands them back naive and PostgreSQL as aware values in
+    the session's time zone; both become UTC here.
+    """
+    if not rows:
+        return empty_frame(spec)
+    columns = list(zip(*rows, strict=True))
+    series = []
+    for col, values in zip(spec.columns, columns, strict=True):
+        if col.dtype == UTC_DATETIME:
+            s = pl.Series(col.name, values)
+            if s.dtype == pl.Null:
+                s = s.cast(UTC_DATETIME)
+            elif getattr(s.dtype, "time_zone", None) is None:
+                s = s.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+            else:
+                s = s.dt.convert_time_zone("UTC").cast(UTC_DATETIME)
+        else:
+            s = pl.Series(col.name, values, dtype=col.dtype, strict=False)
+        series.append(s)
+    return pl.DataFrame(series)
+
+
+def existing_values(
+    warehouse: Warehouse, spec: TableSpec, column: str, values: Iterable[Any]
+) -> pl.Series:
+    """Which of `values` the table already holds in `column` (chunked IN queries)."""
+    warehouse.create_tables()
+    col = warehouse.column(spec, column)
+    found: list[Any] = []
+    with warehouse.engine.connect() as conn:
+        for chunk in chunked(sorted(set(values)), IN_CHUNK):
+            found += conn.execute(sa.select(col).where(col.in_(chunk))).scalars().all()
+    return pl.Series(column, found, dtype=spec.polars_schema[column])

@@ -141,7 +141,7 @@ def ev_charging_events(
     and enriches the rest with the reference data as of the message date."""
     wh = warehouse.get()
     report = pipeline.ingest_batch(
-        wh, config.batch_id, [Path(f) for f in config.files], pipeline_config.settings(), run_id=context.run_id
+        wh, config.batch_id, [Path(f) for f in config.files], pipeline_config.settings(), run_id=context.run.run_id
     )
     batch_rows = wh.read(EV_CHARGING_EVENTS, wh.column(EV_CHARGING_EVENTS, "batch_id") == config.batch_id)
     schema_errors = _schema_errors(EV_CHARGING_EVENTS, batch_rows)

@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings.apply_defaults()
     args = build_parser().parse_args(argv)
     return args.func(args)
 

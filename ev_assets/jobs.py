@@ -46,7 +46,6 @@ reference_job = dg.define_asset_job(
 daily_load_job = dg.define_asset_job(
     "daily_load_job",
     selection=dg.AssetSelection.assets(daily_load),
-    partitions_def=daily_load.partitions_def,
     description="Daily transformer, feeder and substation load for a day or a range of days.",
 )
 

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is optional.
+.PHONY: setup demo test test-postgres ui validate clean
+
+# uv runs as a Python module, so it works wherever pip put it (no PATH or shim needed).
+UV ?= python3 -m uv
+POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+# Installs uv with pip when it is missing, then the locked environment.
+setup:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+# Simulate two days of the committed 2,000-meter utility, run the pipeline, show the busiest transformers.
+demo: setup
+	$(UV) run ev-awareness simulate --start 2024-06-03 --days 2
+	$(UV) run ev-awareness run
+	$(UV) run ev-awareness top --limit 10
+
+# The whole suite: SQLite always, PostgreSQL too when EV_TEST_POSTGRES_URL is set (CI sets it).
+test: setup
+	$(UV) run pytest -n 2 -q
+
+test-postgres: setup
+	EV_TEST_POSTGRES_URL=$(POSTGRES_URL) $(UV) run pytest -n 2 -q
+
+validate: setup
+	$(UV) run dagster definitions validate -w workspace.yaml
+
+# DAGSTER_HOME must be set before dagster starts (else runs and cursors go to a temporary folder).
+ui: setup
+	$(UV) run python -c "from ev_assets import settings; settings.apply_defaults()"
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(UV) run dagster dev -w workspace.yaml
+
+clean:
+	rm -rf data/landing data/warehouse .dagster_home

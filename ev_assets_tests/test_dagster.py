@@ -1,0 +1,155 @@
+"""The Dagster layer on real instances and real warehouses: assets, checks, sensors."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from ev_assets.assets import BATCH_TAG, daily_load, ev_charging_events, ev_charging_sessions, reference_tables
+from ev_assets.batching import FeedCursor
+from ev_assets.definitions import defs
+from ev_assets.jobs import RANGE_END, RANGE_START, daily_load_sensor, ev_feed_sensor
+from ev_assets.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
+from ev_assets.tables import EV_CHARGING_SESSIONS, EV_INGEST_BATCHES, TRANSFORMER_DAILY_LOAD
+from ev_assets.warehouse import Warehouse
+
+from .conftest import simulate
+
+
+@pytest.fixture
+def resources(env):
+    return {
+        "warehouse": WarehouseResource(url=env["EV_WAREHOUSE_URL"]),
+        "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), max_files_per_batch=20),
+        "reference": ReferenceResource(reference_dir=str(env["EV_REFERENCE_DIR"])),
+        "pipeline_config": PipelineConfig(),
+    }
+
+
+@pytest.fixture
+def instance():
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def load_reference(resources, instance):
+    result = dg.materialize([reference_tables], resources=resources, instance=instance)
+    assert result.success
+
+
+def ingest(resources, instance, request: dg.RunRequest):
+    return dg.materialize(
+        [ev_charging_events, ev_charging_sessions],
+        resources=resources,
+        instance=instance,
+        run_config=request.run_config,
+        tags=request.tags,
+    )
+
+
+def sensor_result(instance, resources, cursor=None, sensor=ev_feed_sensor):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+    return sensor(context)
+
+
+def test_definitions_load():
+    repo = defs.get_repository_def()
+    assert {"ingest_job", "daily_load_job", "reference_job", "sessions_job"} <= {j.name for j in repo.get_all_jobs()}
+    assert {s.name for s in repo.sensor_defs} == {"ev_feed_sensor", "daily_load_sensor"}
+
+
+def test_sensor_batches_new_files_once(env, small_utility, resources, instance):
+    simulate(small_utility, env["EV_FEED_DIR"], days=2)
+    first = sensor_result(instance, resources)
+    assert len(first.run_requests) >= 2  # 20 files a batch: a backlog is a few runs
+    keys = [r.run_key for r in first.run_requests]
+    assert len(set(keys)) == len(keys)
+    files = [f for r in first.run_requests for f in r.run_config["ops"]["ev_charging_events"]["config"]["files"]]
+    assert len(files) == len(set(files)) == len(list(env["EV_FEED_DIR"].glob("*.json")))
+
+    # Same files again with the cursor: nothing new. Without it: the same batches, same run keys.
+    assert not sensor_result(instance, resources, cursor=first.cursor).run_requests
+    assert [r.run_key for r in sensor_result(instance, resources).run_requests] == keys
+
+
+def test_sensor_skips_files_the_ledger_holds(env, small_utility, resources, instance):
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    for request in sensor_result(instance, resources).run_requests:
+        assert ingest(resources, instance, request).success
+    # A lost cursor (a new instance, a restart) does not bring processed files back.
+    assert not sensor_result(instance, resources, cursor=FeedCursor().to_json()).run_requests
+
+
+def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, resources, instance):
+    load_reference(resources, instance)
+    truth = simulate(small_utility, env["EV_FEED_DIR"], days=2)
+    requests = sensor_result(instance, resources).run_requests
+    results = [ingest(resources, instance, r) for r in requests]
+    assert all(r.success for r in results)
+
+    checks = [e for r in results for e in r.get_asset_check_evaluations()]
+    assert checks and all(c.passed for c in checks if c.check_name in ("batch_reconciles", "schema_conforms"))
+    events_meta = results[0].asset_materializations_for_node("ev_charging_events")[0].metadata
+    assert events_meta["dagster/row_count"].value > 0
+    assert isinstance(events_meta["dagster/column_schema"].value, dg.TableSchema)
+
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    stored = wh.read(EV_CHARGING_SESSIONS)
+    # Every simulated session is complete once its end arrived (all ends are in the feed).
+    assert stored.filter(pl.col("status") == "complete").height == truth.height
+    joined = truth.join(stored, on=["meter_id", "start_time"], how="left", suffix="_stored")
+    assert joined.filter(pl.col("end_time") != pl.col("end_time_stored")).is_empty()
+    assert (joined["energy_wh"] - joined["energy_wh_stored"]).abs().max() < 1e-6
+    ledger = wh.read(EV_INGEST_BATCHES)
+    assert ledger.height == len(requests) and ledger["reconciled"].all()
+
+    # The daily-load sensor asks for exactly the days the sessions touched, as range runs.
+    load_sensor = sensor_result(instance, resources, sensor=daily_load_sensor)
+    assert len(load_sensor.run_requests) == 1
+    tags = load_sensor.run_requests[0].tags
+    assert tags[RANGE_START] == "2024-06-03" and tags[RANGE_END] >= "2024-06-04"
+    state = json.loads(load_sensor.cursor)
+    assert not sensor_result(instance, resources, cursor=json.dumps(state), sensor=daily_load_sensor).run_requests
+
+
+def test_daily_load_partition_and_range(env, small_utility, resources, instance):
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=2)
+    for request in sensor_result(instance, resources).run_requests:
+        assert ingest(resources, instance, request).success
+    one = dg.materialize([daily_load], partition_key="2024-06-03", resources=resources, instance=instance)
+    assert one.success
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    day = wh.read(TRANSFORMER_DAILY_LOAD)
+    assert set(day["load_date"].to_list()) == {date(2024, 6, 3)} and day.height > 0
+    first = day.sort("transformer_id")
+
+    # A range run (what the sensor and backfills launch) writes each day once; rerunning it changes
+    # nothing but the write time.
+    range_tags = {RANGE_START: "2024-06-03", RANGE_END: "2024-06-05"}
+    for _ in range(2):
+        result = dg.materialize([daily_load], tags=range_tags, resources=resources, instance=instance)
+        assert result.success
+    days = wh.read(TRANSFORMER_DAILY_LOAD)
+    assert set(days["load_date"].to_list()) == {date(2024, 6, 3), date(2024, 6, 4), date(2024, 6, 5)}
+    again = days.filter(pl.col("load_date") == date(2024, 6, 3)).sort("transformer_id")
+    assert first.drop("updated_at").equals(again.drop("updated_at"))
+    assert days.select(pl.struct("transformer_id", "load_date").is_unique().all()).item()
+
+
+def test_sessions_job_without_batch_rebuilds_everything(env, small_utility, resources, instance):
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    for request in sensor_result(instance, resources).run_requests:
+        assert ingest(resources, instance, request).success
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    before = wh.read(EV_CHARGING_SESSIONS).drop("updated_at").sort("session_id")
+    rebuilt = dg.materialize([ev_charging_sessions], resources=resources, instance=instance, selection=[ev_charging_sessions])
+    assert rebuilt.success
+    assert BATCH_TAG not in rebuilt.dagster_run.tags
+    assert wh.read(EV_CHARGING_SESSIONS).drop("updated_at").sort("session_id").equals(before)

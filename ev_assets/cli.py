@@ -146,9 +146,9 @@ def cmd_status(_args: argparse.Namespace) -> int:
     wh = _warehouse()
     for table, count in pipeline.status_counts(wh).items():
         print(f"{table:28s} {count:>10,d}")
-    landing = feed.list_landing(settings.feed_dir())
-    done = set(wh.read_in(EV_FEED_FILES, "file_name", [f.name for f in landing])["file_name"].to_list())
-    print(f"{'pending files':28s} {sum(f.name not in done for f in landing):>10,d}  ({settings.feed_dir()})")
+    resources = _resources()
+    pending = sum(len(b.files) for b in pending_batches(resources["feed_landing"], resources["warehouse"], FeedCursor()))
+    print(f"{'pending files':28s} {pending:>10,d}  ({settings.feed_dir()})")
     return 0
 
 

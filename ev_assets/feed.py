@@ -162,8 +162,8 @@ def _shape(payload: Any) -> str:
     return f"a JSON {type(payload).__name__}"
 
 
-def read_files(files: list[FeedFile]) -> list[ParsedFile]:
-    return [parse_payload(f.name, f.path.read_bytes()) for f in files]
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def records_frame(parsed: list[ParsedFile]) -> pl.DataFrame:

@@ -62,12 +62,18 @@ def ingest_run_request(batch: Batch) -> dg.RunRequest:
 
 
 def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor) -> list[Batch]:
-    """Files after the cursor that the file ledger does not hold yet, grouped into batches."""
+    """Files after the cursor that the file ledger does not hold yet, grouped into batches.
+
+    A file whose name the ledger holds is pending only if its content changed (a re-delivery
+    under the same name); only those files are hashed, so the common case reads no bytes here.
+    """
     files = cursor.after(feed.list_landing(feed_res.path))
     if not files:
         return []
-    done = set(warehouse.get().read_in(EV_FEED_FILES, "file_name", [f.name for f in files])["file_name"].to_list())
-    todo = [f for f in files if f.name not in done]
+    ledger = warehouse.get().read_in(EV_FEED_FILES, "file_name", [f.name for f in files])
+    known = set(ledger.select("file_name", "file_sha256").iter_rows())
+    names = set(ledger["file_name"].to_list())
+    todo = [f for f in files if f.name not in names or (f.name, feed.file_sha256(f.path)) not in known]
     return plan_batches(todo, max_files=feed_res.max_files_per_batch, max_messages=feed_res.max_messages_per_batch)
 
 

@@ -1,0 +1,155 @@
+"""Timing and memory helpers for the benchmark harness (stdlib only: psutil is not a dependency).
+
+Peak RSS of a child comes from `os.wait4`, which returns the rusage of *that* child alone. The
+alternative, `getrusage(RUSAGE_CHILDREN)`, keeps the maximum over every child reaped so far, so a
+second measurement in the same harness would silently report the first one's peak.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One finished subprocess: its exit code, wall time, peak RSS and where its output went."""
+
+    returncode: int
+    wall_s: float
+    peak_mb: float
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of stderr then stdout, for a failure message."""
+        err = self.stderr_path.read_text(errors="replace").splitlines()[-lines:]
+        out = self.stdout.splitlines()[-lines:]
+        return "\n".join(["--- stderr (tail)", *err, "--- stdout (tail)", *out])
+
+
+def run_child(cmd: list[str], *, env: dict[str, str], log_prefix: Path, cwd: Path | None = None) -> ChildRun:
+    """Run `cmd` to completion; time it and read its peak RSS.
+
+    Output goes to files, not pipes: a pipe would need `communicate()`, which reaps the child
+    itself and throws its rusage away. Writing the child's logs to a file is also what an
+    operator's terminal or log collector would absorb, so it is part of the honest cost.
+    """
+    log_prefix.parent.mkdir(parents=True, exist_ok=True)
+    stdout_path = log_prefix.with_name(log_prefix.name + ".stdout.log")
+    stderr_path = log_prefix.with_name(log_prefix.name + ".stderr.log")
+    with stdout_path.open("w") as out, stderr_path.open("w") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
+    # Linux reports ru_maxrss in KiB (macOS in bytes; this harness targets the Linux machine).
+    return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024, stdout_path, stderr_path)
+
+
+def best_of(repeat: int, func: Callable[[], Any]) -> tuple[float, Any]:
+    """Fastest wall time of `repeat` calls, and the last call's result.
+
+    The minimum, as timeit recommends: slower repeats measure the machine's other work (GC,
+    page cache, a neighbour process), not the code.
+    """
+    best = float("inf")
+    result = None
+    for _ in range(max(1, repeat)):
+        gc.collect()
+        start = time.perf_counter()
+        result = func()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def timed(func: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall time of one call and its result."""
+    start = time.perf_counter()
+    result = func()
+    return time.perf_counter() - start, result
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("nan")
+
+
+# --- the machine -----------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on: they mean nothing without it."""
+    import polars as pl
+
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gib": _memory_gib(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "polars_threads": pl.thread_pool_size(),
+        "dagster": _version("dagster"),
+        "pandera": _version("pandera"),
+        "sqlalchemy": _version("sqlalchemy"),
+        "sqlite": _sqlite_version(),
+        "git_commit": _git_commit(),
+        "executable": sys.executable,
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _sqlite_version() -> str:
+    import sqlite3
+
+    return sqlite3.sqlite_version
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None

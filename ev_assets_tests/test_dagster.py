@@ -85,6 +85,26 @@ def test_sensor_skips_files_the_ledger_holds(env, small_utility, resources, inst
     assert not sensor_result(instance, resources, cursor=FeedCursor().to_json()).run_requests
 
 
+def test_redelivered_file_under_a_known_name_is_read_again(env, small_utility, resources, instance):
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    for request in sensor_result(instance, resources).run_requests:
+        assert ingest(resources, instance, request).success
+    # The agent re-sends a file under the same name with a corrected record added.
+    target = sorted(env["EV_FEED_DIR"].glob("*.json"))[0]
+    payload = json.loads(target.read_text())
+    extra = dict(payload["EVChargingEvents"][0], MeterID="9999999999", ChargeStartTime="2024-06-03T12:00:00.00Z")
+    extra.update(ChargeW="7200", ChargeEndTime=None, ChargeDuration=None, ChargeEnergy=None, ReceivedTime="2024-06-03T12:00:05.00Z")
+    payload["EVChargingEvents"].append(extra)
+    target.write_text(json.dumps(payload))
+    requests = sensor_result(instance, resources).run_requests
+    assert [r.run_config["ops"]["ev_charging_events"]["config"]["files"] for r in requests] == [[str(target)]]
+    assert ingest(resources, instance, requests[0]).success
+    ledger = Warehouse(env["EV_WAREHOUSE_URL"]).read(EV_INGEST_BATCHES).sort("processed_at").row(-1, named=True)
+    # The records already accepted from the first delivery are recognised as duplicates.
+    assert (ledger["accepted"], ledger["duplicates"], ledger["rejected"]) == (1, len(payload["EVChargingEvents"]) - 1, 0)
+
+
 def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, resources, instance):
     load_reference(resources, instance)
     truth = simulate(small_utility, env["EV_FEED_DIR"], days=2)

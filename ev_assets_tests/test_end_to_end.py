@@ -62,8 +62,7 @@ def test_simulate_run_twice_and_status(env):
     top = cli(env, "top", "--limit", "3")
     assert "busiest transformers" in top
 
-    # The next day arrives, some of its files under names the first span already used (windows
-    # holding the first span's last ends): re-delivered content is read, nothing is lost.
+    # The next day arrives: its sessions join the first span's, nothing is lost or doubled.
     truth_next = env["tmp"] / "truth_next.parquet"
     cli(env, "simulate", "--start", "2024-06-05", "--days", "1", "--seed", "5", "--ground-truth", str(truth_next))
     cli(env, "run")

@@ -1,0 +1,30 @@
+"""One declaration per table: everything derived from it agrees, and the README keeps up."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ev_assets import docs
+from ev_assets.tables import ALL_TABLES
+
+
+def test_readme_generated_sections_are_current():
+    text = docs.README.read_text()
+    assert docs.render(text) == text, "README is out of date: run `uv run python -m ev_assets.docs`"
+
+
+def test_every_table_derives_consistently():
+    metadata = sa.MetaData()
+    for spec in ALL_TABLES:
+        table = spec.sqlalchemy_table(metadata)
+        assert [c.name for c in table.columns] == spec.column_names
+        assert list(spec.pandera_schema().columns) == spec.column_names
+        assert [c.name for c in spec.dagster_schema().columns] == spec.column_names
+        assert tuple(c.name for c in table.primary_key.columns) == spec.primary_key
+        assert all(c.description for c in spec.columns), spec.name
+
+
+def test_tables_create_on_the_warehouse(warehouse):
+    warehouse.create_tables()
+    names = set(sa.inspect(warehouse.engine).get_table_names())
+    assert {spec.name for spec in ALL_TABLES} <= names

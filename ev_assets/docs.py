@@ -27,10 +27,10 @@ SECTIONS = {"data-dictionary": data_dictionary, "rejection-codes": rejection_cod
 
 def render(text: str) -> str:
     for name, build in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"README lacks the <!-- {name}:start/end --> markers")
-        text = pattern.sub(lambda m, build=build: m.group(1) + build() + m.group(2), text)
+        text = pattern.sub(lambda m, build=build: m.group(1) + build() + "\n" + m.group(2), text)
     return text
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -86,6 +87,44 @@ def timed(func: Callable[[], Any]) -> tuple[float, Any]:
 
 def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("nan")
+
+
+# --- contention: the machine is shared ----------------------------------------------------------
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds every process on the machine has used since boot (Linux /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of the children it has reaped."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Contention:
+    """How much CPU *other* processes used while a scenario ran.
+
+    On a 2-core machine shared with other work, a neighbour's test run can add seconds to a
+    figure; this says when a figure was measured under such load, instead of hiding it.
+    """
+
+    def __init__(self) -> None:
+        self._busy, self._own, self._wall = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+
+    def stop(self) -> dict[str, float] | None:
+        busy = _busy_cpu_seconds()
+        if busy is None or self._busy is None:
+            return None
+        wall = time.perf_counter() - self._wall
+        others = max(0.0, (busy - self._busy) - (_own_cpu_seconds() - self._own))
+        return {"wall_s": wall, "others_cpu_s": others, "others_cores": others / wall if wall > 0 else 0.0}
 
 
 # --- the machine -----------------------------------------------------------------------------

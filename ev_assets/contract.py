@@ -305,7 +305,9 @@ def apply_contract(records: pl.DataFrame, bounds: ContractBounds, now: datetime 
         "file_name",
         "file_sha256",
         "record_index",
-        pl.col("MeterID").alias("meter_id"),
+        # As received, except NUL, which PostgreSQL text cannot hold: written as the JSON escape
+        # (raw_record keeps the exact value).
+        pl.col("MeterID").str.replace_all("\x00", "\\u0000", literal=True).alias("meter_id"),
         "reason_codes",
         pl.concat_str([pl.lit("["), pl.col("_reasons"), pl.lit("]")]).alias("reasons"),
     )

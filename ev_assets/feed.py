@@ -134,6 +134,8 @@ def parse_payload(name: str, content: bytes) -> ParsedFile:
             payload = _loads_as_text(repaired)
         except json.JSONDecodeError:
             return quarantine(f"invalid JSON: {strict_error}")
+        except RecursionError:
+            return quarantine("invalid JSON: nested too deeply")
         text, status = repaired, "repaired"
     except RecursionError:
         return quarantine("invalid JSON: nested too deeply")
@@ -187,6 +189,9 @@ def _file_frame(parsed: ParsedFile) -> pl.DataFrame:
     records = parsed.records
     try:
         # Fast path: every record a flat object of strings and nulls, which is what the agent sends.
+        # (polars reads a list of strings or of lists as columns, not rows: those go the slow way.)
+        if not all(isinstance(r, dict) for r in records):
+            raise TypeError("records that are not JSON objects")
         raw = pl.DataFrame(records, infer_schema_length=None)
         if any(dtype not in (pl.String, pl.Null) for dtype in raw.dtypes):
             raise TypeError("non-string values")
@@ -232,23 +237,47 @@ def _file_frame(parsed: ParsedFile) -> pl.DataFrame:
 
 
 def _sanitize(record: Any) -> tuple[dict[str, str | None], str | None]:
-    """A record reduced to flat strings, with a note of what had to be changed."""
+    """A record reduced to flat strings, with a note of what had to be changed.
+
+    Only the spec's fields must be strings or numbers: an unknown field holding an object, array or
+    boolean is kept aside as its JSON text, not a problem (unknown fields are never fatal). Text
+    that is not valid Unicode (a lone surrogate escape such as "\\ud800") is kept with the
+    surrogate written as an escape; in a spec field it makes the record unreadable.
+    """
     if not isinstance(record, dict):
         return {}, f"record is not a JSON object: {str(record)[:60]!r}"
     flat: dict[str, str | None] = {}
     wrong = []
+    not_unicode = []
     for key, value in record.items():
-        if value is None or isinstance(value, str):
+        known = key.lower() in CANONICAL_FIELD
+        key = _unicode_text(key)
+        if value is None:
             flat[key] = value
+        elif isinstance(value, str):
+            flat[key] = _unicode_text(value)
+            if known and flat[key] != value:
+                not_unicode.append(key)
         else:
             flat[key] = json.dumps(value)
-            wrong.append(key)
-    problem = (
-        f"fields with a JSON object, array or boolean where a string or number belongs: {', '.join(wrong)}"
-        if wrong
-        else None
-    )
-    return flat, problem
+            if known:
+                wrong.append(key)
+    problems = []
+    if wrong:
+        problems.append(f"fields with a JSON object, array or boolean where a string or number belongs: {', '.join(wrong)}")
+    if not_unicode:
+        problems.append(f"fields with text that is not valid Unicode: {', '.join(not_unicode)}")
+    return flat, "; ".join(problems) or None
+
+
+def _unicode_text(text: str) -> str:
+    """The text itself, or, when it holds lone surrogates (valid JSON escapes, not valid Unicode),
+    the text with those written as backslash escapes: polars and the databases take Unicode only."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def raw_records(parsed: list[ParsedFile], wanted: pl.DataFrame) -> pl.DataFrame:
@@ -261,5 +290,7 @@ def raw_records(parsed: list[ParsedFile], wanted: pl.DataFrame) -> pl.DataFrame:
     for sha, index in wanted.select("file_sha256", "record_index").iter_rows():
         if sha not in cache:
             cache[sha] = _payload_records(json.loads(by_sha[sha].text)) or []
-        texts.append(json.dumps(cache[sha][index], ensure_ascii=False))
+        text = json.dumps(cache[sha][index], ensure_ascii=False)
+        # A lone surrogate escape cannot be written as UTF-8: keep such a record ASCII-escaped.
+        texts.append(text if _unicode_text(text) == text else json.dumps(cache[sha][index]))
     return wanted.with_columns(pl.Series("raw_record", texts, dtype=pl.String))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from ev_assets.tables import EV_CHARGING_SESSIONS, TRANSFORMER_DAILY_LOAD
+from ev_assets.tables import EV_CHARGING_SESSIONS, EV_INGEST_BATCHES, EV_REJECTED_MESSAGES, TRANSFORMER_DAILY_LOAD
 from ev_assets.warehouse import Warehouse
 
 from .helpers import assert_same_tables, complete_inside, snapshot
@@ -72,3 +73,57 @@ def test_simulate_run_twice_and_status(env):
     everything = pl.concat([pl.read_parquet(truth_path), pl.read_parquet(truth_next)])
     assert after.height == everything.height
     assert after.join(everything, on=["meter_id", "start_time", "end_time"], how="anti").is_empty()
+
+
+def _record(meter: str, kind: str, when: str, **values: str) -> dict:
+    base = {
+        "ServicePointID": "1000000001",
+        "MeterID": meter,
+        "MeterNumber": "M" + meter[-9:],
+        "ESN": "1.23.456.7.890123.45.67.8901234567",
+        "TransformerID": "4000000001-00000001",
+        "PremiseID": "P0000000001",
+        "ReceivedTime": when,
+        "ChargeStartTime": None,
+        "ChargeEndTime": None,
+        "ChargeW": None,
+        "ChargeDuration": None,
+        "ChargeEnergy": None,
+    }
+    base["ChargeStartTime" if kind == "start" else "ChargeEndTime"] = when
+    return {**base, **values}
+
+
+def test_quarantine_export_correct_and_replay(env):
+    # One session whose start claims 30 kW (over the default bound) and whose end carries a
+    # timestamp without an offset: both quarantined; then fixed by configuration and by hand.
+    start = _record("5550000001", "start", "2024-06-03T22:00:00.00Z", ChargeW="30000")
+    end = _record("5550000001", "end", "2024-06-04T00:00:00.00", ChargeDuration="2", ChargeEnergy="60000")
+    end["ReceivedTime"] = "2024-06-04T00:00:05.00Z"
+    (env["EV_FEED_DIR"] / "bad.json").write_text(json.dumps({"EVChargingEvents": [start, end]}))
+    assert "2 rejected" in cli(env, "run")
+    listing = cli(env, "rejected", "list")
+    assert "charge_w_implausible" in listing and "timestamp_without_offset" in listing
+
+    # A wider bound releases the start; the end still fails.
+    replayed = cli({**env, "EV_CHARGE_W_MAX": "40000"}, "rejected", "replay", "--code", "charge_w_implausible")
+    assert "1 accepted" in replayed
+
+    # The end is corrected by hand and replayed from the export.
+    export = env["tmp"] / "fix.json"
+    cli(env, "rejected", "export", "--out", str(export))
+    payload = json.loads(export.read_text())
+    (record,) = payload["EVChargingEvents"]
+    record["ChargeEndTime"] = "2024-06-04T00:00:00.00Z"
+    export.write_text(json.dumps(payload))
+    assert "1 accepted" in cli(env, "rejected", "replay", "--file", str(export))
+
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    rejected = wh.read(EV_REJECTED_MESSAGES)
+    assert rejected["status"].to_list() == ["replayed", "replayed"]
+    session = wh.read(EV_CHARGING_SESSIONS).row(0, named=True)
+    assert (session["status"], session["energy_wh"], session["duration_h"]) == ("complete", 60000.0, 2.0)
+    ledger = wh.read(EV_INGEST_BATCHES)
+    assert ledger.height == 3 and ledger["reconciled"].all()
+    assert cli(env, "rejected", "list").startswith("0 quarantined records")
+    assert wh.count(TRANSFORMER_DAILY_LOAD) > 0

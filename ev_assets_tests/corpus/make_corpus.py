@@ -201,9 +201,11 @@ def _(t):
 
 @case("nested_deep_trailing_comma.json")
 def _(t):
-    # The same depth in a file that also needs its trailing commas removed.
+    # The same depth after a trailing comma: the strict parse stops at the comma, the parse of the
+    # repaired text is the one that meets the depth.
     deep = "[" * 100_000 + "]" * 100_000
-    return ('{"EVChargingEvents": [' + json.dumps(start(t))[:-1] + ', "Extra": ' + deep + ",},]}").encode()
+    return ('{"EVChargingEvents": [' + json.dumps(start(t))[:-1] + ", },\n" + json.dumps(end(t + 10 * M))[:-1]
+            + ', "Extra": ' + deep + "}]}").encode()
 
 
 @case("empty_list.json")

@@ -59,18 +59,21 @@ def reference_version(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def table_asset_spec(spec: TableSpec, group: str, deps: list | None = None) -> dg.AssetSpec:
+    """The asset of a warehouse table, described from the table's declaration."""
+    return dg.AssetSpec(
+        spec.name,
+        description=spec.description,
+        group_name=group,
+        owners=OWNERS,
+        kinds={"polars", "sqlalchemy"},
+        deps=deps or [],
+        metadata={"dagster/column_schema": spec.dagster_schema(), "dagster/table_name": spec.name},
+    )
+
+
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            spec.name,
-            description=spec.description,
-            group_name="reference",
-            owners=OWNERS,
-            kinds={"polars", "sqlalchemy"},
-            metadata={"dagster/column_schema": spec.dagster_schema()},
-        )
-        for spec in REFERENCE_TABLES.values()
-    ],
+    specs=[table_asset_spec(spec, "reference") for spec in REFERENCE_TABLES.values()],
     pool=WAREHOUSE_POOL,
 )
 def reference_tables(
@@ -274,18 +277,7 @@ LOAD_SPECS = {"transformer": TRANSFORMER_DAILY_LOAD, "feeder": FEEDER_DAILY_LOAD
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            spec.name,
-            description=spec.description,
-            group_name="planning",
-            owners=OWNERS,
-            kinds={"polars", "sqlalchemy"},
-            deps=[ev_charging_sessions],
-            metadata={"dagster/column_schema": spec.dagster_schema()},
-        )
-        for spec in LOAD_SPECS.values()
-    ],
+    specs=[table_asset_spec(spec, "planning", deps=[ev_charging_sessions]) for spec in LOAD_SPECS.values()],
     partitions_def=DAILY_PARTITIONS,
     # A backfill of a year is one run over the range, not 365 runs.
     backfill_policy=dg.BackfillPolicy.single_run(),

@@ -33,3 +33,11 @@ ui: setup
 
 clean:
 	rm -rf data/landing data/warehouse .dagster_home
+
+# Benchmarks (bench/run_bench.py, BENCHMARKS.md): a Markdown report on stdout, figures in bench/results.json.
+.PHONY: bench bench-quick
+bench: setup
+	$(UV) run python bench/run_bench.py
+
+bench-quick: setup
+	$(UV) run python bench/run_bench.py --quick

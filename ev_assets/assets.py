@@ -43,6 +43,15 @@ def table_metadata(spec: TableSpec, rows: int, **extra) -> dict:
     }
 
 
+def running_row_count(context: dg.AssetExecutionContext, spec: TableSpec, wh, *, added: int) -> int:
+    """The table's row count: the last materialization's plus this run's net change. Counting the
+    whole table each micro-batch would make its cost grow with history; the first
+    materialization counts once. `ev-awareness status` always counts exactly."""
+    latest = context.instance.get_latest_materialization_event(dg.AssetKey(spec.name))
+    previous = latest.asset_materialization.metadata.get("dagster/row_count") if latest and latest.asset_materialization else None
+    return previous.value + added if previous is not None else wh.count(spec)
+
+
 def touched_dates_metadata(days: list[date]) -> dg.MetadataValue:
     return dg.MetadataValue.json([d.isoformat() for d in days])
 
@@ -100,10 +109,17 @@ def reference_tables(
 
 
 class IngestBatchConfig(dg.Config):
-    """The micro-batch the feed sensor named: its id (the run key) and its files, in order."""
+    """The micro-batch the feed sensor named: its id (the run key) and its files, in order.
+
+    A replay batch (`ev-awareness rejected replay`) names quarantined records instead of files:
+    `replay_rejection_ids`, with their stored raw records, or with corrected ones from
+    `replay_corrected_file` (an export whose records keep their `_rejection_id`).
+    """
 
     batch_id: str
-    files: list[str]
+    files: list[str] = []
+    replay_rejection_ids: list[str] = []
+    replay_corrected_file: str | None = None
 
 
 @dg.asset(
@@ -143,9 +159,14 @@ def ev_charging_events(
     against the feed contract (pandera), quarantines what fails with its reasons, drops duplicates
     and enriches the rest with the reference data as of the message date."""
     wh = warehouse.get()
-    report = pipeline.ingest_batch(
-        wh, config.batch_id, [Path(f) for f in config.files], pipeline_config.settings(), run_id=context.run.run_id
-    )
+    run_id = context.run.run_id
+    if config.replay_rejection_ids:
+        replays = pipeline.replay_selection(wh, config.replay_rejection_ids, config.replay_corrected_file)
+        report = pipeline.replay_rejected(wh, pipeline_config.settings(), replays, config.batch_id, run_id=run_id)
+    else:
+        report = pipeline.ingest_batch(
+            wh, config.batch_id, [Path(f) for f in config.files], pipeline_config.settings(), run_id=run_id
+        )
     batch_rows = wh.read(EV_CHARGING_EVENTS, wh.column(EV_CHARGING_EVENTS, "batch_id") == config.batch_id)
     schema_errors = _schema_errors(EV_CHARGING_EVENTS, batch_rows)
     threshold = pipeline_config.rejection_rate_warn
@@ -163,7 +184,7 @@ def ev_charging_events(
     return dg.MaterializeResult(
         metadata=table_metadata(
             EV_CHARGING_EVENTS,
-            wh.count(EV_CHARGING_EVENTS),
+            running_row_count(context, EV_CHARGING_EVENTS, wh, added=report.accepted),
             batch_id=config.batch_id,
             **counts,
             rejection_codes=dg.MetadataValue.json(report.rejection_codes),
@@ -243,7 +264,7 @@ def ev_charging_sessions(
     return dg.MaterializeResult(
         metadata=table_metadata(
             EV_CHARGING_SESSIONS,
-            wh.count(EV_CHARGING_SESSIONS),
+            running_row_count(context, EV_CHARGING_SESSIONS, wh, added=report.sessions_written - report.sessions_replaced),
             batch_id=batch_id or "all",
             sessions_written=report.sessions_written,
             sessions_replaced=report.sessions_replaced,

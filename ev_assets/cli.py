@@ -204,32 +204,34 @@ def cmd_rejected_export(args: argparse.Namespace) -> int:
 
 
 def cmd_rejected_replay(args: argparse.Namespace) -> int:
+    """Replay through `ingest_job`, like any batch: same rules, same ledger, same checks; its
+    sessions and the days they touch are updated in the same runs."""
     if args.file:
-        records = json.loads(Path(args.file).read_text())["EVChargingEvents"]
-        replays = pl.DataFrame(
-            {
-                "rejection_id": [r.pop("_rejection_id") for r in records],
-                "raw_record": [json.dumps(r.get("_record", r), ensure_ascii=False) for r in records],
-            },
-            schema={"rejection_id": pl.String, "raw_record": pl.String},
-        )
+        ids = [r["_rejection_id"] for r in json.loads(Path(args.file).read_text())["EVChargingEvents"]]
     else:
-        replays = _select_rejections(args).select("rejection_id", "raw_record")
-    if replays.is_empty():
+        ids = _select_rejections(args)["rejection_id"].to_list()
+    if not ids:
         print("nothing to replay")
         return 0
     batch_id = f"replay-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-    resources = _resources()
-    report = pipeline.replay_rejected(resources["warehouse"].get(), resources["pipeline_config"].settings(), replays, batch_id)
-    print(
-        f"{batch_id}: {report.records_read} records replayed = {report.accepted} accepted + "
-        f"{report.duplicates} duplicates + {report.rejected} still quarantined {report.rejection_codes or ''}"
-    )
+    config = {"batch_id": batch_id, "replay_rejection_ids": ids}
+    if args.file:
+        config["replay_corrected_file"] = str(Path(args.file).resolve())
     instance = dg.DagsterInstance.get()
-    result = _execute("sessions_job", instance, dg.RunRequest(tags={BATCH_TAG: batch_id}))
+    result = _execute(
+        "ingest_job",
+        instance,
+        dg.RunRequest(run_config={"ops": {"ev_charging_events": {"config": config}}}, tags={BATCH_TAG: batch_id}),
+    )
+    for m in result.asset_materializations_for_node("ev_charging_events"):
+        meta = {k: v.value for k, v in m.metadata.items()}
+        print(
+            f"{batch_id}: {meta['records_read']} records replayed = {meta['accepted']} accepted + "
+            f"{meta['duplicates']} duplicates + {meta['rejected']} still quarantined {meta['rejection_codes'] or ''}"
+        )
     for request in daily_load_run_requests(clip_to_partitions(_touched_days(result)), batch_id):
         _execute("daily_load_job", instance, request)
-    return 0
+    return 0 if result.success else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

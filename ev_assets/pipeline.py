@@ -6,6 +6,7 @@ same code. Each step is idempotent: run it again on the same input and the table
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -454,6 +455,24 @@ def replay_rejected(
         warehouse.delete(conn, EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == batch_id)
         warehouse.insert(conn, EV_INGEST_BATCHES, report.ledger_row(run_id, now))
     return report
+
+
+def replay_selection(
+    warehouse: Warehouse, rejection_ids: list[str], corrected_file: str | None = None
+) -> pl.DataFrame:
+    """rejection_id and raw_record of the records to replay: as stored, or as corrected in an
+    export file (`ev-awareness rejected export`) whose records keep their `_rejection_id`."""
+    if corrected_file is None:
+        stored = warehouse.read_in(EV_REJECTED_MESSAGES, "rejection_id", rejection_ids)
+        return stored.select("rejection_id", "raw_record").sort("rejection_id")
+    records = json.loads(Path(corrected_file).read_text())["EVChargingEvents"]
+    wanted = set(rejection_ids)
+    rows = [
+        (record.pop("_rejection_id"), json.dumps(record.get("_record", record), ensure_ascii=False))
+        for record in records
+        if record.get("_rejection_id") in wanted
+    ]
+    return pl.DataFrame(rows, schema={"rejection_id": pl.String, "raw_record": pl.String}, orient="row")
 
 
 def status_counts(warehouse: Warehouse) -> dict[str, int]:

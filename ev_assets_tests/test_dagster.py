@@ -14,7 +14,7 @@ from ev_assets.batching import FeedCursor
 from ev_assets.definitions import defs
 from ev_assets.jobs import RANGE_END, RANGE_START, daily_load_sensor, ev_feed_sensor
 from ev_assets.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
-from ev_assets.tables import EV_CHARGING_SESSIONS, EV_INGEST_BATCHES, TRANSFORMER_DAILY_LOAD
+from ev_assets.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_INGEST_BATCHES, TRANSFORMER_DAILY_LOAD
 from ev_assets.warehouse import Warehouse
 
 from .conftest import simulate
@@ -119,6 +119,10 @@ def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, 
     assert isinstance(events_meta["dagster/column_schema"].value, dg.TableSchema)
 
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    # Row counts are carried forward from batch to batch, and stay exact.
+    last = results[-1]
+    for node, spec in (("ev_charging_events", EV_CHARGING_EVENTS), ("ev_charging_sessions", EV_CHARGING_SESSIONS)):
+        assert last.asset_materializations_for_node(node)[0].metadata["dagster/row_count"].value == wh.count(spec)
     stored = wh.read(EV_CHARGING_SESSIONS)
     # Every simulated session is complete once its end arrived (all ends are in the feed).
     assert stored.filter(pl.col("status") == "complete").height == truth.height

@@ -213,12 +213,26 @@ def _file_frame(parsed: ParsedFile) -> pl.DataFrame:
         else:
             by_field.setdefault(canonical, []).append(column)
 
-    fields = [
-        pl.coalesce([pl.col(c).cast(pl.String) for c in by_field[f]]).alias(f)
-        if f in by_field
-        else pl.lit(None, dtype=pl.String).alias(f)
-        for f in FIELDS
-    ]
+    fields = []
+    conflicts = []
+    for f in FIELDS:
+        columns = by_field.get(f, [])
+        if len(columns) <= 1:
+            fields.append(pl.col(columns[0]).cast(pl.String).alias(f) if columns else pl.lit(None, dtype=pl.String).alias(f))
+            continue
+        # The same field under two spellings (MeterID and meterid): the one with a value wins, and
+        # two different values are a problem of the record, never a choice made for it.
+        given = [_non_blank(c) for c in columns]
+        fields.append(pl.coalesce([*given, *(pl.col(c).cast(pl.String) for c in columns)]).alias(f))
+        distinct = pl.concat_list([g.str.strip_chars() for g in given]).list.drop_nulls().list.n_unique()
+        conflicts.append(pl.when(distinct > 1).then(pl.lit(f)))
+    if conflicts:
+        conflicting = pl.concat_str(conflicts, separator=", ", ignore_nulls=True)
+        problem = pl.when(conflicting != "").then(
+            pl.lit("fields given more than once (in different letter case) with different values: ") + conflicting
+        )
+        combined = pl.concat_str([pl.lit(problems) if isinstance(problems, pl.Series) else problems, problem], separator="; ", ignore_nulls=True)
+        problems = pl.when(combined != "").then(combined)
     extra = (
         pl.when(pl.any_horizontal(pl.col(extras).is_not_null()))
         .then(pl.struct([pl.col(c).cast(pl.String) for c in extras]).struct.json_encode())
@@ -234,6 +248,11 @@ def _file_frame(parsed: ParsedFile) -> pl.DataFrame:
         extra.alias("extra_fields"),
         problems.alias("record_problems"),
     )
+
+
+def _non_blank(column: str) -> pl.Expr:
+    value = pl.col(column).cast(pl.String)
+    return pl.when(value.str.strip_chars() != "").then(value)
 
 
 def _sanitize(record: Any) -> tuple[dict[str, str | None], str | None]:

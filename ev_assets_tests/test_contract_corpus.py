@@ -121,6 +121,7 @@ EXPECTED: dict[str, FileOutcome] = {
     "payload_key_case.json": parsed(A),
     # field names and value formats
     "field_case_variants.json": parsed(A, A, A),
+    "field_case_conflict.json": parsed(R("record_not_readable"), R("ambiguous_message_type"), A, A, A),
     "chargeduratjion_misspelling.json": parsed(A, A),
     "json_numbers.json": parsed(A, A, A, A),
     "blank_strings_as_null.json": parsed(A, R("missing_required_field@MeterID"), A, R("missing_required_field@ReceivedTime")),
@@ -236,6 +237,8 @@ ACCEPTED_VALUES: dict[tuple[str, int], dict[str, Any]] = {
         "message_type": "end", "meter_id": "2000000015", "service_point_id": "5000000015",
         "charge_duration": 3.0, "charge_energy_wh": 21600.0, "charge_end_time": _slot("field_case_variants.json") + 10 * M,
     },
+    ("field_case_conflict.json", 2): {"meter_id": "2000000003"},
+    ("field_case_conflict.json", 3): {"charge_w": 7200.5, "extra_fields": None},
     ("chargeduratjion_misspelling.json", 0): {"message_type": "end", "charge_duration": 4.0, "extra_fields": None},
     ("json_numbers.json", 0): {"charge_w": 7200.5},
     ("json_numbers.json", 1): {"charge_energy_wh": 21600.0, "charge_duration": 3.0},

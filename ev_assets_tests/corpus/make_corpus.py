@@ -585,6 +585,19 @@ def _(t):
     return payload([start(other, ReceivedTime=iso(other + M)), start(t)])
 
 
+@case("field_case_conflict.json")
+def _(t):
+    # One field under two spellings: the same value is fine, a blank one gives way, two different
+    # values are never chosen between.
+    return payload([
+        start(t, meterid="2000000015"),
+        start(t + 10 * M, chargeenergy="", ChargeEnergy="21600"),
+        start(t + 20 * M, METERID=" 2000000003"),
+        start(t + 30 * M, chargew="", ChargeW="7200.5"),
+        end(t + 40 * M),
+    ])
+
+
 def build() -> dict[str, bytes]:
     return {name: make(slot(name)) for name, make in CASES.items()}
 

@@ -125,7 +125,8 @@ def ingest_batch(
     """Read a micro-batch of landing files into the event table; every record ends up accepted,
     a duplicate or quarantined, and the batch ledger holds the counts."""
     now = now or utc_now()
-    parsed = [feed.parse_payload(p.name, p.read_bytes()) for p in paths]
+    # The same file (name and content) twice in one batch is one file, read once.
+    parsed = list({(f.name, f.sha256): f for f in reversed([feed.parse_payload(p.name, p.read_bytes()) for p in paths])}.values())[::-1]
     report = IngestReport(batch_id=batch_id, files_read=len(parsed))
     already = _already_read(warehouse, parsed)
     fresh = [p for p in parsed if (p.name, p.sha256) not in already]

@@ -1,0 +1,123 @@
+"""Pipeline steps against real warehouses: idempotency, late data, windows, re-enrichment."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import sqlalchemy as sa
+
+from ev_assets import feed, pipeline
+from ev_assets.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REF_METERS
+
+from .conftest import simulate
+from .helpers import assert_same_tables, snapshot
+
+
+def landing_files(folder):
+    return [f.path for f in feed.list_landing(folder)]
+
+
+def test_same_file_twice_in_a_batch_is_read_once(warehouse, settings, small_utility, tmp_path):
+    pipeline.load_reference(warehouse, small_utility, settings)
+    simulate(small_utility, tmp_path, days=1)
+    paths = landing_files(tmp_path)[:3]
+    report = pipeline.ingest_batch(warehouse, "b", paths + paths[:1], settings)
+    assert report.files_read == 3 and report.reconciled
+    assert warehouse.count(EV_FEED_FILES) == 3
+
+
+def test_batches_in_any_order_give_the_same_sessions(warehouse, settings, small_utility, tmp_path):
+    """Starts and ends split across batches, the later batch first: pairing does not depend on the
+    order batches arrive in, and replaying everything changes nothing."""
+    pipeline.load_reference(warehouse, small_utility, settings)
+    truth = simulate(small_utility, tmp_path, days=3)
+    files = landing_files(tmp_path)
+    thirds = [files[i::3] for i in range(3)]  # interleaved: every batch holds starts and ends of others
+    for n, batch in enumerate(reversed(thirds)):
+        assert pipeline.ingest_batch(warehouse, f"b{n}", batch, settings).reconciled
+        pipeline.update_sessions(warehouse, settings, batch_id=f"b{n}")
+    stored = warehouse.read(EV_CHARGING_SESSIONS)
+    assert stored["status"].to_list() == ["complete"] * truth.height
+    assert stored.join(truth, on=["meter_id", "start_time", "end_time"], how="anti").is_empty()
+
+    before = snapshot(warehouse, ignore_write_times=True)
+    for n, batch in enumerate(thirds):
+        pipeline.ingest_batch(warehouse, f"again{n}", batch, settings)
+        pipeline.update_sessions(warehouse, settings, batch_id=f"b{n}")
+    after = snapshot(warehouse, ignore_write_times=True)
+    after["ev_ingest_batches"] = after["ev_ingest_batches"].filter(~pl.col("batch_id").str.starts_with("again"))
+    assert_same_tables(before, after)
+
+
+def test_late_end_closes_an_open_session(warehouse, settings, small_utility, tmp_path):
+    pipeline.load_reference(warehouse, small_utility, settings)
+    truth = simulate(small_utility, tmp_path, days=1)
+    files = landing_files(tmp_path)
+    early, late = files[: len(files) // 2], files[len(files) // 2 :]
+    pipeline.ingest_batch(warehouse, "early", early, settings)
+    pipeline.update_sessions(warehouse, settings, batch_id="early")
+    open_before = warehouse.read(EV_CHARGING_SESSIONS).filter(pl.col("status") == "start_only").height
+    assert open_before > 0
+    pipeline.ingest_batch(warehouse, "late", late, settings)
+    report = pipeline.update_sessions(warehouse, settings, batch_id="late")
+    stored = warehouse.read(EV_CHARGING_SESSIONS)
+    assert stored.height == truth.height and (stored["status"] == "complete").all()
+    assert report.touched_dates  # the days whose load must be recomputed
+
+
+def test_unknown_meter_is_enriched_when_the_reference_catches_up(warehouse, settings, small_utility, tmp_path):
+    # The reference data lags: one meter is missing from the first extract.
+    truth = simulate(small_utility, tmp_path, days=1)
+    late_meter = truth["meter_id"][0]
+    lagging = {**small_utility, "meters": small_utility["meters"].filter(pl.col("meter_id") != late_meter)}
+    pipeline.load_reference(warehouse, lagging, settings)
+    pipeline.ingest_batch(warehouse, "b", landing_files(tmp_path), settings)
+    pipeline.update_sessions(warehouse, settings, batch_id="b")
+    ev = warehouse.table(EV_CHARGING_EVENTS).c
+    waiting = warehouse.read(EV_CHARGING_EVENTS, ev.meter_id == late_meter)
+    assert set(waiting["enrichment_status"]) == {"meter_unknown"} and waiting["meter_key"].is_null().all()
+
+    _counts, report = pipeline.load_reference(warehouse, small_utility, settings)
+    enriched = warehouse.read(EV_CHARGING_EVENTS, ev.meter_id == late_meter)
+    assert set(enriched["enrichment_status"]) == {"enriched"} and enriched["meter_key"].is_not_null().all()
+    s = warehouse.table(EV_CHARGING_SESSIONS).c
+    sessions = warehouse.read(EV_CHARGING_SESSIONS, s.meter_id == late_meter)
+    assert set(sessions["enrichment_status"]) == {"enriched"} and sessions["feeder_id"].is_not_null().all()
+    assert report.sessions_written == sessions.height
+    assert warehouse.count(EV_CHARGING_EVENTS, ev.enrichment_status == "meter_unknown") == 0
+
+
+def test_point_in_time_attribution_follows_the_event_date(warehouse, settings, small_utility, tmp_path):
+    """A service point re-fed from another transformer: sessions before the change stay on the old
+    transformer, sessions after it go to the new one."""
+    truth = simulate(small_utility, tmp_path, days=3).with_columns(
+        pl.col("start_time").dt.convert_time_zone(settings.timezone).dt.date().alias("local_date")
+    )
+    # A service point that charged on at least two different days; the GIS change falls between.
+    days = truth.group_by("service_point_id").agg(pl.col("local_date").min().alias("first"), pl.col("local_date").max().alias("last"))
+    sp, first_day = days.filter(pl.col("last") > pl.col("first")).sort("service_point_id").select("service_point_id", "first").row(0)
+    session = truth.filter(pl.col("service_point_id") == sp).sort("start_time").row(0, named=True)
+    points = small_utility["service_points"]
+    change = first_day + timedelta(days=1)
+    moved = points.filter(pl.col("service_point_id") == sp).with_columns(
+        pl.lit(change).alias("effective_from"), pl.lit("4999999999-99999999").alias("transformer_id")
+    )
+    closed = points.with_columns(
+        pl.when(pl.col("service_point_id") == sp).then(pl.lit(change)).otherwise(pl.col("effective_to")).alias("effective_to")
+    )
+    transformers = small_utility["transformers"]
+    new_tx = transformers.head(1).with_columns(pl.lit("4999999999-99999999").alias("transformer_id"))
+    reference = {**small_utility, "service_points": pl.concat([closed, moved]), "transformers": pl.concat([transformers, new_tx])}
+    pipeline.load_reference(warehouse, reference, settings)
+    pipeline.ingest_batch(warehouse, "b", landing_files(tmp_path), settings)
+    pipeline.update_sessions(warehouse, settings, batch_id="b")
+    s = warehouse.table(EV_CHARGING_SESSIONS).c
+    stored = warehouse.read(EV_CHARGING_SESSIONS, s.service_point_id == sp)
+    before = stored.filter(pl.col("event_date") < change)
+    after = stored.filter(pl.col("event_date") >= change)
+    assert before.height > 0 and after.height > 0
+    assert set(before["transformer_id"]) == {session["transformer_id"]}
+    assert set(after["transformer_id"]) == {"4999999999-99999999"}
+    assert warehouse.count(REF_METERS) == small_utility["meters"].height
+    assert sa.inspect(warehouse.engine).has_table("ev_charging_sessions")

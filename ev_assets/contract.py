@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandera.polars as pa
 import polars as pl
+import polars.selectors as cs
 
 from ev_assets.feed import FIELDS
 
@@ -102,8 +103,15 @@ def _blank_to_null(name: str) -> pl.Expr:
     return pl.when(value == "").then(None).otherwise(value).alias(name)
 
 
+FLAG_PREFIX = "_fails|"
+
+
 def coerce(records: pl.DataFrame) -> pl.DataFrame:
-    """Typed columns beside a list of (code, field) parse problems per row."""
+    """Typed columns, beside one boolean column per parse rule and field ("_fails|code|field").
+
+    Flags rather than a list of problems per row: building lists costs as much for a clean row as
+    for a bad one, flags cost nothing until `parse_failures` reads the few rows that have one.
+    """
     stripped = records.with_columns([_blank_to_null(f) for f in FIELDS])
     typed = []
     problems = []
@@ -127,19 +135,30 @@ def coerce(records: pl.DataFrame) -> pl.DataFrame:
     # Identity fields every message needs, whatever its type (checked again by pandera per type).
     for spec in ("MeterID", "ReceivedTime"):
         problems.append(_problem(pl.col(spec).is_null(), "missing_required_field", spec))
-    problems.append(
-        pl.when(pl.col("record_problems").is_not_null())
-        .then(pl.struct(code=pl.lit("record_not_readable"), field=pl.lit(None, pl.String), detail=pl.col("record_problems")))
-    )
-    return stripped.with_columns(
-        *typed,
-        pl.concat_list(problems).list.drop_nulls().alias("_parse_problems"),
-    )
+    problems.append(_problem(pl.col("record_problems").is_not_null(), "record_not_readable", ""))
+    return stripped.with_columns(*typed, *problems)
 
 
 def _problem(failed: pl.Expr, code: str, spec_field: str) -> pl.Expr:
-    return pl.when(failed).then(
-        pl.struct(code=pl.lit(code), field=pl.lit(spec_field), detail=pl.lit(None, pl.String))
+    return failed.fill_null(False).alias(f"{FLAG_PREFIX}{code}|{spec_field}")
+
+
+def parse_failures(frame: pl.DataFrame) -> pl.DataFrame:
+    """(_row, code, field, detail) of every parse rule a row failed, from the flag columns."""
+    flags = [c for c in frame.columns if c.startswith(FLAG_PREFIX)]
+    rule = pl.col("flag").str.strip_prefix(FLAG_PREFIX).str.split_exact("|", 1)
+    return (
+        frame.filter(pl.any_horizontal(flags))
+        .select("_row", "record_problems", *flags)
+        .unpivot(index=["_row", "record_problems"], variable_name="flag", value_name="failed")
+        .filter(pl.col("failed"))
+        .select(
+            "_row",
+            rule.struct.field("field_0").alias("code"),
+            pl.when(rule.struct.field("field_1") != "").then(rule.struct.field("field_1")).alias("field"),
+            pl.when(rule.struct.field("field_0") == "record_not_readable").then(pl.col("record_problems")).alias("detail"),
+        )
+        .sort("_row", maintain_order=True)
     )
 
 
@@ -257,13 +276,7 @@ def apply_contract(records: pl.DataFrame, bounds: ContractBounds, now: datetime 
     now = now or datetime.now(UTC)
     frame = classify(coerce(records)).with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"))
 
-    parse_failures = (
-        frame.select("_row", "_parse_problems")
-        .explode("_parse_problems")
-        .drop_nulls("_parse_problems")
-        .unnest("_parse_problems")
-        .select("_row", "code", "field", "detail")
-    )
+    parsed_failures = parse_failures(frame)
     type_failures = frame.filter(pl.col("message_type").is_in(["ambiguous", "none"])).select(
         "_row",
         pl.when(pl.col("message_type") == "ambiguous")
@@ -281,9 +294,9 @@ def apply_contract(records: pl.DataFrame, bounds: ContractBounds, now: datetime 
     )
     # A value that did not parse is null to pandera: keep its parse reason, not "missing" as well.
     schema_failures = schema_failures.join(
-        parse_failures.select("_row", "field").unique(), on=["_row", "field"], how="anti"
+        parsed_failures.select("_row", "field").unique(), on=["_row", "field"], how="anti"
     ).with_columns(pl.lit(None, pl.String).alias("detail"))
-    failures = pl.concat([parse_failures, type_failures, schema_failures]).unique(maintain_order=True)
+    failures = pl.concat([parsed_failures, type_failures, schema_failures]).unique(maintain_order=True)
 
     message = pl.col("code").replace_strict(REJECTION_CODES, default="")
     reasons = (
@@ -300,7 +313,7 @@ def apply_contract(records: pl.DataFrame, bounds: ContractBounds, now: datetime 
         )
     )
     flagged = frame.join(reasons, on="_row", how="left")
-    accepted = flagged.filter(pl.col("reason_codes").is_null()).drop("_row", "reason_codes", "_reasons", "_parse_problems")
+    accepted = flagged.filter(pl.col("reason_codes").is_null()).drop("_row", "reason_codes", "_reasons", cs.starts_with(FLAG_PREFIX))
     rejected = flagged.filter(pl.col("reason_codes").is_not_null()).select(
         "file_name",
         "file_sha256",

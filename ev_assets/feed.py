@@ -174,19 +174,32 @@ def records_frame(parsed: list[ParsedFile]) -> pl.DataFrame:
     Columns: file_name, file_sha256, record_index, the spec's fields (strings as received, null
     when absent or JSON null), extra_fields (JSON of fields the spec does not define, or null) and
     record_problems (what made a record unreadable as flat strings, or null).
+
+    One frame is built for the whole batch, not one per file: agent files are small (a few
+    messages each), so a per-file frame would cost more than the records in it.
     """
-    frames = [_file_frame(p) for p in parsed if not p.quarantined and p.records]
-    if not frames:
+    files = [p for p in parsed if not p.quarantined and p.records]
+    if not files:
         return pl.DataFrame(schema={c: _record_dtype(c) for c in RECORD_COLUMNS})
-    return pl.concat(frames, how="vertical")
+    origin = pl.DataFrame(
+        {
+            "file_name": [p.name for p in files],
+            "file_sha256": [p.sha256 for p in files],
+            "_n": [len(p.records) for p in files],
+        }
+    ).select(
+        pl.col("file_name").repeat_by("_n").explode(),
+        pl.col("file_sha256").repeat_by("_n").explode(),
+        pl.int_ranges(0, pl.col("_n"), dtype=pl.Int64).explode().alias("record_index"),
+    )
+    return _records_to_frame([r for p in files for r in p.records], origin)
 
 
 def _record_dtype(column: str) -> pl.DataType:
     return pl.Int64() if column == "record_index" else pl.String()
 
 
-def _file_frame(parsed: ParsedFile) -> pl.DataFrame:
-    records = parsed.records
+def _records_to_frame(records: list[Any], origin: pl.DataFrame) -> pl.DataFrame:
     try:
         # Fast path: every record a flat object of strings and nulls, which is what the agent sends.
         # (polars reads a list of strings or of lists as columns, not rows: those go the slow way.)
@@ -233,21 +246,31 @@ def _file_frame(parsed: ParsedFile) -> pl.DataFrame:
         )
         combined = pl.concat_str([pl.lit(problems) if isinstance(problems, pl.Series) else problems, problem], separator="; ", ignore_nulls=True)
         problems = pl.when(combined != "").then(combined)
-    extra = (
-        pl.when(pl.any_horizontal(pl.col(extras).is_not_null()))
-        .then(pl.struct([pl.col(c).cast(pl.String) for c in extras]).struct.json_encode())
-        .otherwise(None)
-        if extras
-        else pl.lit(None, dtype=pl.String)
-    )
-    return raw.select(
-        pl.lit(parsed.name, dtype=pl.String).alias("file_name"),
-        pl.lit(parsed.sha256, dtype=pl.String).alias("file_sha256"),
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("record_index"),
+    extra = _extra_fields_json(extras) if extras else pl.lit(None, dtype=pl.String)
+    return raw.hstack(origin).select(
+        "file_name",
+        "file_sha256",
+        "record_index",
         *fields,
         extra.alias("extra_fields"),
         problems.alias("record_problems"),
     )
+
+
+def _extra_fields_json(columns: list[str]) -> pl.Expr:
+    """A JSON object of the record's own unknown fields (those it has a value for), or null.
+
+    Each member is encoded by polars (`{"key":"value"}` less its braces), so keys and values are
+    escaped properly; a record never lists the unknown fields of other records in its batch.
+    """
+    members = [
+        pl.when(pl.col(c).is_not_null()).then(
+            pl.struct(pl.col(c).cast(pl.String)).struct.json_encode().str.slice(1).str.strip_suffix("}")
+        )
+        for c in columns
+    ]
+    joined = pl.concat_str(members, separator=",", ignore_nulls=True)
+    return pl.when(joined != "").then(pl.concat_str([pl.lit("{"), joined, pl.lit("}")]))
 
 
 def _non_blank(column: str) -> pl.Expr:

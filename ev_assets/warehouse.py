@@ -121,14 +121,23 @@ class Warehouse:
     # --- writes (inside a transaction) --------------------------------------------------------
 
     def insert(self, conn: Connection, spec: TableSpec, frame: pl.DataFrame) -> int:
-        """Insert the frame's rows (conformed to the declaration) and return how many."""
+        """Insert the frame's rows (conformed to the declaration) and return how many.
+
+        The bulk paths hand the driver plain tuples (SQLite) or a COPY stream (PostgreSQL): going
+        through SQLAlchemy's per-row parameter processing costs several times the write itself.
+        """
         if frame.is_empty():
             return 0
-        rows = spec.conform(frame).to_dicts()
-        table = self.table(spec)
-        for chunk in chunked(rows, 5_000):
-            conn.execute(table.insert(), chunk)
-        return len(rows)
+        conformed = spec.conform(frame)
+        if self.dialect == "sqlite":
+            _insert_sqlite(conn, self.table(spec), conformed)
+        elif self.dialect == "postgresql" and conn.connection.driver_connection.__class__.__module__.startswith("psycopg"):
+            _copy_postgres(conn, self.table(spec), conformed)
+        else:
+            table = self.table(spec)
+            for chunk in chunked(conformed.to_dicts(), 5_000):
+                conn.execute(table.insert(), chunk)
+        return conformed.height
 
     def delete(self, conn: Connection, spec: TableSpec, where: sa.ColumnElement[bool]) -> int:
         return conn.execute(sa.delete(self.table(spec)).where(where)).rowcount
@@ -159,6 +168,37 @@ class Warehouse:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# How SQLAlchemy's SQLite dialect stores DateTime and Date values (as text), so that rows written
+# by the bulk path read back through SQLAlchemy exactly like rows it wrote itself.
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S%.6f"
+_SQLITE_DATE = "%Y-%m-%d"
+
+
+def _insert_sqlite(conn: Connection, table: sa.Table, frame: pl.DataFrame) -> None:
+    as_stored = frame.with_columns(
+        [pl.col(name).dt.strftime(_SQLITE_DATETIME) for name, dtype in frame.schema.items() if dtype == UTC_DATETIME]
+        + [pl.col(name).dt.strftime(_SQLITE_DATE) for name, dtype in frame.schema.items() if dtype == pl.Date]
+        + [pl.col(name).cast(pl.Int8) for name, dtype in frame.schema.items() if dtype == pl.Boolean]
+    )
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    marks = ", ".join("?" for _ in frame.columns)
+    statement = f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})'
+    for chunk in chunked(as_stored.rows(), 20_000):
+        conn.exec_driver_sql(statement, list(chunk))
+
+
+def _copy_postgres(conn: Connection, table: sa.Table, frame: pl.DataFrame) -> None:
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        # COPY runs inside the caller's transaction, on the same connection.
+        with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            for row in frame.iter_rows():
+                copy.write_row(row)
+    finally:
+        cursor.close()
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

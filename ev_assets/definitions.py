@@ -55,7 +55,7 @@ def build_resources(resolved: bool = False) -> dict[str, dg.ConfigurableResource
         "warehouse": WarehouseResource(url=_env("EV_WAREHOUSE_URL", resolved)),
         "feed_landing": FeedResource(
             landing_dir=_env("EV_FEED_DIR", resolved),
-            max_files_per_batch=int(_number("EV_BATCH_MAX_FILES", 500)),
+            max_files_per_batch=int(_number("EV_BATCH_MAX_FILES", 2000)),
             max_messages_per_batch=int(_number("EV_BATCH_MAX_MESSAGES", 50_000)),
         ),
         "reference": ReferenceResource(reference_dir=_env("EV_REFERENCE_DIR", resolved)),

@@ -32,7 +32,7 @@ class FeedResource(dg.ConfigurableResource):
     """The landing folder the agent feed arrives in, and how the sensor sizes micro-batches."""
 
     landing_dir: str
-    max_files_per_batch: int = 500
+    max_files_per_batch: int = 2000
     max_messages_per_batch: int = 50_000
 
     @property

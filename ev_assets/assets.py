@@ -6,7 +6,6 @@ stages + warehouse), and reports metadata and checks. No transformation logic li
 
 
 import hashlib
-import json
 from datetime import date
 from pathlib import Path
 

@@ -20,12 +20,12 @@ import dagster as dg  # noqa: E402
 import polars as pl  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from ev_assets import feed, pipeline, simulator, utility  # noqa: E402
+from ev_assets import pipeline, simulator, utility  # noqa: E402
 from ev_assets.assets import BATCH_TAG, REFERENCE_VERSION, TOUCHED_DATES, reference_version  # noqa: E402
 from ev_assets.batching import FeedCursor  # noqa: E402
 from ev_assets.definitions import build_resources, defs  # noqa: E402
-from ev_assets.jobs import clip_to_partitions, daily_load_run_requests, pending_batches, ingest_run_request  # noqa: E402
-from ev_assets.tables import EV_FEED_FILES, EV_REJECTED_MESSAGES, REF_METERS, TRANSFORMER_DAILY_LOAD  # noqa: E402
+from ev_assets.jobs import clip_to_partitions, daily_load_run_requests, ingest_run_request, pending_batches  # noqa: E402
+from ev_assets.tables import EV_REJECTED_MESSAGES, REF_METERS, TRANSFORMER_DAILY_LOAD  # noqa: E402
 
 
 def _resources() -> dict:
@@ -161,7 +161,15 @@ def cmd_top(args: argparse.Namespace) -> int:
         print("transformer_daily_load is empty")
         return 1
     top = daily.sort("peak_kw", descending=True).head(args.limit).select(
-        "transformer_id", "load_date", "kva_rating", "session_count", "ev_count", "energy_kwh", "peak_kw", "peak_interval_start", "utilization"
+        "transformer_id",
+        "load_date",
+        "kva_rating",
+        "session_count",
+        "ev_count",
+        "energy_kwh",
+        "peak_kw",
+        pl.col("peak_interval_start").dt.convert_time_zone(settings.timezone()).dt.strftime("%H:%M").alias("peak_at_local"),
+        "utilization",
     )
     with pl.Config(tbl_rows=args.limit, tbl_cols=20, tbl_width_chars=200, float_precision=2):
         print("busiest transformers by coincident 15-minute EV peak:")

@@ -189,13 +189,11 @@ def classify(frame: pl.DataFrame) -> pl.DataFrame:
 # --- 3. validate (pandera) ----------------------------------------------------------------------
 
 
-def _check(code: str, build) -> pa.Check:
-    # The check's error is its rejection code: pandera reports it in failure_cases["check"].
-    return build(error=code)
-
-
 def message_schema(message_type: str, bounds: ContractBounds, now: datetime) -> pa.DataFrameSchema:
-    """The contract for one message type, from the spec's data-values table and the bounds."""
+    """The contract for one message type, from the spec's data-values table and the bounds.
+
+    Each check's `error` is its rejection code: pandera reports it in failure_cases["check"].
+    """
     latest = now + bounds.clock_skew
     is_start = message_type == "start"
 
@@ -205,7 +203,9 @@ def message_schema(message_type: str, bounds: ContractBounds, now: datetime) -> 
     def optional(dtype, *checks: pa.Check) -> pa.Column:
         return pa.Column(dtype, checks=list(checks), nullable=True)
 
-    positive = lambda: _check("non_positive_value", lambda error: pa.Check.gt(0, error=error))  # noqa: E731
+    def positive() -> pa.Check:
+        return pa.Check.gt(0, error="non_positive_value")
+
     columns = {
         "meter_id": required(pl.String),
         "service_point_id": optional(pl.String),

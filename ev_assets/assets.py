@@ -18,10 +18,7 @@ from ev_assets.resources import PipelineConfig, ReferenceResource, WarehouseReso
 from ev_assets.tables import (
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
-    FEEDER_DAILY_LOAD,
     REFERENCE_TABLES,
-    SUBSTATION_DAILY_LOAD,
-    TRANSFORMER_DAILY_LOAD,
     TableSpec,
 )
 from ev_assets.utility import read_utility
@@ -293,7 +290,7 @@ DAILY_PARTITIONS = dg.DailyPartitionsDefinition(
     timezone=settings.timezone(),
     end_offset=1,  # today's partition exists, so the load of the day in progress shows up
 )
-LOAD_SPECS = {"transformer": TRANSFORMER_DAILY_LOAD, "feeder": FEEDER_DAILY_LOAD, "substation": SUBSTATION_DAILY_LOAD}
+LOAD_SPECS = pipeline.DAILY_LOAD_TABLES
 
 
 @dg.multi_asset(

@@ -16,7 +16,6 @@ import dagster as dg
 from ev_assets import feed, settings
 from ev_assets.assets import (
     BATCH_TAG,
-    LOAD_SPECS,
     REFERENCE_TABLES,
     TOUCHED_DATES,
     daily_load,
@@ -165,5 +164,3 @@ def nightly_daily_load(context: dg.ScheduleEvaluationContext):
 def nightly_reference(_context: dg.ScheduleEvaluationContext):
     return dg.RunRequest()
 
-
-LOAD_TABLE_NAMES = [spec.name for spec in LOAD_SPECS.values()]

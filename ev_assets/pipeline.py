@@ -312,8 +312,13 @@ def _changed(previous: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
     """Sessions that differ between the two frames (in either), ignoring updated_at."""
     before = previous.select(_SESSION_CONTENT)
     after = fresh.select(_SESSION_CONTENT)
-    return pl.concat([after.join(before, on=list(_SESSION_CONTENT), how="anti", nulls_equal=True),
-                      before.join(after, on=list(_SESSION_CONTENT), how="anti", nulls_equal=True)])
+    keys = list(_SESSION_CONTENT)
+    return pl.concat(
+        [
+            after.join(before, on=keys, how="anti", nulls_equal=True),
+            before.join(after, on=keys, how="anti", nulls_equal=True),
+        ]
+    )
 
 
 def load_dates_of(session_rows: pl.DataFrame, tz: str) -> list[date]:

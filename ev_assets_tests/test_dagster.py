@@ -177,3 +177,33 @@ def test_sessions_job_without_batch_rebuilds_everything(env, small_utility, reso
     assert rebuilt.success
     assert BATCH_TAG not in rebuilt.dagster_run.tags
     assert wh.read(EV_CHARGING_SESSIONS).drop("updated_at").sort("session_id").equals(before)
+
+
+def test_failing_blocking_check_stops_pairing(env, small_utility, resources, instance):
+    """A batch whose rows break the event table's schema must not reach the sessions: the blocking
+    schema_conforms check fails and ev_charging_sessions is skipped in that run."""
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    request = sensor_result(instance, resources).run_requests[0]
+    batch_id = request.tags[BATCH_TAG]
+    # A row written under this batch by something other than the contract (a manual fix gone wrong).
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    with wh.transaction() as conn:
+        conn.execute(
+            wh.table(EV_CHARGING_EVENTS).insert(),
+            [
+                {
+                    "message_id": "bad|start|x", "message_type": "bogus", "meter_id": "bad", "enrichment_status": "enriched",
+                    "message_time": date(2024, 6, 3), "message_date": date(2024, 6, 3), "received_time": date(2024, 6, 3),
+                    "charge_w": -5.0, "batch_id": batch_id, "file_name": "manual", "record_index": 0, "ingested_at": date(2024, 6, 3),
+                }
+            ],
+        )
+    result = dg.materialize(
+        [ev_charging_events, ev_charging_sessions], resources=resources, instance=instance,
+        run_config=request.run_config, tags=request.tags, raise_on_error=False,
+    )  # fmt: skip
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["schema_conforms"].passed is False
+    assert not result.asset_materializations_for_node("ev_charging_sessions")
+    assert wh.count(EV_CHARGING_SESSIONS) == 0

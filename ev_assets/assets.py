@@ -120,6 +120,7 @@ class IngestBatchConfig(dg.Config):
 
 @dg.asset(
     description=EV_CHARGING_EVENTS.description,
+    metadata={"dagster/column_schema": EV_CHARGING_EVENTS.dagster_schema(), "dagster/table_name": EV_CHARGING_EVENTS.name},
     group_name="ingest",
     owners=OWNERS,
     kinds={"polars", "pandera", "sqlalchemy"},
@@ -227,6 +228,7 @@ def _schema_errors(spec: TableSpec, frame: pl.DataFrame) -> str | None:
 
 @dg.asset(
     description=EV_CHARGING_SESSIONS.description,
+    metadata={"dagster/column_schema": EV_CHARGING_SESSIONS.dagster_schema(), "dagster/table_name": EV_CHARGING_SESSIONS.name},
     group_name="sessions",
     owners=OWNERS,
     kinds={"polars", "sqlalchemy"},

@@ -315,7 +315,8 @@ EV_CHARGING_SESSIONS = TableSpec(
         Col("updated_at", UTC_DATETIME, "When the pipeline last wrote this session.", nullable=False),
     ),
     primary_key=("session_id",),
-    indexes=(("meter_id", "event_date"), ("event_date",), ("transformer_id", "event_date")),
+    # (meter_id, start_time) and (meter_id, end_time): the pairing window's lookups.
+    indexes=(("meter_id", "start_time"), ("meter_id", "end_time"), ("event_date",), ("transformer_id", "event_date")),
 )
 
 
@@ -383,7 +384,9 @@ EV_FEED_FILES = TableSpec(
         Col("read_at", UTC_DATETIME, "When it was read.", nullable=False),
     ),
     primary_key=("file_name", "file_sha256"),
-    indexes=(("batch_id",),),
+    # The ingest step looks files up by content: without this index that lookup reads the whole
+    # ledger, a cost that grows with history.
+    indexes=(("batch_id",), ("file_sha256",)),
     group="ingest",
 )
 

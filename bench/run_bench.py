@@ -154,7 +154,7 @@ def pipeline_env(month: Month, run_dir: Path) -> dict[str, str]:
         DAGSTER_HOME=str(run_dir / "dagster_home"),
     )
     # Micro-batch size: the deployment's defaults unless the caller's environment sets them.
-    env.setdefault("EV_BATCH_MAX_FILES", "500")
+    env.setdefault("EV_BATCH_MAX_FILES", "2000")
     env.setdefault("EV_BATCH_MAX_MESSAGES", "50000")
     # Bytecode: this workplace sets PYTHONDONTWRITEBYTECODE=1 and uv installs no .pyc files, so
     # every child would compile ~4,300 modules from source (about 2 s) at each start. A deployed

@@ -301,6 +301,13 @@ LOAD_SPECS = pipeline.DAILY_LOAD_TABLES
     # A backfill of a year is one run over the range, not 365 runs.
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "energy_balances_across_levels",
+            asset="substation_daily_load",
+            description="Per day, the kWh of transformers (with a known feeder) add up to the feeders', and the feeders' (with a known substation) to the substations'. Catches attribution that loses or doubles load.",
+        )
+    ],
 )
 def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
     """Per transformer, feeder and substation and local day: sessions, EVs, kWh and the 15-minute
@@ -315,6 +322,27 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
             top = frame.sort("peak_kw", descending=True).head(5).select("transformer_id", "load_date", "peak_kw", "utilization")
             extra["busiest"] = dg.MetadataValue.md(markdown_table(top))
         yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows[level], **extra))
+    balance = load_balance(report.frames)
+    yield dg.AssetCheckResult(
+        asset_key="substation_daily_load",
+        check_name="energy_balances_across_levels",
+        passed=balance["largest_gap_kwh"] <= 1e-6 * max(1.0, balance["substation_kwh"]),
+        metadata=balance,
+    )
+
+
+def load_balance(frames: dict[str, pl.DataFrame]) -> dict[str, float]:
+    """kWh per level, each counted over the rows attributed to the level above."""
+    transformer = frames["transformer"].filter(pl.col("feeder_id").is_not_null())["energy_kwh"].sum()
+    feeder_all = frames["feeder"]["energy_kwh"].sum()
+    feeder = frames["feeder"].filter(pl.col("substation_id").is_not_null())["energy_kwh"].sum()
+    substation = frames["substation"]["energy_kwh"].sum()
+    return {
+        "transformer_kwh": float(transformer),
+        "feeder_kwh": float(feeder_all),
+        "substation_kwh": float(substation),
+        "largest_gap_kwh": float(max(abs(transformer - feeder_all), abs(feeder - substation))),
+    }
 
 
 ALL_ASSETS = [reference_tables, ev_charging_events, ev_charging_sessions, daily_load]

@@ -148,6 +148,9 @@ def test_daily_load_partition_and_range(env, small_utility, resources, instance)
         assert ingest(resources, instance, request).success
     one = dg.materialize([daily_load], partition_key="2024-06-03", resources=resources, instance=instance)
     assert one.success
+    (balance,) = one.get_asset_check_evaluations()
+    assert balance.check_name == "energy_balances_across_levels" and balance.passed
+    assert balance.metadata["substation_kwh"].value > 0
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     day = wh.read(TRANSFORMER_DAILY_LOAD)
     assert set(day["load_date"].to_list()) == {date(2024, 6, 3)} and day.height > 0

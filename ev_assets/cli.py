@@ -24,7 +24,7 @@ from ev_assets import pipeline, simulator, utility  # noqa: E402
 from ev_assets.assets import BATCH_TAG, REFERENCE_VERSION, TOUCHED_DATES, reference_version  # noqa: E402
 from ev_assets.batching import FeedCursor  # noqa: E402
 from ev_assets.definitions import build_resources, defs  # noqa: E402
-from ev_assets.jobs import clip_to_partitions, daily_load_run_requests, ingest_run_request, pending_batches  # noqa: E402
+from ev_assets.jobs import clip_to_partitions, daily_load_run_requests, ev_feed_sensor, pending_batches  # noqa: E402
 from ev_assets.tables import EV_REJECTED_MESSAGES, REF_METERS, TRANSFORMER_DAILY_LOAD  # noqa: E402
 
 
@@ -111,22 +111,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     if ensure_reference(instance):
         print("loaded the reference data")
-    resources = _resources()
-    # A full scan of the landing folder (no cursor): the file ledger says what is already done, so
-    # this picks up anything the daemon's sensor has not, failed batches included.
-    batches = pending_batches(resources["feed_landing"], resources["warehouse"], FeedCursor())
+    # The feed sensor itself, evaluated with no cursor: a full scan of the landing folder, where the
+    # file ledger says what is already done, so this also picks up what the daemon's sensor has not
+    # (a batch whose run failed, files that arrived while the daemon was down).
+    context = dg.build_sensor_context(instance=instance, resources=_resources(), definitions=defs)
+    batches = ev_feed_sensor(context).run_requests
     days: set[date] = set()
     totals = {"files": 0, "records_read": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
     failed = 0
     for batch in batches:
-        result = _execute("ingest_job", instance, ingest_run_request(batch))
+        result = _execute("ingest_job", instance, batch)
         failed += not result.success
         days.update(_touched_days(result))
         for m in result.asset_materializations_for_node("ev_charging_events"):
             totals["files"] += m.metadata["files_read"].value
             for key in ("records_read", "accepted", "duplicates", "rejected"):
                 totals[key] += m.metadata[key].value
-        print(f"batch {batch.batch_id}: {len(batch.files)} files, {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+        print(f"batch {batch.run_key}: {batch.tags['ev/files']} files, {'ok' if result.success else 'FAILED'} (run {result.run_id})")
     load_runs = daily_load_run_requests(clip_to_partitions(sorted(days)), "cli")
     for request in load_runs:
         result = _execute("daily_load_job", instance, request)

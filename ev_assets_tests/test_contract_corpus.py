@@ -425,6 +425,16 @@ def _expected_count(kind: str) -> int:
     return sum(r.kind == kind for f in EXPECTED.values() for r in f.records)
 
 
+def _expected_records(kind: str) -> dict:
+    """(file, record index) -> expected outcome, for every corpus record of this kind."""
+    return {
+        (name, i): outcome
+        for name, f in EXPECTED.items()
+        for i, outcome in enumerate(f.records)
+        if outcome.kind == kind
+    }
+
+
 def _ledger_row(warehouse: Warehouse, batch_id: str) -> dict:
     rows = warehouse.read(EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == batch_id)
     assert rows.height == 1
@@ -467,12 +477,7 @@ def test_corpus_in_warehouse(reference_loaded):
     # accepted records: stored once, where they came from, with their enrichment
     events = warehouse.read(EV_CHARGING_EVENTS)
     stored = {(r["file_name"], r["record_index"]): r for r in events.iter_rows(named=True)}
-    want = {
-        (name, i): outcome
-        for name, f in EXPECTED.items()
-        for i, outcome in enumerate(f.records)
-        if outcome.kind == "accepted"
-    }
+    want = _expected_records("accepted")
     assert set(stored) == set(want)
     for key, outcome in want.items():
         assert stored[key]["enrichment_status"] == outcome.enrichment, key
@@ -486,12 +491,7 @@ def test_corpus_in_warehouse(reference_loaded):
     # rejected records: in ev_rejected_messages with the raw record as received and every reason
     rejected = warehouse.read(EV_REJECTED_MESSAGES)
     rows = {(r["file_name"], r["record_index"]): r for r in rejected.iter_rows(named=True)}
-    want = {
-        (name, i): outcome
-        for name, f in EXPECTED.items()
-        for i, outcome in enumerate(f.records)
-        if outcome.kind == "rejected"
-    }
+    want = _expected_records("rejected")
     assert set(rows) == set(want)
     in_file = {name: _records_as_in_file(name) for name, f in EXPECTED.items() if f.status != "quarantined"}
     for (name, index), outcome in want.items():

@@ -59,9 +59,9 @@ def _batch(files: list[FeedFile], messages: int) -> Batch:
 
 @dataclass(frozen=True)
 class FeedCursor:
-    """High-water mark of the files already handed to runs: (mtime_ns, name) of the last one."""
+    """High-water mark of the files already handed to runs: (arrived_ns, name) of the last one."""
 
-    mtime_ns: int = -1
+    arrived_ns: int = -1
     name: str = ""
 
     @classmethod
@@ -69,17 +69,32 @@ class FeedCursor:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(mtime_ns=int(data["mtime_ns"]), name=str(data["name"]))
+        return cls(arrived_ns=int(data["arrived_ns"]), name=str(data["name"]))
 
     def to_json(self) -> str:
-        return json.dumps({"mtime_ns": self.mtime_ns, "name": self.name})
+        return json.dumps({"arrived_ns": self.arrived_ns, "name": self.name})
 
     def after(self, files: list[FeedFile]) -> list[FeedFile]:
-        return [f for f in files if f.position > (self.mtime_ns, self.name)]
+        return [f for f in files if f.position > (self.arrived_ns, self.name)]
 
     @classmethod
     def at(cls, f: FeedFile) -> FeedCursor:
-        return cls(mtime_ns=f.mtime_ns, name=f.name)
+        return cls(arrived_ns=f.arrived_ns, name=f.name)
+
+
+def settled(files: list[FeedFile], *, now_ns: int, settle_ns: int) -> list[FeedFile]:
+    """The files that arrived at least `settle_ns` ago, up to the first that did not.
+
+    File timestamps come from a coarse clock (a few ms on Linux): a file landing in the same tick
+    as the last one a sensor tick saw, with a smaller name, would sort before the cursor and never
+    be seen. Leaving the last moments to the next tick closes that gap.
+    """
+    out = []
+    for f in files:
+        if f.arrived_ns > now_ns - settle_ns:
+            break
+        out.append(f)
+    return out
 
 
 def contiguous_spans(days: list) -> list[tuple]:

@@ -22,7 +22,6 @@ import sqlalchemy as sa  # noqa: E402
 
 from ev_assets import pipeline, simulator, utility  # noqa: E402
 from ev_assets.assets import BATCH_TAG, REFERENCE_VERSION, TOUCHED_DATES, reference_version  # noqa: E402
-from ev_assets.batching import FeedCursor  # noqa: E402
 from ev_assets.definitions import build_resources, defs  # noqa: E402
 from ev_assets.jobs import clip_to_partitions, daily_load_run_requests, ev_feed_sensor, pending_batches  # noqa: E402
 from ev_assets.tables import EV_REJECTED_MESSAGES, REF_METERS, TRANSFORMER_DAILY_LOAD  # noqa: E402
@@ -148,7 +147,7 @@ def cmd_status(_args: argparse.Namespace) -> int:
     for table, count in pipeline.status_counts(wh).items():
         print(f"{table:28s} {count:>10,d}")
     resources = _resources()
-    pending = sum(len(b.files) for b in pending_batches(resources["feed_landing"], resources["warehouse"], FeedCursor()))
+    pending = sum(len(b.files) for b in pending_batches(resources["feed_landing"], resources["warehouse"], None))
     print(f"{'pending files':28s} {pending:>10,d}  ({settings.feed_dir()})")
     return 0
 

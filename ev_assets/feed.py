@@ -56,18 +56,21 @@ class FeedFile:
     name: str
     path: Path
     size: int
-    mtime_ns: int
+    arrived_ns: int
 
     @property
     def position(self) -> tuple[int, str]:
         """Where the file stands in arrival order: the sensor's cursor compares these."""
-        return (self.mtime_ns, self.name)
+        return (self.arrived_ns, self.name)
 
 
 def list_landing(landing_dir: Path) -> list[FeedFile]:
-    """The landing folder's payload files in arrival order (modification time, then name).
+    """The landing folder's payload files in arrival order (inode change time, then name).
 
-    Writers must write a file under another name and rename it into place (the simulator writes
+    Arrival is the inode's change time (ctime), not the modification time: a writer, `cp -p` or
+    rsync can set mtime to anything (the simulator sets it to the end of the file's simulated
+    window), but ctime is always when the file was created or renamed into place here. Writers
+    must write a file under another name and rename it into place (the simulator writes
     `name.json.tmp` first), so a half-written file is never listed.
     """
     if not landing_dir.exists():
@@ -75,7 +78,7 @@ def list_landing(landing_dir: Path) -> list[FeedFile]:
     files = []
     for path in landing_dir.glob(FEED_GLOB):
         stat = path.stat()
-        files.append(FeedFile(path.name, path, stat.st_size, stat.st_mtime_ns))
+        files.append(FeedFile(path.name, path, stat.st_size, stat.st_ctime_ns))
     return sorted(files, key=lambda f: f.position)
 
 

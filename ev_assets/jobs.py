@@ -8,6 +8,7 @@
 
 
 import json
+import time
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -23,7 +24,7 @@ from ev_assets.assets import (
     ev_charging_sessions,
     reference_tables,
 )
-from ev_assets.batching import Batch, FeedCursor, contiguous_spans, plan_batches
+from ev_assets.batching import Batch, FeedCursor, contiguous_spans, plan_batches, settled
 from ev_assets.resources import FeedResource, WarehouseResource
 from ev_assets.tables import EV_FEED_FILES
 
@@ -60,13 +61,17 @@ def ingest_run_request(batch: Batch) -> dg.RunRequest:
     )
 
 
-def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor) -> list[Batch]:
+def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None) -> list[Batch]:
     """Files after the cursor that the file ledger does not hold yet, grouped into batches.
 
-    A file whose name the ledger holds is pending only if its content changed (a re-delivery
-    under the same name); only those files are hashed, so the common case reads no bytes here.
+    With a cursor (a sensor tick), only settled files count; without one (a full scan, as the CLI
+    does), every file does. A file whose name the ledger holds is pending only if its content
+    changed (a re-delivery under the same name); only those files are hashed, so the common case
+    reads no bytes here.
     """
-    files = cursor.after(feed.list_landing(feed_res.path))
+    files = feed.list_landing(feed_res.path)
+    if cursor is not None:
+        files = settled(cursor.after(files), now_ns=time.time_ns(), settle_ns=int(feed_res.settle_seconds * 1e9))
     if not files:
         return []
     ledger = warehouse.get().read_in(EV_FEED_FILES, "file_name", [f.name for f in files])
@@ -83,10 +88,11 @@ def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor
     description="Polls EV_FEED_DIR for new payload files; one ingest run per micro-batch.",
 )
 def ev_feed_sensor(context: dg.SensorEvaluationContext, feed_landing: FeedResource, warehouse: WarehouseResource):
-    cursor = FeedCursor.from_json(context.cursor)
+    # No cursor at all (a first tick, or `ev-awareness run`): a full scan, the ledger decides.
+    cursor = FeedCursor.from_json(context.cursor) if context.cursor else None
     batches = pending_batches(feed_landing, warehouse, cursor)
     if not batches:
-        return dg.SensorResult(skip_reason="no new files in the landing folder", cursor=cursor.to_json())
+        return dg.SensorResult(skip_reason="no new files in the landing folder", cursor=context.cursor)
     last = batches[-1].files[-1]
     return dg.SensorResult(run_requests=[ingest_run_request(b) for b in batches], cursor=FeedCursor.at(last).to_json())
 

@@ -34,6 +34,8 @@ class FeedResource(dg.ConfigurableResource):
     landing_dir: str
     max_files_per_batch: int = 2000
     max_messages_per_batch: int = 50_000
+    # Files younger than this wait for the next sensor tick (see batching.settled).
+    settle_seconds: float = 2.0
 
     @property
     def path(self) -> Path:

@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 
 from ev_assets.assets import BATCH_TAG, daily_load, ev_charging_events, ev_charging_sessions, reference_tables
-from ev_assets.batching import FeedCursor
 from ev_assets.definitions import defs
 from ev_assets.jobs import RANGE_END, RANGE_START, daily_load_sensor, ev_feed_sensor
 from ev_assets.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
@@ -24,7 +23,7 @@ from .conftest import simulate
 def resources(env):
     return {
         "warehouse": WarehouseResource(url=env["EV_WAREHOUSE_URL"]),
-        "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), max_files_per_batch=20),
+        "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), max_files_per_batch=20, settle_seconds=0),
         "reference": ReferenceResource(reference_dir=str(env["EV_REFERENCE_DIR"])),
         "pipeline_config": PipelineConfig(),
     }
@@ -76,13 +75,25 @@ def test_sensor_batches_new_files_once(env, small_utility, resources, instance):
     assert [r.run_key for r in sensor_result(instance, resources).run_requests] == keys
 
 
+def test_sensor_waits_for_files_to_settle(env, small_utility, resources, instance):
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    first = sensor_result(instance, resources)
+    newest = sorted(env["EV_FEED_DIR"].glob("*.json"))[-1]
+    late = newest.with_name("ev_zz_late.json")
+    late.write_bytes(newest.read_bytes())
+    waiting = {**resources, "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), settle_seconds=3600)}
+    assert not sensor_result(instance, waiting, cursor=first.cursor).run_requests
+    (request,) = sensor_result(instance, resources, cursor=first.cursor).run_requests
+    assert request.run_config["ops"]["ev_charging_events"]["config"]["files"] == [str(late)]
+
+
 def test_sensor_skips_files_the_ledger_holds(env, small_utility, resources, instance):
     load_reference(resources, instance)
     simulate(small_utility, env["EV_FEED_DIR"], days=1)
     for request in sensor_result(instance, resources).run_requests:
         assert ingest(resources, instance, request).success
     # A lost cursor (a new instance, a restart) does not bring processed files back.
-    assert not sensor_result(instance, resources, cursor=FeedCursor().to_json()).run_requests
+    assert not sensor_result(instance, resources, cursor=None).run_requests
 
 
 def test_redelivered_file_under_a_known_name_is_read_again(env, small_utility, resources, instance):

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from ev_assets import enrich, events, load, sessions
-from ev_assets.batching import FeedCursor, contiguous_spans, plan_batches
+from ev_assets.batching import FeedCursor, contiguous_spans, plan_batches, settled
 from ev_assets.feed import FeedFile
 
 NOW = datetime(2024, 7, 1, tzinfo=UTC)
@@ -245,6 +245,11 @@ class TestBatching:
         cursor = FeedCursor.from_json(FeedCursor.at(files[1]).to_json())
         assert [f.name for f in cursor.after(files)] == ["f002.json"]
         assert FeedCursor.from_json(None).after(files) == files
+
+    def test_only_settled_files_are_taken_in_order(self, tmp_path):
+        files = self.files(tmp_path, [1, 1, 1])  # arrived at 0, 1 and 2 ns
+        assert [f.name for f in settled(files, now_ns=11, settle_ns=10)] == ["f000.json", "f001.json"]
+        assert settled(files, now_ns=5, settle_ns=10) == []
 
     def test_contiguous_spans(self):
         d = lambda n: date(2024, 6, n)  # noqa: E731

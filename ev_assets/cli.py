@@ -143,9 +143,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(_args: argparse.Namespace) -> int:
+    """Row counts, the ledger's totals (the proof that nothing was lost) and pending files."""
     wh = _warehouse()
     for table, count in pipeline.status_counts(wh).items():
         print(f"{table:28s} {count:>10,d}")
+    t = pipeline.ledger_totals(wh)
+    print(
+        f"ledger, {t['batches']} batches: {t['records_read']:,d} records read = {t['accepted']:,d} accepted + "
+        f"{t['duplicates']:,d} duplicates + {t['rejected']:,d} rejected; {t['files_read']:,d} files read = "
+        f"{t['files_parsed']:,d} parsed + {t['files_quarantined']:,d} quarantined + {t['files_already_read']:,d} already read; "
+        f"{t['events_stored']:,d} events stored: {'reconciles' if t['reconciled'] else 'DOES NOT RECONCILE'}"
+    )
     resources = _resources()
     pending = sum(len(b.files) for b in pending_batches(resources["feed_landing"], resources["warehouse"], None))
     print(f"{'pending files':28s} {pending:>10,d}  ({settings.feed_dir()})")

@@ -481,5 +481,23 @@ def replay_selection(
     return pl.DataFrame(rows, schema={"rejection_id": pl.String, "raw_record": pl.String}, orient="row")
 
 
+def ledger_totals(warehouse: Warehouse) -> dict[str, int | bool]:
+    """The batch ledger summed over all batches, and the proof that nothing was lost in total:
+    records read = accepted + duplicates + rejected, and every accepted record is in the event
+    table (events enter only through ledgered batches, replays included)."""
+    b = warehouse.table(EV_INGEST_BATCHES).c
+    sums = [sa.func.coalesce(sa.func.sum(b[name]), 0).label(name) for name in _LEDGER_COUNTS]
+    with warehouse.engine.connect() as conn:
+        totals = {k: int(v) for k, v in conn.execute(sa.select(*sums)).one()._mapping.items()}
+    events = warehouse.count(EV_CHARGING_EVENTS)
+    return {
+        **totals,
+        "batches": warehouse.count(EV_INGEST_BATCHES),
+        "events_stored": events,
+        "reconciled": totals["records_read"] == totals["accepted"] + totals["duplicates"] + totals["rejected"]
+        and totals["accepted"] == events,
+    }
+
+
 def status_counts(warehouse: Warehouse) -> dict[str, int]:
     return {spec.name: warehouse.count(spec) for spec in ALL_TABLES}

@@ -60,6 +60,7 @@ def test_simulate_run_twice_and_status(env):
 
     status = cli(env, "status")
     assert "pending files" in status and " 0  (" in status
+    assert ": reconciles" in status
     top = cli(env, "top", "--limit", "3")
     assert "busiest transformers" in top
 
@@ -125,5 +126,6 @@ def test_quarantine_export_correct_and_replay(env):
     assert (session["status"], session["energy_wh"], session["duration_h"]) == ("complete", 60000.0, 2.0)
     ledger = wh.read(EV_INGEST_BATCHES)
     assert ledger.height == 3 and ledger["reconciled"].all()
+    assert ": reconciles" in cli(env, "status")
     assert cli(env, "rejected", "list").startswith("0 quarantined records")
     assert wh.count(TRANSFORMER_DAILY_LOAD) > 0

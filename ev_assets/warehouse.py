@@ -61,10 +61,24 @@ class Warehouse:
         return self.engine.dialect.name
 
     def create_tables(self) -> None:
-        """Create the tables that do not exist yet (idempotent)."""
-        if not self._created:
-            self.metadata.create_all(self.engine, checkfirst=True)
-            self._created = True
+        """Create the tables and indexes that do not exist yet (idempotent), and refuse to work on
+        a table whose columns differ from its declaration: a clear error beats a failed insert."""
+        if self._created:
+            return
+        self.metadata.create_all(self.engine, checkfirst=True)
+        inspector = sa.inspect(self.engine)
+        for table in self.tables.values():
+            found = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c.name for c in table.columns if c.name not in found]
+            if missing:
+                raise RuntimeError(
+                    f"{self.engine.url.render_as_string(hide_password=True)}: table {table.name} lacks "
+                    f"columns {missing} (it was created by an older version): migrate or recreate it"
+                )
+            # Indexes declared since the table was created.
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
+        self._created = True
 
     def table(self, spec: TableSpec) -> sa.Table:
         return self.tables[spec.name]

@@ -12,7 +12,7 @@ A record's failures never affect its neighbours: rules are evaluated per row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pandera.polars as pa
@@ -92,7 +92,6 @@ class ContractResult:
 
     accepted: pl.DataFrame
     rejected: pl.DataFrame
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 # --- 1. coerce ---------------------------------------------------------------------------------

@@ -171,12 +171,6 @@ class Warehouse:
             deleted += self.delete(conn, spec, condition)
         return deleted
 
-    def replace_all(self, spec: TableSpec, frame: pl.DataFrame) -> int:
-        """Replace the whole table with the frame, in one transaction."""
-        with self.transaction() as conn:
-            conn.execute(sa.delete(self.table(spec)))
-            return self.insert(conn, spec, frame)
-
     def column(self, spec: TableSpec, name: str) -> sa.Column:
         return self.table(spec).c[name]
 

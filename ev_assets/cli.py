@@ -47,12 +47,11 @@ def _execute(job_name: str, instance: dg.DagsterInstance, request: dg.RunRequest
 
 def _touched_days(result) -> list[date]:
     days: set[date] = set()
+    in_job = {node.name for node in result.job_def.nodes_in_topological_order}
     for node in ("ev_charging_sessions", "reference_tables"):
-        try:
-            materializations = result.asset_materializations_for_node(node)
-        except Exception:  # noqa: BLE001 - the node is not in this job
+        if node not in in_job:
             continue
-        for m in materializations:
+        for m in result.asset_materializations_for_node(node):
             entry = m.metadata.get(TOUCHED_DATES)
             if entry is not None:
                 days.update(date.fromisoformat(d) for d in entry.value)

@@ -171,6 +171,10 @@ class Warehouse:
             deleted += self.delete(conn, spec, condition)
         return deleted
 
+    def row_counts(self) -> dict[str, int]:
+        """Rows in every table (exact counts: for people, not for every micro-batch)."""
+        return {spec.name: self.count(spec) for spec in ALL_TABLES}
+
     def column(self, spec: TableSpec, name: str) -> sa.Column:
         return self.table(spec).c[name]
 

@@ -1,64 +1,32 @@
-"""The pipeline's steps: each composes the pure stages with the warehouse, in one transaction.
-
-No Dagster here: the assets, the CLI and the tests call these functions, so every path runs the
-same code. Each step is idempotent: run it again on the same input and the tables do not change.
-"""
+"""Ingest step: a micro-batch of landing files (or of quarantined records, on a replay) into the
+event table; every record accepted, a duplicate or quarantined, and the batch ledger proving it."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets import enrich, events, feed, load, sessions
-from ev_assets.contract import ContractBounds, apply_contract
+from ev_assets import enrich, events, feed
+from ev_assets.contract import apply_contract
+from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.tables import (
-    ALL_TABLES,
     EV_CHARGING_EVENTS,
-    EV_CHARGING_SESSIONS,
     EV_FEED_FILES,
     EV_INGEST_BATCHES,
     EV_QUARANTINED_FILES,
     EV_REJECTED_MESSAGES,
-    FEEDER_DAILY_LOAD,
     REF_FEEDERS,
     REF_METERS,
     REF_SERVICE_POINTS,
     REF_TRANSFORMERS,
-    REFERENCE_TABLES,
-    SUBSTATION_DAILY_LOAD,
-    TRANSFORMER_DAILY_LOAD,
-    TableSpec,
 )
 from ev_assets.warehouse import IN_CHUNK, Warehouse, chunked, existing_values
-
-DAILY_LOAD_TABLES: dict[str, TableSpec] = {
-    "transformer": TRANSFORMER_DAILY_LOAD,
-    "feeder": FEEDER_DAILY_LOAD,
-    "substation": SUBSTATION_DAILY_LOAD,
-}
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    timezone: str = "America/New_York"
-    bounds: ContractBounds = field(default_factory=ContractBounds)
-    max_session: timedelta = sessions.DEFAULT_MAX_SESSION
-    # Residential power factor 0.85-0.9 (DOMAIN.md): converts peak kW to the kVA a rating limits.
-    power_factor: float = 0.9
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-# --- ingest ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -246,173 +214,6 @@ def _file_rows(parsed: list[feed.ParsedFile], records: pl.DataFrame, batch_id: s
     return pl.DataFrame(rows, schema=EV_FEED_FILES.polars_schema)
 
 
-# --- sessions ----------------------------------------------------------------------------------
-
-
-@dataclass
-class SessionsReport:
-    sessions_written: int = 0
-    sessions_replaced: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)
-    touched_dates: list[date] = field(default_factory=list)
-    duration_agreement: dict[str, float | int] = field(default_factory=dict)
-    written: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EV_CHARGING_SESSIONS.polars_schema))
-
-
-def update_sessions(
-    warehouse: Warehouse, settings: PipelineSettings, *, batch_id: str | None, now: datetime | None = None
-) -> SessionsReport:
-    """Re-pair the sessions a batch's events can change (all sessions when batch_id is None)."""
-    events_table = warehouse.table(EV_CHARGING_EVENTS)
-    where = None if batch_id is None else events_table.c.batch_id == batch_id
-    return repair_sessions_around(warehouse, warehouse.read(EV_CHARGING_EVENTS, where), settings, now=now)
-
-
-def repair_sessions_around(
-    warehouse: Warehouse, changed: pl.DataFrame, settings: PipelineSettings, *, now: datetime | None = None
-) -> SessionsReport:
-    """Re-pair the sessions of the meters and times of `changed` events (see PairingWindow)."""
-    window = sessions.pairing_window(changed, settings.max_session)
-    if window is None:
-        return SessionsReport()
-    ev = warehouse.table(EV_CHARGING_EVENTS).c
-    stored = warehouse.read_in(
-        EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to)
-    )
-    paired = sessions.pair_sessions(stored, max_session=settings.max_session, updated_at=now or utc_now())
-    fresh = EV_CHARGING_SESSIONS.conform(sessions.anchored_within(paired, window))
-
-    s = warehouse.table(EV_CHARGING_SESSIONS).c
-    anchored = sa.or_(
-        s.start_time.between(window.write_from, window.write_to),
-        sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to)),
-    )
-    with warehouse.transaction() as conn:
-        previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn)
-        replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored)
-        written = warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
-    changed_sessions = _changed(previous, fresh)
-    return SessionsReport(
-        sessions_written=written,
-        sessions_replaced=replaced,
-        statuses=dict(Counter(fresh["status"].to_list())),
-        touched_dates=load_dates_of(changed_sessions, settings.timezone),
-        duration_agreement=sessions.duration_agreement(
-            fresh.filter(pl.col("end_message_id").is_in(changed["message_id"].implode())),
-            settings.bounds.duration_unit_seconds,
-        ),
-        written=fresh,
-    )
-
-
-_SESSION_CONTENT = ("session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id")
-
-
-def _changed(previous: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
-    """Sessions that differ between the two frames (in either), ignoring updated_at."""
-    before = previous.select(_SESSION_CONTENT)
-    after = fresh.select(_SESSION_CONTENT)
-    keys = list(_SESSION_CONTENT)
-    return pl.concat(
-        [
-            after.join(before, on=keys, how="anti", nulls_equal=True),
-            before.join(after, on=keys, how="anti", nulls_equal=True),
-        ]
-    )
-
-
-def load_dates_of(session_rows: pl.DataFrame, tz: str) -> list[date]:
-    """Local days whose daily load these sessions are part of: the days each session spans."""
-    spans = session_rows.filter(pl.col("start_time").is_not_null() | pl.col("end_time").is_not_null()).select(
-        pl.date_ranges(
-            pl.coalesce("start_time", "end_time").dt.convert_time_zone(tz).dt.date(),
-            pl.coalesce("end_time", "start_time").dt.convert_time_zone(tz).dt.date(),
-        ).alias("day")
-    )
-    return sorted(set(spans.explode("day")["day"].drop_nulls().to_list()))
-
-
-# --- planning load -----------------------------------------------------------------------------
-
-
-@dataclass
-class LoadReport:
-    rows: dict[str, int] = field(default_factory=dict)
-    frames: dict[str, pl.DataFrame] = field(default_factory=dict)
-
-
-def update_daily_load(
-    warehouse: Warehouse,
-    settings: PipelineSettings,
-    first_day: date,
-    last_day: date,
-    *,
-    now: datetime | None = None,
-) -> LoadReport:
-    """Recompute the daily load of every level for local days first..last (delete, then insert)."""
-    now = now or utc_now()
-    s = warehouse.table(EV_CHARGING_SESSIONS).c
-    lookback = timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))
-    complete = warehouse.read(
-        EV_CHARGING_SESSIONS,
-        sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
-    )
-    intervals = load.interval_loads(complete)
-    report = LoadReport()
-    frames = {}
-    for level, spec in DAILY_LOAD_TABLES.items():
-        daily = load.daily_load(
-            intervals, complete, level=level, tz=settings.timezone, first_day=first_day, last_day=last_day, updated_at=now
-        )
-        if level == "transformer":
-            transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"])
-            daily = load.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
-        frames[level] = spec.conform(daily)
-    with warehouse.transaction() as conn:
-        for level, spec in DAILY_LOAD_TABLES.items():
-            warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(first_day, last_day))
-            report.rows[level] = warehouse.insert(conn, spec, frames[level])
-    report.frames = frames
-    return report
-
-
-# --- reference data ----------------------------------------------------------------------------
-
-
-def load_reference(
-    warehouse: Warehouse, frames: dict[str, pl.DataFrame], settings: PipelineSettings, *, now: datetime | None = None
-) -> tuple[dict[str, int], SessionsReport]:
-    """Replace the reference tables, then enrich the events that were waiting for them (meters the
-    reference data did not know yet) and re-pair their sessions."""
-    counts = {}
-    with warehouse.transaction() as conn:
-        for name, spec in REFERENCE_TABLES.items():
-            warehouse.delete(conn, spec, sa.true())
-            counts[spec.name] = warehouse.insert(conn, spec, frames[name])
-    return counts, reenrich_waiting_events(warehouse, settings, now=now)
-
-
-def reenrich_waiting_events(
-    warehouse: Warehouse, settings: PipelineSettings, *, now: datetime | None = None
-) -> SessionsReport:
-    ev = warehouse.table(EV_CHARGING_EVENTS).c
-    waiting = warehouse.read(EV_CHARGING_EVENTS, ev.enrichment_status == "meter_unknown")
-    if waiting.is_empty():
-        return SessionsReport()
-    enriched = EV_CHARGING_EVENTS.conform(
-        enrich.attribute(waiting, reference_for(warehouse, waiting), date_col="message_date")
-    ).filter(pl.col("enrichment_status") == "enriched")
-    if enriched.is_empty():
-        return SessionsReport()
-    with warehouse.transaction() as conn:
-        warehouse.delete_in(conn, EV_CHARGING_EVENTS, "message_id", enriched["message_id"])
-        warehouse.insert(conn, EV_CHARGING_EVENTS, enriched)
-    return repair_sessions_around(warehouse, enriched, settings, now=now)
-
-
-# --- replay of quarantined records ----------------------------------------------------------------
-
-
 def replay_rejected(
     warehouse: Warehouse,
     settings: PipelineSettings,
@@ -497,7 +298,3 @@ def ledger_totals(warehouse: Warehouse) -> dict[str, int | bool]:
         "reconciled": totals["records_read"] == totals["accepted"] + totals["duplicates"] + totals["rejected"]
         and totals["accepted"] == events,
     }
-
-
-def status_counts(warehouse: Warehouse) -> dict[str, int]:
-    return {spec.name: warehouse.count(spec) for spec in ALL_TABLES}

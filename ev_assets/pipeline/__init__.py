@@ -1,0 +1,43 @@
+"""The pipeline's steps: each composes the pure stages with the warehouse, in one transaction.
+
+No Dagster here: the assets, the CLI and the tests call these functions, so every path runs the
+same code. Each step is idempotent: run it again on the same input and the tables do not change.
+
+- `ingest`: landing files (or quarantined records, on a replay) -> events, quarantine, ledgers;
+- `pairing`: events -> sessions, for the window a batch can change;
+- `daily_load`: sessions -> transformer, feeder and substation load for a range of days;
+- `reference`: the utility's extracts -> ref_* tables, then late enrichment.
+"""
+
+from ev_assets.pipeline.config import PipelineSettings, utc_now
+from ev_assets.pipeline.daily_load import DAILY_LOAD_TABLES, LoadReport, update_daily_load
+from ev_assets.pipeline.ingest import (
+    IngestReport,
+    ingest_batch,
+    ledger_totals,
+    reference_for,
+    replay_rejected,
+    replay_selection,
+)
+from ev_assets.pipeline.pairing import SessionsReport, load_dates_of, repair_sessions_around, update_sessions
+from ev_assets.pipeline.reference import load_reference, reenrich_waiting_events
+
+__all__ = [
+    "DAILY_LOAD_TABLES",
+    "IngestReport",
+    "LoadReport",
+    "PipelineSettings",
+    "SessionsReport",
+    "ingest_batch",
+    "ledger_totals",
+    "load_dates_of",
+    "load_reference",
+    "reenrich_waiting_events",
+    "reference_for",
+    "repair_sessions_around",
+    "replay_rejected",
+    "replay_selection",
+    "update_daily_load",
+    "update_sessions",
+    "utc_now",
+]

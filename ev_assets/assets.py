@@ -52,6 +52,12 @@ def touched_dates_metadata(days: list[date]) -> dg.MetadataValue:
     return dg.MetadataValue.json([d.isoformat() for d in days])
 
 
+def touched_dates_of(metadata: dict) -> list[date]:
+    """The load days a materialization says it changed (none when it says nothing)."""
+    entry = metadata.get(TOUCHED_DATES)
+    return [date.fromisoformat(d) for d in entry.value] if entry is not None else []
+
+
 # --- reference ---------------------------------------------------------------------------------
 
 
@@ -167,17 +173,7 @@ def ev_charging_events(
     batch_rows = wh.read(EV_CHARGING_EVENTS, wh.column(EV_CHARGING_EVENTS, "batch_id") == config.batch_id)
     schema_errors = _schema_errors(EV_CHARGING_EVENTS, batch_rows)
     threshold = pipeline_config.rejection_rate_warn
-    counts = {
-        "records_read": report.records_read,
-        "accepted": report.accepted,
-        "duplicates": report.duplicates,
-        "rejected": report.rejected,
-        "files_read": report.files_read,
-        "files_parsed": report.files_parsed,
-        "files_repaired": report.files_repaired,
-        "files_quarantined": report.files_quarantined,
-        "files_already_read": report.files_already_read,
-    }
+    counts = report.counts()
     return dg.MaterializeResult(
         metadata=table_metadata(
             EV_CHARGING_EVENTS,

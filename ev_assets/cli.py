@@ -21,7 +21,7 @@ import polars as pl  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from ev_assets import pipeline, simulator, utility  # noqa: E402
-from ev_assets.assets import BATCH_TAG, REFERENCE_VERSION, TOUCHED_DATES, reference_version  # noqa: E402
+from ev_assets.assets import BATCH_TAG, REFERENCE_VERSION, reference_version, touched_dates_of  # noqa: E402
 from ev_assets.definitions import build_resources, defs  # noqa: E402
 from ev_assets.jobs import clip_to_partitions, daily_load_run_requests, ev_feed_sensor, pending_batches  # noqa: E402
 from ev_assets.tables import EV_REJECTED_MESSAGES, REF_METERS, TRANSFORMER_DAILY_LOAD  # noqa: E402
@@ -52,9 +52,7 @@ def _touched_days(result) -> list[date]:
         if node not in in_job:
             continue
         for m in result.asset_materializations_for_node(node):
-            entry = m.metadata.get(TOUCHED_DATES)
-            if entry is not None:
-                days.update(date.fromisoformat(d) for d in entry.value)
+            days.update(touched_dates_of(m.metadata))
     return sorted(days)
 
 

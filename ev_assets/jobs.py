@@ -18,11 +18,11 @@ from ev_assets import feed, settings
 from ev_assets.assets import (
     BATCH_TAG,
     REFERENCE_TABLES,
-    TOUCHED_DATES,
     daily_load,
     ev_charging_events,
     ev_charging_sessions,
     reference_tables,
+    touched_dates_of,
 )
 from ev_assets.batching import Batch, FeedCursor, contiguous_spans, plan_batches, settled
 from ev_assets.resources import FeedResource, WarehouseResource
@@ -127,9 +127,8 @@ def touched_days_since(instance: dg.DagsterInstance, after_storage_id: int | Non
         )
         for record in result.records:
             newest = max(newest or 0, record.storage_id)
-            entry = record.asset_materialization.metadata.get(TOUCHED_DATES) if record.asset_materialization else None
-            if entry is not None:
-                days.update(date.fromisoformat(d) for d in entry.value)
+            if record.asset_materialization:
+                days.update(touched_dates_of(record.asset_materialization.metadata))
     return sorted(days), newest
 
 

@@ -13,7 +13,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from ev_assets import enrich, events, feed
-from ev_assets.contract import apply_contract
+from ev_assets.contract import ContractResult, apply_contract
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.tables import (
     EV_CHARGING_EVENTS,
@@ -61,10 +61,13 @@ class IngestReport:
     def rejection_rate(self) -> float:
         return self.rejected / self.records_read if self.records_read else 0.0
 
+    def counts(self) -> dict[str, int]:
+        """The ledger's counters, by name: what the ledger row and the asset metadata show."""
+        return {name: getattr(self, name) for name in _LEDGER_COUNTS}
+
     def ledger_row(self, run_id: str | None, processed_at: datetime) -> pl.DataFrame:
-        counts = {name: getattr(self, name) for name in _LEDGER_COUNTS}
         return pl.DataFrame(
-            [{"batch_id": self.batch_id, "run_id": run_id, **counts, "reconciled": self.reconciled, "processed_at": processed_at}]
+            [{"batch_id": self.batch_id, "run_id": run_id, **self.counts(), "reconciled": self.reconciled, "processed_at": processed_at}]
         )
 
 
@@ -94,7 +97,7 @@ def ingest_batch(
     a duplicate or quarantined, and the batch ledger holds the counts."""
     now = now or utc_now()
     # The same file (name and content) twice in one batch is one file, read once.
-    parsed = list({(f.name, f.sha256): f for f in reversed([feed.parse_payload(p.name, p.read_bytes()) for p in paths])}.values())[::-1]
+    parsed = list({(f.name, f.sha256): f for f in (feed.parse_payload(p.name, p.read_bytes()) for p in paths)}.values())
     report = IngestReport(batch_id=batch_id, files_read=len(parsed))
     already = _already_read(warehouse, parsed)
     fresh = [p for p in parsed if (p.name, p.sha256) not in already]
@@ -104,15 +107,8 @@ def ingest_batch(
     report.files_repaired = sum(p.status == "repaired" for p in fresh)
 
     records = feed.records_frame(fresh)
-    report.records_read = records.height
-    result = apply_contract(records, settings.bounds, now=now)
-    new_events, report.duplicates = _new_events(warehouse, result.accepted, batch_id, settings, now)
-    report.accepted = new_events.height
+    new_events, result = _judge(warehouse, records, report, settings, now)
     rejected = _rejected_rows(fresh, result.rejected, batch_id, now)
-    report.rejected = rejected.height
-    report.rejection_codes = _code_counts(rejected)
-    report.message_types = dict(Counter(new_events["message_type"].to_list()))
-    report.enrichment = dict(Counter(new_events["enrichment_status"].to_list()))
 
     if not fresh and _batch_recorded(warehouse, batch_id):
         return report  # a replay of a batch already ingested: nothing to write
@@ -121,9 +117,30 @@ def ingest_batch(
         warehouse.insert(conn, EV_REJECTED_MESSAGES, rejected)
         warehouse.insert(conn, EV_QUARANTINED_FILES, _quarantined_rows(fresh, batch_id, now))
         warehouse.insert(conn, EV_FEED_FILES, _file_rows(fresh, records, batch_id, now))
-        warehouse.delete(conn, EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == batch_id)
-        warehouse.insert(conn, EV_INGEST_BATCHES, report.ledger_row(run_id, now))
+        _record_in_ledger(warehouse, conn, report, run_id, now)
     return report
+
+
+def _judge(
+    warehouse: Warehouse, records: pl.DataFrame, report: IngestReport, settings: PipelineSettings, now: datetime
+) -> tuple[pl.DataFrame, ContractResult]:
+    """The contract and the duplicate rule on a batch's records: the new events to store, the
+    contract's result, and the report's record counts filled in."""
+    result = apply_contract(records, settings.bounds, now=now)
+    new_events, report.duplicates = _new_events(warehouse, result.accepted, report.batch_id, settings, now)
+    report.records_read = records.height
+    report.accepted = new_events.height
+    report.rejected = result.rejected.height
+    report.rejection_codes = _code_counts(result.rejected)
+    report.message_types = dict(Counter(new_events["message_type"].to_list()))
+    report.enrichment = dict(Counter(new_events["enrichment_status"].to_list()))
+    return new_events, result
+
+
+def _record_in_ledger(warehouse: Warehouse, conn, report: IngestReport, run_id: str | None, now: datetime) -> None:
+    """Write (or rewrite) the batch's ledger row, inside the batch's own transaction."""
+    warehouse.delete(conn, EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == report.batch_id)
+    warehouse.insert(conn, EV_INGEST_BATCHES, report.ledger_row(run_id, now))
 
 
 def _already_read(warehouse: Warehouse, parsed: list[feed.ParsedFile]) -> set[tuple[str, str]]:
@@ -237,13 +254,7 @@ def replay_rejected(
     if parsed.quarantined:
         raise ValueError(f"replayed records are not valid JSON: {parsed.error}")
     report.files_parsed = 1
-    records = feed.records_frame([parsed])
-    report.records_read = records.height
-    result = apply_contract(records, settings.bounds, now=now)
-    new_events, report.duplicates = _new_events(warehouse, result.accepted, batch_id, settings, now)
-    report.accepted = new_events.height
-    report.rejected = result.rejected.height
-    report.rejection_codes = _code_counts(result.rejected)
+    new_events, result = _judge(warehouse, feed.records_frame([parsed]), report, settings, now)
 
     ids = replays.select("rejection_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("record_index"))
     still = ids.join(result.rejected.select("record_index", "reason_codes", "reasons"), on="record_index")
@@ -259,8 +270,7 @@ def replay_rejected(
             conn.execute(
                 rej.update().where(rej.c.rejection_id == rejection_id).values(reason_codes=codes, reasons=reasons)
             )
-        warehouse.delete(conn, EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == batch_id)
-        warehouse.insert(conn, EV_INGEST_BATCHES, report.ledger_row(run_id, now))
+        _record_in_ledger(warehouse, conn, report, run_id, now)
     return report
 
 

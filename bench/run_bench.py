@@ -104,12 +104,13 @@ def prepare_month(ctx: Context, meters: int, days: int) -> Month:
     key = (meters, days)
     if key in ctx.months:
         return ctx.months[key]
-    from ev_assets import simulator, utility
+    from ev_assets.core.reference_extracts import write_reference_extracts
+    from ev_assets.synthetic import simulator, utility
 
     s = ctx.sizes
     folder = fresh_dir(DATA / f"month-{meters}m-{days}d")
     frames = utility.generate_utility(meters=meters, seed=s.seed)
-    utility.write_utility(frames, folder / "reference")
+    write_reference_extracts(frames, folder / "reference")
     summary = simulator.simulate_to_folder(
         frames, folder / "landing", s.start, days, s.seed, ground_truth=folder / "truth.parquet"
     )
@@ -199,8 +200,8 @@ def warehouse_check(url: str, truth: Path) -> dict[str, Any]:
     """Did the run produce the right thing? A fast benchmark of a wrong pipeline is worthless."""
     import polars as pl
 
-    from ev_assets.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, TRANSFORMER_DAILY_LOAD
-    from ev_assets.warehouse import Warehouse
+    from ev_assets.warehouse.store import Warehouse
+    from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, TRANSFORMER_DAILY_LOAD
 
     wh = Warehouse(url)
     try:
@@ -372,13 +373,13 @@ def _compare_peaks(peaks_path: Path, e2e: dict) -> str:
 
 
 def parse_files(paths: list[Path]):
-    from ev_assets import feed
+    from ev_assets.core import feed
 
     return feed.records_frame([feed.parse_payload(p.name, p.read_bytes()) for p in paths])
 
 
 def parse_and_validate(paths: list[Path]):
-    from ev_assets.contract import ContractBounds, apply_contract
+    from ev_assets.core.contract import ContractBounds, apply_contract
 
     return apply_contract(parse_files(paths), ContractBounds(), now=feedgen.CONTRACT_NOW)
 
@@ -387,7 +388,7 @@ def ingest_into_fresh_warehouse(paths: list[Path], frames: dict, repeat: int) ->
     """Best of `repeat` ingest_batch calls, each into a new SQLite warehouse holding the reference
     data (created and loaded before the clock starts: the batch's cost, not the setup's)."""
     from ev_assets import pipeline
-    from ev_assets.warehouse import Warehouse
+    from ev_assets.warehouse.store import Warehouse
 
     best, report = float("inf"), None
     settings = pipeline.PipelineSettings()
@@ -403,7 +404,7 @@ def ingest_into_fresh_warehouse(paths: list[Path], frames: dict, repeat: int) ->
 
 
 def validation_throughput(ctx: Context) -> Result:
-    from ev_assets import utility
+    from ev_assets.synthetic import utility
 
     s = ctx.sizes
     n = s.validation_messages
@@ -497,7 +498,7 @@ def ingest_day_on_copies(db: Path, settings, batch_id: str, paths: list[Path], r
     repeating it needs copies; the best of a few keeps a neighbour's CPU burst on this shared
     machine from deciding the comparison.
     """
-    from ev_assets.warehouse import Warehouse
+    from ev_assets.warehouse.store import Warehouse
 
     best: dict[str, float | int] | None = None
     for _ in range(max(1, repeat)):
@@ -523,7 +524,7 @@ def full_scans(db: Path, settings, batch_id: str, paths: list[Path]) -> list[str
 
     import sqlalchemy as sa
 
-    from ev_assets.warehouse import Warehouse
+    from ev_assets.warehouse.store import Warehouse
 
     copy_path = snapshot(db)
     wh = Warehouse(sqlite_url(copy_path))
@@ -554,8 +555,9 @@ def _where_clause(statement: str) -> str:
 
 
 def batch_cost_vs_history(ctx: Context) -> Result:
-    from ev_assets import pipeline, utility
-    from ev_assets.warehouse import Warehouse
+    from ev_assets import pipeline
+    from ev_assets.core.reference_extracts import read_reference_extracts
+    from ev_assets.warehouse.store import Warehouse
 
     s = ctx.sizes
     # One extra day beyond the span: the last batch needs `history_days` days before it.
@@ -565,7 +567,7 @@ def batch_cost_vs_history(ctx: Context) -> Result:
     db = run_dir / "ev.sqlite"
     wh = Warehouse(sqlite_url(db))
     settings = pipeline.PipelineSettings()
-    pipeline.load_reference(wh, utility.read_utility(month.reference), settings)
+    pipeline.load_reference(wh, read_reference_extracts(month.reference), settings)
     series, compared, scans = [], {}, []
     for history, (day, paths) in enumerate(days):
         batch_id = f"day-{day}"

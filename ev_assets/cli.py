@@ -20,11 +20,15 @@ import dagster as dg  # noqa: E402
 import polars as pl  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from ev_assets import pipeline, simulator, utility  # noqa: E402
-from ev_assets.assets import BATCH_TAG, REFERENCE_VERSION, reference_version, touched_dates_of  # noqa: E402
+from ev_assets import pipeline
+from ev_assets.core.reference_extracts import read_reference_extracts, write_reference_extracts  # noqa: E402
 from ev_assets.definitions import build_resources, defs  # noqa: E402
-from ev_assets.jobs import clip_to_partitions, daily_load_run_requests, ev_feed_sensor, pending_batches  # noqa: E402
-from ev_assets.tables import EV_REJECTED_MESSAGES, REF_METERS, TRANSFORMER_DAILY_LOAD  # noqa: E402
+from ev_assets.defs.ingest import ev_feed_sensor, pending_batches  # noqa: E402
+from ev_assets.defs.metadata import BATCH_TAG, touched_dates_of  # noqa: E402
+from ev_assets.defs.planning import clip_to_partitions, daily_load_run_requests  # noqa: E402
+from ev_assets.defs.reference import REFERENCE_VERSION, reference_version  # noqa: E402
+from ev_assets.synthetic import simulator, utility  # noqa: E402
+from ev_assets.warehouse.tables import EV_REJECTED_MESSAGES, REF_METERS, TRANSFORMER_DAILY_LOAD  # noqa: E402
 
 
 def _resources() -> dict:
@@ -61,7 +65,7 @@ def _touched_days(result) -> list[date]:
 
 def cmd_reference(args: argparse.Namespace) -> int:
     frames = utility.generate_utility(meters=args.meters, seed=args.seed)
-    utility.write_utility(frames, settings.reference_dir())
+    write_reference_extracts(frames, settings.reference_dir())
     print(f"wrote the reference data of {args.meters} meters to {settings.reference_dir()}")
     return 0
 
@@ -69,12 +73,12 @@ def cmd_reference(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     ref_dir = settings.reference_dir()
     if args.meters is not None:
-        utility.write_utility(utility.generate_utility(meters=args.meters, seed=args.seed), ref_dir)
+        write_reference_extracts(utility.generate_utility(meters=args.meters, seed=args.seed), ref_dir)
         print(f"wrote the reference data of {args.meters} meters to {ref_dir}")
     elif not (ref_dir / "meters.csv").exists():
         print(f"no reference data in {ref_dir}: run `ev-awareness reference` or pass --meters", file=sys.stderr)
         return 2
-    frames = utility.read_utility(ref_dir)
+    frames = read_reference_extracts(ref_dir)
     landing = settings.feed_dir()
     if args.follow:
         print(f"following the wall clock (x{args.speedup}); files go to {landing}; Ctrl-C stops")

@@ -10,18 +10,10 @@ from ev_assets import settings
 
 settings.apply_defaults()
 
-from ev_assets.assets import ALL_ASSETS  # noqa: E402  (defaults must be in place first)
-from ev_assets.jobs import (  # noqa: E402
-    daily_load_job,
-    daily_load_sensor,
-    ev_feed_sensor,
-    ingest_job,
-    nightly_daily_load,
-    nightly_reference,
-    reference_job,
-    sessions_job,
-)
-from ev_assets.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource  # noqa: E402
+from ev_assets.defs.ingest import ev_charging_events, ev_charging_sessions, ev_feed_sensor, ingest_job, sessions_job  # noqa: E402
+from ev_assets.defs.planning import daily_load, daily_load_job, daily_load_sensor, nightly_daily_load  # noqa: E402
+from ev_assets.defs.reference import nightly_reference, reference_job, reference_tables  # noqa: E402
+from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource  # noqa: E402
 
 
 def _number(name: str, default: float) -> float:
@@ -65,7 +57,7 @@ def build_resources(resolved: bool = False) -> dict[str, dg.ConfigurableResource
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=ALL_ASSETS,
+        assets=[reference_tables, ev_charging_events, ev_charging_sessions, daily_load],
         jobs=[ingest_job, sessions_job, reference_job, daily_load_job],
         sensors=[ev_feed_sensor, daily_load_sensor],
         schedules=[nightly_daily_load, nightly_reference],

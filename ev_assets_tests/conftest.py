@@ -12,8 +12,10 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from ev_assets import pipeline, simulator, utility
-from ev_assets.warehouse import Warehouse
+from ev_assets import pipeline
+from ev_assets.core.reference_extracts import write_reference_extracts
+from ev_assets.synthetic import simulator, utility
+from ev_assets.warehouse.store import Warehouse
 
 POSTGRES_URL = os.environ.get("EV_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
@@ -73,7 +75,7 @@ def env(tmp_path: Path, warehouse_url: str, small_utility, monkeypatch):
         monkeypatch.setenv(name, str(path))
     monkeypatch.setenv("EV_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("EV_TIMEZONE", "America/New_York")
-    utility.write_utility(small_utility, paths["EV_REFERENCE_DIR"])
+    write_reference_extracts(small_utility, paths["EV_REFERENCE_DIR"])
     return {**paths, "EV_WAREHOUSE_URL": warehouse_url, "tmp": tmp_path}
 
 

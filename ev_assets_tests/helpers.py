@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from ev_assets.tables import ALL_TABLES
-from ev_assets.warehouse import Warehouse
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import ALL_TABLES
 
 # Columns that record when a row was written, not what it says.
 _WRITE_TIMES = {"ingested_at", "updated_at", "read_at", "processed_at", "quarantined_at", "replayed_at"}

@@ -22,9 +22,11 @@ from typing import Any
 
 import pytest
 
-from ev_assets import feed, pipeline
-from ev_assets.contract import REJECTION_CODES, ContractBounds, apply_contract
-from ev_assets.tables import (
+from ev_assets import pipeline
+from ev_assets.core import feed
+from ev_assets.core.contract import REJECTION_CODES, ContractBounds, apply_contract
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import (
     ALL_TABLES,
     EV_CHARGING_EVENTS,
     EV_FEED_FILES,
@@ -32,7 +34,6 @@ from ev_assets.tables import (
     EV_QUARANTINED_FILES,
     EV_REJECTED_MESSAGES,
 )
-from ev_assets.warehouse import Warehouse
 
 from .helpers import assert_same_tables, snapshot
 

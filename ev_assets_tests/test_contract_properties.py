@@ -18,10 +18,11 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ev_assets import feed, pipeline
-from ev_assets.contract import ContractBounds, apply_contract
-from ev_assets.tables import EV_CHARGING_EVENTS, EV_INGEST_BATCHES, EV_REJECTED_MESSAGES
-from ev_assets.warehouse import Warehouse
+from ev_assets import pipeline
+from ev_assets.core import feed
+from ev_assets.core.contract import ContractBounds, apply_contract
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_INGEST_BATCHES, EV_REJECTED_MESSAGES
 
 NOW = datetime(2024, 7, 1, tzinfo=UTC)
 BASE = datetime(2024, 6, 1, tzinfo=UTC)

@@ -9,12 +9,19 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ev_assets.assets import BATCH_TAG, daily_load, ev_charging_events, ev_charging_sessions, reference_tables
 from ev_assets.definitions import defs
-from ev_assets.jobs import RANGE_END, RANGE_START, daily_load_sensor, ev_feed_sensor
-from ev_assets.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
-from ev_assets.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_INGEST_BATCHES, TRANSFORMER_DAILY_LOAD
-from ev_assets.warehouse import Warehouse
+from ev_assets.defs.ingest import ev_charging_events, ev_charging_sessions, ev_feed_sensor
+from ev_assets.defs.metadata import BATCH_TAG
+from ev_assets.defs.planning import RANGE_END, RANGE_START, daily_load, daily_load_sensor
+from ev_assets.defs.reference import reference_tables
+from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import (
+    EV_CHARGING_EVENTS,
+    EV_CHARGING_SESSIONS,
+    EV_INGEST_BATCHES,
+    TRANSFORMER_DAILY_LOAD,
+)
 
 from .conftest import simulate
 

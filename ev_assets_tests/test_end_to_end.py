@@ -11,8 +11,13 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from ev_assets.tables import EV_CHARGING_SESSIONS, EV_INGEST_BATCHES, EV_REJECTED_MESSAGES, TRANSFORMER_DAILY_LOAD
-from ev_assets.warehouse import Warehouse
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import (
+    EV_CHARGING_SESSIONS,
+    EV_INGEST_BATCHES,
+    EV_REJECTED_MESSAGES,
+    TRANSFORMER_DAILY_LOAD,
+)
 
 from .helpers import assert_same_tables, complete_inside, snapshot
 

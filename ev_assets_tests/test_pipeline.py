@@ -7,8 +7,9 @@ from datetime import timedelta
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets import feed, pipeline
-from ev_assets.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REF_METERS
+from ev_assets import pipeline
+from ev_assets.core import feed
+from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REF_METERS
 
 from .conftest import simulate
 from .helpers import assert_same_tables, snapshot

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from ev_assets import enrich, events, load, sessions
-from ev_assets.batching import FeedCursor, contiguous_spans, plan_batches, settled
-from ev_assets.feed import FeedFile
+from ev_assets.core import enrich, events, load_profile, pairing
+from ev_assets.core.batching import FeedCursor, contiguous_spans, plan_batches, settled
+from ev_assets.core.feed import FeedFile
 
 NOW = datetime(2024, 7, 1, tzinfo=UTC)
 TZ = "America/New_York"
@@ -47,7 +47,7 @@ def event_rows(rows: list[tuple[str, str, datetime, float | None]]) -> pl.DataFr
 
 
 def pair(rows) -> pl.DataFrame:
-    return sessions.pair_sessions(event_rows(rows), max_session=timedelta(hours=48), updated_at=NOW)
+    return pairing.pair_sessions(event_rows(rows), max_session=timedelta(hours=48), updated_at=NOW)
 
 
 class TestPairing:
@@ -91,15 +91,15 @@ class TestPairing:
 
     def test_window_contains_every_session_a_batch_can_change(self):
         batch = event_rows([("m1", "end", t(21), 1.0), ("m2", "start", t(22), 7200.0)])
-        window = sessions.pairing_window(batch, timedelta(hours=48))
+        window = pairing.pairing_window(batch, timedelta(hours=48))
         assert window.meter_ids == ["m1", "m2"]
         assert window.read_from == t(21) - timedelta(hours=96)
         assert window.write_to == t(22) + timedelta(hours=48)
 
     def test_duration_agreement_counts_reported_hours(self):
         out = pair([("m1", "start", t(18), 7200.0), ("m1", "end", t(21), 21600.0)])
-        assert sessions.duration_agreement(out, 3600.0) == {"sessions": 1, "agreeing": 1, "share": 1.0}
-        assert sessions.duration_agreement(out, 60.0)["agreeing"] == 0
+        assert pairing.duration_agreement(out, 3600.0) == {"sessions": 1, "agreeing": 1, "share": 1.0}
+        assert pairing.duration_agreement(out, 60.0)["agreeing"] == 0
 
 
 class TestLoad:
@@ -120,14 +120,14 @@ class TestLoad:
         )
 
     def daily(self, frame, level="transformer", tz="UTC"):
-        return load.daily_load(
-            load.interval_loads(frame), frame, level=level, tz=tz, first_day=date(2024, 6, 3), last_day=date(2024, 6, 4), updated_at=NOW
+        return load_profile.daily_load(
+            load_profile.interval_loads(frame), frame, level=level, tz=tz, first_day=date(2024, 6, 3), last_day=date(2024, 6, 4), updated_at=NOW
         )
 
     def test_partial_intervals_are_weighted_by_overlap(self):
         # 7.2 kW from 18:05 to 18:35: 10 min of the 18:00 interval, 15 of 18:15, 5 of 18:30.
         frame = self.sessions_frame([("m1", "T1", t(18, 5), t(18, 35), 7.2)])
-        iv = load.interval_loads(frame).sort("interval_start")
+        iv = load_profile.interval_loads(frame).sort("interval_start")
         assert iv["interval_start"].to_list() == [t(18), t(18, 15), t(18, 30)]
         assert iv["kw"].to_list() == pytest.approx([4.8, 7.2, 2.4])
         assert iv["kwh"].sum() == pytest.approx(7.2 * 0.5)
@@ -167,7 +167,7 @@ class TestLoad:
             {"transformer_id": ["T1"], "kva_rating": [25.0], "effective_from": [date(2024, 1, 1)], "effective_to": [None]},
             schema_overrides={"effective_to": pl.Date},
         )
-        rated = load.with_transformer_rating(self.daily(frame), transformers, power_factor=0.9)
+        rated = load_profile.with_transformer_rating(self.daily(frame), transformers, power_factor=0.9)
         assert rated["peak_kva"][0] == pytest.approx(10.0)
         assert rated["utilization"][0] == pytest.approx(0.4)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from ev_assets import docs
-from ev_assets.tables import ALL_TABLES
+from ev_assets.warehouse import data_dictionary
+from ev_assets.warehouse.tables import ALL_TABLES
 
 
 def test_readme_generated_sections_are_current():
-    text = docs.README.read_text()
-    assert docs.render(text) == text, "README is out of date: run `uv run python -m ev_assets.docs`"
+    text = data_dictionary.README.read_text()
+    assert data_dictionary.render(text) == text, "README is out of date: run `uv run python -m ev_assets.warehouse.data_dictionary`"
 
 
 def test_every_table_derives_consistently():
@@ -32,7 +32,7 @@ def test_tables_create_on_the_warehouse(warehouse):
 
 
 def test_an_outdated_table_is_refused_and_missing_indexes_are_added(warehouse_url):
-    from ev_assets.warehouse import Warehouse
+    from ev_assets.warehouse.store import Warehouse
 
     engine = sa.create_engine(warehouse_url)
     with engine.begin() as conn:

@@ -12,7 +12,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ev_assets.simulator import (
+from ev_assets.core.reference_extracts import SCHEMAS
+from ev_assets.core.reference_extracts import read_reference_extracts as read_utility
+from ev_assets.core.reference_extracts import write_reference_extracts as write_utility
+from ev_assets.synthetic.simulator import (
     FEED_FIELDS,
     MESSAGE_COLUMNS,
     SESSION_COLUMNS,
@@ -25,7 +28,7 @@ from ev_assets.simulator import (
     write_feed,
     write_ground_truth,
 )
-from ev_assets.utility import SCHEMAS, generate_utility, read_utility, write_utility
+from ev_assets.synthetic.utility import generate_utility
 
 START = date(2024, 1, 1)
 SPAN_START = date(2024, 3, 1)  # spans the US spring-forward (2024-03-10)

@@ -10,7 +10,6 @@ same code. Each step is idempotent: run it again on the same input and the table
 """
 
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.pipeline.daily_load import DAILY_LOAD_TABLES, LoadReport, update_daily_load
 from ev_assets.pipeline.ingest import (
     IngestReport,
     ingest_batch,
@@ -19,8 +18,9 @@ from ev_assets.pipeline.ingest import (
     replay_rejected,
     replay_selection,
 )
-from ev_assets.pipeline.pairing import SessionsReport, load_dates_of, repair_sessions_around, update_sessions
+from ev_assets.pipeline.planning_load import DAILY_LOAD_TABLES, LoadReport, update_daily_load
 from ev_assets.pipeline.reference import load_reference, reenrich_waiting_events
+from ev_assets.pipeline.sessions import SessionsReport, load_dates_of, repair_sessions_around, update_sessions
 
 __all__ = [
     "DAILY_LOAD_TABLES",

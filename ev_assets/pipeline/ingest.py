@@ -12,10 +12,11 @@ from pathlib import Path
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets import enrich, events, feed
-from ev_assets.contract import ContractResult, apply_contract
+from ev_assets.core import enrich, events, feed
+from ev_assets.core.contract import ContractResult, apply_contract
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.tables import (
+from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, existing_values
+from ev_assets.warehouse.tables import (
     EV_CHARGING_EVENTS,
     EV_FEED_FILES,
     EV_INGEST_BATCHES,
@@ -26,7 +27,6 @@ from ev_assets.tables import (
     REF_SERVICE_POINTS,
     REF_TRANSFORMERS,
 )
-from ev_assets.warehouse import IN_CHUNK, Warehouse, chunked, existing_values
 
 
 @dataclass

@@ -7,12 +7,12 @@ from datetime import datetime
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets import enrich
+from ev_assets.core import enrich
 from ev_assets.pipeline.config import PipelineSettings
 from ev_assets.pipeline.ingest import reference_for
-from ev_assets.pipeline.pairing import SessionsReport, repair_sessions_around
-from ev_assets.tables import EV_CHARGING_EVENTS, REFERENCE_TABLES
-from ev_assets.warehouse import Warehouse
+from ev_assets.pipeline.sessions import SessionsReport, repair_sessions_around
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, REFERENCE_TABLES
 
 
 def load_reference(

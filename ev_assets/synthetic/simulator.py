@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ev_assets.utility import valid_on
+from ev_assets.core.reference_extracts import valid_on
 
 UTC_US = pl.Datetime("us", "UTC")
 CENTISECOND_US = 10_000

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-from ev_assets.enrich import as_of_join
+from ev_assets.core.enrich import as_of_join
 
 INTERVAL = timedelta(minutes=15)
 INTERVAL_HOURS = INTERVAL.total_seconds() / 3600

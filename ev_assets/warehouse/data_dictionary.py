@@ -1,6 +1,6 @@
 """Generated parts of the README: the data dictionary and the rejection codes.
 
-`python -m ev_assets.docs` rewrites them in README.md from the table declarations and the
+`python -m ev_assets.warehouse.data_dictionary` rewrites them in README.md from the table declarations and the
 contract's codes; a test fails when the README is out of step.
 """
 
@@ -10,9 +10,9 @@ import re
 import sys
 from pathlib import Path
 
-from ev_assets.contract import REJECTION_CODES
+from ev_assets.core.contract import REJECTION_CODES
 from ev_assets.settings import PROJECT_ROOT
-from ev_assets.tables import data_dictionary
+from ev_assets.warehouse.tables import data_dictionary
 
 README = PROJECT_ROOT / "README.md"
 

@@ -15,7 +15,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ev_assets.tables import ALL_TABLES, UTC_DATETIME, TableSpec
+from ev_assets.warehouse.tables import ALL_TABLES, UTC_DATETIME, TableSpec
 
 # SQLite caps bound parameters per statement (32,766 on recent builds, 999 on old ones); chunks of
 # this many keep IN lists and multi-row inserts well inside either limit.

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from ev_assets.enrich import ATTRIBUTION_COLUMNS
-from ev_assets.events import ISO_MICROS
+from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
+from ev_assets.core.events import ISO_MICROS
 
 DEFAULT_MAX_SESSION = timedelta(hours=48)
 

@@ -19,7 +19,7 @@ import pandera.polars as pa
 import polars as pl
 import polars.selectors as cs
 
-from ev_assets.feed import FIELDS
+from ev_assets.core.feed import FIELDS
 
 # --- the rules, by code: what a person reads in ev_rejected_messages ------------------------------
 REJECTION_CODES: dict[str, str] = {

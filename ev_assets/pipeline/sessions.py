@@ -10,10 +10,10 @@ from datetime import date, datetime
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets import sessions
+from ev_assets.core import pairing
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS
-from ev_assets.warehouse import Warehouse
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS
 
 
 @dataclass
@@ -39,15 +39,15 @@ def repair_sessions_around(
     warehouse: Warehouse, changed: pl.DataFrame, settings: PipelineSettings, *, now: datetime | None = None
 ) -> SessionsReport:
     """Re-pair the sessions of the meters and times of `changed` events (see PairingWindow)."""
-    window = sessions.pairing_window(changed, settings.max_session)
+    window = pairing.pairing_window(changed, settings.max_session)
     if window is None:
         return SessionsReport()
     ev = warehouse.table(EV_CHARGING_EVENTS).c
     stored = warehouse.read_in(
         EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to)
     )
-    paired = sessions.pair_sessions(stored, max_session=settings.max_session, updated_at=now or utc_now())
-    fresh = EV_CHARGING_SESSIONS.conform(sessions.anchored_within(paired, window))
+    paired = pairing.pair_sessions(stored, max_session=settings.max_session, updated_at=now or utc_now())
+    fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window))
 
     s = warehouse.table(EV_CHARGING_SESSIONS).c
     anchored = sa.or_(
@@ -64,7 +64,7 @@ def repair_sessions_around(
         sessions_replaced=replaced,
         statuses=dict(Counter(fresh["status"].to_list())),
         touched_dates=load_dates_of(changed_sessions, settings.timezone),
-        duration_agreement=sessions.duration_agreement(
+        duration_agreement=pairing.duration_agreement(
             fresh.filter(pl.col("end_message_id").is_in(changed["message_id"].implode())),
             settings.bounds.duration_unit_seconds,
         ),

@@ -9,9 +9,10 @@ from datetime import date, datetime, timedelta
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets import load
+from ev_assets.core import load_profile
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.tables import (
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import (
     EV_CHARGING_SESSIONS,
     FEEDER_DAILY_LOAD,
     REF_TRANSFORMERS,
@@ -19,7 +20,6 @@ from ev_assets.tables import (
     TRANSFORMER_DAILY_LOAD,
     TableSpec,
 )
-from ev_assets.warehouse import Warehouse
 
 DAILY_LOAD_TABLES: dict[str, TableSpec] = {
     "transformer": TRANSFORMER_DAILY_LOAD,
@@ -50,16 +50,16 @@ def update_daily_load(
         EV_CHARGING_SESSIONS,
         sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
     )
-    intervals = load.interval_loads(complete)
+    intervals = load_profile.interval_loads(complete)
     report = LoadReport()
     frames = {}
     for level, spec in DAILY_LOAD_TABLES.items():
-        daily = load.daily_load(
+        daily = load_profile.daily_load(
             intervals, complete, level=level, tz=settings.timezone, first_day=first_day, last_day=last_day, updated_at=now
         )
         if level == "transformer":
             transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"])
-            daily = load.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
+            daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
         frames[level] = spec.conform(daily)
     with warehouse.transaction() as conn:
         for level, spec in DAILY_LOAD_TABLES.items():

@@ -45,55 +45,12 @@ transformers per feeder and 8-12 feeders per substation. Everything is vectorise
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-TABLES = ("substations", "feeders", "transformers", "premises", "service_points", "meters")
+from ev_assets.core.reference_extracts import SCHEMAS, TABLES, valid_on  # noqa: F401
 
-_VALIDITY = {"effective_from": pl.Date, "effective_to": pl.Date}
-
-SCHEMAS: dict[str, dict[str, pl.DataType]] = {
-    "substations": {"substation_id": pl.String, "substation_name": pl.String, **_VALIDITY},
-    "feeders": {
-        "feeder_id": pl.String,
-        "substation_id": pl.String,
-        "voltage_kv": pl.Float64,
-        **_VALIDITY,
-    },
-    "transformers": {
-        "transformer_id": pl.String,
-        "feeder_id": pl.String,
-        "kva_rating": pl.Float64,
-        "phase": pl.String,
-        **_VALIDITY,
-    },
-    "premises": {
-        "premise_id": pl.String,
-        "premise_type": pl.String,
-        "city": pl.String,
-        "latitude": pl.Float64,
-        "longitude": pl.Float64,
-        **_VALIDITY,
-    },
-    "service_points": {
-        "service_point_id": pl.String,
-        "premise_id": pl.String,
-        "transformer_id": pl.String,
-        **_VALIDITY,
-    },
-    "meters": {
-        "meter_id": pl.String,
-        "meter_key": pl.Int64,
-        "meter_number": pl.String,
-        "esn": pl.String,
-        "service_point_id": pl.String,
-        **_VALIDITY,
-    },
-}
-
-# Group sizes of the hierarchy (inclusive ranges).
 SERVICE_POINTS_PER_TRANSFORMER = (4, 10)  # DOMAIN.md: "serving about 4-10 homes"
 TRANSFORMERS_PER_FEEDER = (20, 40)  # "dozens of transformers per feeder"
 FEEDERS_PER_SUBSTATION = (8, 12)
@@ -154,33 +111,6 @@ def generate_utility(
         "meters": meters_frame,
     }
     return {name: frames[name].select(list(SCHEMAS[name])).cast(SCHEMAS[name]) for name in TABLES}
-
-
-def write_utility(frames: dict[str, pl.DataFrame], directory: Path) -> None:
-    """Write one CSV per table (``<stem>.csv``) into ``directory`` (created if missing)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
-        frames[name].write_csv(directory / f"{name}.csv", date_format="%Y-%m-%d")
-
-
-def read_utility(directory: Path) -> dict[str, pl.DataFrame]:
-    """Read the six CSVs back with the exact dtypes of :data:`SCHEMAS`.
-
-    Identifiers are read as strings so that leading zeros survive.
-    """
-    directory = Path(directory)
-    return {
-        name: pl.read_csv(directory / f"{name}.csv", schema=SCHEMAS[name], try_parse_dates=False)
-        for name in TABLES
-    }
-
-
-def valid_on(on: pl.Expr) -> pl.Expr:
-    """Filter expression: the row is in effect on the date ``on`` (``[from, to)``)."""
-    return (pl.col("effective_from") <= on) & (
-        pl.col("effective_to").is_null() | (pl.col("effective_to") > on)
-    )
 
 
 # --------------------------------------------------------------------------- hierarchy
@@ -436,4 +366,4 @@ def _with_validity(frame: pl.DataFrame, start: date) -> pl.DataFrame:
     )
 
 
-__all__ = ["SCHEMAS", "TABLES", "generate_utility", "read_utility", "valid_on", "write_utility"]
+__all__ = ["generate_utility"]

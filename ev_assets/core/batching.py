@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ev_assets.feed import FeedFile
+from ev_assets.core.feed import FeedFile
 
 # Records are counted by their one mandatory field; a cheap byte count, not a parse.
 _RECORD_MARKER = b'"receivedtime"'

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from ev_assets.contract import ContractBounds
+from ev_assets.core.contract import ContractBounds
 from ev_assets.pipeline import PipelineSettings
-from ev_assets.warehouse import Warehouse
+from ev_assets.warehouse.store import Warehouse
 
 
 @lru_cache(maxsize=8)

@@ -473,7 +473,7 @@ def ingest_day(wh, settings, batch_id: str, paths: list[Path]) -> dict[str, floa
     from ev_assets import pipeline
 
     t_ingest, report = measure.timed(lambda: pipeline.ingest_batch(wh, batch_id, paths, settings))
-    t_sessions, _ = measure.timed(lambda: pipeline.update_sessions(wh, settings, batch_id=batch_id))
+    t_sessions, _ = measure.timed(lambda: pipeline.pair_pending_batches(wh, settings))
     total = t_ingest + t_sessions
     return {"messages": report.records_read, "ingest_s": t_ingest, "sessions_s": t_sessions,
             "total_s": total, "us_per_msg": 1e6 * total / max(1, report.records_read)}  # fmt: skip

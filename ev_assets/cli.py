@@ -1,192 +1,303 @@
-"""`ev-awareness`: the pipeline without the UI, driving the same Dagster definitions.
+"""`ev-awareness`: the pipeline without the UI.
 
-Every run it executes is recorded in the Dagster instance (DAGSTER_HOME), so `dagster dev` shows
-them beside the daemon's.
+Every run it starts goes through the Dagster instance (DAGSTER_HOME) with the code location's
+origin and the sensors' run keys and tags (`ev_assets.runner`), so the daemon sees it, can retry it,
+and never computes the same work again. What is left to do is read from the warehouse, as the
+sensors read it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+import warnings
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from ev_assets import settings
+import polars as pl
+import sqlalchemy as sa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-settings.apply_defaults()
+from ev_assets import settings as settings_module
+from ev_assets.settings import Settings
 
-import dagster as dg  # noqa: E402
-import polars as pl  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-
-from ev_assets import pipeline
-from ev_assets.core.reference_extracts import read_reference_extracts, write_reference_extracts  # noqa: E402
-from ev_assets.definitions import build_resources, defs  # noqa: E402
-from ev_assets.defs.ingest import ev_feed_sensor, pending_batches  # noqa: E402
-from ev_assets.defs.metadata import BATCH_TAG, touched_dates_of  # noqa: E402
-from ev_assets.defs.planning import clip_to_partitions, daily_load_run_requests  # noqa: E402
-from ev_assets.defs.reference import REFERENCE_VERSION, reference_version  # noqa: E402
-from ev_assets.synthetic import simulator, utility  # noqa: E402
-from ev_assets.warehouse.tables import EV_REJECTED_MESSAGES, REF_METERS, TRANSFORMER_DAILY_LOAD  # noqa: E402
+console = Console(highlight=False)
 
 
-def _resources() -> dict:
-    return build_resources(resolved=True)
+def _quiet_dagster(verbose: bool) -> None:
+    """Default output is a few lines per stage; `-v` shows the engine's own logs."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO)
+        return
+    warnings.filterwarnings("ignore")
+    for name in ("dagster", "alembic", "dagster_shared"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("DAGSTER_CLI_LOG_LEVEL", "ERROR")
+
+
+def _instance():
+    import dagster as dg
+
+    home = settings_module.dagster_home()
+    if not (home / "dagster.yaml").exists():
+        raise SystemExit(f"no Dagster instance at {home}: run `ev-awareness init` first")
+    return dg.DagsterInstance.get()
 
 
 def _warehouse():
-    return _resources()["warehouse"].get()
+    from ev_assets.defs.resources import WarehouseResource
+
+    return WarehouseResource().get()
 
 
-def _execute(job_name: str, instance: dg.DagsterInstance, request: dg.RunRequest | None = None):
-    job = defs.resolve_job_def(job_name)
-    return job.execute_in_process(
-        run_config=request.run_config if request and request.run_config else None,
-        instance=instance,
-        tags={**(request.tags if request else {}), **({"dagster/run_key": request.run_key} if request and request.run_key else {})},
-        raise_on_error=False,
-    )
+# --- init and schema ---------------------------------------------------------------------------
 
 
-def _touched_days(result) -> list[date]:
-    days: set[date] = set()
-    in_job = {node.name for node in result.job_def.nodes_in_topological_order}
-    for node in ("ev_charging_sessions", "reference_tables"):
-        if node not in in_job:
-            continue
-        for m in result.asset_materializations_for_node(node):
-            days.update(touched_dates_of(m.metadata))
-    return sorted(days)
+def cmd_init(_args: argparse.Namespace) -> int:
+    from ev_assets.instance_config import write_instance_config
+
+    path, changed = write_instance_config(settings_module.dagster_home())
+    console.print(f"instance: {path} ({', '.join(changed) if changed else 'up to date'})")
+    return cmd_db_upgrade(_args)
 
 
-# --- commands ----------------------------------------------------------------------------------
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from ev_assets.warehouse import migrate
+
+    s = Settings()
+    before, after = migrate.upgrade(s.warehouse_url)
+    shown = sa.engine.make_url(s.warehouse_url).render_as_string(hide_password=True)
+    console.print(f"warehouse: {shown} at schema {after}" + (f" (upgraded from {before or 'empty'})" if before != after else ""))
+    return 0
+
+
+def cmd_db_current(_args: argparse.Namespace) -> int:
+    from ev_assets.warehouse import migrate
+
+    current, head = migrate.schema_status(Settings().warehouse_url)
+    console.print(f"current: {current or 'none'}; head: {head}" + ("" if current == head else "  (run `ev-awareness db upgrade`)"))
+    return 0 if current == head else 1
+
+
+def cmd_db_history(_args: argparse.Namespace) -> int:
+    from ev_assets.warehouse import migrate
+
+    for line in migrate.history():
+        console.print(line)
+    return 0
+
+
+# --- synthetic data ----------------------------------------------------------------------------
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
-    frames = utility.generate_utility(meters=args.meters, seed=args.seed)
-    write_reference_extracts(frames, settings.reference_dir())
-    print(f"wrote the reference data of {args.meters} meters to {settings.reference_dir()}")
+    from ev_assets.core.reference_extracts import write_reference_extracts
+    from ev_assets.synthetic import utility
+
+    folder = Settings().reference_dir
+    write_reference_extracts(utility.generate_utility(meters=args.meters, seed=args.seed), folder)
+    console.print(f"wrote the synthetic reference data of {args.meters:,} meters to {folder}")
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    ref_dir = settings.reference_dir()
+    from ev_assets.core.reference_extracts import read_reference_extracts
+    from ev_assets.synthetic import simulator
+
+    s = Settings()
     if args.meters is not None:
-        write_reference_extracts(utility.generate_utility(meters=args.meters, seed=args.seed), ref_dir)
-        print(f"wrote the reference data of {args.meters} meters to {ref_dir}")
-    elif not (ref_dir / "meters.csv").exists():
-        print(f"no reference data in {ref_dir}: run `ev-awareness reference` or pass --meters", file=sys.stderr)
+        cmd_reference(args)
+    elif not (s.reference_dir / "meters.csv").exists():
+        console.print(f"no reference data in {s.reference_dir}: run `ev-awareness reference` or pass --meters", style="red")
         return 2
-    frames = read_reference_extracts(ref_dir)
-    landing = settings.feed_dir()
+    frames = read_reference_extracts(s.reference_dir)
     if args.follow:
-        print(f"following the wall clock (x{args.speedup}); files go to {landing}; Ctrl-C stops")
+        console.print(f"following the wall clock (x{args.speedup}); files go to {s.feed_dir}; Ctrl-C stops")
         stop = timedelta(minutes=args.stop_after_minutes) if args.stop_after_minutes else None
-        simulator.follow_wall_clock(frames, landing, args.seed, speedup=args.speedup, stop_after=stop)
+        simulator.follow_wall_clock(frames, s.feed_dir, args.seed, speedup=args.speedup, stop_after=stop)
         return 0
     if args.start is None or args.days is None:
-        print("simulate needs --start and --days (or --follow)", file=sys.stderr)
+        console.print("simulate needs --start and --days (or --follow)", style="red")
         return 2
     truth = Path(args.ground_truth) if args.ground_truth else None
-    summary = simulator.simulate_to_folder(frames, landing, date.fromisoformat(args.start), args.days, args.seed, ground_truth=truth)
-    print(f"simulated {summary.sessions} sessions: {summary.messages} messages in {summary.files} files in {landing}")
+    summary = simulator.simulate_to_folder(frames, s.feed_dir, date.fromisoformat(args.start), args.days, args.seed, ground_truth=truth)
+    console.print(f"simulated {summary.sessions:,} sessions: {summary.messages:,} messages in {summary.files:,} files in {s.feed_dir}")
     return 0
 
 
-def ensure_reference(instance: dg.DagsterInstance) -> bool:
-    """Load the reference extracts when they changed since the last load (or were never loaded)."""
-    version = reference_version(settings.reference_dir())
-    latest = instance.get_latest_materialization_event(dg.AssetKey(REF_METERS.name))
-    loaded = latest.asset_materialization.metadata.get(REFERENCE_VERSION) if latest and latest.asset_materialization else None
-    if loaded is not None and loaded.value == version and _warehouse().count(REF_METERS) > 0:
-        return False
-    result = _execute("reference_job", instance)
-    if not result.success:
-        raise SystemExit("loading the reference data failed: see the run in the Dagster UI")
-    return True
+# --- run ---------------------------------------------------------------------------------------
+
+
+class _RunPrinter:
+    """One progress bar per stage; the runs' own logs stay in the instance (and under -v)."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        self.failed: list[str] = []
+        self.totals = {"files_read": 0, "records_read": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
+
+    def stage(self, label: str, requests: list, job_name: str, instance, workspace) -> list:
+        from ev_assets import runner
+
+        if not requests:
+            return []
+        runs = []
+        columns = [TextColumn(f"{label:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=console, disable=self.verbose or not console.is_terminal) as progress:
+            task = progress.add_task(label, total=len(requests))
+            for request in requests:
+                run = runner.run_request(
+                    instance, workspace, request, request.job_name or job_name, self._on_event, "DEBUG" if self.verbose else "WARNING"
+                )
+                runs.append(run)
+                if not run.is_success and run.is_finished:
+                    self.failed.append(f"{label} run {run.run_id[:8]} ({request.run_key}) failed: `dagster` UI or `ev-awareness status`")
+                progress.advance(task)
+        ok = sum(r.is_success for r in runs)
+        console.print(f"{label:<12} {len(runs)} runs, {ok} ok" + (f", {len(runs) - ok} FAILED" if ok < len(runs) else ""))
+        return runs
+
+    def _on_event(self, event) -> None:
+        if event.is_step_materialization and event.asset_key and event.asset_key.path[-1] == "ev_charging_events":
+            metadata = event.step_materialization_data.materialization.metadata
+            for key in self.totals:
+                if key in metadata:
+                    self.totals[key] += metadata[key].value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    instance = dg.DagsterInstance.get()
-    if ensure_reference(instance):
-        print("loaded the reference data")
-    # The feed sensor itself, evaluated with no cursor: a full scan of the landing folder, where the
-    # file ledger says what is already done, so this also picks up what the daemon's sensor has not
-    # (a batch whose run failed, files that arrived while the daemon was down).
-    context = dg.build_sensor_context(instance=instance, resources=_resources(), definitions=defs)
-    batches = ev_feed_sensor(context).run_requests
-    days: set[date] = set()
-    totals = {"files": 0, "records_read": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
-    failed = 0
-    for batch in batches:
-        result = _execute("ingest_job", instance, batch)
-        failed += not result.success
-        days.update(_touched_days(result))
-        for m in result.asset_materializations_for_node("ev_charging_events"):
-            totals["files"] += m.metadata["files_read"].value
-            for key in ("records_read", "accepted", "duplicates", "rejected"):
-                totals[key] += m.metadata[key].value
-        print(f"batch {batch.run_key}: {batch.tags['ev/files']} files, {'ok' if result.success else 'FAILED'} (run {result.run_id})")
-    load_runs = daily_load_run_requests(clip_to_partitions(sorted(days)), "cli")
-    for request in load_runs:
-        result = _execute("daily_load_job", instance, request)
-        failed += not result.success
-        print(f"daily load {request.tags['dagster/asset_partition_range_start']}..{request.tags['dagster/asset_partition_range_end']}: {'ok' if result.success else 'FAILED'}")
-    if not batches:
-        print("no new files in the landing folder")
-    print(
-        f"processed {len(batches)} batches, {totals['files']} files: {totals['records_read']} records read = "
-        f"{totals['accepted']} accepted + {totals['duplicates']} duplicates + {totals['rejected']} rejected; "
-        f"{len(load_runs)} daily-load runs"
-    )
-    return 1 if failed else 0
+    """Every pending batch, the pairing a dead run may have left, then every queued day."""
+    import dagster as dg
+
+    from ev_assets import pipeline, runner
+    from ev_assets.defs import ingest, planning
+    from ev_assets.defs.partitions import outside_partitions_message
+    from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
+
+    instance = _instance()
+    printer = _RunPrinter(args.verbose)
+    feed_res, ref_res, wh_res = FeedResource(), ReferenceResource(), WarehouseResource()
+    with runner.code_location_workspace(instance) as workspace:
+        # The feed sensor's own decision, evaluated without a cursor (a full scan: the file ledger
+        # says what is done). New reference extracts come first, as under the daemon.
+        requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
+        if any(r.job_name == ingest.reference_job.name for r in requests):
+            printer.stage("reference", requests, ingest.reference_job.name, instance, workspace)
+            requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
+        if not requests:
+            console.print(reason)
+        printer.stage("ingest", requests, ingest.ingest_job.name, instance, workspace)
+
+        # Batches committed by a run that died before pairing them.
+        leftover = pipeline.pending_batches(wh_res.get())
+        if leftover:
+            pairing = dg.RunRequest(run_key=f"pair:{leftover[-1]}", job_name=ingest.sessions_job.name)
+            printer.stage("pairing", [pairing], ingest.sessions_job.name, instance, workspace)
+
+        load_requests, outside = planning.pending_load_run_requests(wh_res)
+        printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
+    t = printer.totals
+    if t["records_read"]:
+        console.print(
+            f"{t['files_read']:,} files: {t['records_read']:,} records read = {t['accepted']:,} accepted + "
+            f"{t['duplicates']:,} duplicates + {t['rejected']:,} rejected"
+        )
+    for line in printer.failed:
+        console.print(line, style="red")
+    if outside:
+        console.print(outside_partitions_message(outside), style="red")
+    return 1 if printer.failed or outside else 0
+
+
+# --- status and tables -------------------------------------------------------------------------
 
 
 def cmd_status(_args: argparse.Namespace) -> int:
-    """Row counts, the ledger's totals (the proof that nothing was lost) and pending files."""
+    """Row counts, the ledger's totals (the proof that nothing was lost), and what is pending."""
+    from ev_assets import pipeline
+    from ev_assets.defs.ingest import pending_batches as pending_feed
+    from ev_assets.defs.resources import FeedResource, WarehouseResource
+
     wh = _warehouse()
-    for table, count in wh.row_counts().items():
-        print(f"{table:28s} {count:>10,d}")
+    table = Table("table", "rows", box=None)
+    for name, count in wh.row_counts().items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
     t = pipeline.ledger_totals(wh)
-    print(
-        f"ledger, {t['batches']} batches: {t['records_read']:,d} records read = {t['accepted']:,d} accepted + "
-        f"{t['duplicates']:,d} duplicates + {t['rejected']:,d} rejected; {t['files_read']:,d} files read = "
-        f"{t['files_parsed']:,d} parsed + {t['files_quarantined']:,d} quarantined + {t['files_already_read']:,d} already read; "
-        f"{t['events_stored']:,d} events stored: {'reconciles' if t['reconciled'] else 'DOES NOT RECONCILE'}"
+    console.print(
+        f"ledger, {t['batches']:,} batches: {t['records_read']:,} records read = {t['accepted']:,} accepted + "
+        f"{t['duplicates']:,} duplicates + {t['rejected']:,} rejected; {t['files_read']:,} files read = "
+        f"{t['files_parsed']:,} parsed + {t['files_quarantined']:,} quarantined + {t['files_already_read']:,} already read; "
+        f"{t['events_stored']:,} events stored: {'reconciles' if t['reconciled'] else 'DOES NOT RECONCILE'}"
     )
-    resources = _resources()
-    pending = sum(len(b.files) for b in pending_batches(resources["feed_landing"], resources["warehouse"], None))
-    print(f"{'pending files':28s} {pending:>10,d}  ({settings.feed_dir()})")
-    return 0
+    files = sum(len(b.files) for b in pending_feed(FeedResource(), WarehouseResource(), None))
+    days = pipeline.pending_load_days(wh)
+    console.print(f"pending: {files:,} files ({Settings().feed_dir}), {len(pipeline.pending_batches(wh)):,} batches to pair, {days.height:,} days of daily load")
+    failed = _failed_runs()
+    for line in failed:
+        console.print(line, style="red")
+    return 0 if t["reconciled"] and not failed else 1
+
+
+def _failed_runs() -> list[str]:
+    """Runs whose last attempt failed (after the daemon's retries): what a person must look at."""
+    home = settings_module.dagster_home()
+    if not (home / "dagster.yaml").exists():
+        return []
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    lines = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=200):
+        retried = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}), limit=1)
+        later_ok = run.tags.get("dagster/run_key") and any(
+            r.is_success for r in instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": run.tags["dagster/run_key"]}), limit=10)
+        )
+        if not retried and not later_ok:
+            lines.append(f"failed run {run.run_id[:8]} {run.job_name} {run.tags.get('dagster/run_key', '')}: retries exhausted; see the UI, then `ev-awareness run`")
+    return lines
 
 
 def cmd_top(args: argparse.Namespace) -> int:
+    from ev_assets.warehouse.tables import TRANSFORMER_DAILY_LOAD
+
     wh = _warehouse()
     t = wh.table(TRANSFORMER_DAILY_LOAD)
     where = t.c.load_date == date.fromisoformat(args.date) if args.date else None
     daily = wh.read(TRANSFORMER_DAILY_LOAD, where)
     if daily.is_empty():
-        print("transformer_daily_load is empty")
+        console.print("transformer_daily_load is empty: has `ev-awareness run` processed a feed?", style="red")
         return 1
-    top = daily.sort("peak_kw", descending=True).head(args.limit).select(
-        "transformer_id",
-        "load_date",
-        "kva_rating",
-        "session_count",
-        "ev_count",
-        "energy_kwh",
-        "peak_kw",
-        pl.col("peak_interval_start").dt.convert_time_zone(settings.timezone()).dt.strftime("%H:%M").alias("peak_at_local"),
-        "utilization",
+    top = daily.sort("peak_kw", descending=True).head(args.limit).with_columns(
+        pl.col("peak_interval_start").dt.convert_time_zone(Settings().timezone).dt.strftime("%H:%M").alias("peak_local")
     )
-    with pl.Config(tbl_rows=args.limit, tbl_cols=20, tbl_width_chars=200, float_precision=2):
-        print("busiest transformers by coincident 15-minute EV peak:")
-        print(top)
+    table = Table(title="busiest transformers by coincident 15-minute EV peak", title_justify="left")
+    for column in ("transformer", "day", "kVA", "sessions", "EVs", "kWh", "peak kW", "at", "utilization"):
+        table.add_column(column, justify="left" if column in ("transformer", "day", "at") else "right")
+    for row in top.iter_rows(named=True):
+        table.add_row(
+            row["transformer_id"], str(row["load_date"]), _num(row["kva_rating"], 1), str(row["session_count"]), str(row["ev_count"]),
+            _num(row["energy_kwh"], 1), _num(row["peak_kw"], 2), row["peak_local"], _num(row["utilization"], 2),
+        )  # fmt: skip
+    console.print(table)
     return 0
 
 
+def _num(value, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+# --- quarantine --------------------------------------------------------------------------------
+
+
 def _select_rejections(args: argparse.Namespace) -> pl.DataFrame:
+    from ev_assets.warehouse.tables import EV_REJECTED_MESSAGES
+
     wh = _warehouse()
     r = wh.table(EV_REJECTED_MESSAGES).c
     conditions = [r.status == "quarantined"]
@@ -199,13 +310,15 @@ def _select_rejections(args: argparse.Namespace) -> pl.DataFrame:
 
 def cmd_rejected_list(args: argparse.Namespace) -> int:
     rows = _select_rejections(args)
-    counts = rows["reason_codes"].str.split(",").explode().value_counts(sort=True) if rows.height else None
-    print(f"{rows.height} quarantined records")
-    if counts is not None:
+    console.print(f"{rows.height:,} quarantined records")
+    if rows.height:
+        counts = rows["reason_codes"].str.split(",").explode().value_counts(sort=True)
         for code, n in counts.iter_rows():
-            print(f"  {code:28s} {n:>8,d}")
-    with pl.Config(tbl_rows=args.limit, fmt_str_lengths=120, tbl_width_chars=220):
-        print(rows.select("rejection_id", "reason_codes", "raw_record").head(args.limit))
+            console.print(f"  {code:28s} {n:>8,d}")
+        table = Table("rejection_id", "reason_codes", "raw_record", box=None)
+        for rejection_id, codes, raw in rows.select("rejection_id", "reason_codes", "raw_record").head(args.limit).iter_rows():
+            table.add_row(rejection_id, codes, raw[:120])
+        console.print(table)
     return 0
 
 
@@ -216,51 +329,64 @@ def cmd_rejected_export(args: argparse.Namespace) -> int:
         record = json.loads(raw)
         records.append({"_rejection_id": rejection_id, **record} if isinstance(record, dict) else {"_rejection_id": rejection_id, "_record": record})
     Path(args.out).write_text(json.dumps({"EVChargingEvents": records}, indent=1, ensure_ascii=False))
-    print(f"exported {len(records)} quarantined records to {args.out}: correct them, then `ev-awareness rejected replay --file {args.out}`")
+    console.print(f"exported {len(records):,} quarantined records to {args.out}: correct them, then `ev-awareness rejected replay --file {args.out}`")
     return 0
 
 
 def cmd_rejected_replay(args: argparse.Namespace) -> int:
-    """Replay through `ingest_job`, like any batch: same rules, same ledger, same checks; its
-    sessions and the days they touch are updated in the same runs."""
+    """Replay through `ingest_job`, like any batch: same rules, same ledger, same checks; then the
+    days its sessions touched."""
+    import dagster as dg
+
+    from ev_assets import runner
+    from ev_assets.defs import ingest, planning
+    from ev_assets.defs.metadata import BATCH_TAG
+    from ev_assets.defs.resources import WarehouseResource
+
     if args.file:
         ids = [r["_rejection_id"] for r in json.loads(Path(args.file).read_text())["EVChargingEvents"]]
     else:
         ids = _select_rejections(args)["rejection_id"].to_list()
     if not ids:
-        print("nothing to replay")
+        console.print("nothing to replay")
         return 0
     batch_id = f"replay-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
     config = {"batch_id": batch_id, "replay_rejection_ids": ids}
     if args.file:
         config["replay_corrected_file"] = str(Path(args.file).resolve())
-    instance = dg.DagsterInstance.get()
-    result = _execute(
-        "ingest_job",
-        instance,
-        dg.RunRequest(run_config={"ops": {"ev_charging_events": {"config": config}}}, tags={BATCH_TAG: batch_id}),
-    )
-    for m in result.asset_materializations_for_node("ev_charging_events"):
-        meta = {k: v.value for k, v in m.metadata.items()}
-        print(
-            f"{batch_id}: {meta['records_read']} records replayed = {meta['accepted']} accepted + "
-            f"{meta['duplicates']} duplicates + {meta['rejected']} still quarantined {meta['rejection_codes'] or ''}"
-        )
-    for request in daily_load_run_requests(clip_to_partitions(_touched_days(result)), batch_id):
-        _execute("daily_load_job", instance, request)
-    return 0 if result.success else 1
+    instance = _instance()
+    printer = _RunPrinter(args.verbose)
+    request = dg.RunRequest(run_key=batch_id, job_name=ingest.ingest_job.name, run_config={"ops": {"ev_charging_events": {"config": config}}}, tags={BATCH_TAG: batch_id})
+    with runner.code_location_workspace(instance) as workspace:
+        (run,) = printer.stage("replay", [request], ingest.ingest_job.name, instance, workspace)
+        load_requests, _ = planning.pending_load_run_requests(WarehouseResource())
+        printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
+    t = printer.totals
+    console.print(f"{batch_id}: {t['records_read']:,} records replayed = {t['accepted']:,} accepted + {t['duplicates']:,} duplicates + {t['rejected']:,} still quarantined")
+    return 0 if run.is_success and not printer.failed else 1
+
+
+# --- arguments ---------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ev-awareness", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ev-awareness", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the engine's own logs")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("init", help="write the Dagster instance configuration (DAGSTER_HOME) and upgrade the warehouse schema").set_defaults(func=cmd_init)
+
+    db = sub.add_parser("db", help="the warehouse schema (Alembic migrations)").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="upgrade the warehouse to the code's schema").set_defaults(func=cmd_db_upgrade)
+    db.add_parser("current", help="the warehouse's schema revision and the code's").set_defaults(func=cmd_db_current)
+    db.add_parser("history", help="the migrations, newest first").set_defaults(func=cmd_db_history)
 
     p = sub.add_parser("reference", help="generate the synthetic utility's reference data (CSV) into EV_REFERENCE_DIR")
     p.add_argument("--meters", type=int, default=2000)
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_reference)
 
-    p = sub.add_parser("simulate", help="write agent feed files into EV_FEED_DIR")
+    p = sub.add_parser("simulate", help="write a synthetic agent feed into EV_FEED_DIR")
     p.add_argument("--start", help="first simulated day, YYYY-MM-DD (local)")
     p.add_argument("--days", type=int)
     p.add_argument("--meters", type=int, help="regenerate the reference data with this many meters first")
@@ -271,11 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after-minutes", type=float)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("run", help="process every pending file: ingest batches, sessions, daily load")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("status", help="row counts per table and pending files")
-    p.set_defaults(func=cmd_status)
+    sub.add_parser("run", help="process everything pending: reference data, ingest batches, pairing, daily load").set_defaults(func=cmd_run)
+    sub.add_parser("status", help="row counts, the ledger's reconciliation, pending work and failed runs").set_defaults(func=cmd_status)
 
     p = sub.add_parser("top", help="the busiest transformers by coincident peak")
     p.add_argument("--date", help="local day YYYY-MM-DD (default: all days)")
@@ -301,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings.apply_defaults()
     args = build_parser().parse_args(argv)
+    # The CLI and the runs it executes share one instance: the project's unless DAGSTER_HOME says.
+    os.environ.setdefault("DAGSTER_HOME", str(settings_module.dagster_home()))
+    _quiet_dagster(args.verbose)
     return args.func(args)
 
 

@@ -1,79 +1,119 @@
-"""Where things live and the configuration defaults, read from environment variables.
+"""One typed settings object: every setting of the pipeline, its environment variable, default and
+meaning, and when it is read.
 
-Every variable has a default that makes a fresh clone work on the embedded SQLite warehouse:
+- **load**: read when the code location loads (partitions, schedules and sensor intervals are fixed
+  there); change it and restart `dagster dev` / the daemon.
+- **run**: read when a run starts (resources are configured from the environment then), so a
+  change applies to the next run.
 
-| variable            | default                                   | meaning                                        |
-|---------------------|-------------------------------------------|------------------------------------------------|
-| EV_FEED_DIR         | <project>/data/landing                    | landing folder the agent feed is written to    |
-| EV_REFERENCE_DIR    | <project>/data/reference                  | the utility's reference data (CSV)             |
-| EV_WAREHOUSE_URL    | sqlite:///<project>/data/warehouse/ev.sqlite | any SQLAlchemy URL (PostgreSQL in production) |
-| EV_TIMEZONE         | America/New_York                          | the utility's local time: days and partitions  |
-| DAGSTER_HOME        | <project>/.dagster_home                   | Dagster instance: runs, cursors, schedules     |
+Reading settings writes nothing: no file, no environment variable. The README's settings table is
+generated from this class (`python -m ev_assets.warehouse.data_dictionary`; a test keeps it current).
 """
 
 from __future__ import annotations
 
-import os
+from datetime import date
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-DEFAULTS: dict[str, str] = {
-    "EV_FEED_DIR": str(PROJECT_ROOT / "data" / "landing"),
-    "EV_REFERENCE_DIR": str(PROJECT_ROOT / "data" / "reference"),
-    "EV_WAREHOUSE_URL": f"sqlite:///{PROJECT_ROOT / 'data' / 'warehouse' / 'ev.sqlite'}",
-    "EV_TIMEZONE": "America/New_York",
-    "DAGSTER_HOME": str(PROJECT_ROOT / ".dagster_home"),
-}
-
-# The first day the daily partitions cover; backfills before it are refused by Dagster.
-PARTITIONS_START_DATE = "2024-01-01"
-
-_DAGSTER_YAML = """\
-# Written by ev_assets.settings on first use; edit freely.
-# Runs and sensor cursors persist here, so they survive a restart of `dagster dev`.
-storage:
-  sqlite:
-    base_dir: {home}
-concurrency:
-  runs:
-    max_concurrent_runs: 4
-  pools:
-    # SQLite allows one writer at a time: every step that writes the warehouse is in the
-    # "ev_warehouse" pool, and this limit serialises them.
-    default_limit: 1
-telemetry:
-  enabled: false
-"""
+LOAD = "load"
+RUN = "run"
 
 
-def apply_defaults() -> None:
-    """Fill unset variables with the defaults above and make sure DAGSTER_HOME exists."""
-    for name, value in DEFAULTS.items():
-        if not os.environ.get(name):
-            os.environ[name] = value
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    dagster_yaml = home / "dagster.yaml"
-    if not dagster_yaml.exists():
-        dagster_yaml.write_text(_DAGSTER_YAML.format(home=home))
+def _setting(default, description: str, read: str, **kwargs):
+    return Field(default, description=description, json_schema_extra={"read": read}, **kwargs)
 
 
-def setting(name: str) -> str:
-    return os.environ.get(name) or DEFAULTS[name]
+class Settings(BaseSettings):
+    """The pipeline's settings, from `EV_*` environment variables (and `DAGSTER_HOME`)."""
+
+    model_config = SettingsConfigDict(env_prefix="EV_", extra="ignore", frozen=True)
+
+    feed_dir: Path = _setting(
+        PROJECT_ROOT / "data" / "landing",
+        "Landing folder of the agent feed (`*.json`; writers rename complete files into place).",
+        RUN,
+    )
+    reference_dir: Path = _setting(
+        PROJECT_ROOT / "data" / "reference",
+        "The utility's reference extracts (CSV), loaded before the events that need them.",
+        RUN,
+    )
+    warehouse_url: str = _setting(
+        f"sqlite:///{PROJECT_ROOT / 'data' / 'warehouse' / 'ev.sqlite'}",
+        "Any SQLAlchemy URL, e.g. `postgresql+psycopg://user@host/db`. A secret: resources read it "
+        "through `EnvVar`, so it is never stored in run configuration.",
+        RUN,
+    )
+    timezone: str = _setting(
+        "America/New_York",
+        "The utility's local time: event dates, daily partitions, schedules. The warehouse records "
+        "it, and refuses a run under another one.",
+        LOAD,
+    )
+    partitions_start: date = _setting(
+        date(2010, 1, 1),
+        "First local day of the daily partitions. A day before it is never dropped silently: the "
+        "`load_days_within_partitions` check fails and names the days.",
+        LOAD,
+    )
+    batch_max_files: int = _setting(2000, "Micro-batch bound: files per ingest run.", RUN, gt=0)
+    batch_max_messages: int = _setting(50_000, "Micro-batch bound: messages per ingest run.", RUN, gt=0)
+    feed_sensor_interval_s: int = _setting(30, "How often the feed sensor looks for new files, s.", LOAD, gt=0)
+    load_sensor_interval_s: int = _setting(30, "How often the daily-load sensor looks for days to recompute, s.", LOAD, gt=0)
+    charge_w_min: float = _setting(900.0, "Plausible ChargeW, lower bound, W (home chargers 1-19.2 kW with a margin).", RUN)
+    charge_w_max: float = _setting(21_120.0, "Plausible ChargeW, upper bound, W.", RUN)
+    max_session_wh: float = _setting(150_000.0, "Largest plausible ChargeEnergy, Wh.", RUN)
+    clock_skew_s: float = _setting(600.0, "How far ReceivedTime may precede the event, or lie in the future, s.", RUN)
+    duration_unit: Literal["hours", "minutes", "seconds"] = _setting(
+        "hours", "Unit of the reported ChargeDuration: only the agreement check uses it.", RUN
+    )
+    max_session_h: float = _setting(48.0, "A start and an end further apart are not paired, h.", RUN, gt=0)
+    power_factor: float = _setting(0.9, "Peak kW -> kVA for utilization.", RUN, gt=0, le=1)
+    rejection_rate_warn: float = _setting(0.05, "Rejection rate above which the `rejection_rate` check warns.", RUN)
+    rebuild_chunk_meters: int = _setting(
+        2000, "Meters per chunk when sessions are rebuilt in full (bounds the memory of a rebuild).", RUN, gt=0
+    )
 
 
-def feed_dir() -> Path:
-    return Path(setting("EV_FEED_DIR"))
+def current() -> Settings:
+    """The settings as the environment says now (cheap: call it where a value is needed)."""
+    return Settings()
 
 
-def reference_dir() -> Path:
-    return Path(setting("EV_REFERENCE_DIR"))
+def dagster_home() -> Path:
+    """DAGSTER_HOME, or the project's `.dagster_home` (what the CLI and `make ui` use)."""
+    import os
+
+    return Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home")
 
 
-def warehouse_url() -> str:
-    return setting("EV_WAREHOUSE_URL")
+def environment_variable(field_name: str) -> str:
+    return f"EV_{field_name.upper()}"
 
 
-def timezone() -> str:
-    return setting("EV_TIMEZONE")
+def settings_table() -> str:
+    """The README's settings table, from the fields above."""
+    rows = ["| variable | default | read | meaning |", "|---|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, Path):
+            default = default.relative_to(PROJECT_ROOT).as_posix()
+        elif isinstance(default, str) and default.startswith("sqlite:///") and str(PROJECT_ROOT) in default:
+            default = "sqlite:///" + Path(default.removeprefix("sqlite:///")).relative_to(PROJECT_ROOT).as_posix()
+        elif isinstance(default, float) and default.is_integer() and default >= 1000:
+            default = f"{int(default):,}"
+        elif isinstance(default, int) and default >= 1000:
+            default = f"{default:,}"
+        read = (info.json_schema_extra or {}).get("read", RUN)
+        rows.append(f"| `{environment_variable(name)}` | `{default}` | {read} | {info.description} |")
+    rows.append(
+        "| `DAGSTER_HOME` | `.dagster_home` | load | The Dagster instance (runs, cursors, schedules); "
+        "`ev-awareness init` writes its `dagster.yaml`. |"
+    )
+    return "\n".join(rows)

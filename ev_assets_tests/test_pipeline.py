@@ -37,7 +37,7 @@ def test_batches_in_any_order_give_the_same_sessions(warehouse, settings, small_
     thirds = [files[i::3] for i in range(3)]  # interleaved: every batch holds starts and ends of others
     for n, batch in enumerate(reversed(thirds)):
         assert pipeline.ingest_batch(warehouse, f"b{n}", batch, settings).reconciled
-        pipeline.update_sessions(warehouse, settings, batch_id=f"b{n}")
+        pipeline.pair_pending_batches(warehouse, settings)
     stored = warehouse.read(EV_CHARGING_SESSIONS)
     assert stored["status"].to_list() == ["complete"] * truth.height
     assert stored.join(truth, on=["meter_id", "start_time", "end_time"], how="anti").is_empty()
@@ -45,7 +45,7 @@ def test_batches_in_any_order_give_the_same_sessions(warehouse, settings, small_
     before = snapshot(warehouse, ignore_write_times=True)
     for n, batch in enumerate(thirds):
         pipeline.ingest_batch(warehouse, f"again{n}", batch, settings)
-        pipeline.update_sessions(warehouse, settings, batch_id=f"b{n}")
+        pipeline.pair_pending_batches(warehouse, settings)
     after = snapshot(warehouse, ignore_write_times=True)
     after["ev_ingest_batches"] = after["ev_ingest_batches"].filter(~pl.col("batch_id").str.starts_with("again"))
     assert_same_tables(before, after)
@@ -57,11 +57,11 @@ def test_late_end_closes_an_open_session(warehouse, settings, small_utility, tmp
     files = landing_files(tmp_path)
     early, late = files[: len(files) // 2], files[len(files) // 2 :]
     pipeline.ingest_batch(warehouse, "early", early, settings)
-    pipeline.update_sessions(warehouse, settings, batch_id="early")
+    pipeline.pair_pending_batches(warehouse, settings)
     open_before = warehouse.read(EV_CHARGING_SESSIONS).filter(pl.col("status") == "start_only").height
     assert open_before > 0
     pipeline.ingest_batch(warehouse, "late", late, settings)
-    report = pipeline.update_sessions(warehouse, settings, batch_id="late")
+    report = pipeline.pair_pending_batches(warehouse, settings)
     stored = warehouse.read(EV_CHARGING_SESSIONS)
     assert stored.height == truth.height and (stored["status"] == "complete").all()
     assert report.touched_dates  # the days whose load must be recomputed
@@ -74,7 +74,7 @@ def test_unknown_meter_is_enriched_when_the_reference_catches_up(warehouse, sett
     lagging = {**small_utility, "meters": small_utility["meters"].filter(pl.col("meter_id") != late_meter)}
     pipeline.load_reference(warehouse, lagging, settings)
     pipeline.ingest_batch(warehouse, "b", landing_files(tmp_path), settings)
-    pipeline.update_sessions(warehouse, settings, batch_id="b")
+    pipeline.pair_pending_batches(warehouse, settings)
     ev = warehouse.table(EV_CHARGING_EVENTS).c
     waiting = warehouse.read(EV_CHARGING_EVENTS, ev.meter_id == late_meter)
     assert set(waiting["enrichment_status"]) == {"meter_unknown"} and waiting["meter_key"].is_null().all()
@@ -112,7 +112,7 @@ def test_point_in_time_attribution_follows_the_event_date(warehouse, settings, s
     reference = {**small_utility, "service_points": pl.concat([closed, moved]), "transformers": pl.concat([transformers, new_tx])}
     pipeline.load_reference(warehouse, reference, settings)
     pipeline.ingest_batch(warehouse, "b", landing_files(tmp_path), settings)
-    pipeline.update_sessions(warehouse, settings, batch_id="b")
+    pipeline.pair_pending_batches(warehouse, settings)
     s = warehouse.table(EV_CHARGING_SESSIONS).c
     stored = warehouse.read(EV_CHARGING_SESSIONS, s.service_point_id == sp)
     before = stored.filter(pl.col("event_date") < change)

@@ -3,6 +3,7 @@
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
@@ -13,13 +14,15 @@ from ev_assets.defs.metadata import (
     BATCH_TAG,
     OWNERS,
     TOUCHED_DATES,
-    WAREHOUSE_POOL,
     running_row_count,
     schema_errors,
     table_metadata,
     touched_dates_metadata,
 )
-from ev_assets.defs.resources import FeedResource, PipelineConfig, WarehouseResource
+from ev_assets.defs.partitions import days_outside_partitions, outside_partitions_message
+from ev_assets.defs.reference import reference_job, reference_version
+from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
+from ev_assets.settings import Settings
 from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REFERENCE_TABLES
 
 
@@ -44,7 +47,6 @@ class IngestBatchConfig(dg.Config):
     owners=OWNERS,
     kinds={"polars", "pandera", "sqlalchemy"},
     deps=[spec.name for spec in REFERENCE_TABLES.values()],
-    pool=WAREHOUSE_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             "batch_reconciles",
@@ -62,6 +64,11 @@ class IngestBatchConfig(dg.Config):
             "rejection_rate",
             asset="ev_charging_events",
             description="Share of the batch's records quarantined, against EV_REJECTION_RATE_WARN (warning).",
+        ),
+        dg.AssetCheckSpec(
+            "reference_loaded",
+            asset="ev_charging_events",
+            description="The reference data is loaded and the batch's meters are known to it (warning: unknown meters are accepted as meter_unknown and enriched once the reference data arrives).",
         ),
     ],
 )
@@ -85,8 +92,12 @@ def ev_charging_events(
         )
     batch_rows = wh.read(EV_CHARGING_EVENTS, wh.column(EV_CHARGING_EVENTS, "batch_id") == config.batch_id)
     errors = schema_errors(EV_CHARGING_EVENTS, batch_rows)
-    threshold = pipeline_config.rejection_rate_warn
+    threshold = pipeline_config.resolved().rejection_rate_warn
     counts = report.counts()
+    reference_version = pipeline.loaded_reference_version(wh)
+    unknown = report.enrichment.get("meter_unknown", 0)
+    if reference_version is None:
+        context.log.warning("no reference data is loaded: events are accepted as meter_unknown (EV_REFERENCE_DIR)")
     return dg.MaterializeResult(
         metadata=table_metadata(
             EV_CHARGING_EVENTS,
@@ -114,11 +125,25 @@ def ev_charging_events(
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"rejection_rate": report.rejection_rate, "threshold": threshold},
             ),
+            dg.AssetCheckResult(
+                check_name="reference_loaded",
+                passed=reference_version is not None and unknown == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"reference_sha256": reference_version or "none loaded", "events_meter_unknown": unknown},
+            ),
         ],
     )
 
 
 # --- sessions ----------------------------------------------------------------------------------
+
+
+class SessionsConfig(dg.Config):
+    """What a sessions run does. `pending` (the default, and what every ingest run does): pair the
+    committed batches not paired yet, which touches only their meters. `rebuild`: re-pair every
+    meter from its events, EV_REBUILD_CHUNK_METERS meters per transaction (bounded memory)."""
+
+    mode: Literal["pending", "rebuild"] = "pending"
 
 
 @dg.asset(
@@ -128,7 +153,6 @@ def ev_charging_events(
     owners=OWNERS,
     kinds={"polars", "sqlalchemy"},
     deps=[ev_charging_events],
-    pool=WAREHOUSE_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             "schema_conforms",
@@ -141,24 +165,40 @@ def ev_charging_events(
             asset="ev_charging_sessions",
             description="Share of complete sessions whose reported ChargeDuration agrees with end - start in the configured unit (EV_DURATION_UNIT). Measured, not assumed (DOMAIN.md); warns below 90 %.",
         ),
+        dg.AssetCheckSpec(
+            "load_days_within_partitions",
+            asset="ev_charging_sessions",
+            description="Every local day whose load the sessions change lies within the daily partitions (EV_PARTITIONS_START .. tomorrow). A day outside them would get no daily load: this check fails and names the days.",
+        ),
     ],
 )
 def ev_charging_sessions(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig
+    context: dg.AssetExecutionContext,
+    config: SessionsConfig,
+    warehouse: WarehouseResource,
+    pipeline_config: PipelineConfig,
 ):
-    """Charging sessions paired from start and end messages per meter. In a sensor run it re-pairs
-    only what the batch can change (tag ev/batch_id); materialized by hand, it re-pairs everything."""
+    """Charging sessions paired from start and end messages per meter. Pairs the committed batches
+    not paired yet (whichever run ingested them, even one that died), or rebuilds all sessions."""
     wh = warehouse.get()
-    batch_id = context.run.tags.get(BATCH_TAG)
+    resolved = pipeline_config.resolved()
     settings_ = pipeline_config.settings()
-    report = pipeline.update_sessions(wh, settings_, batch_id=batch_id)
+    if config.mode == "rebuild":
+        report = pipeline.rebuild_sessions(wh, settings_, chunk_meters=resolved.rebuild_chunk_meters)
+    else:
+        report = pipeline.pair_pending_batches(wh, settings_)
     errors = schema_errors(EV_CHARGING_SESSIONS, report.written)
     agreement = report.duration_agreement or {"sessions": 0, "agreeing": 0, "share": 1.0}
+    outside = days_outside_partitions(report.touched_dates)
+    if outside:
+        context.log.error(outside_partitions_message(outside))
     return dg.MaterializeResult(
         metadata=table_metadata(
             EV_CHARGING_SESSIONS,
+            wh.count(EV_CHARGING_SESSIONS) if config.mode == "rebuild" else
             running_row_count(context, EV_CHARGING_SESSIONS, wh, added=report.sessions_written - report.sessions_replaced),
-            batch_id=batch_id or "all",
+            mode=config.mode,
+            batches_paired=dg.MetadataValue.json(report.batches),
             sessions_written=report.sessions_written,
             sessions_replaced=report.sessions_replaced,
             statuses=dg.MetadataValue.json(report.statuses),
@@ -176,6 +216,12 @@ def ev_charging_sessions(
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={**agreement, "unit": settings_.bounds.duration_unit},
             ),
+            dg.AssetCheckResult(
+                check_name="load_days_within_partitions",
+                passed=not outside,
+                metadata={"days_outside": dg.MetadataValue.json([d.isoformat() for d in outside]),
+                          "message": outside_partitions_message(outside) if outside else ""},
+            ),
         ],
     )
 
@@ -183,19 +229,26 @@ def ev_charging_sessions(
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(ev_charging_events, ev_charging_sessions),
-    description="One micro-batch of landing files: validate, quarantine, deduplicate, enrich, pair.",
+    description="One micro-batch of landing files: validate, quarantine, deduplicate, enrich; then pair every committed batch not paired yet.",
 )
 sessions_job = dg.define_asset_job(
     "sessions_job",
     selection=dg.AssetSelection.assets(ev_charging_sessions),
-    description="Re-pair sessions: for one batch (tag ev/batch_id, as after a replay) or, untagged, all of them.",
+    description="Pair the batches not paired yet (config mode: pending), or rebuild every session in chunks of meters (mode: rebuild).",
 )
+
+
 def ingest_run_request(batch: Batch) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=batch.batch_id,
+        job_name=ingest_job.name,
         run_config={"ops": {"ev_charging_events": {"config": {"batch_id": batch.batch_id, "files": batch.paths}}}},
         tags={BATCH_TAG: batch.batch_id, "ev/files": str(len(batch.files)), "ev/messages": str(batch.messages)},
     )
+
+
+def reference_run_request(version: str) -> dg.RunRequest:
+    return dg.RunRequest(run_key=f"reference:{version[:16]}", job_name=reference_job.name, tags={"ev/reference_sha256": version})
 
 
 def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None) -> list[Batch]:
@@ -215,22 +268,70 @@ def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor
     known = set(ledger.select("file_name", "file_sha256").iter_rows())
     names = set(ledger["file_name"].to_list())
     todo = [f for f in files if f.name not in names or (f.name, feed.file_sha256(f.path)) not in known]
-    return plan_batches(todo, max_files=feed_res.max_files_per_batch, max_messages=feed_res.max_messages_per_batch)
+    return plan_batches(todo, max_files=feed_res.max_files, max_messages=feed_res.max_messages)
+
+
+def reference_to_load(reference_res: ReferenceResource, warehouse: WarehouseResource) -> str | None:
+    """The version of the reference extracts in the folder when the warehouse holds another one
+    (or none): they must be loaded before the events that need them."""
+    version = reference_version(reference_res.path)
+    if version is None or version == pipeline.loaded_reference_version(warehouse.get()):
+        return None
+    return version
+
+
+def feed_run_requests(
+    instance: dg.DagsterInstance,
+    feed_res: FeedResource,
+    reference_res: ReferenceResource,
+    warehouse: WarehouseResource,
+    cursor: FeedCursor | None,
+) -> tuple[list[dg.RunRequest], list[Batch], str]:
+    """What the feed sensor asks for, and why (a sentence for the tick's log or skip reason).
+
+    New reference extracts are loaded first: while their run has not succeeded, no ingest run
+    starts (its events would be enriched with outdated reference data). A reference run that
+    failed does not stall the feed: events are then accepted as they can be, and the reason is said.
+    """
+    version = reference_to_load(reference_res, warehouse)
+    if version is not None:
+        request = reference_run_request(version)
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1)
+        if not runs:
+            return [request], [], f"loading reference extracts {version[:12]} before the events that need them"
+        if not runs[0].is_finished:
+            return [], [], f"waiting for the reference load {runs[0].run_id[:8]} to finish"
+        if not runs[0].is_success:
+            reason = f"reference load {runs[0].run_id[:8]} failed: ingesting without the new reference data"
+        else:
+            reason = ""
+    else:
+        reason = "" if reference_version(reference_res.path) else (
+            f"no reference extracts in {reference_res.path}: events are accepted as meter_unknown"
+        )
+    batches = pending_batches(feed_res, warehouse, cursor)
+    requests = [ingest_run_request(b) for b in batches]
+    said = f"{len(batches)} batches of {sum(len(b.files) for b in batches)} new files" if batches else "no new files in the landing folder"
+    return requests, batches, "; ".join(x for x in (said, reason) if x)
 
 
 @dg.sensor(
-    job=ingest_job,
-    minimum_interval_seconds=30,
+    jobs=[ingest_job, reference_job],
+    minimum_interval_seconds=Settings().feed_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Polls EV_FEED_DIR for new payload files; one ingest run per micro-batch.",
+    description="Polls EV_FEED_DIR for new payload files (one ingest run per micro-batch) and EV_REFERENCE_DIR for new extracts (loaded before the events that need them).",
 )
-def ev_feed_sensor(context: dg.SensorEvaluationContext, feed_landing: FeedResource, warehouse: WarehouseResource):
-    # No cursor at all (a first tick, or `ev-awareness run`): a full scan, the ledger decides.
+def ev_feed_sensor(
+    context: dg.SensorEvaluationContext,
+    feed_landing: FeedResource,
+    reference: ReferenceResource,
+    warehouse: WarehouseResource,
+):
+    # No cursor at all (a first tick, or a lost cursor): a full scan, the file ledger decides.
     cursor = FeedCursor.from_json(context.cursor) if context.cursor else None
-    batches = pending_batches(feed_landing, warehouse, cursor)
-    if not batches:
-        return dg.SensorResult(skip_reason="no new files in the landing folder", cursor=context.cursor)
-    last = batches[-1].files[-1]
-    return dg.SensorResult(run_requests=[ingest_run_request(b) for b in batches], cursor=FeedCursor.at(last).to_json())
-
-
+    requests, batches, reason = feed_run_requests(context.instance, feed_landing, reference, warehouse, cursor)
+    context.log.info(reason)
+    if not requests:
+        return dg.SensorResult(skip_reason=reason, cursor=context.cursor)
+    new_cursor = FeedCursor.at(batches[-1].files[-1]).to_json() if batches else context.cursor
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)

@@ -1,34 +1,43 @@
-"""Planning area: daily transformer, feeder and substation load, its sensor, schedule and backfills."""
+"""Planning area: daily transformer, feeder and substation load, its sensor, schedule and backfills.
 
+Which days to recompute is read from the warehouse (ev_load_days_pending: days whose sessions
+changed), not from run history: whoever paired the sessions, and whatever died since, the sensor
+asks for exactly the days still queued, and a computed day leaves the queue in the transaction that
+computed it.
+"""
 
-import json
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
 
-from ev_assets import pipeline, settings
+from ev_assets import pipeline
 from ev_assets.core.batching import contiguous_spans
 from ev_assets.defs.ingest import ev_charging_sessions
-from ev_assets.defs.metadata import WAREHOUSE_POOL, markdown_table, table_asset_spec, table_metadata, touched_dates_of
-from ev_assets.defs.resources import PipelineConfig, WarehouseResource
-from ev_assets.warehouse.tables import REFERENCE_TABLES
-
-DAILY_PARTITIONS = dg.DailyPartitionsDefinition(
-    start_date=settings.PARTITIONS_START_DATE,
-    timezone=settings.timezone(),
-    end_offset=1,  # today's partition exists, so the load of the day in progress shows up
+from ev_assets.defs.metadata import markdown_table, table_asset_spec, table_metadata
+from ev_assets.defs.partitions import (
+    DAILY_PARTITIONS,
+    PARTITIONS_TIMEZONE,
+    days_outside_partitions,
+    days_within_partitions,
+    outside_partitions_message,
 )
+from ev_assets.defs.resources import PipelineConfig, WarehouseResource
+from ev_assets.settings import Settings
+
 LOAD_SPECS = pipeline.DAILY_LOAD_TABLES
+MAX_DAYS_PER_RUN = 31
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
 
 
 @dg.multi_asset(
     specs=[table_asset_spec(spec, "planning", deps=[ev_charging_sessions]) for spec in LOAD_SPECS.values()],
     partitions_def=DAILY_PARTITIONS,
-    # A backfill of a year is one run over the range, not 365 runs.
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=WAREHOUSE_POOL,
+    # A backfill of a year is a dozen range runs, not 365 runs; a month per run keeps each
+    # run's write transaction (and the database lock it holds) short.
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DAYS_PER_RUN),
     check_specs=[
         dg.AssetCheckSpec(
             "energy_balances_across_levels",
@@ -79,70 +88,60 @@ daily_load_job = dg.define_asset_job(
     description="Daily transformer, feeder and substation load for a day or a range of days.",
 )
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
+
+def daily_load_run_requests(days: list[date], key_suffix: str) -> list[dg.RunRequest]:
+    """One range run per contiguous span of days (at most MAX_DAYS_PER_RUN days each)."""
+    requests = []
+    for first, last in contiguous_spans(days):
+        while first <= last:
+            end = min(last, first + timedelta(days=MAX_DAYS_PER_RUN - 1))
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"load:{first.isoformat()}..{end.isoformat()}@{key_suffix}",
+                    job_name=daily_load_job.name,
+                    tags={RANGE_START: first.isoformat(), RANGE_END: end.isoformat()},
+                )
+            )
+            first = end + timedelta(days=1)
+    return requests
 
 
-def daily_load_run_requests(days: list[date], key_prefix: str) -> list[dg.RunRequest]:
-    """One run per contiguous span of days: a range run over the daily partitions."""
-    return [
-        dg.RunRequest(
-            run_key=f"{key_prefix}:{first.isoformat()}..{last.isoformat()}",
-            tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat()},
-        )
-        for first, last in contiguous_spans(days)
-    ]
+def pending_load_run_requests(warehouse: WarehouseResource) -> tuple[list[dg.RunRequest], list[date]]:
+    """Range runs for the days queued in the warehouse, and the queued days no partition can hold.
 
-
-def clip_to_partitions(days: list[date]) -> list[date]:
-    first = date.fromisoformat(settings.PARTITIONS_START_DATE)
-    last = datetime.now(ZoneInfo(settings.timezone())).date() + timedelta(days=1)
-    return [d for d in days if first <= d <= last]
-
-
-# Materializations whose metadata lists the load days they changed.
-TOUCHING_ASSETS = [ev_charging_sessions.key, dg.AssetKey(REFERENCE_TABLES["meters"].name)]
-
-
-def touched_days_since(instance: dg.DagsterInstance, after_storage_id: int | None) -> tuple[list[date], int | None]:
-    days: set[date] = set()
-    newest = after_storage_id
-    for key in TOUCHING_ASSETS:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after_storage_id), limit=10_000, ascending=True
-        )
-        for record in result.records:
-            newest = max(newest or 0, record.storage_id)
-            if record.asset_materialization:
-                days.update(touched_dates_of(record.asset_materialization.metadata))
-    return sorted(days), newest
+    The run key names the span and the latest change queued, so a tick repeats no request while
+    its run is on its way, and a day changed again after its run started is asked for again.
+    """
+    queued = pipeline.pending_load_days(warehouse.get())
+    if queued.is_empty():
+        return [], []
+    days = queued["load_date"].to_list()
+    latest = queued["queued_at"].max()
+    return daily_load_run_requests(days_within_partitions(days), latest.strftime("%Y%m%dT%H%M%S%f")), days_outside_partitions(days)
 
 
 @dg.sensor(
     job=daily_load_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=Settings().load_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests the daily-load partitions that new sessions touched, late days included.",
+    description="Requests the daily-load partitions whose sessions changed (ev_load_days_pending), late days included.",
 )
-def daily_load_sensor(context: dg.SensorEvaluationContext):
-    state = json.loads(context.cursor) if context.cursor else {}
-    days, newest = touched_days_since(context.instance, state.get("storage_id"))
-    cursor = json.dumps({"storage_id": newest})
-    days = clip_to_partitions(days)
-    if not days:
-        return dg.SensorResult(skip_reason="no session changes since the last evaluation", cursor=cursor)
-    return dg.SensorResult(run_requests=daily_load_run_requests(days, f"sessions@{newest}"), cursor=cursor)
+def daily_load_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    requests, outside = pending_load_run_requests(warehouse)
+    if outside:
+        context.log.error(outside_partitions_message(outside))
+    if not requests:
+        return dg.SensorResult(skip_reason="no day waits for its daily load" if not outside else outside_partitions_message(outside))
+    return dg.SensorResult(run_requests=requests)
 
 
 @dg.schedule(
     cron_schedule="30 2 * * *",
     job=daily_load_job,
-    execution_timezone=settings.timezone(),
+    execution_timezone=PARTITIONS_TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly: recompute the last three local days, which late end messages may still change.",
+    description="Nightly: recompute the last three local days (a safety net; late changes are queued as they happen).",
 )
 def nightly_daily_load(context: dg.ScheduleEvaluationContext):
-    today = context.scheduled_execution_time.astimezone(ZoneInfo(settings.timezone())).date()
+    today = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
     return daily_load_run_requests([today - timedelta(days=n) for n in (3, 2, 1)], f"nightly:{today}")
-
-

@@ -6,23 +6,26 @@ from pathlib import Path
 
 import dagster as dg
 
-from ev_assets import pipeline, settings
+from ev_assets import pipeline
 from ev_assets.core.reference_extracts import read_reference_extracts
 from ev_assets.defs.metadata import (
     TOUCHED_DATES,
-    WAREHOUSE_POOL,
     table_asset_spec,
     table_metadata,
     touched_dates_metadata,
 )
 from ev_assets.defs.resources import PipelineConfig, ReferenceResource, WarehouseResource
+from ev_assets.settings import Settings
 from ev_assets.warehouse.tables import REFERENCE_TABLES
 
 REFERENCE_VERSION = "ev/reference_sha256"
 
 
-def reference_version(directory: Path) -> str:
-    """SHA-256 over the reference CSVs: the run command reloads them only when this changes."""
+def reference_version(directory: Path) -> str | None:
+    """SHA-256 over the reference CSVs (None when the folder holds none): the feed sensor reloads
+    them when this differs from the version the warehouse records."""
+    if not any(directory.glob("*.csv")):
+        return None
     digest = hashlib.sha256()
     for path in sorted(directory.glob("*.csv")):
         digest.update(path.name.encode())
@@ -32,7 +35,6 @@ def reference_version(directory: Path) -> str:
 
 @dg.multi_asset(
     specs=[table_asset_spec(spec, "reference") for spec in REFERENCE_TABLES.values()],
-    pool=WAREHOUSE_POOL,
 )
 def reference_tables(
     context: dg.AssetExecutionContext,
@@ -42,9 +44,14 @@ def reference_tables(
 ):
     """Load the utility's reference extracts (CSV) into the ref_* tables, replacing them, then
     enrich the accepted events that were waiting for meters the extracts did not know yet."""
-    frames = read_reference_extracts(reference.path)
-    counts, repaired = pipeline.load_reference(warehouse.get(), frames, pipeline_config.settings())
     version = reference_version(reference.path)
+    if version is None:
+        raise dg.Failure(
+            f"no reference extracts (*.csv) in {reference.path}: put the utility's extracts there "
+            "or set EV_REFERENCE_DIR (README, 'Reference data')"
+        )
+    frames = read_reference_extracts(reference.path)
+    counts, repaired = pipeline.load_reference(warehouse.get(), frames, pipeline_config.settings(), version=version)
     context.log.info(f"reference loaded: {counts}; sessions re-paired after enrichment: {repaired.sessions_written}")
     for name, spec in REFERENCE_TABLES.items():
         extra = {REFERENCE_VERSION: version}
@@ -63,7 +70,7 @@ reference_job = dg.define_asset_job(
 @dg.schedule(
     cron_schedule="0 1 * * *",
     job=reference_job,
-    execution_timezone=settings.timezone(),
+    execution_timezone=Settings().timezone,
     description="Nightly reload of the reference extracts (start it when the extracts arrive nightly).",
 )
 def nightly_reference(_context: dg.ScheduleEvaluationContext):

@@ -1,4 +1,10 @@
-"""Dagster resources: configuration from environment variables, the warehouse, the feed."""
+"""Dagster resources: the warehouse, the feed's landing folder, the reference folder and the rules.
+
+Every field left unset is read from `ev_assets.settings.Settings` when the run starts (the
+environment of the run worker), so a setting changed between runs applies to the next one and
+nothing is fixed when the code location loads. A field set explicitly (tests, the UI's launchpad)
+wins over the environment.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import dagster as dg
 
 from ev_assets.core.contract import ContractBounds
 from ev_assets.pipeline import PipelineSettings
+from ev_assets.settings import Settings
 from ev_assets.warehouse.store import Warehouse
 
 
@@ -22,60 +29,90 @@ def _warehouse(url: str) -> Warehouse:
 class WarehouseResource(dg.ConfigurableResource):
     """The warehouse every table is written through (EV_WAREHOUSE_URL: any SQLAlchemy URL)."""
 
-    url: str
+    url: str | None = None
 
     def get(self) -> Warehouse:
-        return _warehouse(self.url)
+        return _warehouse(self.url or Settings().warehouse_url)
 
 
 class FeedResource(dg.ConfigurableResource):
     """The landing folder the agent feed arrives in, and how the sensor sizes micro-batches."""
 
-    landing_dir: str
-    max_files_per_batch: int = 2000
-    max_messages_per_batch: int = 50_000
+    landing_dir: str | None = None
+    max_files_per_batch: int | None = None
+    max_messages_per_batch: int | None = None
     # Files younger than this wait for the next sensor tick (see batching.settled).
     settle_seconds: float = 2.0
 
     @property
     def path(self) -> Path:
-        return Path(self.landing_dir)
+        return Path(self.landing_dir) if self.landing_dir else Settings().feed_dir
+
+    @property
+    def max_files(self) -> int:
+        return self.max_files_per_batch or Settings().batch_max_files
+
+    @property
+    def max_messages(self) -> int:
+        return self.max_messages_per_batch or Settings().batch_max_messages
 
 
 class ReferenceResource(dg.ConfigurableResource):
     """The folder of the utility's reference extracts (CSV): meters, service points, premises,
     transformers, feeders, substations."""
 
-    reference_dir: str
+    reference_dir: str | None = None
 
     @property
     def path(self) -> Path:
-        return Path(self.reference_dir)
+        return Path(self.reference_dir) if self.reference_dir else Settings().reference_dir
 
 
 class PipelineConfig(dg.ConfigurableResource):
-    """Rules and planning figures. Bounds are assumptions (DOMAIN.md), hence configuration."""
+    """Rules and planning figures (bounds are assumptions, DOMAIN.md): unset fields come from the
+    EV_* environment when the run starts (see the README's settings table)."""
 
-    timezone: str = "America/New_York"
-    charge_w_min: float = 900.0
-    charge_w_max: float = 21_120.0
-    max_session_wh: float = 150_000.0
-    clock_skew_s: float = 600.0
-    duration_unit: str = "hours"
-    max_session_h: float = 48.0
-    power_factor: float = 0.9
-    rejection_rate_warn: float = 0.05
+    timezone: str | None = None
+    charge_w_min: float | None = None
+    charge_w_max: float | None = None
+    max_session_wh: float | None = None
+    clock_skew_s: float | None = None
+    duration_unit: str | None = None
+    max_session_h: float | None = None
+    power_factor: float | None = None
+    rejection_rate_warn: float | None = None
+    rebuild_chunk_meters: int | None = None
+
+    def resolved(self) -> Settings:
+        """The environment's settings with this resource's explicit fields on top."""
+        explicit = {k: v for k, v in self.model_dump().items() if v is not None}
+        return Settings().model_copy(update=explicit)
 
     def settings(self) -> PipelineSettings:
+        s = self.resolved()
         return PipelineSettings(
-            timezone=self.timezone,
+            timezone=s.timezone,
             bounds=ContractBounds(
-                charge_w_min=self.charge_w_min,
-                charge_w_max=self.charge_w_max,
-                max_session_wh=self.max_session_wh,
-                clock_skew=timedelta(seconds=self.clock_skew_s),
-                duration_unit=self.duration_unit,
+                charge_w_min=s.charge_w_min,
+                charge_w_max=s.charge_w_max,
+                max_session_wh=s.max_session_wh,
+                clock_skew=timedelta(seconds=s.clock_skew_s),
+                duration_unit=s.duration_unit,
             ),
-            max_session=timedelta(hours=self.max_session_h),
-            power_factor=self.power_factor,
+            max_session=timedelta(hours=s.max_session_h),
+            power_factor=s.power_factor,
         )
+
+
+def environment_resources() -> dict[str, dg.ConfigurableResource]:
+    """The code location's resources. The warehouse URL may hold a password: when it is set, it
+    reaches runs as an `EnvVar` (resolved in the run worker, never written into run config)."""
+    import os
+
+    url = dg.EnvVar("EV_WAREHOUSE_URL") if os.environ.get("EV_WAREHOUSE_URL") else None
+    return {
+        "warehouse": WarehouseResource(url=url),
+        "feed_landing": FeedResource(),
+        "reference": ReferenceResource(),
+        "pipeline_config": PipelineConfig(),
+    }

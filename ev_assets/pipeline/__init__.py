@@ -18,9 +18,16 @@ from ev_assets.pipeline.ingest import (
     replay_rejected,
     replay_selection,
 )
-from ev_assets.pipeline.planning_load import DAILY_LOAD_TABLES, LoadReport, update_daily_load
-from ev_assets.pipeline.reference import load_reference, reenrich_waiting_events
-from ev_assets.pipeline.sessions import SessionsReport, load_dates_of, repair_sessions_around, update_sessions
+from ev_assets.pipeline.planning_load import DAILY_LOAD_TABLES, LoadReport, pending_load_days, update_daily_load
+from ev_assets.pipeline.reference import load_reference, loaded_reference_version, reenrich_waiting_events
+from ev_assets.pipeline.sessions import (
+    SessionsReport,
+    load_dates_of,
+    pair_pending_batches,
+    pending_batches,
+    rebuild_sessions,
+    repair_sessions_around,
+)
 
 __all__ = [
     "DAILY_LOAD_TABLES",
@@ -38,6 +45,10 @@ __all__ = [
     "replay_rejected",
     "replay_selection",
     "update_daily_load",
-    "update_sessions",
+    "pair_pending_batches",
+    "pending_batches",
+    "pending_load_days",
+    "rebuild_sessions",
+    "loaded_reference_version",
     "utc_now",
 ]

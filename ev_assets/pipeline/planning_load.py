@@ -14,6 +14,7 @@ from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
     EV_CHARGING_SESSIONS,
+    EV_LOAD_DAYS_PENDING,
     FEEDER_DAILY_LOAD,
     REF_TRANSFORMERS,
     SUBSTATION_DAILY_LOAD,
@@ -46,24 +47,33 @@ def update_daily_load(
     now = now or utc_now()
     s = warehouse.table(EV_CHARGING_SESSIONS).c
     lookback = timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))
-    complete = warehouse.read(
-        EV_CHARGING_SESSIONS,
-        sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
-    )
-    intervals = load_profile.interval_loads(complete)
     report = LoadReport()
-    frames = {}
-    for level, spec in DAILY_LOAD_TABLES.items():
-        daily = load_profile.daily_load(
-            intervals, complete, level=level, tz=settings.timezone, first_day=first_day, last_day=last_day, updated_at=now
-        )
-        if level == "transformer":
-            transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"])
-            daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
-        frames[level] = spec.conform(daily)
+    # Read and write in one transaction: a session committed meanwhile waits for it, and the days
+    # it queues stay queued (they are deleted here only together with the load computed from them).
     with warehouse.transaction() as conn:
+        complete = warehouse.read(
+            EV_CHARGING_SESSIONS,
+            sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
+            conn=conn,
+        )
+        intervals = load_profile.interval_loads(complete)
+        frames = {}
+        for level, spec in DAILY_LOAD_TABLES.items():
+            daily = load_profile.daily_load(
+                intervals, complete, level=level, tz=settings.timezone, first_day=first_day, last_day=last_day, updated_at=now
+            )
+            if level == "transformer":
+                transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
+                daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
+            frames[level] = spec.conform(daily)
         for level, spec in DAILY_LOAD_TABLES.items():
             warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(first_day, last_day))
             report.rows[level] = warehouse.insert(conn, spec, frames[level])
+        warehouse.delete(conn, EV_LOAD_DAYS_PENDING, warehouse.column(EV_LOAD_DAYS_PENDING, "load_date").between(first_day, last_day))
     report.frames = frames
     return report
+
+
+def pending_load_days(warehouse: Warehouse) -> pl.DataFrame:
+    """Days whose sessions changed since their daily load was computed (load_date, queued_at)."""
+    return warehouse.read(EV_LOAD_DAYS_PENDING).sort("load_date")

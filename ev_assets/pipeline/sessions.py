@@ -1,5 +1,11 @@
-"""Sessions step: re-pair the sessions a batch's events can change, and say which days' load
-they touch."""
+"""Sessions step: re-pair the sessions that committed batches' events can change, and queue the days
+whose load they touch.
+
+What to pair is read from the warehouse (batches in the ledger not yet in ev_batch_pairing), not
+from the run that asks: a batch whose run died after its events were committed is paired by the
+next run, whoever starts it. Pairing a batch, recording it as paired and queueing its days happen
+in one transaction.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,13 @@ import sqlalchemy as sa
 from ev_assets.core import pairing
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import Warehouse
-from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS
+from ev_assets.warehouse.tables import (
+    EV_BATCH_PAIRING,
+    EV_CHARGING_EVENTS,
+    EV_CHARGING_SESSIONS,
+    EV_INGEST_BATCHES,
+    EV_LOAD_DAYS_PENDING,
+)
 
 
 @dataclass
@@ -24,29 +36,62 @@ class SessionsReport:
     touched_dates: list[date] = field(default_factory=list)
     duration_agreement: dict[str, float | int] = field(default_factory=dict)
     written: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EV_CHARGING_SESSIONS.polars_schema))
+    batches: list[str] = field(default_factory=list)
 
 
-def update_sessions(
-    warehouse: Warehouse, settings: PipelineSettings, *, batch_id: str | None, now: datetime | None = None
+def pair_pending_batches(
+    warehouse: Warehouse, settings: PipelineSettings, *, max_batches: int = 50, now: datetime | None = None
 ) -> SessionsReport:
-    """Re-pair the sessions a batch's events can change (all sessions when batch_id is None)."""
-    events_table = warehouse.table(EV_CHARGING_EVENTS)
-    where = None if batch_id is None else events_table.c.batch_id == batch_id
-    return repair_sessions_around(warehouse, warehouse.read(EV_CHARGING_EVENTS, where), settings, now=now)
+    """Pair every committed batch not paired yet (oldest first, up to `max_batches`): the sessions
+    their events can change are replaced, the batches recorded as paired and the days whose load
+    changed queued, in one transaction."""
+    now = now or utc_now()
+    with warehouse.transaction() as conn:
+        pending = pending_batches(warehouse, conn=conn)[:max_batches]
+        if not pending:
+            return SessionsReport()
+        changed = warehouse.read_in(EV_CHARGING_EVENTS, "batch_id", pending, conn=conn)
+        report = _repair_in(warehouse, conn, changed, settings, now)
+        paired = pl.DataFrame({"batch_id": pending, "sessions_written": report.sessions_written, "paired_at": now})
+        warehouse.insert(conn, EV_BATCH_PAIRING, paired)
+        queue_load_days(warehouse, conn, report.touched_dates, now)
+    report.batches = pending
+    return report
+
+
+def pending_batches(warehouse: Warehouse, *, conn=None) -> list[str]:
+    """Batches in the ledger whose events have not been paired yet, oldest first."""
+    b = warehouse.table(EV_INGEST_BATCHES).c
+    p = warehouse.table(EV_BATCH_PAIRING).c
+    query = (
+        sa.select(b.batch_id)
+        .where(~sa.exists().where(p.batch_id == b.batch_id))
+        .order_by(b.processed_at, b.batch_id)
+    )
+    return warehouse.scalars(query, conn=conn)
 
 
 def repair_sessions_around(
     warehouse: Warehouse, changed: pl.DataFrame, settings: PipelineSettings, *, now: datetime | None = None
 ) -> SessionsReport:
-    """Re-pair the sessions of the meters and times of `changed` events (see PairingWindow)."""
+    """Re-pair the sessions of the meters and times of `changed` events (see PairingWindow), and
+    queue the days whose load changed, in one transaction."""
+    now = now or utc_now()
+    with warehouse.transaction() as conn:
+        report = _repair_in(warehouse, conn, changed, settings, now)
+        queue_load_days(warehouse, conn, report.touched_dates, now)
+    return report
+
+
+def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: PipelineSettings, now: datetime) -> SessionsReport:
     window = pairing.pairing_window(changed, settings.max_session)
     if window is None:
         return SessionsReport()
     ev = warehouse.table(EV_CHARGING_EVENTS).c
     stored = warehouse.read_in(
-        EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to)
+        EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to), conn=conn
     )
-    paired = pairing.pair_sessions(stored, max_session=settings.max_session, updated_at=now or utc_now())
+    paired = pairing.pair_sessions(stored, max_session=settings.max_session, updated_at=now)
     fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window))
 
     s = warehouse.table(EV_CHARGING_SESSIONS).c
@@ -54,22 +99,58 @@ def repair_sessions_around(
         s.start_time.between(window.write_from, window.write_to),
         sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to)),
     )
-    with warehouse.transaction() as conn:
-        previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn)
-        replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored)
-        written = warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
-    changed_sessions = _changed(previous, fresh)
+    previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn)
+    replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored)
+    written = warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
     return SessionsReport(
         sessions_written=written,
         sessions_replaced=replaced,
         statuses=dict(Counter(fresh["status"].to_list())),
-        touched_dates=load_dates_of(changed_sessions, settings.timezone),
+        touched_dates=load_dates_of(_changed(previous, fresh), settings.timezone),
         duration_agreement=pairing.duration_agreement(
             fresh.filter(pl.col("end_message_id").is_in(changed["message_id"].implode())),
             settings.bounds.duration_unit_seconds,
         ),
         written=fresh,
     )
+
+
+def rebuild_sessions(
+    warehouse: Warehouse, settings: PipelineSettings, *, chunk_meters: int = 2000, now: datetime | None = None
+) -> SessionsReport:
+    """Re-pair every meter's sessions from its events, `chunk_meters` meters per transaction, so
+    memory follows the chunk, not the history. Changed days are queued for their daily load."""
+    now = now or utc_now()
+    ev = warehouse.table(EV_CHARGING_EVENTS).c
+    meters = warehouse.scalars(sa.select(ev.meter_id).distinct().order_by(ev.meter_id))
+    total = SessionsReport()
+    days: set[date] = set()
+    statuses: Counter = Counter()
+    for start in range(0, len(meters), chunk_meters):
+        chunk = meters[start : start + chunk_meters]
+        with warehouse.transaction() as conn:
+            events_ = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", chunk, conn=conn)
+            fresh = EV_CHARGING_SESSIONS.conform(
+                pairing.pair_sessions(events_, max_session=settings.max_session, updated_at=now)
+            )
+            previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", chunk, conn=conn)
+            total.sessions_replaced += warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", chunk)
+            total.sessions_written += warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
+            touched = load_dates_of(_changed(previous, fresh), settings.timezone)
+            queue_load_days(warehouse, conn, touched, now)
+        days.update(touched)
+        statuses.update(fresh["status"].to_list())
+    total.statuses = dict(statuses)
+    total.touched_dates = sorted(days)
+    return total
+
+
+def queue_load_days(warehouse: Warehouse, conn, days: list[date], now: datetime) -> None:
+    """Record (inside the caller's transaction) that these days' daily load must be recomputed."""
+    if not days:
+        return
+    warehouse.delete_in(conn, EV_LOAD_DAYS_PENDING, "load_date", days)
+    warehouse.insert(conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": days, "queued_at": now}))
 
 
 _SESSION_CONTENT = ("session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id")

@@ -15,7 +15,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ev_assets.warehouse.tables import ALL_TABLES, UTC_DATETIME, TableSpec
+from ev_assets.warehouse.tables import ALL_TABLES, EV_WAREHOUSE_SETTINGS, UTC_DATETIME, TableSpec
 
 # SQLite caps bound parameters per statement (32,766 on recent builds, 999 on old ones); chunks of
 # this many keep IN lists and multi-row inserts well inside either limit.
@@ -124,6 +124,14 @@ class Warehouse:
         ]
         return pl.concat(frames) if frames else empty_frame(spec)
 
+    def scalars(self, query: sa.Select, conn: Connection | None = None) -> list[Any]:
+        """The first column of a query's rows."""
+        self.create_tables()
+        if conn is not None:
+            return list(conn.execute(query).scalars().all())
+        with self.engine.connect() as own:
+            return list(own.execute(query).scalars().all())
+
     def count(self, spec: TableSpec, where: sa.ColumnElement[bool] | None = None) -> int:
         self.create_tables()
         query = sa.select(sa.func.count()).select_from(self.table(spec))
@@ -170,6 +178,18 @@ class Warehouse:
             condition = col.in_(chunk) if where is None else sa.and_(col.in_(chunk), where)
             deleted += self.delete(conn, spec, condition)
         return deleted
+
+    def get_setting(self, key: str, conn: Connection | None = None) -> str | None:
+        t = self.table(EV_WAREHOUSE_SETTINGS).c
+        values = self.scalars(sa.select(t.value).where(t.key == key), conn=conn)
+        return values[0] if values else None
+
+    def put_setting(self, conn: Connection, key: str, value: str) -> None:
+        """Write a warehouse setting inside the caller's transaction."""
+        from datetime import UTC, datetime
+
+        self.delete(conn, EV_WAREHOUSE_SETTINGS, self.column(EV_WAREHOUSE_SETTINGS, "key") == key)
+        self.insert(conn, EV_WAREHOUSE_SETTINGS, pl.DataFrame({"key": [key], "value": [value], "updated_at": [datetime.now(UTC)]}))
 
     def row_counts(self) -> dict[str, int]:
         """Rows in every table (exact counts: for people, not for every micro-batch)."""

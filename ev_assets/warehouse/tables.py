@@ -452,6 +452,51 @@ EV_QUARANTINED_FILES = TableSpec(
     group="ingest",
 )
 
+# --- work still to do, kept in the warehouse --------------------------------------------------
+# What remains to do is derived from committed state, never from a process that may die: a batch
+# whose events are committed but not yet paired, a day whose sessions changed but whose load is not
+# recomputed yet. Each step removes its work item in the same transaction that does the work.
+
+EV_BATCH_PAIRING = TableSpec(
+    name="ev_batch_pairing",
+    description=(
+        "Batches whose events have been paired into sessions. A batch in ev_ingest_batches but not "
+        "here is waiting for pairing (the sessions step picks it up, whoever runs it, after any crash)."
+    ),
+    columns=(
+        Col("batch_id", pl.String(), "Micro-batch (ev_ingest_batches.batch_id).", nullable=False),
+        Col("sessions_written", pl.Int64(), "Sessions written when the batch was paired.", nullable=False),
+        Col("paired_at", UTC_DATETIME, "When its sessions were paired.", nullable=False),
+    ),
+    primary_key=("batch_id",),
+    group="ingest",
+)
+
+EV_LOAD_DAYS_PENDING = TableSpec(
+    name="ev_load_days_pending",
+    description=(
+        "Local days whose sessions changed since their daily load was last computed. The daily-load "
+        "sensor requests them; the daily-load step deletes them in the transaction that recomputes them."
+    ),
+    columns=(
+        Col("load_date", pl.Date(), "Local date (EV_TIMEZONE).", nullable=False),
+        Col("queued_at", UTC_DATETIME, "When the latest change to the day was committed.", nullable=False),
+    ),
+    primary_key=("load_date",),
+    group="planning",
+)
+
+EV_WAREHOUSE_SETTINGS = TableSpec(
+    name="ev_warehouse_settings",
+    description="Facts about the warehouse itself: the time zone its days were computed in, the version of the reference data loaded.",
+    columns=(
+        Col("key", pl.String(), "Setting name (timezone, reference_sha256).", nullable=False),
+        Col("value", pl.String(), "Its value.", nullable=False),
+        Col("updated_at", UTC_DATETIME, "When it was last written.", nullable=False),
+    ),
+    primary_key=("key",),
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
@@ -462,6 +507,9 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     EV_FEED_FILES,
     EV_REJECTED_MESSAGES,
     EV_QUARANTINED_FILES,
+    EV_BATCH_PAIRING,
+    EV_LOAD_DAYS_PENDING,
+    EV_WAREHOUSE_SETTINGS,
     *REFERENCE_TABLES.values(),
 )
 

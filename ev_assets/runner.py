@@ -36,10 +36,11 @@ RUN_KEY = "dagster/run_key"
 
 
 @contextmanager
-def code_location_workspace(instance: dg.DagsterInstance) -> Iterator:
-    """The workspace of `workspace.yaml`, loaded in this process (no gRPC server to start)."""
+def code_location_workspace(instance: dg.DagsterInstance, *, in_process: bool = True) -> Iterator:
+    """The workspace of `workspace.yaml`, loaded in this process (no gRPC server to start), or as
+    the daemon loads it (a code server, which the instance's run launcher needs)."""
     opts = WorkspaceOpts(workspace=[str(PROJECT_ROOT / "workspace.yaml")])
-    with get_workspace_from_cli_opts(instance, version="", workspace_opts=opts, allow_in_process=True) as workspace:
+    with get_workspace_from_cli_opts(instance, version="", workspace_opts=opts, allow_in_process=in_process) as workspace:
         yield workspace
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from ev_assets.definitions import defs
 from ev_assets.defs.ingest import ev_charging_events, ev_charging_sessions, ev_feed_sensor
-from ev_assets.defs.metadata import BATCH_TAG
 from ev_assets.defs.planning import RANGE_END, RANGE_START, daily_load, daily_load_sensor
 from ev_assets.defs.reference import reference_tables
 from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
@@ -20,6 +19,7 @@ from ev_assets.warehouse.tables import (
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
     EV_INGEST_BATCHES,
+    EV_LOAD_DAYS_PENDING,
     TRANSFORMER_DAILY_LOAD,
 )
 
@@ -62,6 +62,24 @@ def sensor_result(instance, resources, cursor=None, sensor=ev_feed_sensor):
     return sensor(context)
 
 
+def test_feed_sensor_loads_new_reference_data_before_events(env, small_utility, resources, instance):
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    (request,) = sensor_result(instance, resources).run_requests
+    assert request.job_name == "reference_job" and request.run_key.startswith("reference:")
+    # While that run has not finished, no ingest run starts (its events would miss the reference).
+    instance.create_run_for_job(defs.resolve_job_def("reference_job"), tags={"dagster/run_key": request.run_key}, status=dg.DagsterRunStatus.STARTED)
+    waiting = sensor_result(instance, resources)
+    assert not waiting.run_requests and "waiting for the reference load" in waiting.skip_reason.skip_message
+    load_reference(resources, instance)
+    requests = sensor_result(instance, resources).run_requests
+    assert requests and {r.job_name for r in requests} == {"ingest_job"}
+    # New extracts in the folder (a correction): loaded again, first.
+    (env["EV_REFERENCE_DIR"] / "meters.csv").write_text((env["EV_REFERENCE_DIR"] / "meters.csv").read_text() + "")
+    with open(env["EV_REFERENCE_DIR"] / "feeders.csv", "a") as f:
+        f.write("FDR-NEW-01,SUB-001,12.47,2024-01-01,\n")
+    assert [r.job_name for r in sensor_result(instance, resources).run_requests] == ["reference_job"]
+
+
 def test_definitions_load():
     repo = defs.get_repository_def()
     assert {"ingest_job", "daily_load_job", "reference_job", "sessions_job"} <= {j.name for j in repo.get_all_jobs()}
@@ -69,6 +87,7 @@ def test_definitions_load():
 
 
 def test_sensor_batches_new_files_once(env, small_utility, resources, instance):
+    load_reference(resources, instance)
     simulate(small_utility, env["EV_FEED_DIR"], days=2)
     first = sensor_result(instance, resources)
     assert len(first.run_requests) >= 2  # 20 files a batch: a backlog is a few runs
@@ -83,12 +102,13 @@ def test_sensor_batches_new_files_once(env, small_utility, resources, instance):
 
 
 def test_sensor_waits_for_files_to_settle(env, small_utility, resources, instance):
+    load_reference(resources, instance)
     simulate(small_utility, env["EV_FEED_DIR"], days=1)
     first = sensor_result(instance, resources)
     newest = sorted(env["EV_FEED_DIR"].glob("*.json"))[-1]
     late = newest.with_name("ev_zz_late.json")
     late.write_bytes(newest.read_bytes())
-    waiting = {**resources, "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), settle_seconds=3600)}
+    waiting = {**resources, "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), max_files_per_batch=20, settle_seconds=3600)}
     assert not sensor_result(instance, waiting, cursor=first.cursor).run_requests
     (request,) = sensor_result(instance, resources, cursor=first.cursor).run_requests
     assert request.run_config["ops"]["ev_charging_events"]["config"]["files"] == [str(late)]
@@ -150,13 +170,17 @@ def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, 
     ledger = wh.read(EV_INGEST_BATCHES)
     assert ledger.height == len(requests) and ledger["reconciled"].all()
 
-    # The daily-load sensor asks for exactly the days the sessions touched, as range runs.
+    # The daily-load sensor asks for exactly the days the sessions touched (queued in the
+    # warehouse), as range runs; the same queue gives the same run key, so no second run.
     load_sensor = sensor_result(instance, resources, sensor=daily_load_sensor)
     assert len(load_sensor.run_requests) == 1
     tags = load_sensor.run_requests[0].tags
     assert tags[RANGE_START] == "2024-06-03" and tags[RANGE_END] >= "2024-06-04"
-    state = json.loads(load_sensor.cursor)
-    assert not sensor_result(instance, resources, cursor=json.dumps(state), sensor=daily_load_sensor).run_requests
+    again = sensor_result(instance, resources, sensor=daily_load_sensor)
+    assert [r.run_key for r in again.run_requests] == [load_sensor.run_requests[0].run_key]
+    # Once computed, the days leave the queue: nothing more is asked for.
+    assert dg.materialize([daily_load], tags=tags, resources=resources, instance=instance).success
+    assert not sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
 
 
 def test_daily_load_partition_and_range(env, small_utility, resources, instance):
@@ -187,17 +211,60 @@ def test_daily_load_partition_and_range(env, small_utility, resources, instance)
     assert days.select(pl.struct("transformer_id", "load_date").is_unique().all()).item()
 
 
-def test_sessions_job_without_batch_rebuilds_everything(env, small_utility, resources, instance):
+def test_sessions_rebuild_in_chunks_equals_incremental_pairing(env, small_utility, resources, instance):
     load_reference(resources, instance)
     simulate(small_utility, env["EV_FEED_DIR"], days=1)
     for request in sensor_result(instance, resources).run_requests:
         assert ingest(resources, instance, request).success
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     before = wh.read(EV_CHARGING_SESSIONS).drop("updated_at").sort("session_id")
-    rebuilt = dg.materialize([ev_charging_sessions], resources=resources, instance=instance, selection=[ev_charging_sessions])
+    # A click on Materialize in the UI (default config): nothing is pending, nothing changes.
+    clicked = dg.materialize([ev_charging_sessions], resources=resources, instance=instance, selection=[ev_charging_sessions])
+    assert clicked.success
+    assert clicked.asset_materializations_for_node("ev_charging_sessions")[0].metadata["sessions_written"].value == 0
+    # A full rebuild, 7 meters per transaction, gives the same sessions.
+    chunked = {**resources, "pipeline_config": PipelineConfig(rebuild_chunk_meters=7)}
+    rebuilt = dg.materialize(
+        [ev_charging_sessions], resources=chunked, instance=instance, selection=[ev_charging_sessions],
+        run_config={"ops": {"ev_charging_sessions": {"config": {"mode": "rebuild"}}}},
+    )  # fmt: skip
     assert rebuilt.success
-    assert BATCH_TAG not in rebuilt.dagster_run.tags
     assert wh.read(EV_CHARGING_SESSIONS).drop("updated_at").sort("session_id").equals(before)
+
+
+def test_events_committed_by_a_dead_run_are_paired_by_the_next(env, small_utility, resources, instance):
+    """A run that died after its events step committed left the batch unpaired: the next sessions
+    run, whatever started it, pairs it (the work is read from the warehouse, not the run)."""
+    load_reference(resources, instance)
+    truth = simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    for request in sensor_result(instance, resources).run_requests:
+        only_events = dg.materialize(
+            [ev_charging_events, ev_charging_sessions], selection=[ev_charging_events], resources=resources,
+            instance=instance, run_config=request.run_config, tags=request.tags,
+        )  # fmt: skip
+        assert only_events.success
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    assert wh.count(EV_CHARGING_SESSIONS) == 0
+    assert dg.materialize([ev_charging_sessions], resources=resources, instance=instance, selection=[ev_charging_sessions]).success
+    assert wh.read(EV_CHARGING_SESSIONS).filter(pl.col("status") == "complete").height == truth.height
+
+
+def test_days_before_the_partitions_fail_loudly(env, small_utility, resources, instance, monkeypatch):
+    from ev_assets.defs import partitions
+
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    monkeypatch.setattr(partitions, "PARTITIONS_START", date(2024, 6, 4))
+    results = [ingest(resources, instance, r) for r in sensor_result(instance, resources).run_requests]
+    checks = [c for r in results for c in r.get_asset_check_evaluations() if c.check_name == "load_days_within_partitions"]
+    assert checks and not all(c.passed for c in checks)
+    failed = next(c for c in checks if not c.passed)
+    assert "2024-06-03" in failed.metadata["days_outside"].value
+    assert "EV_PARTITIONS_START=2024-06-03" in failed.metadata["message"].value
+    # The day stays queued (not dropped) and the sensor says why it cannot ask for it.
+    load = sensor_result(instance, resources, sensor=daily_load_sensor)
+    assert all(r.tags[RANGE_START] >= "2024-06-04" for r in load.run_requests)
+    assert date(2024, 6, 3) in Warehouse(env["EV_WAREHOUSE_URL"]).read(EV_LOAD_DAYS_PENDING)["load_date"].to_list()
 
 
 def test_failing_blocking_check_stops_pairing(env, small_utility, resources, instance):
@@ -206,7 +273,7 @@ def test_failing_blocking_check_stops_pairing(env, small_utility, resources, ins
     load_reference(resources, instance)
     simulate(small_utility, env["EV_FEED_DIR"], days=1)
     request = sensor_result(instance, resources).run_requests[0]
-    batch_id = request.tags[BATCH_TAG]
+    batch_id = request.tags["ev/batch_id"]
     # A row written under this batch by something other than the contract (a manual fix gone wrong).
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     with wh.transaction() as conn:

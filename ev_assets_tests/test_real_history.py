@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from ev_assets.core import pairing
+from ev_assets.core import load_profile, pairing
+from ev_assets.pipeline import PipelineSettings
 from ev_assets_tests.test_stages import NOW, event_rows, t
 
 
@@ -51,3 +52,147 @@ class TestBackToBackSessions:
             ("m2", "end", t(14), 14000.0),
         ]
         assert pair(rows)["status"].to_list() == ["complete", "complete"]
+
+
+def sessions(rows, tz="UTC") -> pl.DataFrame:
+    """(meter, transformer, start, end, charge_w W, energy Wh) -> complete session rows."""
+    frame = pl.DataFrame(
+        {
+            "meter_id": [r[0] for r in rows],
+            "transformer_id": [r[1] for r in rows],
+            "feeder_id": "F1",
+            "substation_id": "S1",
+            "status": "complete",
+            "start_time": [r[2] for r in rows],
+            "end_time": [r[3] for r in rows],
+            "charge_w": [float(r[4]) for r in rows],
+            "energy_wh": [float(r[5]) for r in rows],
+        },
+        schema_overrides={"start_time": pl.Datetime("us", "UTC"), "end_time": pl.Datetime("us", "UTC")},
+    )
+    hours = (pl.col("end_time") - pl.col("start_time")).dt.total_microseconds() / 3.6e9
+    return frame.with_columns(
+        (pl.col("energy_wh") / hours / 1000).alias("average_kw"),
+        pl.col("start_time").dt.convert_time_zone(tz).dt.date().alias("event_date"),
+    )
+
+
+def daily(frame, *, shape, tz="UTC", first=date(2024, 6, 3), last=date(2024, 6, 4), level="transformer"):
+    intervals = load_profile.interval_loads(frame, load_shape=shape)
+    return load_profile.daily_load(
+        intervals, frame, level=level, tz=tz, first_day=first, last_day=last, updated_at=NOW
+    ).sort(LEVEL_KEYS[level], "load_date")
+
+
+LEVEL_KEYS = {"transformer": "transformer_id", "feeder": "feeder_id", "substation": "substation_id"}
+
+
+class TestLoadShape:
+    """Issue 8 item 3: a long session's load is ChargeW until its energy is delivered, then zero
+    (when its average power is well below ChargeW); the even spread stays available."""
+
+    # 7,000 W, 14 kWh over 10 h (18:00 to 04:00 UTC): average 1.4 kW = 0.2 x ChargeW.
+    LONG = ("a", "T1", t(18), t(4, day=4), 7000, 14000)
+
+    def test_charge_w_then_idle_is_7_kw_for_2_hours(self):
+        iv = load_profile.interval_loads(sessions([self.LONG])).sort("interval_start")
+        assert iv["interval_start"].to_list() == [t(18) + timedelta(minutes=15 * i) for i in range(8)]
+        assert iv["kw"].to_list() == pytest.approx([7.0] * 8)
+        assert iv["kwh"].sum() == pytest.approx(14.0)
+
+    def test_even_is_1_4_kw_for_10_hours(self):
+        iv = load_profile.interval_loads(sessions([self.LONG]), load_shape="even").sort("interval_start")
+        assert iv.height == 40
+        assert iv["interval_start"][-1] == t(3, 45, day=4)
+        assert iv["kw"].to_list() == pytest.approx([1.4] * 40)
+        assert iv["kwh"].sum() == pytest.approx(14.0)
+
+    def test_coincident_peak_and_daily_kwh_by_hand(self):
+        # B: 7,200 W, 7.2 kWh from 19:00 to 20:00, charging all along (average = ChargeW).
+        frame = sessions([self.LONG, ("b", "T1", t(19), t(20), 7200, 7200)])
+        shaped = daily(frame, shape="charge_w_then_idle")
+        # A at 7 kW 18:00-20:00, B at 7.2 kW 19:00-20:00: peak 14.2 kW at 19:00; all 21.2 kWh on
+        # June 3 and no load at all on June 4.
+        assert shaped.select("load_date", "peak_kw", "peak_interval_start", "energy_kwh", "session_count").rows() == [
+            (date(2024, 6, 3), pytest.approx(14.2), t(19), pytest.approx(21.2), 2),
+        ]
+        assert shaped["diversity_factor"][0] == pytest.approx((7.0 + 7.2) / 14.2)
+        even = daily(frame, shape="even")
+        # A at 1.4 kW 18:00-04:00: peak 1.4 + 7.2 = 8.6 kW at 19:00; June 3 6 h x 1.4 + 7.2 =
+        # 15.6 kWh, June 4 4 h x 1.4 = 5.6 kWh.
+        assert even.select("load_date", "peak_kw", "peak_interval_start", "energy_kwh", "session_count").rows() == [
+            (date(2024, 6, 3), pytest.approx(8.6), t(19), pytest.approx(15.6), 2),
+            (date(2024, 6, 4), pytest.approx(1.4), t(0, day=4), pytest.approx(5.6), 0),
+        ]
+
+    def test_session_past_midnight_charges_on_both_days(self):
+        # 7,000 W, 14 kWh, plugged in 23:00 to 09:00: charging 23:00-01:00, 7 kWh on each day.
+        frame = sessions([("a", "T1", t(23), t(9, day=4), 7000, 14000)])
+        shaped = daily(frame, shape="charge_w_then_idle")
+        assert shaped.select("load_date", "peak_kw", "energy_kwh", "session_count").rows() == [
+            (date(2024, 6, 3), pytest.approx(7.0), pytest.approx(7.0), 1),
+            (date(2024, 6, 4), pytest.approx(7.0), pytest.approx(7.0), 0),
+        ]
+        even = daily(frame, shape="even")
+        assert even.select("load_date", "peak_kw", "energy_kwh").rows() == [
+            (date(2024, 6, 3), pytest.approx(1.4), pytest.approx(1.4)),
+            (date(2024, 6, 4), pytest.approx(1.4), pytest.approx(12.6)),
+        ]
+
+    def test_average_near_charge_w_is_spread_evenly(self):
+        # 7,000 W, 3 h: 17.85 kWh is 0.85 x ChargeW on average (>= 0.8): 5.95 kW for 3 h.
+        near = sessions([("a", "T1", t(18), t(21), 7000, 17850)])
+        iv = load_profile.interval_loads(near)
+        assert iv.height == 12 and iv["kw"].to_list() == pytest.approx([5.95] * 12)
+        # 15.75 kWh is 0.75 x ChargeW: 7 kW for 2 h 15 min.
+        below = sessions([("a", "T1", t(18), t(21), 7000, 15750)])
+        iv = load_profile.interval_loads(below)
+        assert iv.height == 9 and iv["kw"].to_list() == pytest.approx([7.0] * 9)
+        # The ratio is a setting: at 0.7, 0.75 x ChargeW is spread evenly.
+        iv = load_profile.interval_loads(below, idle_ratio=0.7)
+        assert iv.height == 12 and iv["kw"].to_list() == pytest.approx([5.25] * 12)
+
+    def test_partial_last_interval_and_no_charge_w(self):
+        # 7,000 W, 2.625 kWh over 3 h: 22.5 min at 7 kW, the 18:15 interval half loaded (3.5 kW).
+        iv = load_profile.interval_loads(sessions([("a", "T1", t(18), t(21), 7000, 2625)])).sort("interval_start")
+        assert iv["kw"].to_list() == pytest.approx([7.0, 3.5])
+        # No ChargeW (null): nothing to shape by, spread evenly.
+        frame = sessions([("a", "T1", t(18), t(21), 7000, 2625)]).with_columns(pl.lit(None, dtype=pl.Float64).alias("charge_w"))
+        assert load_profile.interval_loads(frame).height == 12
+
+    def test_settings(self):
+        assert PipelineSettings().load_shape == "charge_w_then_idle"
+        assert PipelineSettings().load_shape_idle_ratio == 0.8
+        with pytest.raises(ValueError, match="load_shape"):
+            PipelineSettings(load_shape="flat")
+        with pytest.raises(ValueError, match="load_shape"):
+            load_profile.interval_loads(sessions([self.LONG]), load_shape="flat")
+
+
+class TestDstDays:
+    """Issue 9 item 5: the daily average power divides by the local day's real length."""
+
+    TZ = "America/New_York"
+
+    def one_session_on(self, day: date, shape="even"):
+        # 7,200 W for 1 h, 7.2 kWh, at 18:00 local (22:00 or 23:00 UTC): same day locally.
+        start = datetime(day.year, day.month, day.day, 18, tzinfo=UTC) + timedelta(hours=4)
+        frame = sessions([("a", "T1", start, start + timedelta(hours=1), 7200, 7200)], tz=self.TZ)
+        return daily(frame, shape=shape, tz=self.TZ, first=day, last=day).row(0, named=True)
+
+    @pytest.mark.parametrize(
+        ("day", "hours"),
+        [(date(2024, 3, 10), 23), (date(2024, 11, 3), 25), (date(2024, 6, 3), 24)],
+    )
+    def test_average_kw_uses_the_local_day_length(self, day, hours):
+        row = self.one_session_on(day)
+        assert row["load_date"] == day
+        assert row["energy_kwh"] == pytest.approx(7.2)
+        assert row["average_kw"] == pytest.approx(7.2 / hours)
+        assert row["load_factor"] == pytest.approx(7.2 / hours / 7.2)
+
+    def test_day_hours_expression(self):
+        days = pl.DataFrame({"d": [date(2024, 3, 10), date(2024, 3, 11), date(2024, 11, 3)]})
+        hours = days.select(load_profile.local_day_hours(pl.col("d"), self.TZ))["d"].to_list()
+        assert hours == [23.0, 24.0, 25.0]
+        assert days.select(load_profile.local_day_hours(pl.col("d"), "UTC"))["d"].to_list() == [24.0] * 3

@@ -65,6 +65,10 @@ class PipelineConfig(dg.ConfigurableResource):
     max_session_h: float = 48.0
     power_factor: float = 0.9
     rejection_rate_warn: float = 0.05
+    # "charge_w_then_idle" or "even": how a session's energy becomes load (core/load_profile.py).
+    load_shape: str = "charge_w_then_idle"
+    # Average power below this share of ChargeW: ChargeW until the energy is delivered, then idle.
+    load_shape_idle_ratio: float = 0.8
 
     def settings(self) -> PipelineSettings:
         return PipelineSettings(
@@ -78,4 +82,6 @@ class PipelineConfig(dg.ConfigurableResource):
             ),
             max_session=timedelta(hours=self.max_session_h),
             power_factor=self.power_factor,
+            load_shape=self.load_shape,
+            load_shape_idle_ratio=self.load_shape_idle_ratio,
         )

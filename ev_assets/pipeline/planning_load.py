@@ -50,7 +50,9 @@ def update_daily_load(
         EV_CHARGING_SESSIONS,
         sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
     )
-    intervals = load_profile.interval_loads(complete)
+    intervals = load_profile.interval_loads(
+        complete, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio
+    )
     report = LoadReport()
     frames = {}
     for level, spec in DAILY_LOAD_TABLES.items():

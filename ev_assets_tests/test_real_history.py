@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from ev_assets.core import load_profile, pairing
+from ev_assets.core import enrich, load_profile, pairing, reference_extracts
 from ev_assets.pipeline import PipelineSettings
 from ev_assets_tests.test_stages import NOW, event_rows, t
 
@@ -196,3 +196,130 @@ class TestDstDays:
         hours = days.select(load_profile.local_day_hours(pl.col("d"), self.TZ))["d"].to_list()
         assert hours == [23.0, 24.0, 25.0]
         assert days.select(load_profile.local_day_hours(pl.col("d"), "UTC"))["d"].to_list() == [24.0] * 3
+
+
+class TestMinimalReferenceExtract:
+    """Issue 8 item 6: meters.csv alone (meter -> transformer) is enough; meter_key is generated,
+    stable across reloads."""
+
+    MINIMAL = (
+        "meter_id,transformer_id,feeder_id,substation_id,kva_rating\n"
+        "M1,T1,F1,S1,25\n"
+        "M2,T1,F1,S1,25\n"
+        "M3,T2,,,50\n"
+    )
+
+    def write(self, folder, text: str, name: str = "meters.csv"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+        return folder
+
+    def test_three_meters_on_two_transformers(self, tmp_path):
+        frames = reference_extracts.read_reference_extracts(self.write(tmp_path, self.MINIMAL))
+        old = date(1900, 1, 1)
+        assert set(frames) == set(reference_extracts.TABLES)
+        for name, frame in frames.items():
+            assert frame.schema == pl.Schema(reference_extracts.SCHEMAS[name]), name
+            assert frame["effective_from"].to_list() == [old] * frame.height, name
+            assert frame["effective_to"].null_count() == frame.height, name
+        meters = frames["meters"]
+        assert meters.select("meter_id", "service_point_id", "meter_number").rows() == [
+            ("M1", "M1", None), ("M2", "M2", None), ("M3", "M3", None)
+        ]
+        assert meters["meter_key"].n_unique() == 3 and meters["meter_key"].min() >= 0
+        assert frames["service_points"].select("service_point_id", "premise_id", "transformer_id").rows() == [
+            ("M1", "M1", "T1"), ("M2", "M2", "T1"), ("M3", "M3", "T2")
+        ]
+        assert frames["premises"]["premise_id"].to_list() == ["M1", "M2", "M3"]
+        # T2 has no feeder or substation: the placeholders keep every join (and load level) whole.
+        assert frames["transformers"].select("transformer_id", "feeder_id", "kva_rating").rows() == [
+            ("T1", "F1", 25.0), ("T2", "unknown", 50.0)
+        ]
+        assert frames["feeders"].select("feeder_id", "substation_id").rows() == [("F1", "S1"), ("unknown", "unknown")]
+        assert frames["substations"]["substation_id"].to_list() == ["S1", "unknown"]
+
+    def test_derived_tables_enrich_events_to_the_substation(self, tmp_path):
+        frames = reference_extracts.read_reference_extracts(self.write(tmp_path, self.MINIMAL))
+        msgs = pl.DataFrame(
+            {
+                "meter_id": ["M1", "M3", "M9"],
+                "message_date": [date(2018, 5, 1)] * 3,
+                "reported_service_point_id": ["x"] * 3,
+                "reported_premise_id": ["x"] * 3,
+                "reported_transformer_id": ["x"] * 3,
+            }
+        )
+        out = enrich.attribute(msgs, frames, date_col="message_date")
+        # An event from 2018 is enriched: the default effective_from loses no history.
+        assert out.select("transformer_id", "feeder_id", "substation_id", "enrichment_status").rows() == [
+            ("T1", "F1", "S1", "enriched"),
+            ("T2", "unknown", "unknown", "enriched"),
+            ("x", None, None, "meter_unknown"),
+        ]
+
+    def test_optional_columns_and_a_transformer_correction(self, tmp_path):
+        text = (
+            "meter_id,transformer_id,substation_id,service_point_id,premise_id,meter_number,esn,effective_from,effective_to\n"
+            "M1,T1,S1,SP1,P1,N1,E1,,2021-06-01\n"
+            "M1,T2,S1,SP1,P1,N1,E1,2021-06-01,\n"
+        )
+        frames = reference_extracts.read_reference_extracts(self.write(tmp_path, text))
+        assert frames["meters"].select("meter_id", "meter_number", "esn", "service_point_id", "effective_from", "effective_to").rows() == [
+            ("M1", "N1", "E1", "SP1", date(1900, 1, 1), date(2021, 6, 1)),
+            ("M1", "N1", "E1", "SP1", date(2021, 6, 1), None),
+        ]
+        assert frames["meters"]["meter_key"].n_unique() == 2
+        assert frames["service_points"].select("service_point_id", "premise_id", "transformer_id", "effective_from").rows() == [
+            ("SP1", "P1", "T1", date(1900, 1, 1)),
+            ("SP1", "P1", "T2", date(2021, 6, 1)),
+        ]
+        # Substation known, feeder not: a per-substation placeholder feeder keeps substation load right.
+        assert frames["transformers"]["feeder_id"].to_list() == ["unknown:S1", "unknown:S1"]
+        assert frames["feeders"].select("feeder_id", "substation_id").rows() == [("unknown:S1", "S1")]
+        assert frames["premises"]["premise_id"].to_list() == ["P1"]
+
+    def test_meter_keys_are_stable_across_reloads_and_additions(self, tmp_path):
+        first = reference_extracts.read_reference_extracts(self.write(tmp_path / "a", self.MINIMAL))["meters"]
+        again = reference_extracts.read_reference_extracts(self.write(tmp_path / "a", self.MINIMAL))["meters"]
+        assert first.equals(again)
+        grown = "meter_id,transformer_id,feeder_id,substation_id,kva_rating\nM0,T2,,,50\n" + self.MINIMAL.split("\n", 1)[1]
+        added = reference_extracts.read_reference_extracts(self.write(tmp_path / "b", grown))["meters"]
+        keys = dict(added.select("meter_id", "meter_key").rows())
+        assert dict(first.select("meter_id", "meter_key").rows()) == {m: keys[m] for m in ("M1", "M2", "M3")}
+        assert keys["M1"] == reference_extracts.generated_meter_key("M1", date(1900, 1, 1))
+
+    def test_utility_meter_keys_are_kept(self, tmp_path):
+        text = "meter_id,transformer_id,meter_key\nM1,T1,7\nM2,T1,\n"
+        meters = reference_extracts.read_reference_extracts(self.write(tmp_path, text))["meters"]
+        assert meters["meter_key"].to_list() == [7, reference_extracts.generated_meter_key("M2", date(1900, 1, 1))]
+
+    def test_missing_required_column_is_named(self, tmp_path):
+        self.write(tmp_path, "meter_id,feeder_id\nM1,F1\n")
+        # No transformer_id: read as a full extract, whose other files are missing.
+        with pytest.raises(ValueError, match=r"substations\.csv.*missing"):
+            reference_extracts.read_reference_extracts(tmp_path)
+        self.write(tmp_path / "m", "transformer_id,feeder_id\nT1,F1\n")
+        with pytest.raises(ValueError, match=r"meters\.csv: missing required column\(s\) meter_id"):
+            reference_extracts.read_reference_extracts(tmp_path / "m")
+        self.write(tmp_path / "b", "meter_id,transformer_id\nM1,\n")
+        with pytest.raises(ValueError, match=r"meters\.csv: blank values in required column\(s\) transformer_id"):
+            reference_extracts.read_reference_extracts(tmp_path / "b")
+
+    def test_full_extract_missing_column_is_named(self, tmp_path):
+        frames = reference_extracts.read_reference_extracts(self.write(tmp_path / "min", self.MINIMAL))
+        reference_extracts.write_reference_extracts(frames, tmp_path / "full")
+        # The derived tables written as a full extract read back the same.
+        back = reference_extracts.read_reference_extracts(tmp_path / "full")
+        assert all(back[n].equals(frames[n]) for n in reference_extracts.TABLES)
+        (tmp_path / "full" / "feeders.csv").write_text("feeder_id,voltage_kv\nF1,24.9\n")
+        with pytest.raises(ValueError, match=r"feeders\.csv: missing required column\(s\) substation_id"):
+            reference_extracts.read_reference_extracts(tmp_path / "full")
+
+    def test_conflicts_and_mixed_forms_are_refused(self, tmp_path):
+        self.write(tmp_path / "c", "meter_id,transformer_id,kva_rating\nM1,T1,25\nM2,T1,50\n")
+        with pytest.raises(ValueError, match="T1: kva_rating"):
+            reference_extracts.read_reference_extracts(tmp_path / "c")
+        self.write(tmp_path / "mixed", self.MINIMAL)
+        self.write(tmp_path / "mixed", "feeder_id,substation_id\n", name="feeders.csv")
+        with pytest.raises(ValueError, match="feeders.csv also exist"):
+            reference_extracts.read_reference_extracts(tmp_path / "mixed")

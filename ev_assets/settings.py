@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     max_session_h: float = _setting(48.0, "A start and an end further apart are not paired, h.", RUN, gt=0)
     power_factor: float = _setting(0.9, "Peak kW -> kVA for utilization.", RUN, gt=0, le=1)
     rejection_rate_warn: float = _setting(0.05, "Rejection rate above which the `rejection_rate` check warns.", RUN)
+    load_shape: Literal["charge_w_then_idle", "even"] = _setting(
+        "charge_w_then_idle",
+        "How a session's energy becomes 15-minute load: `charge_w_then_idle` draws ChargeW from the start "
+        "until the energy is delivered when the average power is below EV_LOAD_SHAPE_IDLE_RATIO x ChargeW "
+        "(a car left plugged in); `even` spreads the energy over the whole session.",
+        RUN,
+    )
+    load_shape_idle_ratio: float = _setting(
+        0.8, "Average power below this share of ChargeW counts as charged-then-idle.", RUN, gt=0, le=1
+    )
     rebuild_chunk_meters: int = _setting(
         2000, "Meters per chunk when sessions are rebuilt in full (bounds the memory of a rebuild).", RUN, gt=0
     )

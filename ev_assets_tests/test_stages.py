@@ -114,6 +114,9 @@ class TestLoad:
                 "start_time": [r[2] for r in rows],
                 "end_time": [r[3] for r in rows],
                 "average_kw": [r[4] for r in rows],
+                # Charged at the average power all along: both load shapes spread it evenly.
+                "charge_w": [r[4] * 1000 for r in rows],
+                "energy_wh": [r[4] * 1000 * (r[3] - r[2]).total_seconds() / 3600 for r in rows],
                 "event_date": [r[2].astimezone(UTC).date() for r in rows],
             },
             schema_overrides={"start_time": pl.Datetime("us", "UTC"), "end_time": pl.Datetime("us", "UTC")},

@@ -2,8 +2,21 @@
 substation. Pure polars.
 
 Coincident peak (DOMAIN.md): the largest, over 15-minute intervals, of the summed load of every
-session charging in the interval, partial intervals weighted by overlap. A session's load is its
-average power, energy / duration, so that the intervals' kWh add up to the session's energy.
+session charging in the interval, partial intervals weighted by overlap.
+
+A session's load shape (the setting ``load_shape``; the intervals' kWh always add up to the
+session's energy):
+
+- ``charge_w_then_idle`` (default): a car left plugged in draws its charger's power until the
+  battery is full, then idles. When a session's average power, energy / (end - start), is below
+  ``idle_ratio`` x ChargeW (default 0.8), its load is ChargeW from the start for
+  energy / ChargeW hours, then zero: 14 kWh over 10 h at 7,000 W is 7 kW for 2 h, not 1.4 kW for
+  10 h. A session whose average power is at least ``idle_ratio`` x ChargeW (it charged most of the
+  time), or with no ChargeW, is spread evenly as below.
+- ``even``: the average power, energy / duration, over the whole session.
+
+Daily average power (``average_kw``) is the day's energy over the real length of the local day:
+23 h on the day clocks spring forward, 25 h on the day they fall back.
 """
 
 from __future__ import annotations
@@ -25,12 +38,40 @@ LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def interval_loads(sessions: pl.DataFrame) -> pl.DataFrame:
+LOAD_SHAPES = ("charge_w_then_idle", "even")
+DEFAULT_LOAD_SHAPE = "charge_w_then_idle"
+# Average power below this share of ChargeW means the car idled for part of the session.
+DEFAULT_IDLE_RATIO = 0.8
+
+
+def load_until_and_kw(load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = DEFAULT_IDLE_RATIO) -> tuple[pl.Expr, pl.Expr]:
+    """(end of the load, power while loading in kW) of each session under `load_shape`."""
+    if load_shape not in LOAD_SHAPES:
+        raise ValueError(f"load_shape must be one of {', '.join(LOAD_SHAPES)}; got {load_shape!r}")
+    if load_shape == "even":
+        return pl.col("end_time"), pl.col("average_kw")
+    charging_us = (pl.col("energy_wh") / pl.col("charge_w") * 3.6e9).round(0).cast(pl.Int64)
+    idles = (
+        (pl.col("charge_w") > 0)
+        & (pl.col("energy_wh") > 0)
+        & (pl.col("average_kw") * 1000 < idle_ratio * pl.col("charge_w"))
+    ).fill_null(False)
+    until = pl.when(idles).then(pl.col("start_time") + pl.duration(microseconds=charging_us)).otherwise(pl.col("end_time"))
+    # Energy over the (microsecond-rounded) charging time: ChargeW to 1e-12, and exact kWh.
+    charging_h = (until - pl.col("start_time")).dt.total_microseconds() / 3.6e9
+    kw = pl.when(idles).then(pl.col("energy_wh") / 1000 / charging_h).otherwise(pl.col("average_kw"))
+    return until, kw
+
+
+def interval_loads(
+    sessions: pl.DataFrame, *, load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = DEFAULT_IDLE_RATIO
+) -> pl.DataFrame:
     """One row per complete session and 15-minute interval it charges in: kwh in the interval and
-    kw, the interval's average power."""
+    kw, the interval's average power. `load_shape` and `idle_ratio`: see the module docstring."""
+    until, load_kw = load_until_and_kw(load_shape, idle_ratio)
     complete = sessions.filter(
         (pl.col("status") == "complete") & (pl.col("end_time") > pl.col("start_time"))
-    )
+    ).with_columns(until.alias("_load_until"), load_kw.alias("_load_kw"))
     every = f"{int(INTERVAL.total_seconds() // 60)}m"
     exploded = complete.select(
         "meter_id",
@@ -38,19 +79,19 @@ def interval_loads(sessions: pl.DataFrame) -> pl.DataFrame:
         "feeder_id",
         "substation_id",
         "start_time",
-        "end_time",
-        "average_kw",
+        "_load_until",
+        "_load_kw",
         pl.datetime_ranges(
             pl.col("start_time").dt.truncate(every),
-            (pl.col("end_time") - timedelta(microseconds=1)).dt.truncate(every),
+            (pl.col("_load_until") - timedelta(microseconds=1)).dt.truncate(every),
             interval=every,
         ).alias("interval_start"),
     ).explode("interval_start")
     interval_end = pl.col("interval_start") + INTERVAL
     overlap_h = (
-        pl.min_horizontal(pl.col("end_time"), interval_end) - pl.max_horizontal(pl.col("start_time"), pl.col("interval_start"))
+        pl.min_horizontal(pl.col("_load_until"), interval_end) - pl.max_horizontal(pl.col("start_time"), pl.col("interval_start"))
     ).dt.total_microseconds() / 3.6e9
-    kwh = pl.col("average_kw") * overlap_h
+    kwh = pl.col("_load_kw") * overlap_h
     return exploded.select(
         "meter_id",
         "transformer_id",
@@ -118,7 +159,7 @@ def daily_load(
         .with_columns(
             pl.col("session_count").fill_null(0),
             pl.col("ev_count").cast(pl.Int64),
-            (pl.col("energy_kwh") / 24).alias("average_kw"),
+            (pl.col("energy_kwh") / local_day_hours(pl.col("load_date"), tz)).alias("average_kw"),
         )
         .with_columns(
             (pl.col("average_kw") / pl.col("peak_kw")).alias("load_factor"),
@@ -128,6 +169,17 @@ def daily_load(
         .drop("_sum_individual_peaks")
         .sort(key, "load_date")
     )
+
+
+def local_day_hours(day: pl.Expr, tz: str) -> pl.Expr:
+    """Length in hours of the local day `day` in `tz`: 24, or 23 / 25 on DST change days."""
+
+    def midnight(d: pl.Expr) -> pl.Expr:
+        # A midnight that does not exist (a DST change at 00:00) falls back to 24 h below.
+        return d.cast(pl.Datetime("us")).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+
+    hours = (midnight(day + timedelta(days=1)) - midnight(day)).dt.total_microseconds() / 3.6e9
+    return hours.fill_null(24.0)
 
 
 def with_transformer_rating(

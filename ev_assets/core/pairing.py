@@ -4,7 +4,9 @@ Pure polars. The feed never pairs its messages (DOMAIN.md). Per meter, in time o
 message closes the session of the message just before it when that message is a start, the end
 is later than the start, and the two are at most `max_session` apart. What is left over is kept,
 not dropped: a start with no end yet is `start_only` (still charging, or its end was lost), an
-end with no start is `end_only`.
+end with no start is `end_only`. At equal times an end comes before a start, so back-to-back
+sessions (an end at t and the next start at t on the same meter: unplug and replug, or a second
+car on the charger) are two complete sessions.
 
 Pairing looks only at neighbours, so it can be recomputed on a window: `pairing_window` says
 which stored events a batch must be paired with, and which stored sessions it may replace.
@@ -25,7 +27,10 @@ DEFAULT_MAX_SESSION = timedelta(hours=48)
 
 def pair_sessions(events: pl.DataFrame, *, max_session: timedelta, updated_at: datetime) -> pl.DataFrame:
     """Sessions (the ev_charging_sessions columns) from event rows of any set of meters."""
-    ordered = events.sort("meter_id", "message_time", "message_type", descending=[False, False, True])
+    # At equal times an end sorts before a start: back-to-back sessions (one ends at t, the next
+    # starts at t on the same meter) close the first before opening the second.
+    end_first = pl.when(pl.col("message_type") == "end").then(0).otherwise(1)
+    ordered = events.sort(["meter_id", "message_time", end_first, "message_id"])
     nxt = lambda c: pl.col(c).shift(-1).over("meter_id")  # noqa: E731
     prv = lambda c: pl.col(c).shift(1).over("meter_id")  # noqa: E731
     gap_ok = lambda later, earlier: (later > earlier) & (later - earlier <= max_session)  # noqa: E731

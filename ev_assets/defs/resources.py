@@ -82,6 +82,8 @@ class PipelineConfig(dg.ConfigurableResource):
     power_factor: float | None = None
     rejection_rate_warn: float | None = None
     rebuild_chunk_meters: int | None = None
+    load_shape: str | None = None
+    load_shape_idle_ratio: float | None = None
 
     def resolved(self) -> Settings:
         """The environment's settings with this resource's explicit fields on top."""
@@ -101,6 +103,8 @@ class PipelineConfig(dg.ConfigurableResource):
             ),
             max_session=timedelta(hours=s.max_session_h),
             power_factor=s.power_factor,
+            load_shape=s.load_shape,
+            load_shape_idle_ratio=s.load_shape_idle_ratio,
         )
 
 

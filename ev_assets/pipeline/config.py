@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ev_assets.core import pairing
+from ev_assets.core import load_profile, pairing
 from ev_assets.core.contract import ContractBounds
 
 
@@ -16,6 +16,19 @@ class PipelineSettings:
     max_session: timedelta = pairing.DEFAULT_MAX_SESSION
     # Residential power factor 0.85-0.9 (DOMAIN.md): converts peak kW to the kVA a rating limits.
     power_factor: float = 0.9
+    # How a session's energy becomes 15-minute load (see ev_assets.core.load_profile):
+    # "charge_w_then_idle" (ChargeW from the start until the energy is delivered, when the average
+    # power is below load_shape_idle_ratio x ChargeW) or "even" (average power all session long).
+    load_shape: str = load_profile.DEFAULT_LOAD_SHAPE
+    load_shape_idle_ratio: float = load_profile.DEFAULT_IDLE_RATIO
+
+    def __post_init__(self) -> None:
+        if self.load_shape not in load_profile.LOAD_SHAPES:
+            raise ValueError(
+                f"load_shape must be one of {', '.join(load_profile.LOAD_SHAPES)}; got {self.load_shape!r}"
+            )
+        if not 0 < self.load_shape_idle_ratio <= 1:
+            raise ValueError(f"load_shape_idle_ratio must lie in (0, 1]; got {self.load_shape_idle_ratio}")
 
 
 def utc_now() -> datetime:

@@ -56,7 +56,9 @@ def update_daily_load(
             sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
             conn=conn,
         )
-        intervals = load_profile.interval_loads(complete)
+        intervals = load_profile.interval_loads(
+            complete, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio
+        )
         frames = {}
         for level, spec in DAILY_LOAD_TABLES.items():
             daily = load_profile.daily_load(

@@ -10,8 +10,10 @@ setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet --compile-bytecode
 
-# Simulate two days of the committed 2,000-meter utility, run the pipeline, show the busiest transformers.
+# Init the instance and the warehouse, simulate two days of the committed 2,000-meter utility, run
+# the pipeline, show the busiest transformers.
 demo: setup
+	$(UV) run ev-awareness init
 	$(UV) run ev-awareness simulate --start 2024-06-03 --days 2
 	$(UV) run ev-awareness run
 	$(UV) run ev-awareness top --limit 10
@@ -28,7 +30,7 @@ validate: setup
 
 # DAGSTER_HOME must be set before dagster starts (else runs and cursors go to a temporary folder).
 ui: setup
-	$(UV) run python -c "from ev_assets import settings; settings.apply_defaults()"
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(UV) run ev-awareness init
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(UV) run dagster dev -w workspace.yaml
 
 clean:

@@ -27,6 +27,8 @@ from ev_assets import settings as settings_module
 from ev_assets.settings import Settings
 
 console = Console(highlight=False)
+if not console.is_terminal:
+    console = Console(highlight=False, width=160)  # piped or logged: no terminal width to fit
 
 
 def _quiet_dagster(verbose: bool) -> None:

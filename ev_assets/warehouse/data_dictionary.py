@@ -1,4 +1,4 @@
-"""Generated parts of the README: the data dictionary and the rejection codes.
+"""Generated parts of the README: the data dictionary, the rejection codes and the settings table.
 
 `python -m ev_assets.warehouse.data_dictionary` rewrites them in README.md from the table declarations and the
 contract's codes; a test fails when the README is out of step.
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ev_assets.core.contract import REJECTION_CODES
-from ev_assets.settings import PROJECT_ROOT
+from ev_assets.settings import PROJECT_ROOT, settings_table
 from ev_assets.warehouse.tables import data_dictionary
 
 README = PROJECT_ROOT / "README.md"
@@ -22,7 +22,7 @@ def rejection_codes_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"data-dictionary": data_dictionary, "rejection-codes": rejection_codes_table}
+SECTIONS = {"data-dictionary": data_dictionary, "rejection-codes": rejection_codes_table, "settings": settings_table}
 
 
 def render(text: str) -> str:

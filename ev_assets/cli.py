@@ -26,9 +26,9 @@ from rich.table import Table
 from ev_assets import settings as settings_module
 from ev_assets.settings import Settings
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 if not console.is_terminal:
-    console = Console(highlight=False, width=160)  # piped or logged: no terminal width to fit
+    console = Console(highlight=False, soft_wrap=True, width=160)  # piped or logged: no terminal width to fit
 
 
 def _quiet_dagster(verbose: bool) -> None:
@@ -178,10 +178,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from ev_assets import pipeline, runner
     from ev_assets.defs import ingest, planning
+    from ev_assets.defs.operations import fail_dead_runs
     from ev_assets.defs.partitions import outside_partitions_message
     from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
 
     instance = _instance()
+    for dead in fail_dead_runs(instance):
+        console.print(f"run {dead.run_id[:8]} ({dead.job_name}) lost its worker: marked failed; its work is redone below")
     printer = _RunPrinter(args.verbose)
     feed_res, ref_res, wh_res = FeedResource(), ReferenceResource(), WarehouseResource()
     with runner.code_location_workspace(instance) as workspace:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import cast
@@ -29,6 +30,7 @@ from dagster._grpc.impl import core_execute_run
 from dagster._utils.hosted_user_process import recon_job_from_origin
 from dagster_shared.cli import WorkspaceOpts
 
+from ev_assets.defs.metadata import WORKER_TAG
 from ev_assets.settings import PROJECT_ROOT
 
 LAUNCHED_BY = "ev/launched_by"
@@ -99,6 +101,7 @@ def execute(
     """Execute a created run in this process, as the daemon's run worker would, and return it as
     recorded at the end (status SUCCESS or FAILURE)."""
     recon_job = recon_job_from_origin(cast(JobPythonOrigin, run.job_code_origin))
+    instance.add_run_tags(run.run_id, {WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}"})
     instance.report_engine_event(f"Started process for run (pid: {os.getpid()}).", run, EngineEventData.in_process(os.getpid()))
     try:
         for event in core_execute_run(recon_job, run, instance, inject_env_vars=False):

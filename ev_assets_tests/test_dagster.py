@@ -83,7 +83,7 @@ def test_feed_sensor_loads_new_reference_data_before_events(env, small_utility, 
 def test_definitions_load():
     repo = defs.get_repository_def()
     assert {"ingest_job", "daily_load_job", "reference_job", "sessions_job"} <= {j.name for j in repo.get_all_jobs()}
-    assert {s.name for s in repo.sensor_defs} == {"ev_feed_sensor", "daily_load_sensor"}
+    assert {s.name for s in repo.sensor_defs} == {"ev_feed_sensor", "daily_load_sensor", "dead_run_sensor", "failed_run_sensor"}
 
 
 def test_sensor_batches_new_files_once(env, small_utility, resources, instance):
@@ -128,9 +128,12 @@ def test_redelivered_file_under_a_known_name_is_read_again(env, small_utility, r
     simulate(small_utility, env["EV_FEED_DIR"], days=1)
     for request in sensor_result(instance, resources).run_requests:
         assert ingest(resources, instance, request).success
+    # Read files leave the landing folder for its dated archive.
+    assert not list(env["EV_FEED_DIR"].glob("*.json"))
+    archived = sorted((env["EV_FEED_DIR"] / "archive").glob("*/*.json"))
     # The agent re-sends a file under the same name with a corrected record added.
-    target = sorted(env["EV_FEED_DIR"].glob("*.json"))[0]
-    payload = json.loads(target.read_text())
+    target = env["EV_FEED_DIR"] / archived[0].name
+    payload = json.loads(archived[0].read_text())
     extra = dict(payload["EVChargingEvents"][0], MeterID="9999999999", ChargeStartTime="2024-06-03T12:00:00.00Z")
     extra.update(ChargeW="7200", ChargeEndTime=None, ChargeDuration=None, ChargeEnergy=None, ReceivedTime="2024-06-03T12:00:05.00Z")
     payload["EVChargingEvents"].append(extra)

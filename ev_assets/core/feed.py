@@ -82,6 +82,36 @@ def list_landing(landing_dir: Path) -> list[FeedFile]:
     return sorted(files, key=lambda f: f.position)
 
 
+ARCHIVE_DIR = "archive"
+
+
+def archive_files(paths: list[Path], landing_dir: Path, day: str) -> int:
+    """Move files whose content the warehouse has committed into `landing/archive/<day>/`, so the
+    landing folder holds only what is still to read and a sensor tick costs O(new files).
+
+    A rename within one file system: atomic, and a file never exists in both places. A name already
+    in that day's archive (a re-delivery under the same name) keeps both, the later one suffixed.
+    Files already gone (archived by another run) are skipped. Returns the number moved.
+    """
+    target = landing_dir / ARCHIVE_DIR / day
+    target.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for path in paths:
+        if not path.exists() or path.parent != landing_dir:
+            continue
+        destination = target / path.name
+        n = 1
+        while destination.exists():
+            destination = target / f"{path.stem}.{n}{path.suffix}"
+            n += 1
+        try:
+            path.rename(destination)
+            moved += 1
+        except FileNotFoundError:
+            continue
+    return moved
+
+
 @dataclass(frozen=True)
 class ParsedFile:
     """One payload file after parsing. status: parsed, repaired or quarantined."""

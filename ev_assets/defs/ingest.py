@@ -14,10 +14,13 @@ from ev_assets.defs.metadata import (
     BATCH_TAG,
     OWNERS,
     TOUCHED_DATES,
+    record_worker,
+    retry_when_transient,
     running_row_count,
     schema_errors,
     table_metadata,
     touched_dates_metadata,
+    utc_day,
 )
 from ev_assets.defs.partitions import days_outside_partitions, outside_partitions_message
 from ev_assets.defs.reference import reference_job, reference_version
@@ -76,6 +79,7 @@ def ev_charging_events(
     context: dg.AssetExecutionContext,
     config: IngestBatchConfig,
     warehouse: WarehouseResource,
+    feed_landing: FeedResource,
     pipeline_config: PipelineConfig,
 ):
     """Every accepted agent message, once. Reads the batch's landing files, validates every record
@@ -83,13 +87,17 @@ def ev_charging_events(
     and enriches the rest with the reference data as of the message date."""
     wh = warehouse.get()
     run_id = context.run.run_id
-    if config.replay_rejection_ids:
-        replays = pipeline.replay_selection(wh, config.replay_rejection_ids, config.replay_corrected_file)
-        report = pipeline.replay_rejected(wh, pipeline_config.settings(), replays, config.batch_id, run_id=run_id)
-    else:
-        report = pipeline.ingest_batch(
-            wh, config.batch_id, [Path(f) for f in config.files], pipeline_config.settings(), run_id=run_id
-        )
+    record_worker(context)
+    with retry_when_transient(context):
+        if config.replay_rejection_ids:
+            replays = pipeline.replay_selection(wh, config.replay_rejection_ids, config.replay_corrected_file)
+            report = pipeline.replay_rejected(wh, pipeline_config.settings(), replays, config.batch_id, run_id=run_id)
+        else:
+            report = pipeline.ingest_batch(
+                wh, config.batch_id, [Path(f) for f in config.files], pipeline_config.settings(), run_id=run_id
+            )
+    # Committed: the files leave the landing folder, which then holds only what is still to read.
+    archived = feed.archive_files([Path(f) for f in config.files], feed_landing.path, utc_day())
     batch_rows = wh.read(EV_CHARGING_EVENTS, wh.column(EV_CHARGING_EVENTS, "batch_id") == config.batch_id)
     errors = schema_errors(EV_CHARGING_EVENTS, batch_rows)
     threshold = pipeline_config.resolved().rejection_rate_warn
@@ -103,6 +111,7 @@ def ev_charging_events(
             EV_CHARGING_EVENTS,
             running_row_count(context, EV_CHARGING_EVENTS, wh, added=report.accepted),
             batch_id=config.batch_id,
+            files_archived=archived,
             **counts,
             rejection_codes=dg.MetadataValue.json(report.rejection_codes),
             message_types=dg.MetadataValue.json(report.message_types),
@@ -183,10 +192,12 @@ def ev_charging_sessions(
     wh = warehouse.get()
     resolved = pipeline_config.resolved()
     settings_ = pipeline_config.settings()
-    if config.mode == "rebuild":
-        report = pipeline.rebuild_sessions(wh, settings_, chunk_meters=resolved.rebuild_chunk_meters)
-    else:
-        report = pipeline.pair_pending_batches(wh, settings_)
+    record_worker(context)
+    with retry_when_transient(context):
+        if config.mode == "rebuild":
+            report = pipeline.rebuild_sessions(wh, settings_, chunk_meters=resolved.rebuild_chunk_meters)
+        else:
+            report = pipeline.pair_pending_batches(wh, settings_)
     errors = schema_errors(EV_CHARGING_SESSIONS, report.written)
     agreement = report.duration_agreement or {"sessions": 0, "agreeing": 0, "share": 1.0}
     outside = days_outside_partitions(report.touched_dates)
@@ -267,7 +278,11 @@ def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor
     ledger = warehouse.get().read_in(EV_FEED_FILES, "file_name", [f.name for f in files])
     known = set(ledger.select("file_name", "file_sha256").iter_rows())
     names = set(ledger["file_name"].to_list())
-    todo = [f for f in files if f.name not in names or (f.name, feed.file_sha256(f.path)) not in known]
+    todo, done = [], []
+    for f in files:
+        (done if f.name in names and (f.name, feed.file_sha256(f.path)) in known else todo).append(f)
+    # Committed by a run that died before archiving them: archive now (the ledger holds them).
+    feed.archive_files([f.path for f in done], feed_res.path, utc_day())
     return plan_batches(todo, max_files=feed_res.max_files, max_messages=feed_res.max_messages)
 
 

@@ -15,7 +15,13 @@ import polars as pl
 from ev_assets import pipeline
 from ev_assets.core.batching import contiguous_spans
 from ev_assets.defs.ingest import ev_charging_sessions
-from ev_assets.defs.metadata import markdown_table, table_asset_spec, table_metadata
+from ev_assets.defs.metadata import (
+    markdown_table,
+    record_worker,
+    retry_when_transient,
+    table_asset_spec,
+    table_metadata,
+)
 from ev_assets.defs.partitions import (
     DAILY_PARTITIONS,
     PARTITIONS_TIMEZONE,
@@ -51,7 +57,9 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     coincident peak kW. Each partition (or range) is replaced in one transaction."""
     key_range = context.partition_key_range
     first, last = date.fromisoformat(key_range.start), date.fromisoformat(key_range.end)
-    report = pipeline.update_daily_load(warehouse.get(), pipeline_config.settings(), first, last)
+    record_worker(context)
+    with retry_when_transient(context):
+        report = pipeline.update_daily_load(warehouse.get(), pipeline_config.settings(), first, last)
     for level, spec in LOAD_SPECS.items():
         frame = report.frames[level]
         extra = {"first_day": first.isoformat(), "last_day": last.isoformat()}

@@ -10,6 +10,8 @@ from ev_assets import pipeline
 from ev_assets.core.reference_extracts import read_reference_extracts
 from ev_assets.defs.metadata import (
     TOUCHED_DATES,
+    record_worker,
+    retry_when_transient,
     table_asset_spec,
     table_metadata,
     touched_dates_metadata,
@@ -51,7 +53,9 @@ def reference_tables(
             "or set EV_REFERENCE_DIR (README, 'Reference data')"
         )
     frames = read_reference_extracts(reference.path)
-    counts, repaired = pipeline.load_reference(warehouse.get(), frames, pipeline_config.settings(), version=version)
+    record_worker(context)
+    with retry_when_transient(context):
+        counts, repaired = pipeline.load_reference(warehouse.get(), frames, pipeline_config.settings(), version=version)
     context.log.info(f"reference loaded: {counts}; sessions re-paired after enrichment: {repaired.sessions_written}")
     for name, spec in REFERENCE_TABLES.items():
         extra = {REFERENCE_VERSION: version}

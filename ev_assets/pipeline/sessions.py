@@ -39,6 +39,7 @@ def repair_sessions_around(
     warehouse: Warehouse, changed: pl.DataFrame, settings: PipelineSettings, *, now: datetime | None = None
 ) -> SessionsReport:
     """Re-pair the sessions of the meters and times of `changed` events (see PairingWindow)."""
+    warehouse.ensure_timezone(settings.timezone)
     window = pairing.pairing_window(changed, settings.max_session)
     if window is None:
         return SessionsReport()

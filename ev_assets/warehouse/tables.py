@@ -452,6 +452,22 @@ EV_QUARANTINED_FILES = TableSpec(
     group="ingest",
 )
 
+# --- the warehouse's own settings -------------------------------------------------------------------
+
+EV_WAREHOUSE_SETTINGS = TableSpec(
+    name="ev_warehouse_settings",
+    description=(
+        "Facts about the warehouse itself, one row per key. timezone: the EV_TIMEZONE its local "
+        "days (event dates, daily partitions) were computed in; the pipeline refuses to run with another."
+    ),
+    columns=(
+        Col("key", pl.String(), "Setting name, e.g. timezone.", nullable=False),
+        Col("value", pl.String(), "Setting value, e.g. America/New_York.", nullable=False),
+        Col("updated_at", UTC_DATETIME, "When the value was recorded.", nullable=False),
+    ),
+    primary_key=("key",),
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
@@ -463,6 +479,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     EV_REJECTED_MESSAGES,
     EV_QUARANTINED_FILES,
     *REFERENCE_TABLES.values(),
+    EV_WAREHOUSE_SETTINGS,
 )
 
 

@@ -93,6 +93,11 @@ def history() -> list[str]:
     return [f"{rev.revision} {(rev.doc or '').strip()}" for rev in _script().walk_revisions()]
 
 
+def initial_tables() -> tuple[str, ...]:
+    """The tables of revision 0001: those of a warehouse made before migrations existed."""
+    return tuple(_script().get_revision(INITIAL_REVISION).module.TABLES)
+
+
 def known_revisions() -> set[str]:
     return {rev.revision for rev in _script().walk_revisions()}
 
@@ -175,7 +180,7 @@ def stamp(url: str, revision: str) -> None:
 def _adopt(conn: Connection, url: str) -> bool:
     """Whether a database without a revision holds the warehouse of 0001 (then it is stamped):
     False for an empty database, an error for one with some of the tables but not all."""
-    initial = _script().get_revision(INITIAL_REVISION).module.TABLES
+    initial = initial_tables()
     present = set(sa.inspect(conn).get_table_names())
     found = [t for t in initial if t in present]
     if not found:

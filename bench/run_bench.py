@@ -205,7 +205,6 @@ def warehouse_check(url: str, truth: Path) -> dict[str, Any]:
     """Did the run produce the right thing? A fast benchmark of a wrong pipeline is worthless."""
     import polars as pl
 
-    from ev_assets.warehouse import migrate
     from ev_assets.warehouse.store import Warehouse
     from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, TRANSFORMER_DAILY_LOAD
 
@@ -506,7 +505,6 @@ def ingest_day_on_copies(db: Path, settings, batch_id: str, paths: list[Path], r
     repeating it needs copies; the best of a few keeps a neighbour's CPU burst on this shared
     machine from deciding the comparison.
     """
-    from ev_assets.warehouse import migrate
     from ev_assets.warehouse.store import Warehouse
 
     best: dict[str, float | int] | None = None
@@ -533,7 +531,6 @@ def full_scans(db: Path, settings, batch_id: str, paths: list[Path]) -> list[str
 
     import sqlalchemy as sa
 
-    from ev_assets.warehouse import migrate
     from ev_assets.warehouse.store import Warehouse
 
     copy_path = snapshot(db)

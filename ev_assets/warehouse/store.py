@@ -21,6 +21,7 @@ from ev_assets.warehouse import migrate
 from ev_assets.warehouse.migrate import SchemaBehindError, SchemaError  # noqa: F401  (re-exported)
 from ev_assets.warehouse.tables import ALL_TABLES, EV_WAREHOUSE_SETTINGS, UTC_DATETIME, TableSpec
 
+
 class WarehouseSettingsError(RuntimeError):
     """The configuration contradicts what the warehouse recorded (ev_warehouse_settings)."""
 

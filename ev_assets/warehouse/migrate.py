@@ -11,14 +11,17 @@ table) is adopted: `upgrade` stamps it at 0001, then upgrades it as usual.
 
 from __future__ import annotations
 
+import ast
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
+
+if TYPE_CHECKING:  # alembic takes ~1 s to import: only the functions that change the schema do
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 INITIAL_REVISION = "0001"
@@ -46,6 +49,8 @@ class AdoptionError(SchemaError):
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, in code: the package's migrations folder, and the connection to
     run on (env.py takes it from `attributes`, so URLs with passwords never go through ini files)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -54,6 +59,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -80,9 +87,26 @@ def _engine(url: str) -> Engine:
 # --- what the code has ----------------------------------------------------------------------------
 
 
+@cache
+def _revision_graph() -> dict[str, str | None]:
+    """revision -> down_revision of every file in versions/, read without importing alembic (the
+    runtime's check must not cost a second per process); a test holds it to alembic's reading."""
+    graph: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        values = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                if node.targets[0].id in ("revision", "down_revision"):
+                    values[node.targets[0].id] = ast.literal_eval(node.value)
+        if "revision" in values:
+            graph[values["revision"]] = values.get("down_revision")
+    return graph
+
+
 def head() -> str:
     """The revision the code needs."""
-    heads = _script().get_heads()
+    graph = _revision_graph()
+    heads = sorted(set(graph) - set(graph.values()))
     if len(heads) != 1:
         raise SchemaError(f"the migrations have {len(heads)} heads {heads}: merge them (one line of history)")
     return heads[0]
@@ -99,15 +123,21 @@ def initial_tables() -> tuple[str, ...]:
 
 
 def known_revisions() -> set[str]:
-    return {rev.revision for rev in _script().walk_revisions()}
+    return set(_revision_graph())
 
 
 # --- what the database has ------------------------------------------------------------------------
 
 
 def current_revision(conn: Connection) -> str | None:
-    """The revision recorded in the database, None when it has none."""
-    return MigrationContext.configure(conn).get_current_revision()
+    """The revision recorded in the database, None when it has none (read with SQL, as alembic
+    stores it: one row in alembic_version)."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    rows = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(rows) > 1:
+        raise SchemaError(f"{VERSION_TABLE} holds several revisions {rows}: the migrations branched")
+    return rows[0] if rows else None
 
 
 def current(url: str) -> str | None:
@@ -151,6 +181,8 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the database to `revision` (default: head) in one transaction, adopting a
     pre-migration warehouse first. Idempotent: at the target already, nothing happens.
     Returns (revision before, revision after)."""
+    from alembic import command
+
     engine = _engine(url)
     try:
         with engine.begin() as conn:
@@ -169,6 +201,8 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str | None]:
 
 def stamp(url: str, revision: str) -> None:
     """Record `revision` without running anything (for repairs by hand)."""
+    from alembic import command
+
     engine = _engine(url)
     try:
         with engine.begin() as conn:
@@ -198,6 +232,8 @@ def _adopt(conn: Connection, url: str) -> bool:
 def revision(message: str, *, url: str, autogenerate: bool = True) -> None:
     """For developers: write the next migration file into migrations/versions, diffing the
     declarations with the database at `url` (which must be at head). Review and edit what it writes."""
+    from alembic import command
+
     engine = _engine(url)
     try:
         with engine.begin() as conn:

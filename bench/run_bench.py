@@ -162,6 +162,11 @@ def pipeline_env(month: Month, run_dir: Path) -> dict[str, str]:
     # image has its bytecode, so the children get a cache, kept out of the source tree and .venv.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(DATA / "pycache")
+    # What an operator does once before the first run (`ev-awareness db upgrade`): the runtime
+    # never creates tables itself.
+    from ev_assets.warehouse import migrate
+
+    migrate.upgrade(env["EV_WAREHOUSE_URL"])
     return env
 
 
@@ -388,12 +393,14 @@ def ingest_into_fresh_warehouse(paths: list[Path], frames: dict, repeat: int) ->
     """Best of `repeat` ingest_batch calls, each into a new SQLite warehouse holding the reference
     data (created and loaded before the clock starts: the batch's cost, not the setup's)."""
     from ev_assets import pipeline
+    from ev_assets.warehouse import migrate
     from ev_assets.warehouse.store import Warehouse
 
     best, report = float("inf"), None
     settings = pipeline.PipelineSettings()
     for i in range(max(1, repeat)):
         with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+            migrate.upgrade(sqlite_url(Path(tmp) / "ev.sqlite"))
             wh = Warehouse(sqlite_url(Path(tmp) / "ev.sqlite"))
             pipeline.load_reference(wh, frames, settings)
             ingest = functools.partial(pipeline.ingest_batch, wh, f"bench-{i}", paths, settings, now=feedgen.CONTRACT_NOW)
@@ -503,7 +510,7 @@ def ingest_day_on_copies(db: Path, settings, batch_id: str, paths: list[Path], r
     best: dict[str, float | int] | None = None
     for _ in range(max(1, repeat)):
         wh = Warehouse(sqlite_url(snapshot(db)))
-        wh.create_tables()  # connect and check the schema before the clock starts
+        wh.check_schema()  # connect and check the schema before the clock starts
         figures = ingest_day(wh, settings, batch_id, paths)
         wh.dispose()
         if best is None or figures["total_s"] < best["total_s"]:
@@ -557,6 +564,7 @@ def _where_clause(statement: str) -> str:
 def batch_cost_vs_history(ctx: Context) -> Result:
     from ev_assets import pipeline
     from ev_assets.core.reference_extracts import read_reference_extracts
+    from ev_assets.warehouse import migrate
     from ev_assets.warehouse.store import Warehouse
 
     s = ctx.sizes
@@ -565,6 +573,7 @@ def batch_cost_vs_history(ctx: Context) -> Result:
     days = list(files_by_day(month.landing).items())[: s.history_days + 1]
     run_dir = fresh_dir(DATA / f"batch_cost_vs_history-{ctx.mode}")
     db = run_dir / "ev.sqlite"
+    migrate.upgrade(sqlite_url(db))
     wh = Warehouse(sqlite_url(db))
     settings = pipeline.PipelineSettings()
     pipeline.load_reference(wh, read_reference_extracts(month.reference), settings)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from ev_assets import pipeline
 from ev_assets.core.reference_extracts import write_reference_extracts
 from ev_assets.synthetic import simulator, utility
+from ev_assets.warehouse import migrate
 from ev_assets.warehouse.store import Warehouse
 
 POSTGRES_URL = os.environ.get("EV_TEST_POSTGRES_URL")
@@ -45,13 +46,21 @@ def _postgres_database() -> tuple[str, callable]:
 
 
 @pytest.fixture(params=BACKENDS)
-def warehouse_url(request, tmp_path: Path):
+def blank_warehouse_url(request, tmp_path: Path):
+    """A fresh, empty database (no tables, no schema revision) on each backend."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ev.sqlite'}"
         return
     url, drop = _postgres_database()
     yield url
     drop()
+
+
+@pytest.fixture
+def warehouse_url(blank_warehouse_url: str):
+    """A fresh database upgraded to the code's schema revision (what `ev-awareness db upgrade` does)."""
+    migrate.upgrade(blank_warehouse_url)
+    return blank_warehouse_url
 
 
 @pytest.fixture

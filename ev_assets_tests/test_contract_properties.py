@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from ev_assets import pipeline
 from ev_assets.core import feed
 from ev_assets.core.contract import ContractBounds, apply_contract
+from ev_assets.warehouse import migrate
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_INGEST_BATCHES, EV_REJECTED_MESSAGES
 
@@ -243,6 +244,7 @@ def test_ingest_ledger_reconciles_with_duplicates_across_batches(files, split):
         split = min(split, len(paths))
         # b2 reads the first file again when b1 read it (a file seen twice: already read)
         batches = {"b1": paths[:split], "b2": paths[split:] + paths[:1][:split]}
+        migrate.upgrade(f"sqlite:///{landing / 'ev.sqlite'}")
         warehouse = Warehouse(f"sqlite:///{landing / 'ev.sqlite'}")
         try:
             reports = {

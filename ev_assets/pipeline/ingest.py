@@ -95,6 +95,7 @@ def ingest_batch(
 ) -> IngestReport:
     """Read a micro-batch of landing files into the event table; every record ends up accepted,
     a duplicate or quarantined, and the batch ledger holds the counts."""
+    warehouse.ensure_timezone(settings.timezone)
     now = now or utc_now()
     # The same file (name and content) twice in one batch is one file, read once.
     parsed = list({(f.name, f.sha256): f for f in (feed.parse_payload(p.name, p.read_bytes()) for p in paths)}.values())

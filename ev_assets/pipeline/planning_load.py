@@ -44,6 +44,7 @@ def update_daily_load(
     now: datetime | None = None,
 ) -> LoadReport:
     """Recompute the daily load of every level for local days first..last (delete, then insert)."""
+    warehouse.ensure_timezone(settings.timezone)
     now = now or utc_now()
     s = warehouse.table(EV_CHARGING_SESSIONS).c
     lookback = timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))

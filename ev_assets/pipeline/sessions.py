@@ -84,6 +84,7 @@ def repair_sessions_around(
 
 
 def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: PipelineSettings, now: datetime) -> SessionsReport:
+    warehouse.ensure_timezone(settings.timezone)
     window = pairing.pairing_window(changed, settings.max_session)
     if window is None:
         return SessionsReport()

@@ -1,13 +1,15 @@
 """The warehouse layer: SQLAlchemy Core over any SQLAlchemy URL (SQLite by default, PostgreSQL in
 production). Frames in, frames out; bound parameters only; every write in one transaction.
 
-Nothing here knows about Dagster: the Dagster resource in `ev_assets.resources` wraps it.
+Nothing here knows about Dagster: the Dagster resource in `ev_assets.defs.resources` wraps it.
+The schema is Alembic's (`ev_assets.warehouse.migrate`): this module checks it, never changes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,14 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ev_assets.warehouse import migrate
+from ev_assets.warehouse.migrate import SchemaBehindError, SchemaError  # noqa: F401  (re-exported)
 from ev_assets.warehouse.tables import ALL_TABLES, EV_WAREHOUSE_SETTINGS, UTC_DATETIME, TableSpec
+
+
+class WarehouseSettingsError(RuntimeError):
+    """The configuration contradicts what the warehouse recorded (ev_warehouse_settings)."""
+
 
 # SQLite caps bound parameters per statement (32,766 on recent builds, 999 on old ones); chunks of
 # this many keep IN lists and multi-row inserts well inside either limit.
@@ -45,7 +54,7 @@ def make_engine(url: str) -> Engine:
 
 
 class Warehouse:
-    """Tables declared in `ev_assets.tables`, on one database."""
+    """Tables declared in `ev_assets.warehouse.tables`, on one database at the code's schema revision."""
 
     def __init__(self, url: str):
         self.url = url
@@ -54,31 +63,44 @@ class Warehouse:
         self.tables: dict[str, sa.Table] = {
             spec.name: spec.sqlalchemy_table(self.metadata) for spec in ALL_TABLES
         }
-        self._created = False
+        self._schema_checked = False
+        self._timezone_ok: str | None = None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def create_tables(self) -> None:
-        """Create the tables and indexes that do not exist yet (idempotent), and refuse to work on
-        a table whose columns differ from its declaration: a clear error beats a failed insert."""
-        if self._created:
+    def check_schema(self) -> None:
+        """Refuse to work on a database that is not at the code's schema revision (checked once per
+        Warehouse object). The runtime never creates or alters tables: `ev-awareness db upgrade`
+        (ev_assets.warehouse.migrate.upgrade) does, when someone asks it to."""
+        if self._schema_checked:
             return
-        self.metadata.create_all(self.engine, checkfirst=True)
-        inspector = sa.inspect(self.engine)
-        for table in self.tables.values():
-            found = {c["name"] for c in inspector.get_columns(table.name)}
-            missing = [c.name for c in table.columns if c.name not in found]
-            if missing:
-                raise RuntimeError(
-                    f"{self.engine.url.render_as_string(hide_password=True)}: table {table.name} lacks "
-                    f"columns {missing} (it was created by an older version): migrate or recreate it"
-                )
-            # Indexes declared since the table was created.
-            for index in table.indexes:
-                index.create(self.engine, checkfirst=True)
-        self._created = True
+        with self.engine.connect() as conn:
+            migrate.check_connection(conn, self.engine.url)
+        self._schema_checked = True
+
+    def ensure_timezone(self, tz: str) -> None:
+        """Record the time zone the warehouse's local days are computed in, the first time; refuse
+        another one afterwards (its days would mix two calendars). Checked once per object and zone."""
+        if self._timezone_ok == tz:
+            return
+        self.check_schema()
+        table = self.table(EV_WAREHOUSE_SETTINGS)
+        recorded = self.get_setting("timezone")
+        if recorded is None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(table.insert().values(key="timezone", value=tz, updated_at=datetime.now(UTC)))
+                recorded = tz
+            except sa.exc.IntegrityError:  # another process recorded one first
+                recorded = self.get_setting("timezone")
+        if recorded != tz:
+            raise WarehouseSettingsError(
+                f"this warehouse's days were computed in {recorded}, but EV_TIMEZONE is {tz}: "
+                f"set EV_TIMEZONE={recorded}, or rebuild the warehouse"
+            )
+        self._timezone_ok = tz
 
     def table(self, spec: TableSpec) -> sa.Table:
         return self.tables[spec.name]
@@ -86,7 +108,7 @@ class Warehouse:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One transaction: everything inside commits together or not at all."""
-        self.create_tables()
+        self.check_schema()
         with self.engine.begin() as conn:
             yield conn
 
@@ -99,7 +121,7 @@ class Warehouse:
         conn: Connection | None = None,
     ) -> pl.DataFrame:
         """Rows of `spec` matching `where`, as a frame with the declared types."""
-        self.create_tables()
+        self.check_schema()
         query = sa.select(self.table(spec))
         if where is not None:
             query = query.where(where)
@@ -126,14 +148,14 @@ class Warehouse:
 
     def scalars(self, query: sa.Select, conn: Connection | None = None) -> list[Any]:
         """The first column of a query's rows."""
-        self.create_tables()
+        self.check_schema()
         if conn is not None:
             return list(conn.execute(query).scalars().all())
         with self.engine.connect() as own:
             return list(own.execute(query).scalars().all())
 
     def count(self, spec: TableSpec, where: sa.ColumnElement[bool] | None = None) -> int:
-        self.create_tables()
+        self.check_schema()
         query = sa.select(sa.func.count()).select_from(self.table(spec))
         if where is not None:
             query = query.where(where)
@@ -271,7 +293,7 @@ def existing_values(
     warehouse: Warehouse, spec: TableSpec, column: str, values: Iterable[Any]
 ) -> pl.Series:
     """Which of `values` the table already holds in `column` (chunked IN queries)."""
-    warehouse.create_tables()
+    warehouse.check_schema()
     col = warehouse.column(spec, column)
     found: list[Any] = []
     with warehouse.engine.connect() as conn:

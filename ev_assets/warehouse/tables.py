@@ -488,11 +488,14 @@ EV_LOAD_DAYS_PENDING = TableSpec(
 
 EV_WAREHOUSE_SETTINGS = TableSpec(
     name="ev_warehouse_settings",
-    description="Facts about the warehouse itself: the time zone its days were computed in, the version of the reference data loaded.",
+    description=(
+        "Facts about the warehouse itself, one row per key. timezone: the EV_TIMEZONE its local "
+        "days (event dates, daily partitions) were computed in; the pipeline refuses to run with another."
+    ),
     columns=(
-        Col("key", pl.String(), "Setting name (timezone, reference_sha256).", nullable=False),
-        Col("value", pl.String(), "Its value.", nullable=False),
-        Col("updated_at", UTC_DATETIME, "When it was last written.", nullable=False),
+        Col("key", pl.String(), "Setting name, e.g. timezone.", nullable=False),
+        Col("value", pl.String(), "Setting value, e.g. America/New_York.", nullable=False),
+        Col("updated_at", UTC_DATETIME, "When the value was recorded.", nullable=False),
     ),
     primary_key=("key",),
 )

@@ -11,6 +11,7 @@ same code. Each step is idempotent: run it again on the same input and the table
 
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.pipeline.ingest import (
+    BatchRejected,
     IngestReport,
     ingest_batch,
     ledger_totals,
@@ -23,6 +24,7 @@ from ev_assets.pipeline.reference import load_reference, reenrich_waiting_events
 from ev_assets.pipeline.sessions import SessionsReport, load_dates_of, repair_sessions_around, update_sessions
 
 __all__ = [
+    "BatchRejected",
     "DAILY_LOAD_TABLES",
     "IngestReport",
     "LoadReport",

@@ -46,22 +46,23 @@ def update_daily_load(
     now = now or utc_now()
     s = warehouse.table(EV_CHARGING_SESSIONS).c
     lookback = timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))
-    complete = warehouse.read(
-        EV_CHARGING_SESSIONS,
-        sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
-    )
-    intervals = load_profile.interval_loads(complete)
     report = LoadReport()
     frames = {}
-    for level, spec in DAILY_LOAD_TABLES.items():
-        daily = load_profile.daily_load(
-            intervals, complete, level=level, tz=settings.timezone, first_day=first_day, last_day=last_day, updated_at=now
+    with warehouse.transaction() as conn:  # the sessions read decide the load written: under the lock
+        complete = warehouse.read(
+            EV_CHARGING_SESSIONS,
+            sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
+            conn=conn,
         )
-        if level == "transformer":
-            transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"])
-            daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
-        frames[level] = spec.conform(daily)
-    with warehouse.transaction() as conn:
+        intervals = load_profile.interval_loads(complete)
+        for level, spec in DAILY_LOAD_TABLES.items():
+            daily = load_profile.daily_load(
+                intervals, complete, level=level, tz=settings.timezone, first_day=first_day, last_day=last_day, updated_at=now
+            )
+            if level == "transformer":
+                transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
+                daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
+            frames[level] = spec.conform(daily)
         for level, spec in DAILY_LOAD_TABLES.items():
             warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(first_day, last_day))
             report.rows[level] = warehouse.insert(conn, spec, frames[level])

@@ -43,18 +43,17 @@ def repair_sessions_around(
     if window is None:
         return SessionsReport()
     ev = warehouse.table(EV_CHARGING_EVENTS).c
-    stored = warehouse.read_in(
-        EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to)
-    )
-    paired = pairing.pair_sessions(stored, max_session=settings.max_session, updated_at=now or utc_now())
-    fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window))
-
     s = warehouse.table(EV_CHARGING_SESSIONS).c
     anchored = sa.or_(
         s.start_time.between(window.write_from, window.write_to),
         sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to)),
     )
-    with warehouse.transaction() as conn:
+    with warehouse.transaction() as conn:  # the events read decide the sessions written: under the lock
+        stored = warehouse.read_in(
+            EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to), conn=conn
+        )
+        paired = pairing.pair_sessions(stored, max_session=settings.max_session, updated_at=now or utc_now())
+        fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window))
         previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn)
         replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored)
         written = warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)

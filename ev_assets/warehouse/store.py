@@ -7,6 +7,7 @@ Nothing here knows about Dagster: the Dagster resource in `ev_assets.resources` 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ from ev_assets.warehouse.tables import ALL_TABLES, UTC_DATETIME, TableSpec
 # this many keep IN lists and multi-row inserts well inside either limit.
 IN_CHUNK = 900
 
+# Writers are serialised by the database itself, never by an orchestrator setting: every
+# `Warehouse.transaction()` takes the database's write lock first (PostgreSQL: this transaction-level
+# advisory lock key; SQLite: BEGIN IMMEDIATE). The lock ends with the transaction (commit, rollback,
+# or the connection dying with its process), so no crashed writer keeps it.
+WRITE_LOCK_KEY = 0x45565F5752495445  # "EV_WRITE" as a bigint
+# How long a writer waits for the lock before failing (the SQLite busy timeout, and PostgreSQL's
+# lock_timeout inside a writing transaction).
+LOCK_WAIT_S = 60
+
 
 def make_engine(url: str) -> Engine:
     """An engine with the settings each dialect needs for this workload."""
@@ -29,19 +39,37 @@ def make_engine(url: str) -> Engine:
         return sa.create_engine(url, pool_pre_ping=True)
     if sa_url.database and sa_url.database != ":memory:":
         Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 60})
+    engine = sa.create_engine(url, connect_args={"timeout": LOCK_WAIT_S})
 
     @sa.event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy's pysqlite recipe ("Serializable isolation / Savepoints / Transactional DDL"):
+        # the driver must not BEGIN on its own (it would BEGIN DEFERRED, and only before DML), so
+        # the "begin" event below emits the BEGIN that each transaction needs.
+        dbapi_connection.isolation_level = None
         # SQLite allows one writer at a time: WAL lets readers go on while a writer writes, and
         # the busy timeout makes a second writer wait for the lock instead of failing at once.
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_S * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    @sa.event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Connection) -> None:
+        # A writing transaction takes the write lock at BEGIN (IMMEDIATE), before its first read,
+        # so what it reads to decide what to write cannot change under it; plain reads stay
+        # deferred and never wait for a writer (WAL).
+        if conn.get_execution_options().get(_WRITE_LOCK_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
     return engine
+
+
+# Execution option marking a connection whose transactions take the write lock.
+_WRITE_LOCK_OPTION = "ev_write_lock"
 
 
 class Warehouse:
@@ -65,19 +93,22 @@ class Warehouse:
         a table whose columns differ from its declaration: a clear error beats a failed insert."""
         if self._created:
             return
-        self.metadata.create_all(self.engine, checkfirst=True)
-        inspector = sa.inspect(self.engine)
-        for table in self.tables.values():
-            found = {c["name"] for c in inspector.get_columns(table.name)}
-            missing = [c.name for c in table.columns if c.name not in found]
-            if missing:
-                raise RuntimeError(
-                    f"{self.engine.url.render_as_string(hide_password=True)}: table {table.name} lacks "
-                    f"columns {missing} (it was created by an older version): migrate or recreate it"
-                )
-            # Indexes declared since the table was created.
-            for index in table.indexes:
-                index.create(self.engine, checkfirst=True)
+        # Under the write lock: two processes starting together on a fresh database would both
+        # see a table missing and both create it (PostgreSQL: one dies on a duplicate type).
+        with self._locked_transaction() as conn:
+            self.metadata.create_all(conn, checkfirst=True)
+            inspector = sa.inspect(conn)
+            for table in self.tables.values():
+                found = {c["name"] for c in inspector.get_columns(table.name)}
+                missing = [c.name for c in table.columns if c.name not in found]
+                if missing:
+                    raise RuntimeError(
+                        f"{self.engine.url.render_as_string(hide_password=True)}: table {table.name} lacks "
+                        f"columns {missing} (it was created by an older version): migrate or recreate it"
+                    )
+                # Indexes declared since the table was created.
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
         self._created = True
 
     def table(self, spec: TableSpec) -> sa.Table:
@@ -85,10 +116,27 @@ class Warehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction: everything inside commits together or not at all."""
+        """One writing transaction: everything inside commits together or not at all, under the
+        database's write lock, taken before anything is read.
+
+        Writers are serialised by the database (see WRITE_LOCK_KEY): read what decides the writes
+        through `conn`, inside the block, and no other writer can change it before the commit.
+        Keep the block short: every other writer waits for it (at most LOCK_WAIT_S). Never open a
+        second transaction inside one: it would wait for the first.
+        """
         self.create_tables()
-        with self.engine.begin() as conn:
+        with self._locked_transaction() as conn:
             yield conn
+
+    @contextmanager
+    def _locked_transaction(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE_LOCK_OPTION: True})
+            with conn.begin():  # SQLite: BEGIN IMMEDIATE (make_engine)
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'"))
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+                yield conn
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -248,13 +296,14 @@ def rows_to_frame(spec: TableSpec, rows: Sequence[Any]) -> pl.DataFrame:
 
 
 def existing_values(
-    warehouse: Warehouse, spec: TableSpec, column: str, values: Iterable[Any]
+    warehouse: Warehouse, spec: TableSpec, column: str, values: Iterable[Any], conn: Connection | None = None
 ) -> pl.Series:
-    """Which of `values` the table already holds in `column` (chunked IN queries)."""
+    """Which of `values` the table already holds in `column` (chunked IN queries); pass the
+    writing transaction's `conn` when the answer decides what it writes."""
     warehouse.create_tables()
     col = warehouse.column(spec, column)
     found: list[Any] = []
-    with warehouse.engine.connect() as conn:
+    with contextlib.nullcontext(conn) if conn is not None else warehouse.engine.connect() as c:
         for chunk in chunked(sorted(set(values)), IN_CHUNK):
-            found += conn.execute(sa.select(col).where(col.in_(chunk))).scalars().all()
+            found += c.execute(sa.select(col).where(col.in_(chunk))).scalars().all()
     return pl.Series(column, found, dtype=spec.polars_schema[column])

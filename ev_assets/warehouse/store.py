@@ -95,6 +95,7 @@ class Warehouse:
             return
         # Under the write lock: two processes starting together on a fresh database would both
         # see a table missing and both create it (PostgreSQL: one dies on a duplicate type).
+        refused = None
         with self._locked_transaction() as conn:
             self.metadata.create_all(conn, checkfirst=True)
             inspector = sa.inspect(conn)
@@ -102,13 +103,16 @@ class Warehouse:
                 found = {c["name"] for c in inspector.get_columns(table.name)}
                 missing = [c.name for c in table.columns if c.name not in found]
                 if missing:
-                    raise RuntimeError(
+                    refused = (
                         f"{self.engine.url.render_as_string(hide_password=True)}: table {table.name} lacks "
                         f"columns {missing} (it was created by an older version): migrate or recreate it"
                     )
+                    break
                 # Indexes declared since the table was created.
                 for index in table.indexes:
                     index.create(conn, checkfirst=True)
+        if refused:  # raised after the commit: what could be created stays created
+            raise RuntimeError(refused)
         self._created = True
 
     def table(self, spec: TableSpec) -> sa.Table:

@@ -2,7 +2,9 @@
 
 Pure: a list of files and limits in, batches out. A backlog of a thousand files becomes a few
 runs, not a thousand (launching a run costs seconds), and each batch gets an id derived from its
-files alone, so evaluating the sensor again names the same batch the same way (its run key).
+files' names and content (SHA-256 of the bytes, as the file ledger keys them), so evaluating the
+sensor again names the same batch the same way (its run key), and a file re-sent under the same
+name with new content makes a new batch, never a re-run of the old one.
 """
 
 from __future__ import annotations
@@ -30,31 +32,45 @@ class Batch:
 
 
 def count_messages(path: Path) -> int:
-    return path.read_bytes().lower().count(_RECORD_MARKER)
+    return _count(path.read_bytes())
+
+
+def _count(content: bytes) -> int:
+    return content.lower().count(_RECORD_MARKER)
 
 
 def plan_batches(files: list[FeedFile], *, max_files: int, max_messages: int) -> list[Batch]:
     """Consecutive files grouped so no batch exceeds max_files or (unless one file alone does)
     max_messages. Files keep their arrival order."""
     batches: list[Batch] = []
-    current: list[FeedFile] = []
+    current: list[tuple[FeedFile, str]] = []
     messages = 0
     for f in files:
-        n = count_messages(f.path)
+        content = f.path.read_bytes()  # read once: counted and hashed
+        n = _count(content)
         if current and (len(current) >= max_files or messages + n > max_messages):
             batches.append(_batch(current, messages))
             current, messages = [], 0
-        current.append(f)
+        current.append((f, hashlib.sha256(content).hexdigest()))
         messages += n
     if current:
         batches.append(_batch(current, messages))
     return batches
 
 
-def _batch(files: list[FeedFile], messages: int) -> Batch:
-    digest = hashlib.sha1("\n".join(f.name for f in files).encode()).hexdigest()[:12]
-    first = Path(files[0].name).stem
-    return Batch(batch_id=f"{first}+{len(files)}-{digest}", files=tuple(files), messages=messages)
+def batch_id(files: list[tuple[str, str]]) -> str:
+    """The id of a batch of (file name, SHA-256 of its bytes), in order: the same files with the
+    same content always get the same id; any change of content, a new one."""
+    digest = hashlib.sha256("\n".join(f"{name}\t{sha}" for name, sha in files).encode()).hexdigest()[:16]
+    return f"{Path(files[0][0]).stem}+{len(files)}-{digest}"
+
+
+def _batch(files: list[tuple[FeedFile, str]], messages: int) -> Batch:
+    return Batch(
+        batch_id=batch_id([(f.name, sha) for f, sha in files]),
+        files=tuple(f for f, _ in files),
+        messages=messages,
+    )
 
 
 @dataclass(frozen=True)

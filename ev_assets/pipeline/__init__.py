@@ -11,6 +11,7 @@ same code. Each step is idempotent: run it again on the same input and the table
 
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.pipeline.ingest import (
+    BatchRejected,
     IngestReport,
     ingest_batch,
     ledger_totals,
@@ -30,6 +31,7 @@ from ev_assets.pipeline.sessions import (
 )
 
 __all__ = [
+    "BatchRejected",
     "DAILY_LOAD_TABLES",
     "IngestReport",
     "LoadReport",

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import pandera.polars as pa
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from ev_assets.core import enrich, events, feed
 from ev_assets.core.contract import ContractResult, apply_contract
@@ -84,6 +86,17 @@ _LEDGER_COUNTS = (
 )
 
 
+class BatchRejected(RuntimeError):
+    """A batch whose counts do not reconcile, or whose rows do not conform to the event table's
+    schema: nothing of it is committed (the transaction is rolled back), so nothing downstream can
+    see it."""
+
+    def __init__(self, batch_id: str, problems: list[str]):
+        self.batch_id = batch_id
+        self.problems = problems
+        super().__init__(f"batch {batch_id} rejected, nothing written: " + "; ".join(problems))
+
+
 def ingest_batch(
     warehouse: Warehouse,
     batch_id: str,
@@ -94,82 +107,149 @@ def ingest_batch(
     now: datetime | None = None,
 ) -> IngestReport:
     """Read a micro-batch of landing files into the event table; every record ends up accepted,
-    a duplicate or quarantined, and the batch ledger holds the counts."""
-    warehouse.ensure_timezone(settings.timezone)
+    a duplicate or quarantined, and the batch ledger holds the counts.
+
+    Parsing and the contract (pure, the costly part) run before the write lock, on the files the
+    file ledger did not hold a moment ago. Everything that decides what to write (which files are
+    already read, whether the batch is already in the ledger, which messages are duplicates, the
+    reference rows) is read again inside the writing transaction, under the database's write lock,
+    and the batch is verified (reconciliation, schema) before it commits: a batch that does not
+    hold raises BatchRejected and leaves no row anywhere.
+    """
+    warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
     now = now or utc_now()
     # The same file (name and content) twice in one batch is one file, read once.
     parsed = list({(f.name, f.sha256): f for f in (feed.parse_payload(p.name, p.read_bytes()) for p in paths)}.values())
+    # Files are only ever added to the file ledger, so what is unread under the lock is a subset of
+    # what is unread now: the contract runs on these, outside the lock.
+    maybe_fresh = [p for p in parsed if (p.name, p.sha256) not in _already_read(warehouse, parsed)]
+    maybe_records = feed.records_frame(maybe_fresh)
+    maybe_result = apply_contract(maybe_records, settings.bounds, now=now)
+
     report = IngestReport(batch_id=batch_id, files_read=len(parsed))
-    already = _already_read(warehouse, parsed)
-    fresh = [p for p in parsed if (p.name, p.sha256) not in already]
-    report.files_already_read = len(parsed) - len(fresh)
-    report.files_quarantined = sum(p.quarantined for p in fresh)
-    report.files_parsed = len(fresh) - report.files_quarantined
-    report.files_repaired = sum(p.status == "repaired" for p in fresh)
-
-    records = feed.records_frame(fresh)
-    new_events, result = _judge(warehouse, records, report, settings, now)
-    rejected = _rejected_rows(fresh, result.rejected, batch_id, now)
-
-    if not fresh and _batch_recorded(warehouse, batch_id):
-        return report  # a replay of a batch already ingested: nothing to write
     with warehouse.transaction() as conn:
+        already = _already_read(warehouse, parsed, conn)
+        fresh = [p for p in maybe_fresh if (p.name, p.sha256) not in already]
+        report.files_already_read = len(parsed) - len(fresh)
+        if _batch_recorded(warehouse, batch_id, conn):
+            if fresh:
+                raise BatchRejected(
+                    batch_id,
+                    [f"the batch is already in the ledger, yet {len(fresh)} of its files were never read: "
+                     "a batch id must name its files' content (core.batching)"],
+                )
+            return report  # a replay of a batch already ingested: nothing to write
+        report.files_quarantined = sum(p.quarantined for p in fresh)
+        report.files_parsed = len(fresh) - report.files_quarantined
+        report.files_repaired = sum(p.status == "repaired" for p in fresh)
+
+        records = _of_files(maybe_records, fresh)
+        result = ContractResult(_of_files(maybe_result.accepted, fresh), _of_files(maybe_result.rejected, fresh))
+        new_events = _judge(warehouse, conn, records, result, report, settings, now)
+        _verify(report, new_events)
         warehouse.insert(conn, EV_CHARGING_EVENTS, new_events)
-        warehouse.insert(conn, EV_REJECTED_MESSAGES, rejected)
+        warehouse.insert(conn, EV_REJECTED_MESSAGES, _rejected_rows(fresh, result.rejected, batch_id, now))
         warehouse.insert(conn, EV_QUARANTINED_FILES, _quarantined_rows(fresh, batch_id, now))
         warehouse.insert(conn, EV_FEED_FILES, _file_rows(fresh, records, batch_id, now))
         _record_in_ledger(warehouse, conn, report, run_id, now)
     return report
 
 
+def _of_files(frame: pl.DataFrame, files: list[feed.ParsedFile]) -> pl.DataFrame:
+    """The rows of `frame` (with file_name and file_sha256) that came from `files`."""
+    keys = pl.DataFrame(
+        [(p.name, p.sha256) for p in files], schema={"file_name": pl.String, "file_sha256": pl.String}, orient="row"
+    )
+    return frame.join(keys, on=["file_name", "file_sha256"], how="semi")
+
+
 def _judge(
-    warehouse: Warehouse, records: pl.DataFrame, report: IngestReport, settings: PipelineSettings, now: datetime
-) -> tuple[pl.DataFrame, ContractResult]:
-    """The contract and the duplicate rule on a batch's records: the new events to store, the
-    contract's result, and the report's record counts filled in."""
-    result = apply_contract(records, settings.bounds, now=now)
-    new_events, report.duplicates = _new_events(warehouse, result.accepted, report.batch_id, settings, now)
+    warehouse: Warehouse,
+    conn: Connection,
+    records: pl.DataFrame,
+    result: ContractResult,
+    report: IngestReport,
+    settings: PipelineSettings,
+    now: datetime,
+) -> pl.DataFrame:
+    """The duplicate rule and enrichment on the contract's result (inside the writing
+    transaction, whose reads decide them): the new events to store, and the report's record
+    counts filled in."""
+    new_events, report.duplicates = _new_events(warehouse, conn, result.accepted, report.batch_id, settings, now)
     report.records_read = records.height
     report.accepted = new_events.height
     report.rejected = result.rejected.height
     report.rejection_codes = _code_counts(result.rejected)
     report.message_types = dict(Counter(new_events["message_type"].to_list()))
     report.enrichment = dict(Counter(new_events["enrichment_status"].to_list()))
-    return new_events, result
+    return new_events
 
 
-def _record_in_ledger(warehouse: Warehouse, conn, report: IngestReport, run_id: str | None, now: datetime) -> None:
-    """Write (or rewrite) the batch's ledger row, inside the batch's own transaction."""
-    warehouse.delete(conn, EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == report.batch_id)
+def _verify(report: IngestReport, new_events: pl.DataFrame) -> None:
+    """The blocking checks, before the commit: both reconciliation identities and the event
+    table's pandera schema on the rows about to be inserted. Raises BatchRejected (the caller's
+    transaction then rolls back) naming what failed."""
+    problems = []
+    if not report.records_reconcile:
+        problems.append(
+            f"records do not reconcile: records_read {report.records_read} != accepted {report.accepted} "
+            f"+ duplicates {report.duplicates} + rejected {report.rejected}"
+        )
+    if not report.files_reconcile:
+        problems.append(
+            f"files do not reconcile: files_read {report.files_read} != files_parsed {report.files_parsed} "
+            f"+ files_quarantined {report.files_quarantined} + files_already_read {report.files_already_read}"
+        )
+    try:
+        EV_CHARGING_EVENTS.pandera_schema().validate(new_events, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        problems.append(f"{EV_CHARGING_EVENTS.name} schema: {errors.failure_cases.head(20)}")
+    if problems:
+        raise BatchRejected(report.batch_id, problems)
+
+
+def _record_in_ledger(warehouse: Warehouse, conn: Connection, report: IngestReport, run_id: str | None, now: datetime) -> None:
+    """Insert the batch's ledger row, inside the batch's own transaction. The ledger is
+    insert-only: a batch id already there is a no-op before this point, never a rewrite."""
     warehouse.insert(conn, EV_INGEST_BATCHES, report.ledger_row(run_id, now))
 
 
-def _already_read(warehouse: Warehouse, parsed: list[feed.ParsedFile]) -> set[tuple[str, str]]:
-    known = warehouse.read_in(EV_FEED_FILES, "file_sha256", [p.sha256 for p in parsed])
+def _already_read(
+    warehouse: Warehouse, parsed: list[feed.ParsedFile], conn: Connection | None = None
+) -> set[tuple[str, str]]:
+    known = warehouse.read_in(EV_FEED_FILES, "file_sha256", [p.sha256 for p in parsed], conn=conn)
     return set(known.select("file_name", "file_sha256").iter_rows())
 
 
-def _batch_recorded(warehouse: Warehouse, batch_id: str) -> bool:
-    return warehouse.count(EV_INGEST_BATCHES, warehouse.column(EV_INGEST_BATCHES, "batch_id") == batch_id) > 0
+def _batch_recorded(warehouse: Warehouse, batch_id: str, conn: Connection) -> bool:
+    b = warehouse.table(EV_INGEST_BATCHES).c
+    return conn.execute(sa.select(sa.func.count()).where(b.batch_id == batch_id)).scalar_one() > 0
 
 
 def _new_events(
-    warehouse: Warehouse, accepted: pl.DataFrame, batch_id: str, settings: PipelineSettings, now: datetime
+    warehouse: Warehouse,
+    conn: Connection,
+    accepted: pl.DataFrame,
+    batch_id: str,
+    settings: PipelineSettings,
+    now: datetime,
 ) -> tuple[pl.DataFrame, int]:
     rows = events.to_events(accepted, batch_id=batch_id, tz=settings.timezone, ingested_at=now)
-    known = existing_values(warehouse, EV_CHARGING_EVENTS, "message_id", rows["message_id"])
+    known = existing_values(warehouse, EV_CHARGING_EVENTS, "message_id", rows["message_id"], conn=conn)
     new, duplicates = events.split_duplicates(rows, known)
-    enriched = enrich.attribute(new, reference_for(warehouse, new), date_col="message_date")
+    enriched = enrich.attribute(new, reference_for(warehouse, new, conn=conn), date_col="message_date")
     return EV_CHARGING_EVENTS.conform(enriched), duplicates
 
 
-def reference_for(warehouse: Warehouse, messages: pl.DataFrame) -> dict[str, pl.DataFrame]:
+def reference_for(
+    warehouse: Warehouse, messages: pl.DataFrame, conn: Connection | None = None
+) -> dict[str, pl.DataFrame]:
     """The reference rows these messages can join to: cost follows the batch, not the utility."""
-    meters = warehouse.read_in(REF_METERS, "meter_id", messages["meter_id"].drop_nulls())
-    points = warehouse.read_in(REF_SERVICE_POINTS, "service_point_id", meters["service_point_id"])
+    meters = warehouse.read_in(REF_METERS, "meter_id", messages["meter_id"].drop_nulls(), conn=conn)
+    points = warehouse.read_in(REF_SERVICE_POINTS, "service_point_id", meters["service_point_id"], conn=conn)
     transformer_ids = pl.concat([points["transformer_id"], messages["reported_transformer_id"]]).drop_nulls()
-    transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", transformer_ids)
-    feeders = warehouse.read_in(REF_FEEDERS, "feeder_id", transformers["feeder_id"])
+    transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", transformer_ids, conn=conn)
+    feeders = warehouse.read_in(REF_FEEDERS, "feeder_id", transformers["feeder_id"], conn=conn)
     return {"meters": meters, "service_points": points, "transformers": transformers, "feeders": feeders}
 
 
@@ -255,13 +335,18 @@ def replay_rejected(
     if parsed.quarantined:
         raise ValueError(f"replayed records are not valid JSON: {parsed.error}")
     report.files_parsed = 1
-    new_events, result = _judge(warehouse, feed.records_frame([parsed]), report, settings, now)
+    records = feed.records_frame([parsed])
+    result = apply_contract(records, settings.bounds, now=now)  # pure: before the lock
 
     ids = replays.select("rejection_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("record_index"))
     still = ids.join(result.rejected.select("record_index", "reason_codes", "reasons"), on="record_index")
     released = ids.join(still, on="record_index", how="anti")["rejection_id"]
     rej = warehouse.table(EV_REJECTED_MESSAGES)
     with warehouse.transaction() as conn:
+        if _batch_recorded(warehouse, batch_id, conn):
+            return report  # this replay batch is already in the ledger: nothing to write
+        new_events = _judge(warehouse, conn, records, result, report, settings, now)
+        _verify(report, new_events)
         warehouse.insert(conn, EV_CHARGING_EVENTS, new_events)
         for chunk_ids in chunked(released.to_list(), IN_CHUNK):
             conn.execute(

@@ -47,15 +47,15 @@ def reenrich_waiting_events(
     warehouse: Warehouse, settings: PipelineSettings, *, now: datetime | None = None
 ) -> SessionsReport:
     ev = warehouse.table(EV_CHARGING_EVENTS).c
-    waiting = warehouse.read(EV_CHARGING_EVENTS, ev.enrichment_status == "meter_unknown")
-    if waiting.is_empty():
-        return SessionsReport()
-    enriched = EV_CHARGING_EVENTS.conform(
-        enrich.attribute(waiting, reference_for(warehouse, waiting), date_col="message_date")
-    ).filter(pl.col("enrichment_status") == "enriched")
-    if enriched.is_empty():
-        return SessionsReport()
-    with warehouse.transaction() as conn:
+    with warehouse.transaction() as conn:  # the events read decide the events rewritten: under the lock
+        waiting = warehouse.read(EV_CHARGING_EVENTS, ev.enrichment_status == "meter_unknown", conn=conn)
+        if waiting.is_empty():
+            return SessionsReport()
+        enriched = EV_CHARGING_EVENTS.conform(
+            enrich.attribute(waiting, reference_for(warehouse, waiting, conn=conn), date_col="message_date")
+        ).filter(pl.col("enrichment_status") == "enriched")
+        if enriched.is_empty():
+            return SessionsReport()
         warehouse.delete_in(conn, EV_CHARGING_EVENTS, "message_id", enriched["message_id"])
         warehouse.insert(conn, EV_CHARGING_EVENTS, enriched)
     return repair_sessions_around(warehouse, enriched, settings, now=now)

@@ -46,6 +46,7 @@ def pair_pending_batches(
     their events can change are replaced, the batches recorded as paired and the days whose load
     changed queued, in one transaction."""
     now = now or utc_now()
+    warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
     with warehouse.transaction() as conn:
         pending = pending_batches(warehouse, conn=conn)[:max_batches]
         if not pending:
@@ -77,6 +78,7 @@ def repair_sessions_around(
     """Re-pair the sessions of the meters and times of `changed` events (see PairingWindow), and
     queue the days whose load changed, in one transaction."""
     now = now or utc_now()
+    warehouse.ensure_timezone(settings.timezone)
     with warehouse.transaction() as conn:
         report = _repair_in(warehouse, conn, changed, settings, now)
         queue_load_days(warehouse, conn, report.touched_dates, now)
@@ -84,7 +86,6 @@ def repair_sessions_around(
 
 
 def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: PipelineSettings, now: datetime) -> SessionsReport:
-    warehouse.ensure_timezone(settings.timezone)
     window = pairing.pairing_window(changed, settings.max_session)
     if window is None:
         return SessionsReport()
@@ -122,6 +123,7 @@ def rebuild_sessions(
     """Re-pair every meter's sessions from its events, `chunk_meters` meters per transaction, so
     memory follows the chunk, not the history. Changed days are queued for their daily load."""
     now = now or utc_now()
+    warehouse.ensure_timezone(settings.timezone)
     ev = warehouse.table(EV_CHARGING_EVENTS).c
     meters = warehouse.scalars(sa.select(ev.meter_id).distinct().order_by(ev.meter_id))
     total = SessionsReport()

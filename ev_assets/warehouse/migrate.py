@@ -183,9 +183,13 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str | None]:
     Returns (revision before, revision after)."""
     from alembic import command
 
+    from ev_assets.warehouse.store import WRITE_LOCK_OPTION
+
     engine = _engine(url)
     try:
-        with engine.begin() as conn:
+        # A writer from the start (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock): two
+        # upgrades at once take turns instead of deadlocking on their first write.
+        with engine.connect().execution_options(**{WRITE_LOCK_OPTION: True}) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
             before = current_revision(conn)

@@ -7,6 +7,7 @@ The schema is Alembic's (`ev_assets.warehouse.migrate`): this module checks it, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,6 +31,15 @@ class WarehouseSettingsError(RuntimeError):
 # this many keep IN lists and multi-row inserts well inside either limit.
 IN_CHUNK = 900
 
+# Writers are serialised by the database itself, never by an orchestrator setting: every
+# `Warehouse.transaction()` takes the database's write lock first (PostgreSQL: this transaction-level
+# advisory lock key; SQLite: BEGIN IMMEDIATE). The lock ends with the transaction (commit, rollback,
+# or the connection dying with its process), so no crashed writer keeps it.
+WRITE_LOCK_KEY = 0x45565F5752495445  # "EV_WRITE" as a bigint
+# How long a writer waits for the lock before failing (the SQLite busy timeout, and PostgreSQL's
+# lock_timeout inside a writing transaction).
+LOCK_WAIT_S = 60
+
 
 def make_engine(url: str) -> Engine:
     """An engine with the settings each dialect needs for this workload."""
@@ -38,19 +48,37 @@ def make_engine(url: str) -> Engine:
         return sa.create_engine(url, pool_pre_ping=True)
     if sa_url.database and sa_url.database != ":memory:":
         Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 60})
+    engine = sa.create_engine(url, connect_args={"timeout": LOCK_WAIT_S})
 
     @sa.event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy's pysqlite recipe ("Serializable isolation / Savepoints / Transactional DDL"):
+        # the driver must not BEGIN on its own (it would BEGIN DEFERRED, and only before DML), so
+        # the "begin" event below emits the BEGIN that each transaction needs.
+        dbapi_connection.isolation_level = None
         # SQLite allows one writer at a time: WAL lets readers go on while a writer writes, and
         # the busy timeout makes a second writer wait for the lock instead of failing at once.
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_S * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    @sa.event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Connection) -> None:
+        # A writing transaction takes the write lock at BEGIN (IMMEDIATE), before its first read,
+        # so what it reads to decide what to write cannot change under it; plain reads stay
+        # deferred and never wait for a writer (WAL).
+        if conn.get_execution_options().get(WRITE_LOCK_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
     return engine
+
+
+# Execution option marking a connection whose transactions take the write lock.
+WRITE_LOCK_OPTION = "ev_write_lock"
 
 
 class Warehouse:
@@ -107,10 +135,27 @@ class Warehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction: everything inside commits together or not at all."""
+        """One writing transaction: everything inside commits together or not at all, under the
+        database's write lock, taken before anything is read.
+
+        Writers are serialised by the database (see WRITE_LOCK_KEY): read what decides the writes
+        through `conn`, inside the block, and no other writer can change it before the commit.
+        Keep the block short: every other writer waits for it (at most LOCK_WAIT_S). Never open a
+        second transaction inside one: it would wait for the first.
+        """
         self.check_schema()
-        with self.engine.begin() as conn:
+        with self._locked_transaction() as conn:
             yield conn
+
+    @contextmanager
+    def _locked_transaction(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE_LOCK_OPTION: True})
+            with conn.begin():  # SQLite: BEGIN IMMEDIATE (make_engine)
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'"))
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+                yield conn
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -290,13 +335,14 @@ def rows_to_frame(spec: TableSpec, rows: Sequence[Any]) -> pl.DataFrame:
 
 
 def existing_values(
-    warehouse: Warehouse, spec: TableSpec, column: str, values: Iterable[Any]
+    warehouse: Warehouse, spec: TableSpec, column: str, values: Iterable[Any], conn: Connection | None = None
 ) -> pl.Series:
-    """Which of `values` the table already holds in `column` (chunked IN queries)."""
+    """Which of `values` the table already holds in `column` (chunked IN queries); pass the
+    writing transaction's `conn` when the answer decides what it writes."""
     warehouse.check_schema()
     col = warehouse.column(spec, column)
     found: list[Any] = []
-    with warehouse.engine.connect() as conn:
+    with contextlib.nullcontext(conn) if conn is not None else warehouse.engine.connect() as c:
         for chunk in chunked(sorted(set(values)), IN_CHUNK):
-            found += conn.execute(sa.select(col).where(col.in_(chunk))).scalars().all()
+            found += c.execute(sa.select(col).where(col.in_(chunk))).scalars().all()
     return pl.Series(column, found, dtype=spec.polars_schema[column])

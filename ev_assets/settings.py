@@ -73,7 +73,20 @@ class Settings(BaseSettings):
     duration_unit: Literal["hours", "minutes", "seconds"] = _setting(
         "hours", "Unit of the reported ChargeDuration: only the agreement check uses it.", RUN
     )
-    max_session_h: float = _setting(48.0, "A start and an end further apart are not paired, h.", RUN, gt=0)
+    max_session_h: float = _setting(
+        48.0,
+        "Longest ordinary session, h: a start and an end further apart pair only when the end's energy "
+        "fits ChargeW x duration x EV_CHARGE_W_TOLERANCE; a start with no end for longer is `timed_out`.",
+        RUN,
+        gt=0,
+    )
+    charge_w_tolerance: float = _setting(
+        1.1,
+        "How far a session's average power (energy / duration) may exceed its own ChargeW: beyond it a "
+        "session is flagged `power_above_charge_w`, and a start and end more than EV_MAX_SESSION_H apart do not pair.",
+        RUN,
+        ge=1,
+    )
     power_factor: float = _setting(0.9, "Peak kW -> kVA for utilization.", RUN, gt=0, le=1)
     rejection_rate_warn: float = _setting(0.05, "Rejection rate above which the `rejection_rate` check warns.", RUN)
     load_shape: Literal["charge_w_then_idle", "even"] = _setting(

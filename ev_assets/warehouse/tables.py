@@ -294,14 +294,18 @@ EV_CHARGING_SESSIONS = TableSpec(
     name="ev_charging_sessions",
     description=(
         "Charging sessions paired from start and end messages per meter. Event time is the "
-        "session start (spec). status: complete (start and end), start_only (charging, or its end "
-        "never came), end_only (its start never came)."
+        "session start (spec). status: complete (start and end, however long apart; a pair longer "
+        "than EV_MAX_SESSION_H only when its energy fits ChargeW x duration x "
+        "EV_CHARGE_W_TOLERANCE), start_only (no end yet, started at most EV_MAX_SESSION_H ago: "
+        "still charging), timed_out (no end for longer than EV_MAX_SESSION_H: late or lost; "
+        "becomes complete when its end arrives), end_only (its start never came). Only complete "
+        "sessions count in the load."
     ),
     columns=(
         Col("session_id", pl.String(), "Deterministic id: hash of meter and start time (end time for end_only).", nullable=False),
         Col("meter_id", pl.String(), "MeterID.", nullable=False),
         *_ATTRIBUTION,
-        Col("status", pl.String(), "complete, start_only or end_only.", nullable=False, checks=(pa.Check.isin(["complete", "start_only", "end_only"]),)),
+        Col("status", pl.String(), "complete, start_only, timed_out or end_only (see the table's description).", nullable=False, checks=(pa.Check.isin(["complete", "start_only", "timed_out", "end_only"]),)),
         Col("event_date", pl.Date(), "Local date (EV_TIMEZONE) of the session start (of the end for end_only).", nullable=False),
         Col("start_time", UTC_DATETIME, "ChargeStartTime of the start message."),
         Col("end_time", UTC_DATETIME, "ChargeEndTime of the end message."),
@@ -315,8 +319,15 @@ EV_CHARGING_SESSIONS = TableSpec(
         Col("updated_at", UTC_DATETIME, "When the pipeline last wrote this session.", nullable=False),
     ),
     primary_key=("session_id",),
-    # (meter_id, start_time) and (meter_id, end_time): the pairing window's lookups.
-    indexes=(("meter_id", "start_time"), ("meter_id", "end_time"), ("event_date",), ("transformer_id", "event_date")),
+    # (meter_id, start_time) and (meter_id, end_time): the pairing window's lookups;
+    # (status, start_time): open starts turning timed_out.
+    indexes=(
+        ("meter_id", "start_time"),
+        ("meter_id", "end_time"),
+        ("event_date",),
+        ("transformer_id", "event_date"),
+        ("status", "start_time"),
+    ),
 )
 
 

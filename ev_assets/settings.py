@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     duration_unit: Literal["hours", "minutes", "seconds"] = _setting(
         "hours", "Unit of the reported ChargeDuration: only the agreement check uses it.", RUN
     )
+    duration_unit_verified: bool = _setting(
+        False,
+        "The reported ChargeDuration is known to be in EV_DURATION_UNIT (e.g. the `duration_agreement` check "
+        "holds on this feed): sessions whose reported duration disagrees with end - start are then flagged `duration_mismatch`.",
+        RUN,
+    )
     max_session_h: float = _setting(
         48.0,
         "Longest ordinary session, h: a start and an end further apart pair only when the end's energy "
@@ -89,6 +95,9 @@ class Settings(BaseSettings):
     )
     power_factor: float = _setting(0.9, "Peak kW -> kVA for utilization.", RUN, gt=0, le=1)
     rejection_rate_warn: float = _setting(0.05, "Rejection rate above which the `rejection_rate` check warns.", RUN)
+    flagged_share_warn: float = _setting(
+        0.02, "Share of the written complete sessions with quality flags above which the `flagged_share` check warns.", RUN
+    )
     load_shape: Literal["charge_w_then_idle", "even"] = _setting(
         "charge_w_then_idle",
         "How a session's energy becomes 15-minute load: `charge_w_then_idle` draws ChargeW from the start "

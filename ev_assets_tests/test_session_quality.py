@@ -111,3 +111,76 @@ class TestLongSessions:
         assert incremental.select("meter_id", "status").rows() == [
             ("M1", "complete"), ("M1", "timed_out"), ("M2", "complete")
         ]
+
+
+class TestImpossibleSessions:
+    """Item 4: each paired session is checked; flagged load is kept apart from peaks."""
+
+    def test_overlapping_records_are_flagged_and_kept_out_of_the_peak(self, feed):
+        from datetime import date
+
+        feed.send(
+            [
+                # M1, two overlapping sessions' records: start 17:00, start 23:17, end 00:00 (the
+                # first session's, 44 kWh), end 01:00. The start at 23:17 pairs with the end at
+                # 00:00: 44 kWh in 43 min = 61.40 kW on a 7 kW charger.
+                start("M1", at(3, 17), 7000), start("M1", at(3, 23, 17), 7000),
+                end("M1", at(4, 0), 44000, 7), end("M1", at(4, 1), 7000, 1.7),
+                # M2, trusted: 7.2 kW for 1 h.
+                start("M2", at(3, 19), 7200), end("M2", at(3, 20), 7200, 1),
+                # M3: 4 kWh in 1 h is 4 kW on a 3 kW charger (> 3 x 1.1), below EV_CHARGE_W_MAX.
+                start("M3", at(3, 20), 3000), end("M3", at(3, 21), 4000, 1),
+            ],
+            paired_at=at(4, 2),
+        )
+        complete = feed.sessions().filter(pl.col("status") == "complete")
+        assert complete.select("meter_id", "start_time", "quality_flags").rows() == [
+            ("M1", at(3, 23, 17), "power_above_charger_max,power_above_charge_w"),
+            ("M2", at(3, 19), None),
+            ("M3", at(3, 20), "power_above_charge_w"),
+        ]
+        reasons = json.loads(complete["quality_reasons"][0])
+        assert reasons == [
+            "power_above_charger_max: average power 61.4 kW exceeds EV_CHARGE_W_MAX (21.12 kW)",
+            "power_above_charge_w: average power 61.4 kW exceeds the session's ChargeW 7.0 kW x 1.1",
+        ]
+        report = pipeline.update_daily_load(feed.warehouse, feed.settings, date(2024, 6, 3), date(2024, 6, 3), now=NOW)
+        day = report.frames["transformer"].row(0, named=True)
+        # Trusted: M2 alone, 7.2 kWh, peak 7.2 kW at 19:00. Flagged: M1's 44 kWh (all before
+        # midnight) and M3's 4 kWh.
+        assert (day["peak_kw"], day["peak_interval_start"], day["energy_kwh"], day["session_count"], day["ev_count"]) == (
+            pytest.approx(7.2), at(3, 19), pytest.approx(7.2), 1, 1
+        )
+        assert (day["flagged_energy_kwh"], day["flagged_session_count"]) == (pytest.approx(48.0), 2)
+
+    def test_overlap_is_strict_and_back_to_back_is_not(self):
+        from ev_assets.core import quality
+
+        def session(meter, s, e):
+            return {"meter_id": meter, "status": "complete", "start_time": s, "end_time": e, "charge_w": 7000.0,
+                    "average_kw": 3.0, "duration_h": (e - s).total_seconds() / 3600, "reported_duration": 1.0}
+
+        frame = pl.DataFrame(
+            [
+                session("M1", at(3, 10), at(3, 12)),
+                session("M1", at(3, 12), at(3, 14)),  # back-to-back: not an overlap
+                session("M1", at(3, 13, 59), at(3, 15)),  # starts a minute before the previous end
+                session("M2", at(3, 14), at(3, 16)),  # another meter: never overlaps M1
+            ],
+            schema_overrides={"start_time": pl.Datetime("us", "UTC"), "end_time": pl.Datetime("us", "UTC")},
+        )
+        out = quality.flag_sessions(frame, charge_w_max=21120, charge_w_tolerance=1.1)
+        assert out["quality_flags"].to_list() == [None, "overlapping", "overlapping", None]
+
+    def test_duration_checked_only_when_the_unit_is_verified(self, warehouse, tmp_path):
+        # 3 h by the timestamps, 5 reported hours: more than 0.5 + 5 % x 3 apart.
+        records = [start("M1", at(3, 18), 7000), end("M1", at(3, 21), 9000, 5)]
+        unverified = Feed(warehouse, tmp_path)
+        unverified.send(records)
+        assert unverified.sessions()["quality_flags"].to_list() == [None]
+        verified = Feed(warehouse, tmp_path, pipeline.PipelineSettings(timezone="UTC", duration_unit_verified=True))
+        verified.n = 10
+        verified.send([start("M2", at(3, 18), 7000), end("M2", at(3, 21), 9000, 5), start("M3", at(3, 18), 7000), end("M3", at(3, 21), 9000, 3)])
+        assert verified.sessions().select("meter_id", "quality_flags").rows() == [
+            ("M1", None), ("M2", "duration_mismatch"), ("M3", None)
+        ]

@@ -16,7 +16,7 @@ from datetime import date, datetime
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets.core import pairing
+from ev_assets.core import pairing, quality
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, empty_frame, rows_to_frame
 from ev_assets.warehouse.tables import (
@@ -122,9 +122,15 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
 
 
 def pair(events_: pl.DataFrame, settings: PipelineSettings, now: datetime) -> pl.DataFrame:
-    """The pairing stage with the pipeline's settings."""
-    return pairing.pair_sessions(
+    """The pairing and quality stages with the pipeline's settings."""
+    paired = pairing.pair_sessions(
         events_, max_session=settings.max_session, updated_at=now, charge_w_tolerance=settings.charge_w_tolerance
+    )
+    return quality.flag_sessions(
+        paired,
+        charge_w_max=settings.bounds.charge_w_max,
+        charge_w_tolerance=settings.charge_w_tolerance,
+        duration_unit_seconds=settings.bounds.duration_unit_seconds if settings.duration_unit_verified else None,
     )
 
 
@@ -205,7 +211,9 @@ def queue_load_days(warehouse: Warehouse, conn, days: list[date], now: datetime)
     warehouse.insert(conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": days, "queued_at": now}))
 
 
-_SESSION_CONTENT = ("session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id")
+_SESSION_CONTENT = (
+    "session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id", "quality_flags",
+)
 
 
 def _changed(previous: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:

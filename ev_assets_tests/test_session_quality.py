@@ -184,3 +184,39 @@ class TestImpossibleSessions:
         assert verified.sessions().select("meter_id", "quality_flags").rows() == [
             ("M1", None), ("M2", "duration_mismatch"), ("M3", None)
         ]
+
+
+class TestConflictingDuplicates:
+    """Item 5: same identity, different content is a conflict, quarantined and counted; the
+    session keeps the first accepted value."""
+
+    def test_second_end_with_other_energy_is_quarantined(self, feed):
+        from ev_assets.pipeline.ingest import ledger_totals
+        from ev_assets.warehouse.tables import EV_INGEST_BATCHES, EV_REJECTED_MESSAGES
+
+        feed.send([start("M1", at(3, 18), 7200), end("M1", at(3, 20), 14400, 2)])
+        # Batch 2: the same end with 22.3 kWh (a conflict), and the same end again re-delivered in
+        # another form (ReceivedTime later, ServicePointId spelled otherwise, +02:00 offset): a duplicate.
+        again = end("M1", at(3, 20), 14400.0000001, 2.0, ReceivedTime=iso(at(3, 21)))
+        again["ServicePointId"] = again.pop("ServicePointID")
+        again["ChargeEndTime"] = "2024-06-03T22:00:00.000+02:00"
+        ingest, _ = feed.send([end("M1", at(3, 20), 22300, 2), again])
+        assert (ingest.records_read, ingest.accepted, ingest.duplicates, ingest.rejected, ingest.conflicts) == (2, 0, 1, 1, 1)
+        assert ingest.rejection_codes == {"conflicting_duplicate": 1}
+        row = feed.warehouse.read(EV_INGEST_BATCHES).filter(pl.col("batch_id") == "b2").row(0, named=True)
+        assert (row["rejected"], row["duplicates"], row["reconciled"]) == (1, 1, True)
+        assert ledger_totals(feed.warehouse)["reconciled"]
+
+        rejected = feed.warehouse.read(EV_REJECTED_MESSAGES).row(0, named=True)
+        assert (rejected["reason_codes"], rejected["record_index"], rejected["meter_id"]) == ("conflicting_duplicate", 0, "M1")
+        (reason,) = json.loads(rejected["reasons"])
+        assert reason["field"] == "ChargeEnergy"
+        assert "ChargeEnergy 22300 differs from 14400 in the accepted message M1|end|2024-06-03T20:00:00.000000Z (batch b1)" in reason["message"]
+        # The session keeps the first accepted value.
+        assert feed.sessions().select("status", "energy_wh").rows() == [("complete", 14400.0)]
+
+    def test_conflict_within_one_batch_keeps_the_earliest_received(self, feed):
+        later = end("M1", at(3, 20), 22300, 2, ReceivedTime=iso(at(3, 20, 5)))
+        ingest, _ = feed.send([later, start("M1", at(3, 18), 7200), end("M1", at(3, 20), 14400, 2)])
+        assert (ingest.accepted, ingest.duplicates, ingest.rejected, ingest.conflicts) == (2, 0, 1, 1)
+        assert feed.sessions()["energy_wh"].to_list() == [14400.0]

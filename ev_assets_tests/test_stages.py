@@ -214,10 +214,14 @@ class TestDuplicates:
         rows = rows.with_columns(
             pl.Series("received_time", [t(18, 2), t(18, 1), t(18, 1)], dtype=pl.Datetime("us", "UTC")),
             pl.lit("f").alias("file_name"),
+            pl.lit("sha").alias("file_sha256"),
             pl.int_range(3).alias("record_index"),
+            pl.lit("b0").alias("batch_id"),
+            pl.col("message_time").alias("charge_start_time"),
+            pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("charge_end_time"),
         )
-        new, dupes = events.split_duplicates(rows, pl.Series([rows["message_id"][2]]))
-        assert dupes == 2
+        new, dupes, conflicts = events.split_duplicates(rows, rows[2:3])
+        assert (dupes, conflicts.height) == (2, 0)
         assert new.select("meter_id", "record_index").rows() == [("m1", 1)]
 
 

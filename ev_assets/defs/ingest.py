@@ -104,6 +104,7 @@ def ev_charging_events(
             running_row_count(context, EV_CHARGING_EVENTS, wh, added=report.accepted),
             batch_id=config.batch_id,
             **counts,
+            conflicts=report.conflicts,
             rejection_codes=dg.MetadataValue.json(report.rejection_codes),
             message_types=dg.MetadataValue.json(report.message_types),
             enrichment=dg.MetadataValue.json(report.enrichment),

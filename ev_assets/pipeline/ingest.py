@@ -41,6 +41,8 @@ class IngestReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    # Of the rejected, records that conflict with an accepted message of the same identity.
+    conflicts: int = 0
     rejection_codes: dict[str, int] = field(default_factory=dict)
     message_types: dict[str, int] = field(default_factory=dict)
     enrichment: dict[str, int] = field(default_factory=dict)
@@ -107,8 +109,8 @@ def ingest_batch(
     report.files_repaired = sum(p.status == "repaired" for p in fresh)
 
     records = feed.records_frame(fresh)
-    new_events, result = _judge(warehouse, records, report, settings, now)
-    rejected = _rejected_rows(fresh, result.rejected, batch_id, now)
+    new_events, rejected_records = _judge(warehouse, records, report, settings, now)
+    rejected = _rejected_rows(fresh, rejected_records, batch_id, now)
 
     if not fresh and _batch_recorded(warehouse, batch_id):
         return report  # a replay of a batch already ingested: nothing to write
@@ -123,18 +125,21 @@ def ingest_batch(
 
 def _judge(
     warehouse: Warehouse, records: pl.DataFrame, report: IngestReport, settings: PipelineSettings, now: datetime
-) -> tuple[pl.DataFrame, ContractResult]:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The contract and the duplicate rule on a batch's records: the new events to store, the
-    contract's result, and the report's record counts filled in."""
-    result = apply_contract(records, settings.bounds, now=now)
-    new_events, report.duplicates = _new_events(warehouse, result.accepted, report.batch_id, settings, now)
+    rejected records (the contract's, then the conflicting duplicates), and the report's record
+    counts filled in."""
+    result: ContractResult = apply_contract(records, settings.bounds, now=now)
+    new_events, report.duplicates, conflicts = _new_events(warehouse, result.accepted, report.batch_id, settings, now)
+    rejected = pl.concat([result.rejected, conflicts], how="vertical_relaxed")
     report.records_read = records.height
     report.accepted = new_events.height
-    report.rejected = result.rejected.height
-    report.rejection_codes = _code_counts(result.rejected)
+    report.rejected = rejected.height
+    report.conflicts = conflicts.height
+    report.rejection_codes = _code_counts(rejected)
     report.message_types = dict(Counter(new_events["message_type"].to_list()))
     report.enrichment = dict(Counter(new_events["enrichment_status"].to_list()))
-    return new_events, result
+    return new_events, rejected
 
 
 def _record_in_ledger(warehouse: Warehouse, conn, report: IngestReport, run_id: str | None, now: datetime) -> None:
@@ -154,12 +159,13 @@ def _batch_recorded(warehouse: Warehouse, batch_id: str) -> bool:
 
 def _new_events(
     warehouse: Warehouse, accepted: pl.DataFrame, batch_id: str, settings: PipelineSettings, now: datetime
-) -> tuple[pl.DataFrame, int]:
+) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+    """(new events, duplicates, conflicting duplicates as rejected records) of accepted records."""
     rows = events.to_events(accepted, batch_id=batch_id, tz=settings.timezone, ingested_at=now)
-    known = existing_values(warehouse, EV_CHARGING_EVENTS, "message_id", rows["message_id"])
-    new, duplicates = events.split_duplicates(rows, known)
+    known = warehouse.read_in(EV_CHARGING_EVENTS, "message_id", rows["message_id"])
+    new, duplicates, conflicts = events.split_duplicates(rows, known)
     enriched = enrich.attribute(new, reference_for(warehouse, new), date_col="message_date")
-    return EV_CHARGING_EVENTS.conform(enriched), duplicates
+    return EV_CHARGING_EVENTS.conform(enriched), duplicates, conflicts
 
 
 def reference_for(warehouse: Warehouse, messages: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -254,10 +260,10 @@ def replay_rejected(
     if parsed.quarantined:
         raise ValueError(f"replayed records are not valid JSON: {parsed.error}")
     report.files_parsed = 1
-    new_events, result = _judge(warehouse, feed.records_frame([parsed]), report, settings, now)
+    new_events, rejected = _judge(warehouse, feed.records_frame([parsed]), report, settings, now)
 
     ids = replays.select("rejection_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("record_index"))
-    still = ids.join(result.rejected.select("record_index", "reason_codes", "reasons"), on="record_index")
+    still = ids.join(rejected.select("record_index", "reason_codes", "reasons"), on="record_index")
     released = ids.join(still, on="record_index", how="anti")["rejection_id"]
     rej = warehouse.table(EV_REJECTED_MESSAGES)
     with warehouse.transaction() as conn:

@@ -73,9 +73,31 @@ class Settings(BaseSettings):
     duration_unit: Literal["hours", "minutes", "seconds"] = _setting(
         "hours", "Unit of the reported ChargeDuration: only the agreement check uses it.", RUN
     )
-    max_session_h: float = _setting(48.0, "A start and an end further apart are not paired, h.", RUN, gt=0)
+    duration_unit_verified: bool = _setting(
+        False,
+        "The reported ChargeDuration is known to be in EV_DURATION_UNIT (e.g. the `duration_agreement` check "
+        "holds on this feed): sessions whose reported duration disagrees with end - start are then flagged `duration_mismatch`.",
+        RUN,
+    )
+    max_session_h: float = _setting(
+        48.0,
+        "Longest ordinary session, h: a start and an end further apart pair only when the end's energy "
+        "fits ChargeW x duration x EV_CHARGE_W_TOLERANCE; a start with no end for longer is `timed_out`.",
+        RUN,
+        gt=0,
+    )
+    charge_w_tolerance: float = _setting(
+        1.1,
+        "How far a session's average power (energy / duration) may exceed its own ChargeW: beyond it a "
+        "session is flagged `power_above_charge_w`, and a start and end more than EV_MAX_SESSION_H apart do not pair.",
+        RUN,
+        ge=1,
+    )
     power_factor: float = _setting(0.9, "Peak kW -> kVA for utilization.", RUN, gt=0, le=1)
     rejection_rate_warn: float = _setting(0.05, "Rejection rate above which the `rejection_rate` check warns.", RUN)
+    flagged_share_warn: float = _setting(
+        0.02, "Share of the written complete sessions with quality flags above which the `flagged_share` check warns.", RUN
+    )
     load_shape: Literal["charge_w_then_idle", "even"] = _setting(
         "charge_w_then_idle",
         "How a session's energy becomes 15-minute load: `charge_w_then_idle` draws ChargeW from the start "

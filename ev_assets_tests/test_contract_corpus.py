@@ -86,6 +86,12 @@ def R(*reasons: str) -> Outcome:
     return Outcome("rejected", reasons=frozenset(pairs))
 
 
+def C(*reasons: str) -> Outcome:
+    """A conflicting duplicate: valid to the contract, quarantined by the warehouse with these reasons."""
+    pairs = {(r.split("@")[0], r.split("@")[1] if "@" in r else None) for r in reasons}
+    return Outcome("conflict", reasons=frozenset(pairs))
+
+
 def parsed(*records: Outcome) -> FileOutcome:
     return FileOutcome("parsed", records)
 
@@ -219,6 +225,8 @@ EXPECTED: dict[str, FileOutcome] = {
     # duplicates: the contract accepts both; the warehouse stores the earliest received once
     "duplicate_within_file.json": parsed(A, D, D, A),
     "duplicate_of_other_file.json": parsed(D, A),  # bom_utf8.json's start, received a minute later
+    # the same end with another energy: accepted by the contract, quarantined as a conflict by the warehouse
+    "conflicting_duplicate.json": parsed(A, C("conflicting_duplicate@ChargeEnergy"), D, A),
 }
 
 
@@ -383,7 +391,7 @@ def test_corpus_case_pure(name: str):
     rejected = {row["record_index"]: row for row in result.rejected.iter_rows(named=True)}
     for index, outcome in enumerate(expected.records):
         where = f"{name}[{index}]"
-        if outcome.kind in ("accepted", "duplicate"):
+        if outcome.kind in ("accepted", "duplicate", "conflict"):
             assert index in accepted, f"{where} rejected: {rejected.get(index, {}).get('reasons')}"
             continue
         assert index in rejected, f"{where} accepted, expected {sorted(outcome.reasons)}"
@@ -466,9 +474,10 @@ def test_corpus_in_warehouse(reference_loaded):
         "records_read": sum(len(f.records) for f in EXPECTED.values()),
         "accepted": _expected_count("accepted"),
         "duplicates": _expected_count("duplicate"),
-        "rejected": _expected_count("rejected"),
+        "rejected": _expected_count("rejected") + _expected_count("conflict"),
     }
     assert {k: getattr(report, k) for k in expected_counts} == expected_counts
+    assert report.conflicts == _expected_count("conflict")
     assert report.reconciled
     ledger = _ledger_row(warehouse, "corpus")
     assert {k: ledger[k] for k in expected_counts} == expected_counts
@@ -492,7 +501,7 @@ def test_corpus_in_warehouse(reference_loaded):
     # rejected records: in ev_rejected_messages with the raw record as received and every reason
     rejected = warehouse.read(EV_REJECTED_MESSAGES)
     rows = {(r["file_name"], r["record_index"]): r for r in rejected.iter_rows(named=True)}
-    want = _expected_records("rejected")
+    want = _expected_records("rejected") | _expected_records("conflict")
     assert set(rows) == set(want)
     in_file = {name: _records_as_in_file(name) for name, f in EXPECTED.items() if f.status != "quarantined"}
     for (name, index), outcome in want.items():

@@ -120,8 +120,8 @@ def test_a_batch_that_does_not_reconcile_leaves_no_trace(warehouse, settings, tm
     split = events.split_duplicates
 
     def loses_a_record(rows, known):  # a stage bug: one record vanishes without being counted
-        new, duplicates = split(rows, known)
-        return new.head(new.height - 1), duplicates
+        new, duplicates, conflicts = split(rows, known)
+        return new.head(new.height - 1), duplicates, conflicts
 
     monkeypatch.setattr(events, "split_duplicates", loses_a_record)
     with pytest.raises(pipeline.BatchRejected, match=r"records_read 11 != accepted 9 \+ duplicates 0 \+ rejected 1"):

@@ -129,7 +129,8 @@ def test_a_pre_migration_warehouse_is_adopted_with_every_row(old_code, blank_war
             if spec.name not in before:  # tables later revisions add
                 continue
             old = pl.read_parquet(out / f"{spec.name}.parquet")
-            assert _sorted(wh.read(spec), spec.primary_key).equals(_sorted(old, spec.primary_key)), spec.name
+            # The old columns hold the old values; columns later revisions add hold their defaults.
+            assert _sorted(wh.read(spec).select(old.columns), spec.primary_key).equals(_sorted(old, spec.primary_key)), spec.name
         # and the new code carries on: the same files again are already read, nothing changes
         paths = sorted((out / "landing").glob("*.json"))
         report = pipeline.ingest_batch(wh, "new-1", paths, pipeline.PipelineSettings())

@@ -46,8 +46,11 @@ def event_rows(rows: list[tuple[str, str, datetime, float | None]]) -> pl.DataFr
     )
 
 
-def pair(rows) -> pl.DataFrame:
-    return pairing.pair_sessions(event_rows(rows), max_session=timedelta(hours=48), updated_at=NOW)
+def pair(rows, as_of: datetime | None = None) -> pl.DataFrame:
+    """Paired as of the last message (or `as_of`): an open start is start_only, not timed_out."""
+    frame = event_rows(rows)
+    as_of = as_of or frame["message_time"].max()
+    return pairing.pair_sessions(frame, max_session=timedelta(hours=48), updated_at=NOW, as_of=as_of)
 
 
 class TestPairing:
@@ -80,9 +83,10 @@ class TestPairing:
         out = pair(rows)
         assert out.select("status", "end_time").rows() == [("end_only", t(9)), ("complete", t(20))]
 
-    def test_end_too_long_after_start_is_not_paired(self):
+    def test_end_long_after_start_pairs_when_its_energy_fits(self):
+        # 73 h apart (more than 48 h): 5 kWh fits 7.2 kW x 73 h, a car left plugged in.
         rows = [("m1", "start", t(8, day=3), 7200.0), ("m1", "end", t(9, day=6), 5000.0)]
-        assert sorted(pair(rows)["status"].to_list()) == ["end_only", "start_only"]
+        assert pair(rows)["status"].to_list() == ["complete"]
 
     def test_session_after_midnight_keeps_start_date(self):
         # 23:30 local on June 3 is 03:30 UTC on June 4: the event date is the local start date.
@@ -210,10 +214,14 @@ class TestDuplicates:
         rows = rows.with_columns(
             pl.Series("received_time", [t(18, 2), t(18, 1), t(18, 1)], dtype=pl.Datetime("us", "UTC")),
             pl.lit("f").alias("file_name"),
+            pl.lit("sha").alias("file_sha256"),
             pl.int_range(3).alias("record_index"),
+            pl.lit("b0").alias("batch_id"),
+            pl.col("message_time").alias("charge_start_time"),
+            pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("charge_end_time"),
         )
-        new, dupes = events.split_duplicates(rows, pl.Series([rows["message_id"][2]]))
-        assert dupes == 2
+        new, dupes, conflicts = events.split_duplicates(rows, rows[2:3])
+        assert (dupes, conflicts.height) == (2, 0)
         assert new.select("meter_id", "record_index").rows() == [("m1", 1)]
 
 

@@ -37,6 +37,11 @@ REJECTION_CODES: dict[str, str] = {
     "received_before_event": "ReceivedTime is earlier than the event by more than the clock-skew allowance (EV_CLOCK_SKEW_S).",
     "received_in_future": "ReceivedTime is later than now plus the clock-skew allowance.",
     "event_in_future": "The event time is later than now plus the clock-skew allowance.",
+    "conflicting_duplicate": (
+        "The record has the identity (meter, message type, message time) of an accepted message but "
+        "different content (times compared to the millisecond, numbers to a relative 1e-6; ReceivedTime "
+        "ignored): the first accepted message is kept and its values are the session's."
+    ),
 }
 
 IDENTIFIER_FIELDS = ("ServicePointID", "MeterID", "MeterNumber", "ESN", "TransformerID", "PremiseID")

@@ -2,13 +2,23 @@
 
 Pure polars. A message's identity is (meter, message type, the time it reports): the same start
 or end sent twice, in one batch or across batches, is one event (the issue's duplicate rule).
+Two records with one identity but different content (CONTENT_TIMES compared to the millisecond,
+CONTENT_NUMBERS to a relative 1e-6; ReceivedTime, identity fields and extra fields ignored, so a
+re-delivery by another channel or format is a duplicate) are a conflict: the first accepted
+record (the stored one, else the earliest received) is kept, the other is quarantined as
+`conflicting_duplicate`.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import polars as pl
+
+CONTENT_TIMES = {"charge_start_time": "ChargeStartTime", "charge_end_time": "ChargeEndTime"}
+CONTENT_NUMBERS = {"charge_w": "ChargeW", "charge_duration": "ChargeDuration", "charge_energy_wh": "ChargeEnergy"}
+RELATIVE_TOLERANCE = 1e-6
 
 ISO_MICROS = "%Y-%m-%dT%H:%M:%S%.6fZ"
 
@@ -47,16 +57,89 @@ def to_events(accepted: pl.DataFrame, *, batch_id: str, tz: str, ingested_at: da
         "extra_fields",
         pl.lit(batch_id).alias("batch_id"),
         "file_name",
+        "file_sha256",
         "record_index",
         pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
     )
 
 
-def split_duplicates(events: pl.DataFrame, known_ids: pl.Series) -> tuple[pl.DataFrame, int]:
-    """New events, and how many were duplicates: of each other (the earliest received wins) or of
-    events already stored (`known_ids`)."""
-    first = events.sort("received_time", "file_name", "record_index").unique(
-        "message_id", keep="first", maintain_order=True
+def split_duplicates(events: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+    """(new events, duplicates, conflicts) of a batch's event rows against the stored events with
+    the same message ids (`known`: message_id, batch_id and the content columns).
+
+    Per identity, the reference is the stored event, else the earliest received record of the
+    batch (which is new). Every other record is a duplicate when its content equals the
+    reference's, a conflict otherwise. Conflicts come back as rejected rows (file_name,
+    file_sha256, record_index, meter_id, reason_codes, reasons), naming the fields that differ."""
+    content = [*CONTENT_TIMES, *CONTENT_NUMBERS]
+    ordered = events.sort("received_time", "file_name", "record_index").with_columns(
+        (pl.int_range(pl.len()).over("message_id") == 0).alias("_first"),
+        pl.col("message_id").is_in(known["message_id"].implode()).alias("_known"),
     )
-    new = first.filter(~pl.col("message_id").is_in(known_ids.implode()))
-    return new, events.height - new.height
+    new = ordered.filter(pl.col("_first") & ~pl.col("_known")).drop("_first", "_known")
+    reference = pl.concat(
+        [
+            known.select("message_id", "batch_id", *content),
+            new.select("message_id", "batch_id", *content),
+        ],
+        how="vertical_relaxed",
+    ).rename({c: f"{c}_ref" for c in ["batch_id", *content]})
+    others = ordered.filter(~(pl.col("_first") & ~pl.col("_known"))).join(reference, on="message_id", how="left")
+    differs = {c: _differs(c).alias(f"_differs_{c}") for c in content}
+    others = others.with_columns(*differs.values()).with_columns(
+        pl.any_horizontal(*[pl.col(f"_differs_{c}") for c in content]).alias("_conflict")
+    )
+    conflicts = others.filter(pl.col("_conflict"))
+    duplicates = others.height - conflicts.height
+    return new, duplicates, _conflict_rows(conflicts, content)
+
+
+def _differs(column: str) -> pl.Expr:
+    a, b = pl.col(column), pl.col(f"{column}_ref")
+    if column in CONTENT_TIMES:
+        same = a.dt.truncate("1ms") == b.dt.truncate("1ms")
+    else:
+        same = (a - b).abs() <= RELATIVE_TOLERANCE * pl.max_horizontal(a.abs(), b.abs())
+    return (a.is_null() != b.is_null()) | ~same.fill_null(True)
+
+
+def _conflict_rows(conflicts: pl.DataFrame, content: list[str]) -> pl.DataFrame:
+    from ev_assets.core.contract import REJECTION_CODES
+
+    names = {**CONTENT_TIMES, **CONTENT_NUMBERS}
+    rows = []
+    for row in conflicts.iter_rows(named=True):
+        reasons = []
+        for c in content:
+            if row[f"_differs_{c}"]:
+                reasons.append(
+                    {
+                        "code": "conflicting_duplicate",
+                        "field": names[c],
+                        "message": (
+                            f"{REJECTION_CODES['conflicting_duplicate']} {names[c]} {_show(row[c])} differs from "
+                            f"{_show(row[f'{c}_ref'])} in the accepted message {row['message_id']} (batch {row['batch_id_ref']})."
+                        ),
+                    }
+                )
+        rows.append(
+            {
+                "file_name": row["file_name"],
+                "file_sha256": row["file_sha256"],
+                "record_index": row["record_index"],
+                "meter_id": row["meter_id"],
+                "reason_codes": "conflicting_duplicate",
+                "reasons": json.dumps(reasons, ensure_ascii=False),
+            }
+        )
+    schema = {"file_name": pl.String, "file_sha256": pl.String, "record_index": pl.Int64, "meter_id": pl.String,
+              "reason_codes": pl.String, "reasons": pl.String}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _show(value) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, datetime):
+        return value.strftime(ISO_MICROS)
+    return f"{value:g}"

@@ -15,6 +15,11 @@ session's energy):
   time), or with no ChargeW, is spread evenly as below.
 - ``even``: the average power, energy / duration, over the whole session.
 
+Doubtful load is kept apart: a session with quality flags (``ev_assets.core.quality``) adds its
+energy to ``flagged_energy_kwh`` and its start to ``flagged_session_count``, never to
+``peak_kw``, ``energy_kwh``, ``ev_count`` or ``session_count``, which come from trusted sessions
+only. A session without a ``quality_flags`` column is trusted.
+
 Daily average power (``average_kw``) is the day's energy over the real length of the local day:
 23 h on the day clocks spring forward, 25 h on the day they fall back.
 """
@@ -71,7 +76,7 @@ def interval_loads(
     until, load_kw = load_until_and_kw(load_shape, idle_ratio)
     complete = sessions.filter(
         (pl.col("status") == "complete") & (pl.col("end_time") > pl.col("start_time"))
-    ).with_columns(until.alias("_load_until"), load_kw.alias("_load_kw"))
+    ).with_columns(until.alias("_load_until"), load_kw.alias("_load_kw"), _flagged(sessions).alias("flagged"))
     every = f"{int(INTERVAL.total_seconds() // 60)}m"
     exploded = complete.select(
         "meter_id",
@@ -81,6 +86,7 @@ def interval_loads(
         "start_time",
         "_load_until",
         "_load_kw",
+        "flagged",
         pl.datetime_ranges(
             pl.col("start_time").dt.truncate(every),
             (pl.col("_load_until") - timedelta(microseconds=1)).dt.truncate(every),
@@ -100,7 +106,15 @@ def interval_loads(
         "interval_start",
         kwh.alias("kwh"),
         (kwh / INTERVAL_HOURS).alias("kw"),
+        "flagged",
     )
+
+
+def _flagged(sessions: pl.DataFrame) -> pl.Expr:
+    """Whether each session carries quality flags (doubtful load)."""
+    if "quality_flags" not in sessions.columns:
+        return pl.lit(False)
+    return pl.col("quality_flags").is_not_null()
 
 
 def daily_load(
@@ -116,21 +130,19 @@ def daily_load(
     """Daily rows of `level` (transformer, feeder or substation) for local days first..last."""
     key, attributes = LEVELS[level]
     in_range = pl.col("load_date").is_between(first_day, last_day)
-    loads = intervals.drop_nulls(key).with_columns(
+    if "flagged" not in intervals.columns:
+        intervals = intervals.with_columns(pl.lit(False).alias("flagged"))
+    every = intervals.drop_nulls(key).with_columns(
         pl.col("interval_start").dt.convert_time_zone(tz).dt.date().alias("load_date")
     ).filter(in_range)
+    loads = every.filter(~pl.col("flagged"))
+    days = every.group_by(key, "load_date").agg(*[pl.col(a).drop_nulls().first() for a in attributes])
 
-    per_interval = loads.group_by(key, "load_date", "interval_start").agg(
-        pl.col("kw").sum(), *[pl.col(a).drop_nulls().first() for a in attributes]
-    )
+    per_interval = loads.group_by(key, "load_date", "interval_start").agg(pl.col("kw").sum())
     peaks = (
         per_interval.sort("kw", "interval_start", descending=[True, False])
         .group_by(key, "load_date", maintain_order=True)
-        .agg(
-            pl.col("kw").first().alias("peak_kw"),
-            pl.col("interval_start").first().alias("peak_interval_start"),
-            *[pl.col(a).drop_nulls().first() for a in attributes],
-        )
+        .agg(pl.col("kw").first().alias("peak_kw"), pl.col("interval_start").first().alias("peak_interval_start"))
     )
     # Each EV's own 15-minute peak of the day: their sum over the coincident peak is the
     # diversity factor planners use to scale per-EV figures.
@@ -143,27 +155,42 @@ def daily_load(
     diversity = ev_peaks.group_by(key, "load_date").agg(
         pl.len().alias("ev_count"), pl.col("kw").sum().alias("_sum_individual_peaks")
     )
-    energy = loads.group_by(key, "load_date").agg(pl.col("kwh").sum().alias("energy_kwh"))
+    energy = every.group_by(key, "load_date").agg(
+        pl.col("kwh").filter(~pl.col("flagged")).sum().alias("energy_kwh"),
+        pl.col("kwh").filter(pl.col("flagged")).sum().alias("flagged_energy_kwh"),
+    )
+    session_flagged = _flagged(sessions)
     started = (
         sessions.filter(pl.col("status") == "complete")
         .drop_nulls(key)
+        .with_columns(session_flagged.alias("_flagged"))
         .rename({"event_date": "load_date"})
         .filter(in_range)
         .group_by(key, "load_date")
-        .agg(pl.len().cast(pl.Int64).alias("session_count"))
-    )
-    return (
-        peaks.join(energy, on=[key, "load_date"])
-        .join(diversity, on=[key, "load_date"])
-        .join(started, on=[key, "load_date"], how="left")
-        .with_columns(
-            pl.col("session_count").fill_null(0),
-            pl.col("ev_count").cast(pl.Int64),
-            (pl.col("energy_kwh") / local_day_hours(pl.col("load_date"), tz)).alias("average_kw"),
+        .agg(
+            (~pl.col("_flagged")).sum().cast(pl.Int64).alias("session_count"),
+            pl.col("_flagged").sum().cast(pl.Int64).alias("flagged_session_count"),
         )
+    )
+    on = [key, "load_date"]
+    peak = pl.col("peak_kw")
+    return (
+        days.join(peaks, on=on, how="left")
+        .join(energy, on=on, how="left")
+        .join(diversity, on=on, how="left")
+        .join(started, on=on, how="left")
         .with_columns(
-            (pl.col("average_kw") / pl.col("peak_kw")).alias("load_factor"),
-            (pl.col("_sum_individual_peaks") / pl.col("peak_kw")).alias("diversity_factor"),
+            pl.col("peak_kw").fill_null(0.0),
+            pl.col("energy_kwh").fill_null(0.0),
+            pl.col("flagged_energy_kwh").fill_null(0.0),
+            pl.col("session_count").fill_null(0),
+            pl.col("flagged_session_count").fill_null(0),
+            pl.col("ev_count").fill_null(0).cast(pl.Int64),
+        )
+        .with_columns((pl.col("energy_kwh") / local_day_hours(pl.col("load_date"), tz)).alias("average_kw"))
+        .with_columns(
+            pl.when(peak > 0).then(pl.col("average_kw") / peak).alias("load_factor"),
+            pl.when(peak > 0).then(pl.col("_sum_individual_peaks") / peak).alias("diversity_factor"),
             pl.lit(updated_at).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
         )
         .drop("_sum_individual_peaks")

@@ -113,6 +113,7 @@ def ev_charging_events(
             batch_id=config.batch_id,
             files_archived=archived,
             **counts,
+            conflicts=report.conflicts,
             rejection_codes=dg.MetadataValue.json(report.rejection_codes),
             message_types=dg.MetadataValue.json(report.message_types),
             enrichment=dg.MetadataValue.json(report.enrichment),
@@ -175,6 +176,11 @@ class SessionsConfig(dg.Config):
             description="Share of complete sessions whose reported ChargeDuration agrees with end - start in the configured unit (EV_DURATION_UNIT). Measured, not assumed (DOMAIN.md); warns below 90 %.",
         ),
         dg.AssetCheckSpec(
+            "flagged_share",
+            asset="ev_charging_sessions",
+            description="Share of the complete sessions written that carry quality flags (impossible average power, overlaps, duration mismatch), against EV_FLAGGED_SHARE_WARN (warning). Flagged load is kept apart in the daily load tables.",
+        ),
+        dg.AssetCheckSpec(
             "load_days_within_partitions",
             asset="ev_charging_sessions",
             description="Every local day whose load the sessions change lies within the daily partitions (EV_PARTITIONS_START .. tomorrow). A day outside them would get no daily load: this check fails and names the days.",
@@ -200,6 +206,7 @@ def ev_charging_sessions(
             report = pipeline.pair_pending_batches(wh, settings_)
     errors = schema_errors(EV_CHARGING_SESSIONS, report.written)
     agreement = report.duration_agreement or {"sessions": 0, "agreeing": 0, "share": 1.0}
+    flagged = flagged_share(report.written)
     outside = days_outside_partitions(report.touched_dates)
     if outside:
         context.log.error(outside_partitions_message(outside))
@@ -228,6 +235,12 @@ def ev_charging_sessions(
                 metadata={**agreement, "unit": settings_.bounds.duration_unit},
             ),
             dg.AssetCheckResult(
+                check_name="flagged_share",
+                passed=flagged["share"] <= resolved.flagged_share_warn,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={**flagged, "threshold": resolved.flagged_share_warn},
+            ),
+            dg.AssetCheckResult(
                 check_name="load_days_within_partitions",
                 passed=not outside,
                 metadata={"days_outside": dg.MetadataValue.json([d.isoformat() for d in outside]),
@@ -235,6 +248,18 @@ def ev_charging_sessions(
             ),
         ],
     )
+
+
+def flagged_share(written) -> dict:
+    """Complete sessions written, how many carry quality flags, their share, and the count per flag."""
+    complete = written.filter(written["status"] == "complete")
+    flags = complete["quality_flags"].drop_nulls()
+    per_flag: dict[str, int] = {}
+    for codes in flags.to_list():
+        for code in codes.split(","):
+            per_flag[code] = per_flag.get(code, 0) + 1
+    share = flags.len() / complete.height if complete.height else 0.0
+    return {"sessions": complete.height, "flagged": flags.len(), "share": share, "flags": dg.MetadataValue.json(per_flag)}
 
 
 ingest_job = dg.define_asset_job(

@@ -79,6 +79,9 @@ class PipelineConfig(dg.ConfigurableResource):
     clock_skew_s: float | None = None
     duration_unit: str | None = None
     max_session_h: float | None = None
+    charge_w_tolerance: float | None = None
+    duration_unit_verified: bool | None = None
+    flagged_share_warn: float | None = None
     power_factor: float | None = None
     rejection_rate_warn: float | None = None
     rebuild_chunk_meters: int | None = None
@@ -102,6 +105,8 @@ class PipelineConfig(dg.ConfigurableResource):
                 duration_unit=s.duration_unit,
             ),
             max_session=timedelta(hours=s.max_session_h),
+            charge_w_tolerance=s.charge_w_tolerance,
+            duration_unit_verified=s.duration_unit_verified,
             power_factor=s.power_factor,
             load_shape=s.load_shape,
             load_shape_idle_ratio=s.load_shape_idle_ratio,

@@ -14,6 +14,12 @@ class PipelineSettings:
     timezone: str = "America/New_York"
     bounds: ContractBounds = field(default_factory=ContractBounds)
     max_session: timedelta = pairing.DEFAULT_MAX_SESSION
+    # A session's average power may exceed its own ChargeW by this factor: beyond it, a pair
+    # longer than max_session is not made, and a paired session is flagged power_above_charge_w.
+    charge_w_tolerance: float = pairing.DEFAULT_CHARGE_W_TOLERANCE
+    # The reported ChargeDuration is known to be in bounds.duration_unit: sessions whose reported
+    # duration disagrees with end - start are flagged duration_mismatch.
+    duration_unit_verified: bool = False
     # Residential power factor 0.85-0.9 (DOMAIN.md): converts peak kW to the kVA a rating limits.
     power_factor: float = 0.9
     # How a session's energy becomes 15-minute load (see ev_assets.core.load_profile):

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from ev_assets.core import enrich, events, feed
 from ev_assets.core.contract import ContractResult, apply_contract
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, existing_values
+from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked
 from ev_assets.warehouse.tables import (
     EV_CHARGING_EVENTS,
     EV_FEED_FILES,
@@ -43,6 +43,8 @@ class IngestReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    # Of the rejected, records that conflict with an accepted message of the same identity.
+    conflicts: int = 0
     rejection_codes: dict[str, int] = field(default_factory=dict)
     message_types: dict[str, int] = field(default_factory=dict)
     enrichment: dict[str, int] = field(default_factory=dict)
@@ -145,10 +147,10 @@ def ingest_batch(
 
         records = _of_files(maybe_records, fresh)
         result = ContractResult(_of_files(maybe_result.accepted, fresh), _of_files(maybe_result.rejected, fresh))
-        new_events = _judge(warehouse, conn, records, result, report, settings, now)
+        new_events, rejected = _judge(warehouse, conn, records, result, report, settings, now)
         _verify(report, new_events)
         warehouse.insert(conn, EV_CHARGING_EVENTS, new_events)
-        warehouse.insert(conn, EV_REJECTED_MESSAGES, _rejected_rows(fresh, result.rejected, batch_id, now))
+        warehouse.insert(conn, EV_REJECTED_MESSAGES, _rejected_rows(fresh, rejected, batch_id, now))
         warehouse.insert(conn, EV_QUARANTINED_FILES, _quarantined_rows(fresh, batch_id, now))
         warehouse.insert(conn, EV_FEED_FILES, _file_rows(fresh, records, batch_id, now))
         _record_in_ledger(warehouse, conn, report, run_id, now)
@@ -171,18 +173,20 @@ def _judge(
     report: IngestReport,
     settings: PipelineSettings,
     now: datetime,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The duplicate rule and enrichment on the contract's result (inside the writing
-    transaction, whose reads decide them): the new events to store, and the report's record
-    counts filled in."""
-    new_events, report.duplicates = _new_events(warehouse, conn, result.accepted, report.batch_id, settings, now)
+    transaction, whose reads decide them): the new events to store, the rejected records (the
+    contract's, then the conflicting duplicates), and the report's record counts filled in."""
+    new_events, report.duplicates, conflicts = _new_events(warehouse, conn, result.accepted, report.batch_id, settings, now)
+    rejected = pl.concat([result.rejected, conflicts], how="vertical_relaxed")
     report.records_read = records.height
     report.accepted = new_events.height
-    report.rejected = result.rejected.height
-    report.rejection_codes = _code_counts(result.rejected)
+    report.rejected = rejected.height
+    report.conflicts = conflicts.height
+    report.rejection_codes = _code_counts(rejected)
     report.message_types = dict(Counter(new_events["message_type"].to_list()))
     report.enrichment = dict(Counter(new_events["enrichment_status"].to_list()))
-    return new_events
+    return new_events, rejected
 
 
 def _verify(report: IngestReport, new_events: pl.DataFrame) -> None:
@@ -233,12 +237,13 @@ def _new_events(
     batch_id: str,
     settings: PipelineSettings,
     now: datetime,
-) -> tuple[pl.DataFrame, int]:
+) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+    """(new events, duplicates, conflicting duplicates as rejected records) of accepted records."""
     rows = events.to_events(accepted, batch_id=batch_id, tz=settings.timezone, ingested_at=now)
-    known = existing_values(warehouse, EV_CHARGING_EVENTS, "message_id", rows["message_id"], conn=conn)
-    new, duplicates = events.split_duplicates(rows, known)
+    known = warehouse.read_in(EV_CHARGING_EVENTS, "message_id", rows["message_id"], conn=conn)
+    new, duplicates, conflicts = events.split_duplicates(rows, known)
     enriched = enrich.attribute(new, reference_for(warehouse, new, conn=conn), date_col="message_date")
-    return EV_CHARGING_EVENTS.conform(enriched), duplicates
+    return EV_CHARGING_EVENTS.conform(enriched), duplicates, conflicts
 
 
 def reference_for(
@@ -339,13 +344,13 @@ def replay_rejected(
     result = apply_contract(records, settings.bounds, now=now)  # pure: before the lock
 
     ids = replays.select("rejection_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("record_index"))
-    still = ids.join(result.rejected.select("record_index", "reason_codes", "reasons"), on="record_index")
-    released = ids.join(still, on="record_index", how="anti")["rejection_id"]
     rej = warehouse.table(EV_REJECTED_MESSAGES)
     with warehouse.transaction() as conn:
         if _batch_recorded(warehouse, batch_id, conn):
             return report  # this replay batch is already in the ledger: nothing to write
-        new_events = _judge(warehouse, conn, records, result, report, settings, now)
+        new_events, rejected = _judge(warehouse, conn, records, result, report, settings, now)
+        still = ids.join(rejected.select("record_index", "reason_codes", "reasons"), on="record_index")
+        released = ids.join(still, on="record_index", how="anti")["rejection_id"]
         _verify(report, new_events)
         warehouse.insert(conn, EV_CHARGING_EVENTS, new_events)
         for chunk_ids in chunked(released.to_list(), IN_CHUNK):

@@ -16,9 +16,9 @@ from datetime import date, datetime
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets.core import pairing
+from ev_assets.core import pairing, quality
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, empty_frame, rows_to_frame
 from ev_assets.warehouse.tables import (
     EV_BATCH_PAIRING,
     EV_CHARGING_EVENTS,
@@ -53,6 +53,7 @@ def pair_pending_batches(
             return SessionsReport()
         changed = warehouse.read_in(EV_CHARGING_EVENTS, "batch_id", pending, conn=conn)
         report = _repair_in(warehouse, conn, changed, settings, now)
+        time_out_open_starts(warehouse, conn, settings, now)
         paired = pl.DataFrame({"batch_id": pending, "sessions_written": report.sessions_written, "paired_at": now})
         warehouse.insert(conn, EV_BATCH_PAIRING, paired)
         queue_load_days(warehouse, conn, report.touched_dates, now)
@@ -90,16 +91,21 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
     if window is None:
         return SessionsReport()
     ev = warehouse.table(EV_CHARGING_EVENTS).c
-    stored = warehouse.read_in(
+    in_window = warehouse.read_in(
         EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to), conn=conn
     )
-    paired = pairing.pair_sessions(stored, max_session=settings.max_session, updated_at=now)
-    fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window))
+    # Each meter's open start before the window and end after it, however far: long sessions.
+    edges = edge_events(warehouse, conn, window)
+    edge_ids = pairing.edge_session_ids(edges)
+    stored = pl.concat([in_window, edges]).unique("message_id", keep="first")
+    paired = pair(stored, settings, now)
+    fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window, edge_ids))
 
     s = warehouse.table(EV_CHARGING_SESSIONS).c
     anchored = sa.or_(
         s.start_time.between(window.write_from, window.write_to),
         sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to)),
+        *([s.session_id.in_(edge_ids)] if edge_ids else []),
     )
     previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn)
     replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored)
@@ -115,6 +121,60 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
         ),
         written=fresh,
     )
+
+
+def pair(events_: pl.DataFrame, settings: PipelineSettings, now: datetime) -> pl.DataFrame:
+    """The pairing and quality stages with the pipeline's settings."""
+    paired = pairing.pair_sessions(
+        events_, max_session=settings.max_session, updated_at=now, charge_w_tolerance=settings.charge_w_tolerance
+    )
+    return quality.flag_sessions(
+        paired,
+        charge_w_max=settings.bounds.charge_w_max,
+        charge_w_tolerance=settings.charge_w_tolerance,
+        duration_unit_seconds=settings.bounds.duration_unit_seconds if settings.duration_unit_verified else None,
+    )
+
+
+def edge_events(warehouse: Warehouse, conn, window: pairing.PairingWindow) -> pl.DataFrame:
+    """Per meter of the window: its latest start before write_from, if that is its last event
+    there, and its earliest end after write_to, if that is its first event there.
+
+    One GROUP BY max / min join per chunk of meters on the (meter_id, message_time) index: the
+    cost follows the batch's meters, not the length of their history."""
+    t = warehouse.table(EV_CHARGING_EVENTS)
+    frames = [empty_frame(EV_CHARGING_EVENTS)]
+    edges = (
+        (sa.func.max, t.c.message_time < window.write_from, "start"),
+        (sa.func.min, t.c.message_time > window.write_to, "end"),
+    )
+    for chunk in chunked(window.meter_ids, IN_CHUNK):
+        for agg, beyond, kind in edges:
+            edge = (
+                sa.select(t.c.meter_id.label("edge_meter"), agg(t.c.message_time).label("edge_time"))
+                .where(t.c.meter_id.in_(chunk), beyond)
+                .group_by(t.c.meter_id)
+                .subquery()
+            )
+            query = (
+                sa.select(t)
+                .join(edge, sa.and_(t.c.meter_id == edge.c.edge_meter, t.c.message_time == edge.c.edge_time))
+                .where(t.c.message_type == kind)
+            )
+            frames.append(rows_to_frame(EV_CHARGING_EVENTS, conn.execute(query).fetchall()))
+    return pl.concat(frames)
+
+
+def time_out_open_starts(warehouse: Warehouse, conn, settings: PipelineSettings, now: datetime) -> int:
+    """Mark start_only sessions older than max_session as timed_out (indexed on status, start_time).
+    Neither status counts in the load, so no day changes."""
+    s = warehouse.table(EV_CHARGING_SESSIONS)
+    result = conn.execute(
+        s.update()
+        .where(s.c.status == "start_only", s.c.start_time < now - settings.max_session)
+        .values(status="timed_out", updated_at=now)
+    )
+    return result.rowcount or 0
 
 
 def rebuild_sessions(
@@ -133,9 +193,7 @@ def rebuild_sessions(
         chunk = meters[start : start + chunk_meters]
         with warehouse.transaction() as conn:
             events_ = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", chunk, conn=conn)
-            fresh = EV_CHARGING_SESSIONS.conform(
-                pairing.pair_sessions(events_, max_session=settings.max_session, updated_at=now)
-            )
+            fresh = EV_CHARGING_SESSIONS.conform(pair(events_, settings, now))
             previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", chunk, conn=conn)
             total.sessions_replaced += warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", chunk)
             total.sessions_written += warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
@@ -156,7 +214,9 @@ def queue_load_days(warehouse: Warehouse, conn, days: list[date], now: datetime)
     warehouse.insert(conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": days, "queued_at": now}))
 
 
-_SESSION_CONTENT = ("session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id")
+_SESSION_CONTENT = (
+    "session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id", "quality_flags",
+)
 
 
 def _changed(previous: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:

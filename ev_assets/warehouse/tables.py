@@ -16,6 +16,8 @@ import pandera.polars as pa
 import polars as pl
 import sqlalchemy as sa
 
+from ev_assets.core.quality import QUALITY_FLAGS
+
 UTC_DATETIME = pl.Datetime("us", "UTC")
 
 _SQL_TYPES: dict[pl.DataType, sa.types.TypeEngine] = {
@@ -294,14 +296,18 @@ EV_CHARGING_SESSIONS = TableSpec(
     name="ev_charging_sessions",
     description=(
         "Charging sessions paired from start and end messages per meter. Event time is the "
-        "session start (spec). status: complete (start and end), start_only (charging, or its end "
-        "never came), end_only (its start never came)."
+        "session start (spec). status: complete (start and end, however long apart; a pair longer "
+        "than EV_MAX_SESSION_H only when its energy fits ChargeW x duration x "
+        "EV_CHARGE_W_TOLERANCE), start_only (no end yet, started at most EV_MAX_SESSION_H ago: "
+        "still charging), timed_out (no end for longer than EV_MAX_SESSION_H: late or lost; "
+        "becomes complete when its end arrives), end_only (its start never came). Only complete "
+        "sessions count in the load."
     ),
     columns=(
         Col("session_id", pl.String(), "Deterministic id: hash of meter and start time (end time for end_only).", nullable=False),
         Col("meter_id", pl.String(), "MeterID.", nullable=False),
         *_ATTRIBUTION,
-        Col("status", pl.String(), "complete, start_only or end_only.", nullable=False, checks=(pa.Check.isin(["complete", "start_only", "end_only"]),)),
+        Col("status", pl.String(), "complete, start_only, timed_out or end_only (see the table's description).", nullable=False, checks=(pa.Check.isin(["complete", "start_only", "timed_out", "end_only"]),)),
         Col("event_date", pl.Date(), "Local date (EV_TIMEZONE) of the session start (of the end for end_only).", nullable=False),
         Col("start_time", UTC_DATETIME, "ChargeStartTime of the start message."),
         Col("end_time", UTC_DATETIME, "ChargeEndTime of the end message."),
@@ -312,11 +318,26 @@ EV_CHARGING_SESSIONS = TableSpec(
         Col("reported_duration", pl.Float64(), "ChargeDuration of the end message, in the feed's unit."),
         Col("start_message_id", pl.String(), "message_id of the start message."),
         Col("end_message_id", pl.String(), "message_id of the end message."),
+        Col(
+            "quality_flags",
+            pl.String(),
+            "Comma-separated codes of the failed plausibility checks of a complete session; null when trusted. "
+            + " ".join(f"`{code}`: {text}" for code, text in QUALITY_FLAGS.items())
+            + " A flagged session counts in the daily load's flagged_energy_kwh, not in peak_kw or energy_kwh.",
+        ),
+        Col("quality_reasons", pl.String(), "JSON list of sentences, one per flag, with the figures that failed; null when trusted."),
         Col("updated_at", UTC_DATETIME, "When the pipeline last wrote this session.", nullable=False),
     ),
     primary_key=("session_id",),
-    # (meter_id, start_time) and (meter_id, end_time): the pairing window's lookups.
-    indexes=(("meter_id", "start_time"), ("meter_id", "end_time"), ("event_date",), ("transformer_id", "event_date")),
+    # (meter_id, start_time) and (meter_id, end_time): the pairing window's lookups;
+    # (status, start_time): open starts turning timed_out.
+    indexes=(
+        ("meter_id", "start_time"),
+        ("meter_id", "end_time"),
+        ("event_date",),
+        ("transformer_id", "event_date"),
+        ("status", "start_time"),
+    ),
 )
 
 
@@ -327,19 +348,22 @@ def _daily_load_spec(level: str, key: str, extra: tuple[Col, ...], grain: str) -
             f"EV charging load per {grain} and local day (EV_TIMEZONE), for planning models. "
             "Loads are counted in the 15-minute intervals they occur in (a session past midnight "
             "loads the next day); sessions are counted on their event date (start). Complete "
-            "sessions only."
+            "sessions only; sessions with quality flags are kept apart (flagged_energy_kwh, "
+            "flagged_session_count) and never count in peak_kw, energy_kwh or ev_count."
         ),
         columns=(
             Col(key, pl.String(), f"{grain.capitalize()} identifier.", nullable=False),
             Col("load_date", pl.Date(), "Local date (EV_TIMEZONE): the daily partition.", nullable=False),
             *extra,
-            Col("session_count", pl.Int64(), "Sessions that started on this day.", nullable=False, checks=_non_negative("session_count")),
-            Col("ev_count", pl.Int64(), "Distinct meters (EVs) charging on this day.", nullable=False, checks=_non_negative("ev_count")),
-            Col("energy_kwh", pl.Float64(), "EV energy delivered during this day, kWh.", nullable=False, checks=_non_negative("energy_kwh")),
-            Col("peak_kw", pl.Float64(), "Coincident peak: the largest 15-minute average of the summed EV load, kW.", nullable=False, checks=_non_negative("peak_kw")),
-            Col("peak_interval_start", UTC_DATETIME, "Start of the 15-minute interval of the peak.", nullable=False),
+            Col("session_count", pl.Int64(), "Trusted sessions (no quality flags) that started on this day.", nullable=False, checks=_non_negative("session_count")),
+            Col("ev_count", pl.Int64(), "Distinct meters (EVs) with trusted load on this day.", nullable=False, checks=_non_negative("ev_count")),
+            Col("energy_kwh", pl.Float64(), "EV energy of trusted sessions delivered during this day, kWh.", nullable=False, checks=_non_negative("energy_kwh")),
+            Col("peak_kw", pl.Float64(), "Coincident peak of trusted sessions: the largest 15-minute average of their summed load, kW (0 when the day has flagged load only).", nullable=False, checks=_non_negative("peak_kw")),
+            Col("peak_interval_start", UTC_DATETIME, "Start of the 15-minute interval of the peak; null when the day has flagged load only."),
+            Col("flagged_energy_kwh", pl.Float64(), "EV energy of sessions with quality flags delivered during this day, kWh: doubtful load, kept apart.", nullable=False, checks=_non_negative("flagged_energy_kwh")),
+            Col("flagged_session_count", pl.Int64(), "Sessions with quality flags that started on this day.", nullable=False, checks=_non_negative("flagged_session_count")),
             Col("average_kw", pl.Float64(), "energy_kwh / 24 h.", nullable=False),
-            Col("load_factor", pl.Float64(), "average_kw / peak_kw."),
+            Col("load_factor", pl.Float64(), "average_kw / peak_kw; null when peak_kw is 0."),
             Col("diversity_factor", pl.Float64(), "Sum of each EV's own 15-minute peak / coincident peak (>= 1)."),
             Col("updated_at", UTC_DATETIME, "When this row was computed.", nullable=False),
         ),

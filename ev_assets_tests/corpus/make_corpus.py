@@ -598,6 +598,17 @@ def _(t):
     ])
 
 
+@case("conflicting_duplicate.json")
+def _(t):
+    # The same end (meter, type, time) twice with different energy: 14.4 vs 22.3 kWh. The first
+    # received is accepted; the second is a conflict, not a duplicate. The third is the first
+    # again under another form (another offset, more digits, a later ReceivedTime): a duplicate.
+    first = end(t, energy="14400", duration="2")
+    again = end(t, energy="14400.000001", duration="2.0", ReceivedTime=iso(t + 2 * M),
+                ChargeEndTime=(t.replace(tzinfo=None) + timedelta(hours=2)).isoformat() + ".000+02:00")
+    return payload([first, end(t, energy="22300", duration="2", ReceivedTime=iso(t + M)), again, start(t + M)])
+
+
 def build() -> dict[str, bytes]:
     return {name: make(slot(name)) for name, make in CASES.items()}
 

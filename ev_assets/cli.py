@@ -130,6 +130,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the vendor's stream ------------------------------------------------------------------------
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from ev_assets.receiver.app import serve
+
+    s = Settings()
+    if not s.receiver_token_hashes:
+        console.print("EV_RECEIVER_TOKEN_SHA256S is empty: every push will be refused (`ev-awareness receiver-token` makes a token)", style="yellow")
+    scheme = "https" if s.receiver_tls_cert else "http"
+    console.print(f"receiving on {scheme}://{args.host}:{args.port}/ev-charging-events into {s.feed_dir}")
+    serve(args.host, args.port, s, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def cmd_receiver_token(_args: argparse.Namespace) -> int:
+    from ev_assets.receiver.auth import new_token
+
+    token, digest = new_token()
+    console.print(f"token:  {token}")
+    console.print(f"sha256: {digest}")
+    console.print("give the token to the sender; add the hash to EV_RECEIVER_TOKEN_SHA256S (comma-separated). The token is not stored anywhere.")
+    return 0
+
+
 # --- run ---------------------------------------------------------------------------------------
 
 
@@ -396,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speedup", type=float, default=1.0)
     p.add_argument("--stop-after-minutes", type=float)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("receive", help="serve the stream receiver (POST /ev-charging-events) into EV_FEED_DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_receive)
+    sub.add_parser("receiver-token", help="print a new random receiver token and its SHA-256 hash (for EV_RECEIVER_TOKEN_SHA256S)").set_defaults(func=cmd_receiver_token)
 
     sub.add_parser("run", help="process everything pending: reference data, ingest batches, pairing, daily load").set_defaults(func=cmd_run)
     sub.add_parser("status", help="row counts, the ledger's reconciliation, pending work and failed runs").set_defaults(func=cmd_status)

@@ -116,6 +116,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         console.print(f"no reference data in {s.reference_dir}: run `ev-awareness reference` or pass --meters", style="red")
         return 2
     frames = read_reference_extracts(s.reference_dir)
+    if args.follow and args.push:
+        console.print("--push takes a span of days (--start, --days), not --follow", style="red")
+        return 2
     if args.follow:
         console.print(f"following the wall clock (x{args.speedup}); files go to {s.feed_dir}; Ctrl-C stops")
         stop = timedelta(minutes=args.stop_after_minutes) if args.stop_after_minutes else None
@@ -125,6 +128,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         console.print("simulate needs --start and --days (or --follow)", style="red")
         return 2
     truth = Path(args.ground_truth) if args.ground_truth else None
+    if args.push:
+        from ev_assets.synthetic import push
+
+        sessions = simulator.simulate_sessions(frames, date.fromisoformat(args.start), args.days, args.seed)
+        if truth is not None:
+            simulator.write_ground_truth(sessions, truth)
+        token = args.token or os.environ.get("EV_PUSH_TOKEN")
+        done = push.push_feed(simulator.session_messages(sessions, args.seed), args.push, fmt=args.format, token=token)
+        console.print(
+            f"pushed {sessions.height:,} sessions: {done.messages:,} messages in {done.payloads:,} {args.format} payloads to {args.push} "
+            f"in {done.seconds:.1f} s ({done.payloads_per_s:,.0f} payloads/s, {done.messages_per_s:,.0f} messages/s)"
+        )
+        return 0
     summary = simulator.simulate_to_folder(frames, s.feed_dir, date.fromisoformat(args.start), args.days, args.seed, ground_truth=truth)
     console.print(f"simulated {summary.sessions:,} sessions: {summary.messages:,} messages in {summary.files:,} files in {s.feed_dir}")
     return 0
@@ -420,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="follow the wall clock instead of a span of days")
     p.add_argument("--speedup", type=float, default=1.0)
     p.add_argument("--stop-after-minutes", type=float)
+    p.add_argument("--push", metavar="URL", help="push the feed to a stream receiver (e.g. http://127.0.0.1:8080/ev-charging-events) instead of writing files")
+    p.add_argument("--format", choices=["json", "avro"], default="json", help="with --push: the payload encoding")
+    p.add_argument("--token", help="with --push: the bearer token (default: EV_PUSH_TOKEN)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("receive", help="serve the stream receiver (POST /ev-charging-events) into EV_FEED_DIR")

@@ -19,6 +19,7 @@ from ev_assets.core import avro_schema
 from ev_assets.synthetic.simulator import SimulationConfig, _payload_lines
 
 PushFormat = Literal["json", "avro"]
+DEFAULT_CONFIG = SimulationConfig()
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class PushRefused(RuntimeError):
     """The receiver refused a payload for good (a 4xx other than 429)."""
 
 
-def payloads(messages: pl.DataFrame, config: SimulationConfig = SimulationConfig()) -> list[list[dict]]:
+def payloads(messages: pl.DataFrame, config: SimulationConfig = DEFAULT_CONFIG) -> list[list[dict]]:
     """The records of each payload, as the simulator's files would hold them, in order."""
     lines = _payload_lines(messages, config.file_minutes)
     grouped = lines.group_by("window", maintain_order=True).agg("record").sort("window")
@@ -75,7 +76,7 @@ def push_feed(
     *,
     fmt: PushFormat = "json",
     token: str | None = None,
-    config: SimulationConfig = SimulationConfig(),
+    config: SimulationConfig = DEFAULT_CONFIG,
     verify: bool | str = True,
     client: httpx.Client | None = None,
 ) -> PushSummary:

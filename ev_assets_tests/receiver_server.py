@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -42,14 +43,16 @@ def running_receiver(landing: Path, **env: str):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    base = f"http://127.0.0.1:{port}"
+    tls = "EV_RECEIVER_TLS_CERT" in env
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    verify = ssl.create_default_context(cafile=env["EV_RECEIVER_TLS_CERT"]) if tls else True
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"receiver exited: {process.stderr.read().decode()[-2000:]}")
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/health", timeout=1, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

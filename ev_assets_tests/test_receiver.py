@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import threading
 import time
 
@@ -190,3 +191,25 @@ def test_avro_round_trip_keeps_values_and_millisecond_times(encode):
     assert got["TransformerId"] == "4000000012-05694882" and got["ServicePointId"] == "5000000012"
     assert got["ReceivedTime"] == "2024-01-01T23:05:11.080Z" and got["ChargeStartTime"] == "2024-01-01T23:05:03.410Z"
     assert got["ChargeW"] == 6912.35 and got["ChargeEndTime"] is None
+
+
+def test_tls_when_a_certificate_is_configured(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    landing = tmp_path / "landing"
+    body = json.dumps({"EVChargingEvents": []}).encode()
+    with running_receiver(landing, EV_RECEIVER_TLS_CERT=str(cert), EV_RECEIVER_TLS_KEY=str(key)) as (base, _):
+        assert base.startswith("https://")
+        answer = httpx.post(f"{base}/ev-charging-events", content=body, headers={**JSON, **auth()}, verify=ssl.create_default_context(cafile=str(cert)))
+        with pytest.raises(httpx.TransportError):
+            httpx.post(base.replace("https://", "http://") + "/ev-charging-events", content=body, headers={**JSON, **auth()})
+    assert answer.status_code == 202 and len(landed(landing)) == 1

@@ -171,6 +171,23 @@ def cmd_receiver_token(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_emulate_vendor(args: argparse.Namespace) -> int:
+    from ev_assets.core.reference_extracts import read_reference_extracts
+    from ev_assets.synthetic import simulator, vendor_emulator
+
+    s = Settings()
+    frames = read_reference_extracts(s.reference_dir)
+    sessions = simulator.simulate_sessions(frames, date.fromisoformat(args.start), args.days, args.seed)
+    rows = vendor_emulator.export_frame(simulator.session_messages(sessions, args.seed))
+    config = vendor_emulator.EmulatorConfig(client_id=args.client_id, client_secret=args.client_secret, delay_s=args.delay)
+    console.print(
+        f"vendor emulator on http://{args.host}:{args.port}: {rows.height:,} messages of {args.days} days from {args.start}; "
+        f"token URL /oauth2/token (client {config.client_id}), jobs /subscriptions/<id>/batch-request, ready after {config.delay_s:g} s"
+    )
+    vendor_emulator.serve(rows, args.host, args.port, config)
+    return 0
+
+
 # --- run ---------------------------------------------------------------------------------------
 
 
@@ -446,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_receive)
     sub.add_parser("receiver-token", help="print a new random receiver token and its SHA-256 hash (for EV_RECEIVER_TOKEN_SHA256S)").set_defaults(func=cmd_receiver_token)
+
+    p = sub.add_parser("emulate-vendor", help="serve an emulation of the vendor's batch-export API over a simulated feed (tests, demo)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--start", default="2024-06-03", help="first simulated local day")
+    p.add_argument("--days", type=int, default=2)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--delay", type=float, default=5.0, help="seconds before a job succeeds")
+    p.add_argument("--client-id", default="emulator-client")
+    p.add_argument("--client-secret", default="emulator-secret")
+    p.set_defaults(func=cmd_emulate_vendor)
 
     sub.add_parser("run", help="process everything pending: reference data, ingest batches, pairing, daily load").set_defaults(func=cmd_run)
     sub.add_parser("status", help="row counts, the ledger's reconciliation, pending work and failed runs").set_defaults(func=cmd_status)

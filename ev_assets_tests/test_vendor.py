@@ -89,3 +89,30 @@ def test_refusals_and_deadlines_are_clear_errors(day_feed, tmp_path):
                 client.wait_for(job, "c-2", deadline_s=0.5, first_wait_s=0.05)
             assert time.monotonic() - started < 5
     assert not (tmp_path / "landing").exists()
+
+
+def test_received_day_asset_lands_the_export(day_feed, tmp_path):
+    import dagster as dg
+
+    from ev_assets.defs.resources import FeedResource
+    from ev_assets.defs.vendor import VendorResource, vendor_export_files
+
+    day = SIM_START + timedelta(days=1)
+    landing = tmp_path / "landing"
+    with running_emulator(day_feed, EmulatorConfig(delay_s=0.2)) as base:
+        vendor = VendorResource(
+            base_url=base, subscription_id="sub-1", subscriber_id="subscriber-1", token_url=f"{base}/oauth2/token",
+            client_id="emulator-client", client_secret="emulator-secret", filetype="Csv", first_poll_s=0.05,
+        )  # fmt: skip
+        result = dg.materialize(
+            [vendor_export_files],
+            partition_key=day.isoformat(),
+            resources={"vendor": vendor, "feed_landing": FeedResource(landing_dir=str(landing))},
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+    assert result.success
+    metadata = result.asset_materializations_for_node("vendor_export_files")[0].metadata
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    expected = day_feed.filter(pl.col("ReceivedTime").is_between(start, start + timedelta(days=1), closed="left")).height
+    assert metadata["records"].value == expected
+    assert all(f.name.startswith(f"export-{day}") for f in feed.list_landing(landing))

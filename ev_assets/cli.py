@@ -118,6 +118,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         console.print(f"no reference data in {s.reference_dir}: run `ev-awareness reference` or pass --meters", style="red")
         return 2
     frames = read_reference_extracts(s.reference_dir)
+    if args.follow and args.push:
+        console.print("--push takes a span of days (--start, --days), not --follow", style="red")
+        return 2
     if args.follow:
         console.print(f"following the wall clock (x{args.speedup}); files go to {s.feed_dir}; Ctrl-C stops")
         stop = timedelta(minutes=args.stop_after_minutes) if args.stop_after_minutes else None
@@ -127,8 +130,63 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         console.print("simulate needs --start and --days (or --follow)", style="red")
         return 2
     truth = Path(args.ground_truth) if args.ground_truth else None
+    if args.push:
+        from ev_assets.synthetic import push
+
+        sessions = simulator.simulate_sessions(frames, date.fromisoformat(args.start), args.days, args.seed)
+        if truth is not None:
+            simulator.write_ground_truth(sessions, truth)
+        token = args.token or os.environ.get("EV_PUSH_TOKEN")
+        done = push.push_feed(simulator.session_messages(sessions, args.seed), args.push, fmt=args.format, token=token)
+        console.print(
+            f"pushed {sessions.height:,} sessions: {done.messages:,} messages in {done.payloads:,} {args.format} payloads to {args.push} "
+            f"in {done.seconds:.1f} s ({done.payloads_per_s:,.0f} payloads/s, {done.messages_per_s:,.0f} messages/s)"
+        )
+        return 0
     summary = simulator.simulate_to_folder(frames, s.feed_dir, date.fromisoformat(args.start), args.days, args.seed, ground_truth=truth)
     console.print(f"simulated {summary.sessions:,} sessions: {summary.messages:,} messages in {summary.files:,} files in {s.feed_dir}")
+    return 0
+
+
+# --- the vendor's stream ------------------------------------------------------------------------
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from ev_assets.receiver.app import serve
+
+    s = Settings()
+    if not s.receiver_token_hashes:
+        console.print("EV_RECEIVER_TOKEN_SHA256S is empty: every push will be refused (`ev-awareness receiver-token` makes a token)", style="yellow")
+    scheme = "https" if s.receiver_tls_cert else "http"
+    console.print(f"receiving on {scheme}://{args.host}:{args.port}/ev-charging-events into {s.feed_dir}")
+    serve(args.host, args.port, s, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def cmd_receiver_token(_args: argparse.Namespace) -> int:
+    from ev_assets.receiver.auth import new_token
+
+    token, digest = new_token()
+    console.print(f"token:  {token}")
+    console.print(f"sha256: {digest}")
+    console.print("give the token to the sender; add the hash to EV_RECEIVER_TOKEN_SHA256S (comma-separated). The token is not stored anywhere.")
+    return 0
+
+
+def cmd_emulate_vendor(args: argparse.Namespace) -> int:
+    from ev_assets.core.reference_extracts import read_reference_extracts
+    from ev_assets.synthetic import simulator, vendor_emulator
+
+    s = Settings()
+    frames = read_reference_extracts(s.reference_dir)
+    sessions = simulator.simulate_sessions(frames, date.fromisoformat(args.start), args.days, args.seed)
+    rows = vendor_emulator.export_frame(simulator.session_messages(sessions, args.seed))
+    config = vendor_emulator.EmulatorConfig(client_id=args.client_id, client_secret=args.client_secret, delay_s=args.delay)
+    console.print(
+        f"vendor emulator on http://{args.host}:{args.port}: {rows.height:,} messages of {args.days} days from {args.start}; "
+        f"token URL /oauth2/token (client {config.client_id}), jobs /subscriptions/<id>/batch-request, ready after {config.delay_s:g} s"
+    )
+    vendor_emulator.serve(rows, args.host, args.port, config)
     return 0
 
 
@@ -400,7 +458,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="follow the wall clock instead of a span of days")
     p.add_argument("--speedup", type=float, default=1.0)
     p.add_argument("--stop-after-minutes", type=float)
+    p.add_argument("--push", metavar="URL", help="push the feed to a stream receiver (e.g. http://127.0.0.1:8080/ev-charging-events) instead of writing files")
+    p.add_argument("--format", choices=["json", "avro"], default="json", help="with --push: the payload encoding")
+    p.add_argument("--token", help="with --push: the bearer token (default: EV_PUSH_TOKEN)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("receive", help="serve the stream receiver (POST /ev-charging-events) into EV_FEED_DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_receive)
+    sub.add_parser("receiver-token", help="print a new random receiver token and its SHA-256 hash (for EV_RECEIVER_TOKEN_SHA256S)").set_defaults(func=cmd_receiver_token)
+
+    p = sub.add_parser("emulate-vendor", help="serve an emulation of the vendor's batch-export API over a simulated feed (tests, demo)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--start", default="2024-06-03", help="first simulated local day")
+    p.add_argument("--days", type=int, default=2)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--delay", type=float, default=5.0, help="seconds before a job succeeds")
+    p.add_argument("--client-id", default="emulator-client")
+    p.add_argument("--client-secret", default="emulator-secret")
+    p.set_defaults(func=cmd_emulate_vendor)
 
     sub.add_parser("run", help="process everything pending: reference data, ingest batches, pairing, daily load").set_defaults(func=cmd_run)
     sub.add_parser("status", help="row counts, the ledger's reconciliation, pending work and failed runs").set_defaults(func=cmd_status)

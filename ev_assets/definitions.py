@@ -6,15 +6,21 @@ Importing this module reads settings and writes nothing: no file, no environment
 
 import dagster as dg
 
-from ev_assets.defs import ingest, operations, planning, reference
+from ev_assets.defs import ingest, operations, planning, reference, vendor
 from ev_assets.defs.resources import environment_resources
 
 defs = dg.Definitions(
-    assets=[reference.reference_tables, ingest.ev_charging_events, ingest.ev_charging_sessions, planning.daily_load],
-    jobs=[ingest.ingest_job, ingest.sessions_job, reference.reference_job, planning.daily_load_job],
+    assets=[
+        reference.reference_tables,
+        ingest.ev_charging_events,
+        ingest.ev_charging_sessions,
+        planning.daily_load,
+        vendor.vendor_export_files,
+    ],
+    jobs=[ingest.ingest_job, ingest.sessions_job, reference.reference_job, planning.daily_load_job, vendor.vendor_export_job],
     sensors=[ingest.ev_feed_sensor, planning.daily_load_sensor, operations.dead_run_sensor, operations.failed_run_sensor],
-    schedules=[planning.nightly_daily_load, reference.nightly_reference],
-    resources=environment_resources(),
+    schedules=[planning.nightly_daily_load, reference.nightly_reference, vendor.nightly_gap_fill],
+    resources={**environment_resources(), "vendor": vendor.vendor_resource_from_environment()},
     # A run's steps follow one another and each works in the warehouse: running them in the run's
     # own process saves a Python start (seconds) per step.
     executor=dg.in_process_executor,

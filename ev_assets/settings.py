@@ -5,6 +5,7 @@ meaning, and when it is read.
   there); change it and restart `dagster dev` / the daemon.
 - **run**: read when a run starts (resources are configured from the environment then), so a
   change applies to the next run.
+- **receiver start**: read when `ev-awareness receive` starts; restart the receiver to change it.
 
 Reading settings writes nothing: no file, no environment variable. The README's settings table is
 generated from this class (`python -m ev_assets.warehouse.data_dictionary`; a test keeps it current).
@@ -23,6 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 LOAD = "load"
 RUN = "run"
+RECEIVER = "receiver start"
 
 
 def _setting(default, description: str, read: str, **kwargs):
@@ -111,6 +113,29 @@ class Settings(BaseSettings):
     rebuild_chunk_meters: int = _setting(
         2000, "Meters per chunk when sessions are rebuilt in full (bounds the memory of a rebuild).", RUN, gt=0
     )
+    receiver_token_sha256s: str = _setting(
+        "",
+        "Stream receiver (`ev-awareness receive`): comma-separated SHA-256 hashes (hex) of the bearer tokens "
+        "it accepts; tokens are never stored in clear (`ev-awareness receiver-token` makes one). Empty: every push is refused.",
+        RECEIVER,
+    )
+    receiver_max_bytes: int = _setting(
+        10_000_000, "Stream receiver: largest request body, bytes (larger: 413).", RECEIVER, gt=0
+    )
+    receiver_rate_per_s: float = _setting(
+        50.0, "Stream receiver: pushes per second per token, sustained (token bucket; more: 429). 0: unlimited.", RECEIVER, ge=0
+    )
+    receiver_rate_burst: float = _setting(
+        100.0, "Stream receiver: pushes a token may make at once before EV_RECEIVER_RATE_PER_S applies.", RECEIVER, ge=1
+    )
+    receiver_tls_cert: Path | None = _setting(
+        None, "Stream receiver: TLS certificate (PEM); with EV_RECEIVER_TLS_KEY the receiver serves HTTPS.", RECEIVER
+    )
+    receiver_tls_key: Path | None = _setting(None, "Stream receiver: TLS private key (PEM).", RECEIVER)
+
+    @property
+    def receiver_token_hashes(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.receiver_token_sha256s.split(",") if h.strip())
 
 
 def current() -> Settings:

@@ -31,3 +31,11 @@ def assert_same_tables(before: dict[str, pl.DataFrame], after: dict[str, pl.Data
 def complete_inside(truth: pl.DataFrame, first, last) -> pl.DataFrame:
     """Simulated sessions that started and ended inside [first, last] (UTC datetimes)."""
     return truth.filter(pl.col("start_time") >= first, pl.col("end_time") <= last)
+
+
+def upgraded_warehouse(url: str) -> Warehouse:
+    """A warehouse on `url`, upgraded to the code's schema first (`ev-awareness db upgrade`)."""
+    from ev_assets.warehouse import migrate
+
+    migrate.upgrade(url)
+    return Warehouse(url)

@@ -1,6 +1,6 @@
 """Event stage: accepted contract output -> rows of the event table, and duplicate detection.
 
-Pure polars. A message's identity is (meter, message type, the time it reports): the same start
+Pure polars. A message's identity is (meter, message type, the time it reports, to the millisecond): the same start
 or end sent twice, in one batch or across batches, is one event (the issue's duplicate rule).
 Two records with one identity but different content (CONTENT_TIMES compared to the millisecond,
 CONTENT_NUMBERS to a relative 1e-6; ReceivedTime, identity fields and extra fields ignored, so a
@@ -24,9 +24,15 @@ ISO_MICROS = "%Y-%m-%dT%H:%M:%S%.6fZ"
 
 
 def message_id() -> pl.Expr:
-    """meter|type|time: deterministic, readable, and the same on every replay."""
+    """meter|type|time: deterministic, readable, and the same on every replay.
+
+    The time is compared at millisecond precision (truncated), since Avro carries epoch
+    milliseconds: a message that arrives by the JSON stream (".4105Z") and again by Avro or an
+    export (".410Z") is one message, whatever channel brought it. The text keeps six fractional
+    digits, so ids of millisecond (and centisecond) times are what they always were.
+    """
     return pl.concat_str(
-        [pl.col("meter_id"), pl.col("message_type"), pl.col("message_time").dt.strftime(ISO_MICROS)],
+        [pl.col("meter_id"), pl.col("message_type"), pl.col("message_time").dt.truncate("1ms").dt.strftime(ISO_MICROS)],
         separator="|",
     ).alias("message_id")
 

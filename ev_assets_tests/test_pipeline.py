@@ -9,7 +9,13 @@ import sqlalchemy as sa
 
 from ev_assets import pipeline
 from ev_assets.core import feed
-from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REF_METERS
+from ev_assets.warehouse.tables import (
+    EV_CHARGING_EVENTS,
+    EV_CHARGING_SESSIONS,
+    EV_FEED_FILES,
+    REF_METERS,
+    TRANSFORMER_DAILY_LOAD,
+)
 
 from .conftest import simulate
 from .helpers import assert_same_tables, snapshot
@@ -17,6 +23,14 @@ from .helpers import assert_same_tables, snapshot
 
 def landing_files(folder):
     return [f.path for f in feed.list_landing(folder)]
+
+
+def apply_reference(warehouse, frames, settings) -> pipeline.SessionsReport:
+    """What a reference_job run does: load the extracts, attribute the queued meters' events
+    again (the events step), re-pair their sessions (the sessions step)."""
+    pipeline.load_reference(warehouse, frames, settings)
+    pipeline.reattribute_pending_meters(warehouse, settings)
+    return pipeline.repair_reattributed_meters(warehouse, settings)
 
 
 def test_same_file_twice_in_a_batch_is_read_once(warehouse, settings, small_utility, tmp_path):
@@ -81,7 +95,7 @@ def test_unknown_meter_is_enriched_when_the_reference_catches_up(warehouse, sett
     waiting = warehouse.read(EV_CHARGING_EVENTS, ev.meter_id == late_meter)
     assert set(waiting["enrichment_status"]) == {"meter_unknown"} and waiting["meter_key"].is_null().all()
 
-    _counts, report = pipeline.load_reference(warehouse, small_utility, settings)
+    report = apply_reference(warehouse, small_utility, settings)
     enriched = warehouse.read(EV_CHARGING_EVENTS, ev.meter_id == late_meter)
     assert set(enriched["enrichment_status"]) == {"enriched"} and enriched["meter_key"].is_not_null().all()
     s = warehouse.table(EV_CHARGING_SESSIONS).c
@@ -124,3 +138,55 @@ def test_point_in_time_attribution_follows_the_event_date(warehouse, settings, s
     assert set(after["transformer_id"]) == {"4999999999-99999999"}
     assert warehouse.count(REF_METERS) == small_utility["meters"].height
     assert sa.inspect(warehouse.engine).has_table("ev_charging_sessions")
+
+
+def test_a_backdated_transformer_correction_moves_the_sessions_and_days(warehouse, settings, small_utility, tmp_path):
+    """The utility finds a service point hangs off another transformer since a date in the past:
+    the events and sessions since that date move to it, the earlier ones stay, and exactly the days
+    of the moved sessions are queued for their daily load (issue 10)."""
+    truth = simulate(small_utility, tmp_path, days=3).with_columns(
+        pl.col("start_time").dt.convert_time_zone(settings.timezone).dt.date().alias("local_date")
+    )
+    pipeline.load_reference(warehouse, small_utility, settings)
+    pipeline.ingest_batch(warehouse, "b", landing_files(tmp_path), settings)
+    pipeline.pair_pending_batches(warehouse, settings)
+    for day in pipeline.pending_load_days(warehouse)["load_date"].to_list():
+        pipeline.update_daily_load(warehouse, settings, day, day)
+    assert pipeline.pending_load_days(warehouse).is_empty()
+
+    days = truth.group_by("service_point_id").agg(pl.col("local_date").min().alias("first"), pl.col("local_date").max().alias("last"))
+    sp, first_day = days.filter(pl.col("last") > pl.col("first")).sort("service_point_id").select("service_point_id", "first").row(0)
+    old_tx = truth.filter(pl.col("service_point_id") == sp)["transformer_id"][0]
+    change = first_day + timedelta(days=1)
+    points = small_utility["service_points"]
+    moved = points.filter(pl.col("service_point_id") == sp).with_columns(
+        pl.lit(change).alias("effective_from"), pl.lit("4999999999-99999999").alias("transformer_id")
+    )
+    closed = points.with_columns(
+        pl.when(pl.col("service_point_id") == sp).then(pl.lit(change)).otherwise(pl.col("effective_to")).alias("effective_to")
+    )
+    transformers = small_utility["transformers"]
+    new_tx = transformers.head(1).with_columns(pl.lit("4999999999-99999999").alias("transformer_id"))
+    corrected = {**small_utility, "service_points": pl.concat([closed, moved]), "transformers": pl.concat([transformers, new_tx])}
+    before = warehouse.read(EV_CHARGING_SESSIONS)
+
+    apply_reference(warehouse, corrected, settings)
+    after = warehouse.read(EV_CHARGING_SESSIONS)
+    mine = after.filter(pl.col("service_point_id") == sp)
+    assert set(mine.filter(pl.col("event_date") < change)["transformer_id"]) == {old_tx}
+    assert set(mine.filter(pl.col("event_date") >= change)["transformer_id"]) == {"4999999999-99999999"}
+    # Nobody else moved.
+    others = ["session_id", "transformer_id", "energy_wh"]
+    assert after.filter(pl.col("service_point_id") != sp).select(others).sort("session_id").equals(
+        before.filter(pl.col("service_point_id") != sp).select(others).sort("session_id")
+    )
+    # Exactly the local days the moved sessions span are queued, and their load follows.
+    moved_sessions = mine.filter(pl.col("event_date") >= change)
+    queued = pipeline.pending_load_days(warehouse)["load_date"].to_list()
+    assert queued == pipeline.load_dates_of(moved_sessions, settings.timezone)
+    for day in queued:
+        pipeline.update_daily_load(warehouse, settings, day, day)
+    load = warehouse.read(TRANSFORMER_DAILY_LOAD)
+    assert load.filter(pl.col("transformer_id") == "4999999999-99999999")["energy_kwh"].sum() > 0
+    moved_kwh = moved_sessions["energy_wh"].sum() / 1000
+    assert abs(load.filter(pl.col("transformer_id") == "4999999999-99999999")["energy_kwh"].sum() - moved_kwh) < 1e-6

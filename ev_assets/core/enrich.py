@@ -115,3 +115,39 @@ def add_grid_hierarchy(
         date_col=date_col,
         columns={"substation_id": "substation_id"},
     )
+
+
+def meters_affected_by_change(old: dict[str, pl.DataFrame], new: dict[str, pl.DataFrame]) -> list[str]:
+    """The meters whose attribution (meter key, service point, premise, transformer, feeder,
+    substation, on any date) can differ between two versions of the reference data.
+
+    A correction may be dated in the past (a meter found to hang off another transformer): every
+    event of these meters must be attributed again, not only the ones still waiting for their meter.
+    A changed row anywhere in the chain meter -> service point -> transformer -> feeder is followed
+    down to the meters under it, in either version (a meter moved away is affected too).
+    """
+
+    def links(table: str, child: str, parent: str) -> pl.DataFrame:
+        return pl.concat([old[table].select(child, parent), new[table].select(child, parent)]).unique()
+
+    def under(table: str, child: str, parent: str, parents: set) -> set:
+        return set(links(table, child, parent).filter(pl.col(parent).is_in(list(parents)))[child].to_list())
+
+    feeders = _changed_keys(old["feeders"], new["feeders"], "feeder_id")
+    transformers = _changed_keys(old["transformers"], new["transformers"], "transformer_id")
+    transformers |= under("transformers", "transformer_id", "feeder_id", feeders)
+    points = _changed_keys(old["service_points"], new["service_points"], "service_point_id")
+    points |= under("service_points", "service_point_id", "transformer_id", transformers)
+    meters = _changed_keys(old["meters"], new["meters"], "meter_id")
+    meters |= under("meters", "meter_id", "service_point_id", points)
+    return sorted(m for m in meters if m is not None)
+
+
+def _changed_keys(old: pl.DataFrame, new: pl.DataFrame, key: str) -> set:
+    """Keys with a row in one version that the other does not have identically."""
+    columns = [c for c in new.columns if c in old.columns]
+    a, b = old.select(columns), new.select(columns)
+    differing = pl.concat(
+        [a.join(b, on=columns, how="anti", nulls_equal=True), b.join(a, on=columns, how="anti", nulls_equal=True)]
+    )
+    return set(differing[key].to_list())

@@ -30,14 +30,16 @@ from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS,
 
 
 class IngestBatchConfig(dg.Config):
-    """The micro-batch the feed sensor named: its id (the run key) and its files, in order.
+    """The micro-batch the feed sensor named: its id (the run key) and its files, in order. Without
+    a batch (a reference_job run, a Materialize click) the step only attributes again the events of
+    the meters a reference load queued.
 
     A replay batch (`ev-awareness rejected replay`) names quarantined records instead of files:
     `replay_rejection_ids`, with their stored raw records, or with corrected ones from
     `replay_corrected_file` (an export whose records keep their `_rejection_id`).
     """
 
-    batch_id: str
+    batch_id: str | None = None
     files: list[str] = []
     replay_rejection_ids: list[str] = []
     replay_corrected_file: str | None = None
@@ -87,18 +89,23 @@ def ev_charging_events(
     and enriches the rest with the reference data as of the message date."""
     wh = warehouse.get()
     run_id = context.run.run_id
+    settings_ = pipeline_config.settings()
     record_worker(context)
     with retry_when_transient(context):
-        if config.replay_rejection_ids:
+        if config.batch_id is None:
+            report = pipeline.IngestReport(batch_id="")
+        elif config.replay_rejection_ids:
             replays = pipeline.replay_selection(wh, config.replay_rejection_ids, config.replay_corrected_file)
-            report = pipeline.replay_rejected(wh, pipeline_config.settings(), replays, config.batch_id, run_id=run_id)
+            report = pipeline.replay_rejected(wh, settings_, replays, config.batch_id, run_id=run_id)
         else:
-            report = pipeline.ingest_batch(
-                wh, config.batch_id, [Path(f) for f in config.files], pipeline_config.settings(), run_id=run_id
-            )
+            report = pipeline.ingest_batch(wh, config.batch_id, [Path(f) for f in config.files], settings_, run_id=run_id)
+        # Meters a reference load queued (a correction may reach back in time): their events again.
+        reattributed = pipeline.reattribute_pending_meters(
+            wh, settings_, chunk_meters=pipeline_config.resolved().rebuild_chunk_meters
+        )
     # Committed: the files leave the landing folder, which then holds only what is still to read.
     archived = feed.archive_files([Path(f) for f in config.files], feed_landing.path, utc_day())
-    batch_rows = wh.read(EV_CHARGING_EVENTS, wh.column(EV_CHARGING_EVENTS, "batch_id") == config.batch_id)
+    batch_rows = wh.read(EV_CHARGING_EVENTS, wh.column(EV_CHARGING_EVENTS, "batch_id") == (config.batch_id or ""))
     errors = schema_errors(EV_CHARGING_EVENTS, batch_rows)
     threshold = pipeline_config.resolved().rejection_rate_warn
     counts = report.counts()
@@ -110,8 +117,9 @@ def ev_charging_events(
         metadata=table_metadata(
             EV_CHARGING_EVENTS,
             running_row_count(context, EV_CHARGING_EVENTS, wh, added=report.accepted),
-            batch_id=config.batch_id,
+            batch_id=config.batch_id or "",
             files_archived=archived,
+            events_reattributed=reattributed,
             **counts,
             conflicts=report.conflicts,
             rejection_codes=dg.MetadataValue.json(report.rejection_codes),
@@ -204,6 +212,8 @@ def ev_charging_sessions(
             report = pipeline.rebuild_sessions(wh, settings_, chunk_meters=resolved.rebuild_chunk_meters)
         else:
             report = pipeline.pair_pending_batches(wh, settings_)
+            # Meters whose events a reference correction attributed again: all their sessions.
+            report = report.merged(pipeline.repair_reattributed_meters(wh, settings_, chunk_meters=resolved.rebuild_chunk_meters))
     errors = schema_errors(EV_CHARGING_SESSIONS, report.written)
     agreement = report.duration_agreement or {"sessions": 0, "agreeing": 0, "share": 1.0}
     flagged = flagged_share(report.written)

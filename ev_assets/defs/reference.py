@@ -9,12 +9,10 @@ import dagster as dg
 from ev_assets import pipeline
 from ev_assets.core.reference_extracts import read_reference_extracts
 from ev_assets.defs.metadata import (
-    TOUCHED_DATES,
     record_worker,
     retry_when_transient,
     table_asset_spec,
     table_metadata,
-    touched_dates_metadata,
 )
 from ev_assets.defs.resources import PipelineConfig, ReferenceResource, WarehouseResource
 from ev_assets.settings import Settings
@@ -44,8 +42,9 @@ def reference_tables(
     warehouse: WarehouseResource,
     pipeline_config: PipelineConfig,
 ):
-    """Load the utility's reference extracts (CSV) into the ref_* tables, replacing them, then
-    enrich the accepted events that were waiting for meters the extracts did not know yet."""
+    """Load the utility's reference extracts (CSV) into the ref_* tables, replacing them, and queue
+    the meters whose attribution the change can alter (corrections dated in the past included):
+    ev_charging_events attributes their events again, ev_charging_sessions re-pairs them."""
     version = reference_version(reference.path)
     if version is None:
         raise dg.Failure(
@@ -55,20 +54,25 @@ def reference_tables(
     frames = read_reference_extracts(reference.path)
     record_worker(context)
     with retry_when_transient(context):
-        counts, repaired = pipeline.load_reference(warehouse.get(), frames, pipeline_config.settings(), version=version)
-    context.log.info(f"reference loaded: {counts}; sessions re-paired after enrichment: {repaired.sessions_written}")
+        report = pipeline.load_reference(warehouse.get(), frames, pipeline_config.settings(), version=version)
+    context.log.info(
+        f"reference loaded: {report.rows}; {report.meters_queued} meters queued for re-attribution, "
+        f"{report.days_queued} days for their daily load (rating changes)"
+    )
     for name, spec in REFERENCE_TABLES.items():
         extra = {REFERENCE_VERSION: version}
         if name == "meters":
-            extra[TOUCHED_DATES] = touched_dates_metadata(repaired.touched_dates)
-            extra["events_enriched_late"] = repaired.sessions_written
-        yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, counts[spec.name], **extra))
+            extra.update(meters_queued=report.meters_queued, days_queued=report.days_queued)
+        yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows[spec.name], **extra))
 
 
+# The reference load and its consequences, through the declared graph: the events of the queued
+# meters are attributed again, then their sessions re-paired (the days they change are queued for
+# the daily-load sensor).
 reference_job = dg.define_asset_job(
     "reference_job",
-    selection=dg.AssetSelection.assets(reference_tables),
-    description="Reload the utility's reference extracts and enrich events that waited for them.",
+    selection=dg.AssetSelection.assets(reference_tables) | dg.AssetSelection.assets("ev_charging_events", "ev_charging_sessions"),
+    description="Reload the reference extracts, attribute again the events of the meters the change affects, re-pair their sessions.",
 )
 
 @dg.schedule(

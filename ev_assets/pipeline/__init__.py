@@ -20,13 +20,19 @@ from ev_assets.pipeline.ingest import (
     replay_selection,
 )
 from ev_assets.pipeline.planning_load import DAILY_LOAD_TABLES, LoadReport, pending_load_days, update_daily_load
-from ev_assets.pipeline.reference import load_reference, loaded_reference_version, reenrich_waiting_events
+from ev_assets.pipeline.reference import (
+    ReferenceReport,
+    load_reference,
+    loaded_reference_version,
+    reattribute_pending_meters,
+)
 from ev_assets.pipeline.sessions import (
     SessionsReport,
     load_dates_of,
     pair_pending_batches,
     pending_batches,
     rebuild_sessions,
+    repair_reattributed_meters,
     repair_sessions_around,
 )
 
@@ -41,7 +47,9 @@ __all__ = [
     "ledger_totals",
     "load_dates_of",
     "load_reference",
-    "reenrich_waiting_events",
+    "ReferenceReport",
+    "reattribute_pending_meters",
+    "repair_reattributed_meters",
     "reference_for",
     "repair_sessions_around",
     "replay_rejected",

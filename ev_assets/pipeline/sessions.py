@@ -25,6 +25,7 @@ from ev_assets.warehouse.tables import (
     EV_CHARGING_SESSIONS,
     EV_INGEST_BATCHES,
     EV_LOAD_DAYS_PENDING,
+    EV_METERS_PENDING,
 )
 
 
@@ -37,6 +38,14 @@ class SessionsReport:
     duration_agreement: dict[str, float | int] = field(default_factory=dict)
     written: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EV_CHARGING_SESSIONS.polars_schema))
     batches: list[str] = field(default_factory=list)
+
+    def merged(self, other: SessionsReport) -> SessionsReport:
+        """Both reports' counts together (the written frame and duration agreement are this one's)."""
+        self.sessions_written += other.sessions_written
+        self.sessions_replaced += other.sessions_replaced
+        self.statuses = dict(Counter(self.statuses) + Counter(other.statuses))
+        self.touched_dates = sorted(set(self.touched_dates) | set(other.touched_dates))
+        return self
 
 
 def pair_pending_batches(
@@ -187,23 +196,51 @@ def rebuild_sessions(
     ev = warehouse.table(EV_CHARGING_EVENTS).c
     meters = warehouse.scalars(sa.select(ev.meter_id).distinct().order_by(ev.meter_id))
     total = SessionsReport()
-    days: set[date] = set()
-    statuses: Counter = Counter()
     for start in range(0, len(meters), chunk_meters):
-        chunk = meters[start : start + chunk_meters]
         with warehouse.transaction() as conn:
-            events_ = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", chunk, conn=conn)
-            fresh = EV_CHARGING_SESSIONS.conform(pair(events_, settings, now))
-            previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", chunk, conn=conn)
-            total.sessions_replaced += warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", chunk)
-            total.sessions_written += warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
-            touched = load_dates_of(_changed(previous, fresh), settings.timezone)
-            queue_load_days(warehouse, conn, touched, now)
-        days.update(touched)
-        statuses.update(fresh["status"].to_list())
-    total.statuses = dict(statuses)
-    total.touched_dates = sorted(days)
+            _repair_meters(warehouse, conn, meters[start : start + chunk_meters], settings, now, total)
     return total
+
+
+def repair_reattributed_meters(
+    warehouse: Warehouse, settings: PipelineSettings, *, chunk_meters: int = 2000, now: datetime | None = None
+) -> SessionsReport:
+    """Re-pair the sessions of the meters whose events were attributed again after a reference
+    correction (ev_meters_pending, stage `pair`), a chunk per transaction that also takes them off
+    the queue and queues the days whose load changed."""
+    now = now or utc_now()
+    warehouse.ensure_timezone(settings.timezone)
+    total = SessionsReport()
+    while True:
+        with warehouse.transaction() as conn:
+            chunk = pending_meters(warehouse, "pair", limit=chunk_meters, conn=conn)
+            if not chunk:
+                return total
+            _repair_meters(warehouse, conn, chunk, settings, now, total)
+            warehouse.delete_in(conn, EV_METERS_PENDING, "meter_id", chunk)
+
+
+def pending_meters(warehouse: Warehouse, stage: str, *, limit: int | None = None, conn=None) -> list[str]:
+    """Meters queued for re-attribution (`attribute`) or re-pairing (`pair`), in id order."""
+    m = warehouse.table(EV_METERS_PENDING).c
+    query = sa.select(m.meter_id).where(m.stage == stage).order_by(m.meter_id)
+    return warehouse.scalars(query.limit(limit) if limit else query, conn=conn)
+
+
+def _repair_meters(
+    warehouse: Warehouse, conn, meters: list[str], settings: PipelineSettings, now: datetime, total: SessionsReport
+) -> None:
+    """Replace all sessions of `meters` with those paired from all their events (inside the caller's
+    transaction), queue the days whose load changed, and add the counts to `total`."""
+    events_ = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", meters, conn=conn)
+    fresh = EV_CHARGING_SESSIONS.conform(pair(events_, settings, now))
+    previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", meters, conn=conn)
+    total.sessions_replaced += warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", meters)
+    total.sessions_written += warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
+    touched = load_dates_of(_changed(previous, fresh), settings.timezone)
+    queue_load_days(warehouse, conn, touched, now)
+    total.touched_dates = sorted(set(total.touched_dates) | set(touched))
+    total.statuses = dict(Counter(total.statuses) + Counter(fresh["status"].to_list()))
 
 
 def queue_load_days(warehouse: Warehouse, conn, days: list[date], now: datetime) -> None:

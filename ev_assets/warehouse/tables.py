@@ -510,6 +510,24 @@ EV_LOAD_DAYS_PENDING = TableSpec(
     group="planning",
 )
 
+EV_METERS_PENDING = TableSpec(
+    name="ev_meters_pending",
+    description=(
+        "Meters whose events must be attributed again after a reference load changed their chain "
+        "(meter, service point, transformer, feeder; corrections may be dated in the past), or that "
+        "had events waiting for their meter. stage attribute: the events step re-enriches every event "
+        "of the meter; stage pair: the sessions step re-pairs its sessions and queues the changed days."
+    ),
+    columns=(
+        Col("meter_id", pl.String(), "MeterID.", nullable=False),
+        Col("stage", pl.String(), "attribute or pair.", nullable=False, checks=(pa.Check.isin(["attribute", "pair"]),)),
+        Col("queued_at", UTC_DATETIME, "When the reference load queued it.", nullable=False),
+    ),
+    primary_key=("meter_id",),
+    indexes=(("stage", "meter_id"),),
+    group="reference",
+)
+
 EV_WAREHOUSE_SETTINGS = TableSpec(
     name="ev_warehouse_settings",
     description=(
@@ -536,6 +554,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     EV_QUARANTINED_FILES,
     EV_BATCH_PAIRING,
     EV_LOAD_DAYS_PENDING,
+    EV_METERS_PENDING,
     EV_WAREHOUSE_SETTINGS,
     *REFERENCE_TABLES.values(),
 )

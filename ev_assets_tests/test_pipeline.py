@@ -25,6 +25,24 @@ def landing_files(folder):
     return [f.path for f in feed.list_landing(folder)]
 
 
+NEW_TRANSFORMER = "4999999999-99999999"
+
+
+def refed(utility: dict[str, pl.DataFrame], service_point: str, change) -> dict[str, pl.DataFrame]:
+    """The reference data with `service_point` re-fed from a new transformer from `change` on (a
+    GIS correction): its row closes on that day and a row on the new transformer opens."""
+    points = utility["service_points"]
+    moved = points.filter(pl.col("service_point_id") == service_point).with_columns(
+        pl.lit(change).alias("effective_from"), pl.lit(NEW_TRANSFORMER).alias("transformer_id")
+    )
+    closed = points.with_columns(
+        pl.when(pl.col("service_point_id") == service_point).then(pl.lit(change)).otherwise(pl.col("effective_to")).alias("effective_to")
+    )
+    transformers = utility["transformers"]
+    new_tx = transformers.head(1).with_columns(pl.lit(NEW_TRANSFORMER).alias("transformer_id"))
+    return {**utility, "service_points": pl.concat([closed, moved]), "transformers": pl.concat([transformers, new_tx])}
+
+
 def apply_reference(warehouse, frames, settings) -> pipeline.SessionsReport:
     """What a reference_job run does: load the extracts, attribute the queued meters' events
     again (the events step), re-pair their sessions (the sessions step)."""
@@ -115,17 +133,8 @@ def test_point_in_time_attribution_follows_the_event_date(warehouse, settings, s
     days = truth.group_by("service_point_id").agg(pl.col("local_date").min().alias("first"), pl.col("local_date").max().alias("last"))
     sp, first_day = days.filter(pl.col("last") > pl.col("first")).sort("service_point_id").select("service_point_id", "first").row(0)
     session = truth.filter(pl.col("service_point_id") == sp).sort("start_time").row(0, named=True)
-    points = small_utility["service_points"]
     change = first_day + timedelta(days=1)
-    moved = points.filter(pl.col("service_point_id") == sp).with_columns(
-        pl.lit(change).alias("effective_from"), pl.lit("4999999999-99999999").alias("transformer_id")
-    )
-    closed = points.with_columns(
-        pl.when(pl.col("service_point_id") == sp).then(pl.lit(change)).otherwise(pl.col("effective_to")).alias("effective_to")
-    )
-    transformers = small_utility["transformers"]
-    new_tx = transformers.head(1).with_columns(pl.lit("4999999999-99999999").alias("transformer_id"))
-    reference = {**small_utility, "service_points": pl.concat([closed, moved]), "transformers": pl.concat([transformers, new_tx])}
+    reference = refed(small_utility, sp, change)
     pipeline.load_reference(warehouse, reference, settings)
     pipeline.ingest_batch(warehouse, "b", landing_files(tmp_path), settings)
     pipeline.pair_pending_batches(warehouse, settings)
@@ -135,7 +144,7 @@ def test_point_in_time_attribution_follows_the_event_date(warehouse, settings, s
     after = stored.filter(pl.col("event_date") >= change)
     assert before.height > 0 and after.height > 0
     assert set(before["transformer_id"]) == {session["transformer_id"]}
-    assert set(after["transformer_id"]) == {"4999999999-99999999"}
+    assert set(after["transformer_id"]) == {NEW_TRANSFORMER}
     assert warehouse.count(REF_METERS) == small_utility["meters"].height
     assert sa.inspect(warehouse.engine).has_table("ev_charging_sessions")
 
@@ -158,23 +167,14 @@ def test_a_backdated_transformer_correction_moves_the_sessions_and_days(warehous
     sp, first_day = days.filter(pl.col("last") > pl.col("first")).sort("service_point_id").select("service_point_id", "first").row(0)
     old_tx = truth.filter(pl.col("service_point_id") == sp)["transformer_id"][0]
     change = first_day + timedelta(days=1)
-    points = small_utility["service_points"]
-    moved = points.filter(pl.col("service_point_id") == sp).with_columns(
-        pl.lit(change).alias("effective_from"), pl.lit("4999999999-99999999").alias("transformer_id")
-    )
-    closed = points.with_columns(
-        pl.when(pl.col("service_point_id") == sp).then(pl.lit(change)).otherwise(pl.col("effective_to")).alias("effective_to")
-    )
-    transformers = small_utility["transformers"]
-    new_tx = transformers.head(1).with_columns(pl.lit("4999999999-99999999").alias("transformer_id"))
-    corrected = {**small_utility, "service_points": pl.concat([closed, moved]), "transformers": pl.concat([transformers, new_tx])}
+    corrected = refed(small_utility, sp, change)
     before = warehouse.read(EV_CHARGING_SESSIONS)
 
     apply_reference(warehouse, corrected, settings)
     after = warehouse.read(EV_CHARGING_SESSIONS)
     mine = after.filter(pl.col("service_point_id") == sp)
     assert set(mine.filter(pl.col("event_date") < change)["transformer_id"]) == {old_tx}
-    assert set(mine.filter(pl.col("event_date") >= change)["transformer_id"]) == {"4999999999-99999999"}
+    assert set(mine.filter(pl.col("event_date") >= change)["transformer_id"]) == {NEW_TRANSFORMER}
     # Nobody else moved.
     others = ["session_id", "transformer_id", "energy_wh"]
     assert after.filter(pl.col("service_point_id") != sp).select(others).sort("session_id").equals(
@@ -187,6 +187,6 @@ def test_a_backdated_transformer_correction_moves_the_sessions_and_days(warehous
     for day in queued:
         pipeline.update_daily_load(warehouse, settings, day, day)
     load = warehouse.read(TRANSFORMER_DAILY_LOAD)
-    assert load.filter(pl.col("transformer_id") == "4999999999-99999999")["energy_kwh"].sum() > 0
+    assert load.filter(pl.col("transformer_id") == NEW_TRANSFORMER)["energy_kwh"].sum() > 0
     moved_kwh = moved_sessions["energy_wh"].sum() / 1000
-    assert abs(load.filter(pl.col("transformer_id") == "4999999999-99999999")["energy_kwh"].sum() - moved_kwh) < 1e-6
+    assert abs(load.filter(pl.col("transformer_id") == NEW_TRANSFORMER)["energy_kwh"].sum() - moved_kwh) < 1e-6

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from ev_assets.warehouse.tables import TableSpec
 
 OWNERS = ["team:ev-data-platform"]
-WAREHOUSE_POOL = "ev_warehouse"
 BATCH_TAG = "ev/batch_id"
 TOUCHED_DATES = "ev/touched_dates"
 WORKER_TAG = "ev/worker"
@@ -69,12 +68,6 @@ def running_row_count(context: dg.AssetExecutionContext, spec: TableSpec, wh, *,
 
 def touched_dates_metadata(days: list[date]) -> dg.MetadataValue:
     return dg.MetadataValue.json([d.isoformat() for d in days])
-
-
-def touched_dates_of(metadata: dict) -> list[date]:
-    """The load days a materialization says it changed (none when it says nothing)."""
-    entry = metadata.get(TOUCHED_DATES)
-    return [date.fromisoformat(d) for d in entry.value] if entry is not None else []
 
 
 def table_asset_spec(spec: TableSpec, group: str, deps: list | None = None) -> dg.AssetSpec:

@@ -33,7 +33,6 @@ from ev_assets.pipeline.sessions import (
     pending_batches,
     rebuild_sessions,
     repair_reattributed_meters,
-    repair_sessions_around,
 )
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "reattribute_pending_meters",
     "repair_reattributed_meters",
     "reference_for",
-    "repair_sessions_around",
     "replay_rejected",
     "replay_selection",
     "update_daily_load",

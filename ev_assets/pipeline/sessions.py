@@ -82,19 +82,6 @@ def pending_batches(warehouse: Warehouse, *, conn=None) -> list[str]:
     return warehouse.scalars(query, conn=conn)
 
 
-def repair_sessions_around(
-    warehouse: Warehouse, changed: pl.DataFrame, settings: PipelineSettings, *, now: datetime | None = None
-) -> SessionsReport:
-    """Re-pair the sessions of the meters and times of `changed` events (see PairingWindow), and
-    queue the days whose load changed, in one transaction."""
-    now = now or utc_now()
-    warehouse.ensure_timezone(settings.timezone)
-    with warehouse.transaction() as conn:
-        report = _repair_in(warehouse, conn, changed, settings, now)
-        queue_load_days(warehouse, conn, report.touched_dates, now)
-    return report
-
-
 def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: PipelineSettings, now: datetime) -> SessionsReport:
     window = pairing.pairing_window(changed, settings.max_session)
     if window is None:

@@ -57,13 +57,13 @@ class IngestBatchConfig(dg.Config):
             "batch_reconciles",
             asset="ev_charging_events",
             blocking=True,
-            description="records read = accepted + duplicates + rejected, and files read = parsed + quarantined + already read. Blocking: sessions are not paired from a batch that loses records.",
+            description="records read = accepted + duplicates + rejected, and files read = parsed + quarantined + already read. Verified inside the batch's transaction before it commits (a batch that does not hold is rolled back: BatchRejected fails the step and nothing reaches the tables); reported here, and blocking as a second guard.",
         ),
         dg.AssetCheckSpec(
             "schema_conforms",
             asset="ev_charging_events",
             blocking=True,
-            description="The accepted rows conform to the table's pandera schema (types, nullability, ranges, unique message_id).",
+            description="The accepted rows conform to the table's pandera schema (types, nullability, ranges, unique message_id). Validated before the commit like batch_reconciles; re-read and reported here.",
         ),
         dg.AssetCheckSpec(
             "rejection_rate",

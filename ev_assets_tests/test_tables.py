@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from ev_assets.defs.metadata import column_schema
 from ev_assets.warehouse import data_dictionary
 from ev_assets.warehouse.tables import ALL_TABLES
 
@@ -19,7 +20,7 @@ def test_every_table_derives_consistently():
         table = spec.sqlalchemy_table(metadata)
         assert [c.name for c in table.columns] == spec.column_names
         assert list(spec.pandera_schema().columns) == spec.column_names
-        assert [c.name for c in spec.dagster_schema().columns] == spec.column_names
+        assert [c.name for c in column_schema(spec).columns] == spec.column_names
         assert tuple(c.name for c in table.primary_key.columns) == spec.primary_key
         assert all(c.description for c in spec.columns), spec.name
 

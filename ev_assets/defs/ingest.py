@@ -18,6 +18,7 @@ from ev_assets.defs.metadata import (
     retry_when_transient,
     running_row_count,
     schema_errors,
+    table_definition_metadata,
     table_metadata,
     touched_dates_metadata,
     utc_day,
@@ -47,7 +48,7 @@ class IngestBatchConfig(dg.Config):
 
 @dg.asset(
     description=EV_CHARGING_EVENTS.description,
-    metadata={"dagster/column_schema": EV_CHARGING_EVENTS.dagster_schema(), "dagster/table_name": EV_CHARGING_EVENTS.name},
+    metadata=table_definition_metadata(EV_CHARGING_EVENTS),
     group_name="ingest",
     owners=OWNERS,
     kinds={"polars", "pandera", "sqlalchemy"},
@@ -166,7 +167,7 @@ class SessionsConfig(dg.Config):
 
 @dg.asset(
     description=EV_CHARGING_SESSIONS.description,
-    metadata={"dagster/column_schema": EV_CHARGING_SESSIONS.dagster_schema(), "dagster/table_name": EV_CHARGING_SESSIONS.name},
+    metadata=table_definition_metadata(EV_CHARGING_SESSIONS),
     group_name="sessions",
     owners=OWNERS,
     kinds={"polars", "sqlalchemy"},

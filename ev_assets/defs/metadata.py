@@ -48,13 +48,28 @@ def retry_when_transient(context: dg.AssetExecutionContext) -> Iterator[None]:
         raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=wait) from error
 
 
+def column_schema(spec: TableSpec) -> dg.TableSchema:
+    """The table's columns as Dagster shows them, from its one declaration."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type_name,
+                description=c.description,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
+            )
+            for c in spec.columns
+        ]
+    )
+
+
+def table_definition_metadata(spec: TableSpec) -> dict:
+    """What an asset definition shows of its table before any materialization."""
+    return {"dagster/column_schema": column_schema(spec), "dagster/table_name": spec.name}
+
+
 def table_metadata(spec: TableSpec, rows: int, **extra) -> dict:
-    return {
-        "dagster/row_count": rows,
-        "dagster/column_schema": spec.dagster_schema(),
-        "dagster/table_name": spec.name,
-        **extra,
-    }
+    return {"dagster/row_count": rows, **table_definition_metadata(spec), **extra}
 
 
 def running_row_count(context: dg.AssetExecutionContext, spec: TableSpec, wh, *, added: int) -> int:
@@ -79,7 +94,7 @@ def table_asset_spec(spec: TableSpec, group: str, deps: list | None = None) -> d
         owners=OWNERS,
         kinds={"polars", "sqlalchemy"},
         deps=deps or [],
-        metadata={"dagster/column_schema": spec.dagster_schema(), "dagster/table_name": spec.name},
+        metadata=table_definition_metadata(spec),
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import dagster as dg
 import pandera.polars as pa
 import polars as pl
 import sqlalchemy as sa
@@ -48,6 +47,11 @@ class Col:
     description: str
     nullable: bool = True
     checks: tuple[pa.Check, ...] = ()
+
+    @property
+    def type_name(self) -> str:
+        """The column's type in words (data dictionary, Dagster column schema)."""
+        return _TYPE_NAMES[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -97,19 +101,6 @@ class TableSpec:
             )
         return self._cache["pandera"]
 
-    def dagster_schema(self) -> dg.TableSchema:
-        return dg.TableSchema(
-            columns=[
-                dg.TableColumn(
-                    name=c.name,
-                    type=_TYPE_NAMES[c.dtype],
-                    description=c.description,
-                    constraints=dg.TableColumnConstraints(nullable=c.nullable),
-                )
-                for c in self.columns
-            ]
-        )
-
     def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The frame with exactly this table's columns, in order and cast to the declared types."""
         missing = [c for c in self.column_names if c not in frame.columns]
@@ -129,7 +120,7 @@ class TableSpec:
             "|---|---|---|---|",
         ]
         lines += [
-            f"| `{c.name}` | {_TYPE_NAMES[c.dtype]} | {'yes' if c.nullable else 'no'} | {c.description} |"
+            f"| `{c.name}` | {c.type_name} | {'yes' if c.nullable else 'no'} | {c.description} |"
             for c in self.columns
         ]
         return "\n".join(lines)

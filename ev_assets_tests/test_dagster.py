@@ -193,8 +193,13 @@ def test_daily_load_partition_and_range(env, small_utility, resources, instance)
         assert ingest(resources, instance, request).success
     one = dg.materialize([daily_load], partition_key="2024-06-03", resources=resources, instance=instance)
     assert one.success
-    (balance,) = one.get_asset_check_evaluations()
-    assert balance.check_name == "energy_balances_across_levels" and balance.passed
+    checks = {c.check_name: c for c in one.get_asset_check_evaluations()}
+    assert set(checks) == {"energy_balances_across_levels", "profile_max_equals_peak"}
+    balance = checks["energy_balances_across_levels"]
+    assert balance.passed
+    # The 15-minute profile's daily maximum is peak_kw for every transformer-day written.
+    profile_check = checks["profile_max_equals_peak"]
+    assert profile_check.passed and profile_check.metadata["transformer_days"].value > 0
     assert balance.metadata["substation_kwh"].value > 0
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     day = wh.read(TRANSFORMER_DAILY_LOAD)

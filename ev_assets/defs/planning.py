@@ -17,6 +17,7 @@ from ev_assets.core.batching import contiguous_spans
 from ev_assets.defs.ingest import ev_charging_sessions
 from ev_assets.defs.metadata import (
     markdown_table,
+    profile_sparkline,
     record_worker,
     retry_when_transient,
     table_asset_spec,
@@ -33,13 +34,17 @@ from ev_assets.defs.resources import PipelineConfig, WarehouseResource
 from ev_assets.settings import Settings
 
 LOAD_SPECS = pipeline.DAILY_LOAD_TABLES
+INTERVAL_SPECS = pipeline.INTERVAL_LOAD_TABLES
 MAX_DAYS_PER_RUN = 31
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
 @dg.multi_asset(
-    specs=[table_asset_spec(spec, "planning", deps=[ev_charging_sessions]) for spec in LOAD_SPECS.values()],
+    specs=[
+        table_asset_spec(spec, "planning", deps=[ev_charging_sessions])
+        for spec in (*LOAD_SPECS.values(), *INTERVAL_SPECS.values())
+    ],
     partitions_def=DAILY_PARTITIONS,
     # A backfill of a year is a dozen range runs, not 365 runs; a month per run keeps each
     # run's write transaction (and the database lock it holds) short.
@@ -49,7 +54,12 @@ RANGE_END = "dagster/asset_partition_range_end"
             "energy_balances_across_levels",
             asset="substation_daily_load",
             description="Per day, the kWh of transformers (with a known feeder) add up to the feeders', and the feeders' (with a known substation) to the substations'. Catches attribution that loses or doubles load.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "profile_max_equals_peak",
+            asset="transformer_interval_load",
+            description="For every transformer-day written, the largest kw of its 15-minute profile (as written) equals its peak_kw in transformer_daily_load; a day with peak_kw 0 has no profile row.",
+        ),
     ],
 )
 def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
@@ -60,13 +70,31 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     record_worker(context)
     with retry_when_transient(context):
         report = pipeline.update_daily_load(warehouse.get(), pipeline_config.settings(), first, last)
+    span = {"first_day": first.isoformat(), "last_day": last.isoformat()}
+    tz = pipeline_config.settings().timezone
     for level, spec in LOAD_SPECS.items():
-        frame = report.frames[level]
-        extra = {"first_day": first.isoformat(), "last_day": last.isoformat()}
-        if level == "transformer" and frame.height:
-            top = frame.sort("peak_kw", descending=True).head(5).select("transformer_id", "load_date", "peak_kw", "utilization")
-            extra["busiest"] = dg.MetadataValue.md(markdown_table(top))
+        frame, profile = report.frames[level], report.interval_frames[level]
+        extra = {**span, **planning_pictures(level, frame, profile, tz)}
         yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows[level], **extra))
+        interval_spec = INTERVAL_SPECS[level]
+        extra = {**span}
+        if profile.height:
+            top = profile.sort("kw", descending=True).head(TOP_ROWS).drop("updated_at")
+            extra["top_intervals"] = dg.MetadataValue.md(markdown_table(top))
+        yield dg.MaterializeResult(
+            asset_key=interval_spec.name, metadata=table_metadata(interval_spec, report.interval_rows[level], **extra)
+        )
+    mismatches = pipeline.profile_peak_mismatches(warehouse.get(), first, last)
+    yield dg.AssetCheckResult(
+        asset_key="transformer_interval_load",
+        check_name="profile_max_equals_peak",
+        passed=mismatches.is_empty(),
+        metadata={
+            "transformer_days": report.rows["transformer"],
+            "mismatches": mismatches.height,
+            **({"first_mismatches": dg.MetadataValue.md(markdown_table(mismatches.head(10)))} if mismatches.height else {}),
+        },
+    )
     balance = load_balance(report.frames)
     yield dg.AssetCheckResult(
         asset_key="substation_daily_load",
@@ -74,6 +102,30 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         passed=balance["largest_gap_kwh"] <= 1e-6 * max(1.0, balance["substation_kwh"]),
         metadata=balance,
     )
+
+
+TOP_ROWS = 5
+_TOP_COLUMNS = {
+    "transformer": ("transformer_id", "load_date", "peak_kw", "peak_kva", "kva_rating", "utilization", "minutes_above_threshold", "kwh_above_threshold", "ev_count"),
+    "feeder": ("feeder_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
+    "substation": ("substation_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
+}
+
+
+def planning_pictures(level: str, daily: pl.DataFrame, profile: pl.DataFrame, tz: str) -> dict:
+    """What a planner looks at in the UI: the top rows by peak (a markdown table) and the 15-minute
+    profile of the most loaded asset-day as a text sparkline (`profile_sparkline`)."""
+    if daily.is_empty():
+        return {}
+    key = LOAD_SPECS[level].primary_key[0]
+    top = daily.sort("peak_kw", descending=True).head(TOP_ROWS).select(_TOP_COLUMNS[level])
+    out = {"top_rows": dg.MetadataValue.md(markdown_table(top.with_columns(pl.col(pl.Float64).round(3))))}
+    busiest = top.row(0, named=True)
+    if busiest["peak_kw"] > 0:
+        day_profile = profile.filter((pl.col(key) == busiest[key]) & (pl.col("load_date") == busiest["load_date"]))
+        title = f"{level} {busiest[key]} on {busiest['load_date']}: 15-minute EV kW, local time (peak {busiest['peak_kw']:.2f} kW)"
+        out["busiest_profile"] = dg.MetadataValue.md(profile_sparkline(day_profile, busiest["load_date"], tz, title))
+    return out
 
 
 def load_balance(frames: dict[str, pl.DataFrame]) -> dict[str, float]:

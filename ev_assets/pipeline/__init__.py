@@ -19,7 +19,14 @@ from ev_assets.pipeline.ingest import (
     replay_rejected,
     replay_selection,
 )
-from ev_assets.pipeline.planning_load import DAILY_LOAD_TABLES, LoadReport, pending_load_days, update_daily_load
+from ev_assets.pipeline.planning_load import (
+    DAILY_LOAD_TABLES,
+    INTERVAL_LOAD_TABLES,
+    LoadReport,
+    pending_load_days,
+    profile_peak_mismatches,
+    update_daily_load,
+)
 from ev_assets.pipeline.reference import load_reference, loaded_reference_version, reenrich_waiting_events
 from ev_assets.pipeline.sessions import (
     SessionsReport,
@@ -33,6 +40,7 @@ from ev_assets.pipeline.sessions import (
 __all__ = [
     "BatchRejected",
     "DAILY_LOAD_TABLES",
+    "INTERVAL_LOAD_TABLES",
     "IngestReport",
     "LoadReport",
     "PipelineSettings",
@@ -50,6 +58,7 @@ __all__ = [
     "pair_pending_batches",
     "pending_batches",
     "pending_load_days",
+    "profile_peak_mismatches",
     "rebuild_sessions",
     "loaded_reference_version",
     "utc_now",

@@ -3,7 +3,7 @@ hand (time zone UTC, power factor 0.9)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import polars as pl
 import pytest
@@ -122,3 +122,74 @@ def test_sparkline_marks_the_hours_with_load():
     text = profile_sparkline(profile, DAY, "UTC", "T1")
     line = text.split("```\n")[1].splitlines()[0]
     assert len(line) == 96 and line[72:74] == "█▄" and line.replace("█▄", "").strip() == ""
+
+
+# --- item 5: premise_ev_profile and new_evs ---------------------------------------------------
+
+
+def d(day: int) -> date:
+    return date(2024, 6, day)
+
+
+def send_premise_sessions(feed) -> None:
+    """PM1 (meter M1), 3 sessions: Mon 3 June 20:00-22:00 7.2 kW, Sat 8 June 17:00-18:00 7.2 kW,
+    Mon 17 June 20:00-20:30 6 kW. PM2 (meters M2, M3): Thu 20 June 01:00-03:00 1.4 kW and
+    02:00-03:00 1.4 kW. PM4 (M4): one flagged session (4 kWh in 1 h on a 3 kW charger)."""
+    feed.send(
+        [
+            start("M1", at(3, 20), 7200), end("M1", at(3, 22), 14400, 2),
+            start("M1", at(8, 17), 7200), end("M1", at(8, 18), 7200, 1),
+            start("M1", at(17, 20), 6000), end("M1", at(17, 20, 30), 3000, 0.5),
+            start("M2", at(20, 1), 1400, PremiseID="PM2"), end("M2", at(20, 3), 2800, 2, PremiseID="PM2"),
+            start("M3", at(20, 2), 1400, PremiseID="PM2"), end("M3", at(20, 3), 1400, 1, PremiseID="PM2"),
+            start("M4", at(20, 20), 3000), end("M4", at(20, 21), 4000, 1),
+        ]
+    )  # fmt: skip
+
+
+def test_premise_profile_and_new_evs_by_hand(feed):
+    from ev_assets.warehouse.tables import NEW_EVS, PREMISE_EV_PROFILE
+
+    send_premise_sessions(feed)
+    settings = pipeline.PipelineSettings(timezone="UTC", new_ev_days=10)
+    report = pipeline.refresh_premise_profile(feed.warehouse, settings, now=NOW, chunk_premises=1)
+    assert (report.premises, report.new_evs, report.as_of) == (2, 1, d(20))
+    rows = {r["premise_id"]: r for r in feed.warehouse.read(PREMISE_EV_PROFILE).iter_rows(named=True)}
+    assert set(rows) == {"PM1", "PM2"}  # PM4's only session is flagged
+    pm1 = rows["PM1"]
+    # 3 June..17 June is 15 days = 15/7 weeks: 3 / (15/7) = 1.4 sessions a week. Median ChargeW of
+    # 7200, 7200, 6000 is 7200: level 2. Start hours 20, 17, 20: 20. Energy 14.4 + 7.2 + 3 = 24.6 kWh,
+    # on peak (weekdays 16-21): 20:00-21:00 of 3 June (7.2) and all of 17 June (3): 10.2 kWh.
+    assert (pm1["first_charging_day"], pm1["last_charging_day"], pm1["session_count"], pm1["meter_count"]) == (d(3), d(17), 3, 1)
+    assert (pm1["active_weeks"], pm1["sessions_per_week"]) == (pytest.approx(15 / 7), pytest.approx(1.4))
+    assert (pm1["median_charge_w"], pm1["charger_level"], pm1["typical_start_hour"]) == (7200.0, "level_2", 20)
+    assert (pm1["energy_kwh"], pm1["on_peak_energy_share"]) == (pytest.approx(24.6), pytest.approx(10.2 / 24.6))
+    assert pm1["transformer_id"] == "T1"
+    pm2 = rows["PM2"]
+    # One day: at least a week, so 2 sessions a week; 1.4 kW: level 1; start hours 1 and 2 (a tie): 1;
+    # all energy (2.8 + 1.4) at night: on-peak share 0.
+    assert (pm2["first_charging_day"], pm2["session_count"], pm2["meter_count"], pm2["active_weeks"], pm2["sessions_per_week"]) == (d(20), 2, 2, 1.0, 2.0)
+    assert (pm2["charger_level"], pm2["typical_start_hour"], pm2["energy_kwh"], pm2["on_peak_energy_share"]) == ("level_1", 1, pytest.approx(4.2), 0.0)
+    # new_evs: first seen in the 10 days up to 20 June (11..20 June): PM2 only.
+    new = feed.warehouse.read(NEW_EVS)
+    assert new.select("premise_id", "first_charging_day", "as_of_date", "session_count", "charger_level").rows() == [
+        ("PM2", d(20), d(20), 2, "level_1")
+    ]
+    # Chunks change nothing; a refresh replaces the snapshot.
+    before = feed.warehouse.read(PREMISE_EV_PROFILE).drop("updated_at").sort("premise_id")
+    pipeline.refresh_premise_profile(feed.warehouse, settings, now=NOW)
+    assert feed.warehouse.read(PREMISE_EV_PROFILE).drop("updated_at").sort("premise_id").equals(before)
+
+
+def test_tou_windows_parse_and_classify():
+    from ev_assets.core.premise_profile import in_windows, parse_tou_windows
+
+    windows = parse_tou_windows("mon-fri 16:00-21:00; sat,sun 17:00-19:00; fri-mon 23:00-24:00")
+    assert windows[0].weekdays == frozenset({1, 2, 3, 4, 5}) and windows[2].weekdays == frozenset({5, 6, 7, 1})
+    stamps = [datetime(2024, 6, 3, 15, 45), datetime(2024, 6, 3, 16), datetime(2024, 6, 3, 20, 45), datetime(2024, 6, 3, 21),
+              datetime(2024, 6, 8, 17), datetime(2024, 6, 8, 16), datetime(2024, 6, 4, 23, 15), datetime(2024, 6, 7, 23, 45)]  # fmt: skip
+    out = pl.DataFrame({"t": stamps}).select(in_windows(pl.col("t"), windows).alias("on")).to_series().to_list()
+    assert out == [False, True, True, False, True, False, False, True]
+    for bad in ("weekdays 16:00-21:00", "mon 16:10-21:00", "mon 21:00-16:00"):
+        with pytest.raises(ValueError):
+            parse_tou_windows(bad)

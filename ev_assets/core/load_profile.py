@@ -69,10 +69,15 @@ def load_until_and_kw(load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = 
 
 
 def interval_loads(
-    sessions: pl.DataFrame, *, load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = DEFAULT_IDLE_RATIO
+    sessions: pl.DataFrame,
+    *,
+    load_shape: str = DEFAULT_LOAD_SHAPE,
+    idle_ratio: float = DEFAULT_IDLE_RATIO,
+    keep: tuple[str, ...] = (),
 ) -> pl.DataFrame:
     """One row per complete session and 15-minute interval it charges in: kwh in the interval and
-    kw, the interval's average power. `load_shape` and `idle_ratio`: see the module docstring."""
+    kw, the interval's average power. `load_shape` and `idle_ratio`: see the module docstring;
+    `keep`: further session columns carried to each row (e.g. premise_id)."""
     until, load_kw = load_until_and_kw(load_shape, idle_ratio)
     complete = sessions.filter(
         (pl.col("status") == "complete") & (pl.col("end_time") > pl.col("start_time"))
@@ -83,6 +88,7 @@ def interval_loads(
         "transformer_id",
         "feeder_id",
         "substation_id",
+        *keep,
         "start_time",
         "_load_until",
         "_load_kw",
@@ -103,6 +109,7 @@ def interval_loads(
         "transformer_id",
         "feeder_id",
         "substation_id",
+        *keep,
         "interval_start",
         kwh.alias("kwh"),
         (kwh / INTERVAL_HOURS).alias("kw"),

@@ -1,4 +1,5 @@
-"""Planning area: daily transformer, feeder and substation load, its sensor, schedule and backfills.
+"""Planning area: daily transformer, feeder and substation load and their 15-minute profiles, its
+sensor, schedule and backfills; the premise EV profile snapshot and its daily schedule.
 
 Which days to recompute is read from the warehouse (ev_load_days_pending: days whose sessions
 changed), not from run history: whoever paired the sessions, and whatever died since, the sensor
@@ -32,6 +33,7 @@ from ev_assets.defs.partitions import (
 )
 from ev_assets.defs.resources import PipelineConfig, WarehouseResource
 from ev_assets.settings import Settings
+from ev_assets.warehouse import tables
 
 LOAD_SPECS = pipeline.DAILY_LOAD_TABLES
 INTERVAL_SPECS = pipeline.INTERVAL_LOAD_TABLES
@@ -205,3 +207,48 @@ def daily_load_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
 def nightly_daily_load(context: dg.ScheduleEvaluationContext):
     today = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
     return daily_load_run_requests([today - timedelta(days=n) for n in (3, 2, 1)], f"nightly:{today}")
+
+
+# --- EV adoption by premise: a daily snapshot ----------------------------------------------------
+
+PREMISE_SPECS = (tables.PREMISE_EV_PROFILE, tables.NEW_EVS)
+
+
+@dg.multi_asset(
+    specs=[table_asset_spec(spec, "planning", deps=[ev_charging_sessions]) for spec in PREMISE_SPECS],
+)
+def premise_ev_profile(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
+    """premise_ev_profile (one row per premise with trusted sessions: first and last charging day,
+    sessions per week, charger level, typical start hour, on-peak energy share) and new_evs (premises
+    first seen in the last EV_NEW_EV_DAYS days): a snapshot of the whole history, computed premise
+    chunk by premise chunk (bounded memory) and replaced in one transaction."""
+    record_worker(context)
+    with retry_when_transient(context):
+        report = pipeline.refresh_premise_profile(warehouse.get(), pipeline_config.settings())
+    counts = {"premise_ev_profile": report.premises, "new_evs": report.new_evs}
+    for spec in PREMISE_SPECS:
+        extra = {"as_of_date": report.as_of.isoformat() if report.as_of else None}
+        top = report.top.get(spec.name)
+        if top is not None and top.height:
+            shown = top.drop("updated_at").with_columns(pl.col(pl.Float64).round(3))
+            extra["top_rows"] = dg.MetadataValue.md(markdown_table(shown))
+        yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, counts[spec.name], **extra))
+
+
+premise_profile_job = dg.define_asset_job(
+    "premise_profile_job",
+    selection=dg.AssetSelection.assets(premise_ev_profile),
+    description="Refresh the premise_ev_profile and new_evs snapshots.",
+)
+
+
+@dg.schedule(
+    cron_schedule="0 4 * * *",
+    job=premise_profile_job,
+    execution_timezone=PARTITIONS_TIMEZONE,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily: refresh the premise EV profile and new EVs (after the nightly daily load).",
+)
+def daily_premise_profile(context: dg.ScheduleEvaluationContext):
+    day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
+    return dg.RunRequest(run_key=f"premises:{day.isoformat()}")

@@ -6,6 +6,7 @@ same code. Each step is idempotent: run it again on the same input and the table
 - `ingest`: landing files (or quarantined records, on a replay) -> events, quarantine, ledgers;
 - `pairing`: events -> sessions, for the window a batch can change;
 - `daily_load`: sessions -> transformer, feeder and substation load for a range of days;
+- `premises`: sessions -> premise_ev_profile and new_evs snapshots;
 - `reference`: the utility's extracts -> ref_* tables, then late enrichment.
 """
 
@@ -27,6 +28,7 @@ from ev_assets.pipeline.planning_load import (
     profile_peak_mismatches,
     update_daily_load,
 )
+from ev_assets.pipeline.premises import PremiseReport, refresh_premise_profile
 from ev_assets.pipeline.reference import load_reference, loaded_reference_version, reenrich_waiting_events
 from ev_assets.pipeline.sessions import (
     SessionsReport,
@@ -44,6 +46,8 @@ __all__ = [
     "IngestReport",
     "LoadReport",
     "PipelineSettings",
+    "PremiseReport",
+    "refresh_premise_profile",
     "SessionsReport",
     "ingest_batch",
     "ledger_totals",

@@ -193,3 +193,29 @@ def test_tou_windows_parse_and_classify():
     for bad in ("weekdays 16:00-21:00", "mon 16:10-21:00", "mon 21:00-16:00"):
         with pytest.raises(ValueError):
             parse_tou_windows(bad)
+
+
+# --- item 6: exports ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_export_selects_days_and_transformers(feed, tmp_path, monkeypatch, fmt):
+    from ev_assets import cli
+
+    rate_t1(feed.warehouse)
+    send_hand_sessions(feed)
+    feed.send([start("M9", at(4, 18), 7200, TransformerID="T2"), end("M9", at(4, 19), 7200, 1, TransformerID="T2")])
+    pipeline.update_daily_load(feed.warehouse, feed.settings, DAY, date(2024, 6, 4), now=NOW)
+    monkeypatch.setenv("EV_WAREHOUSE_URL", feed.warehouse.url)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))  # cli.main would set it for the process
+    out = tmp_path / f"profile.{fmt}"
+    argv = ["export", "transformer_interval_load", "--from", "2024-06-03", "--to", "2024-06-04", "--format", fmt,
+            "--transformer", "T1", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    read = {"csv": pl.read_csv, "parquet": pl.read_parquet, "json": pl.read_json}[fmt](out)
+    assert read.height == 8 and set(read["transformer_id"].to_list()) == {"T1"}
+    assert read["kw"].to_list() == pytest.approx([kw for _, kw, _ in HAND_PROFILE])
+    # The day range alone: 4 June holds T2's hour (4 intervals).
+    assert cli.main(["export", "transformer_interval_load", "--from", "2024-06-04", "--format", fmt, "--out", str(out)]) == 0
+    read = {"csv": pl.read_csv, "parquet": pl.read_parquet, "json": pl.read_json}[fmt](out)
+    assert read["transformer_id"].to_list() == ["T2"] * 4

@@ -355,6 +355,63 @@ def _num(value, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+# --- exports ----------------------------------------------------------------------------------
+
+# Tables a planner exports, and the local-date columns --from/--to select on: one column (its day
+# lies in the range) or two (the row's span [first, last] overlaps the range).
+EXPORTABLE: dict[str, tuple[str, ...]] = {
+    "transformer_daily_load": ("load_date",),
+    "feeder_daily_load": ("load_date",),
+    "substation_daily_load": ("load_date",),
+    "transformer_interval_load": ("load_date",),
+    "feeder_interval_load": ("load_date",),
+    "substation_interval_load": ("load_date",),
+    "premise_ev_profile": ("first_charging_day", "last_charging_day"),
+    "new_evs": ("first_charging_day",),
+    "ev_charging_sessions": ("event_date",),
+}
+
+
+def export_frame(wh, table: str, first: date | None, last: date | None, transformers: list[str] | None) -> pl.DataFrame:
+    """The rows of `table` whose days lie in first..last (either end open), for the transformers
+    given (all when none), sorted by the primary key."""
+    from ev_assets.warehouse.tables import ALL_TABLES
+
+    spec = next(s for s in ALL_TABLES if s.name == table)
+    t = wh.table(spec).c
+    day_columns = EXPORTABLE[table]
+    conditions = []
+    if first is not None:
+        conditions.append(t[day_columns[-1]] >= first)
+    if last is not None:
+        conditions.append(t[day_columns[0]] <= last)
+    if transformers:
+        if "transformer_id" not in spec.column_names:
+            raise SystemExit(f"{table} has no transformer_id: --transformer does not apply")
+        conditions.append(t.transformer_id.in_(transformers))
+    frame = wh.read(spec, sa.and_(*conditions) if conditions else None)
+    return frame.sort(list(spec.primary_key))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    first = date.fromisoformat(args.date_from) if args.date_from else None
+    last = date.fromisoformat(args.date_to) if args.date_to else None
+    if first and last and first > last:
+        console.print("--from is after --to", style="red")
+        return 2
+    frame = export_frame(_warehouse(), args.table, first, last, args.transformer)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "csv":
+        frame.write_csv(out)
+    elif args.format == "parquet":
+        frame.write_parquet(out)
+    else:
+        frame.write_json(out)
+    console.print(f"exported {frame.height:,} rows of {args.table} to {out} ({args.format})")
+    return 0
+
+
 # --- quarantine --------------------------------------------------------------------------------
 
 
@@ -487,6 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", help="local day YYYY-MM-DD (default: all days)")
     p.add_argument("--limit", type=int, default=10)
     p.set_defaults(func=cmd_top)
+
+    p = sub.add_parser("export", help="write a planning table (a range of local days, some transformers) to CSV, Parquet or JSON")
+    p.add_argument("table", choices=sorted(EXPORTABLE))
+    p.add_argument("--from", dest="date_from", help="first local day YYYY-MM-DD (default: the first)")
+    p.add_argument("--to", dest="date_to", help="last local day YYYY-MM-DD, inclusive (default: the last)")
+    p.add_argument("--format", choices=["csv", "parquet", "json"], default="csv", help="csv (header row, ISO-8601 times in UTC), parquet, or json (an array of row objects)")
+    p.add_argument("--transformer", action="extend", nargs="+", metavar="ID", help="only these transformers (tables with transformer_id)")
+    p.add_argument("--out", required=True, help="output file")
+    p.set_defaults(func=cmd_export)
 
     rejected = sub.add_parser("rejected", help="inspect, export and replay quarantined records").add_subparsers(dest="action", required=True)
     for name, func, helptext in (

@@ -15,11 +15,12 @@ defs = dg.Definitions(
         ingest.ev_charging_events,
         ingest.ev_charging_sessions,
         planning.daily_load,
+        planning.premise_ev_profile,
         vendor.vendor_export_files,
     ],
-    jobs=[ingest.ingest_job, ingest.sessions_job, reference.reference_job, planning.daily_load_job, vendor.vendor_export_job],
+    jobs=[ingest.ingest_job, ingest.sessions_job, reference.reference_job, planning.daily_load_job, planning.premise_profile_job, vendor.vendor_export_job],
     sensors=[ingest.ev_feed_sensor, planning.daily_load_sensor, operations.dead_run_sensor, operations.failed_run_sensor],
-    schedules=[planning.nightly_daily_load, reference.nightly_reference, vendor.nightly_gap_fill],
+    schedules=[planning.nightly_daily_load, planning.daily_premise_profile, reference.nightly_reference, vendor.nightly_gap_fill],
     resources={**environment_resources(), "vendor": vendor.vendor_resource_from_environment()},
     # A run's steps follow one another and each works in the warehouse: running them in the run's
     # own process saves a Python start (seconds) per step.

@@ -110,6 +110,23 @@ class Settings(BaseSettings):
     load_shape_idle_ratio: float = _setting(
         0.8, "Average power below this share of ChargeW counts as charged-then-idle.", RUN, gt=0, le=1
     )
+    planning_threshold: float = _setting(
+        1.0,
+        "Planning threshold of the overload exposure, as a share of a transformer's rating (kVA x "
+        "EV_POWER_FACTOR in kW): transformer_daily_load counts minutes, kWh and the longest stretch above it.",
+        RUN,
+        gt=0,
+    )
+    tou_on_peak: str = _setting(
+        "mon-fri 16:00-21:00",
+        "On-peak windows of the time-of-use rate, local time, for premise_ev_profile.on_peak_energy_share: "
+        "`days hh:mm-hh:mm` separated by `;` (days: mon..sun, a range `mon-fri` or a list `sat,sun`; times on "
+        "15-minute boundaries, 24:00 allowed as an end).",
+        RUN,
+    )
+    new_ev_days: int = _setting(
+        30, "new_evs: premises first seen charging in this many days up to the latest day with sessions.", RUN, gt=0
+    )
     rebuild_chunk_meters: int = _setting(
         2000, "Meters per chunk when sessions are rebuilt in full (bounds the memory of a rebuild).", RUN, gt=0
     )

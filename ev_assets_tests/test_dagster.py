@@ -193,8 +193,13 @@ def test_daily_load_partition_and_range(env, small_utility, resources, instance)
         assert ingest(resources, instance, request).success
     one = dg.materialize([daily_load], partition_key="2024-06-03", resources=resources, instance=instance)
     assert one.success
-    (balance,) = one.get_asset_check_evaluations()
-    assert balance.check_name == "energy_balances_across_levels" and balance.passed
+    checks = {c.check_name: c for c in one.get_asset_check_evaluations()}
+    assert set(checks) == {"energy_balances_across_levels", "profile_max_equals_peak"}
+    balance = checks["energy_balances_across_levels"]
+    assert balance.passed
+    # The 15-minute profile's daily maximum is peak_kw for every transformer-day written.
+    profile_check = checks["profile_max_equals_peak"]
+    assert profile_check.passed and profile_check.metadata["transformer_days"].value > 0
     assert balance.metadata["substation_kwh"].value > 0
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     day = wh.read(TRANSFORMER_DAILY_LOAD)
@@ -298,3 +303,31 @@ def test_failing_blocking_check_stops_pairing(env, small_utility, resources, ins
     assert checks["schema_conforms"].passed is False
     assert not result.asset_materializations_for_node("ev_charging_sessions")
     assert wh.count(EV_CHARGING_SESSIONS) == 0
+
+
+def test_premise_profile_snapshot_and_planning_pictures(env, small_utility, resources, instance):
+    from ev_assets.defs.planning import premise_ev_profile
+    from ev_assets.warehouse.tables import PREMISE_EV_PROFILE
+
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=2)
+    for request in sensor_result(instance, resources).run_requests:
+        assert ingest(resources, instance, request).success
+    load = dg.materialize([daily_load], partition_key="2024-06-03", resources=resources, instance=instance)
+    transformer = load.asset_materializations_for_node("daily_load")
+    by_key = {m.asset_key.path[-1]: m.metadata for m in transformer}
+    assert "top_rows" in by_key["transformer_daily_load"] and "busiest_profile" in by_key["transformer_daily_load"]
+    assert "█" in by_key["transformer_daily_load"]["busiest_profile"].value
+    assert "top_intervals" in by_key["transformer_interval_load"]
+
+    result = dg.materialize([premise_ev_profile], resources=resources, instance=instance)
+    assert result.success
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    sessions = wh.read(EV_CHARGING_SESSIONS).filter(
+        (pl.col("status") == "complete") & pl.col("quality_flags").is_null() & pl.col("premise_id").is_not_null()
+    )
+    profile = wh.read(PREMISE_EV_PROFILE)
+    assert profile.height == sessions["premise_id"].n_unique()
+    assert profile["session_count"].sum() == sessions.height
+    materialized = {m.asset_key.path[-1] for m in result.asset_materializations_for_node("premise_ev_profile")}
+    assert materialized == {"premise_ev_profile", "new_evs"}

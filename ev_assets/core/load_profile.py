@@ -69,10 +69,15 @@ def load_until_and_kw(load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = 
 
 
 def interval_loads(
-    sessions: pl.DataFrame, *, load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = DEFAULT_IDLE_RATIO
+    sessions: pl.DataFrame,
+    *,
+    load_shape: str = DEFAULT_LOAD_SHAPE,
+    idle_ratio: float = DEFAULT_IDLE_RATIO,
+    keep: tuple[str, ...] = (),
 ) -> pl.DataFrame:
     """One row per complete session and 15-minute interval it charges in: kwh in the interval and
-    kw, the interval's average power. `load_shape` and `idle_ratio`: see the module docstring."""
+    kw, the interval's average power. `load_shape` and `idle_ratio`: see the module docstring;
+    `keep`: further session columns carried to each row (e.g. premise_id)."""
     until, load_kw = load_until_and_kw(load_shape, idle_ratio)
     complete = sessions.filter(
         (pl.col("status") == "complete") & (pl.col("end_time") > pl.col("start_time"))
@@ -83,6 +88,7 @@ def interval_loads(
         "transformer_id",
         "feeder_id",
         "substation_id",
+        *keep,
         "start_time",
         "_load_until",
         "_load_kw",
@@ -103,6 +109,7 @@ def interval_loads(
         "transformer_id",
         "feeder_id",
         "substation_id",
+        *keep,
         "interval_start",
         kwh.alias("kwh"),
         (kwh / INTERVAL_HOURS).alias("kw"),
@@ -138,7 +145,9 @@ def daily_load(
     loads = every.filter(~pl.col("flagged"))
     days = every.group_by(key, "load_date").agg(*[pl.col(a).drop_nulls().first() for a in attributes])
 
-    per_interval = loads.group_by(key, "load_date", "interval_start").agg(pl.col("kw").sum())
+    # The same 15-minute sums as the interval profile (`interval_profile`): the daily peak is
+    # the profile's maximum by construction.
+    per_interval = _per_interval(loads, key)
     peaks = (
         per_interval.sort("kw", "interval_start", descending=[True, False])
         .group_by(key, "load_date", maintain_order=True)
@@ -195,6 +204,116 @@ def daily_load(
         )
         .drop("_sum_individual_peaks")
         .sort(key, "load_date")
+    )
+
+
+def _trusted_in_days(intervals: pl.DataFrame, key: str, tz: str, first_day: date, last_day: date) -> pl.DataFrame:
+    """Trusted interval loads of `key` on local days first..last, with their load_date."""
+    if "flagged" not in intervals.columns:
+        intervals = intervals.with_columns(pl.lit(False).alias("flagged"))
+    return (
+        intervals.drop_nulls(key)
+        .filter(~pl.col("flagged"))
+        .with_columns(pl.col("interval_start").dt.convert_time_zone(tz).dt.date().alias("load_date"))
+        .filter(pl.col("load_date").is_between(first_day, last_day))
+    )
+
+
+def _per_interval(loads: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Summed trusted kW and distinct charging EVs per key and 15-minute interval."""
+    return loads.group_by(key, "load_date", "interval_start").agg(
+        pl.col("kw").sum(), pl.col("meter_id").n_unique().cast(pl.Int64).alias("ev_count")
+    )
+
+
+def interval_profile(
+    intervals: pl.DataFrame,
+    *,
+    level: str,
+    tz: str,
+    first_day: date,
+    last_day: date,
+    power_factor: float,
+    updated_at: datetime,
+) -> pl.DataFrame:
+    """The 15-minute load profile of `level` on local days first..last: one row per key and
+    interval with trusted load (kw > 0): kw (the interval's average power), kva (kw / power
+    factor) and ev_count (distinct meters charging in it). Its daily maximum is the daily
+    `peak_kw` (both come from `_per_interval`)."""
+    key, _ = LEVELS[level]
+    per_interval = _per_interval(_trusted_in_days(intervals, key, tz, first_day, last_day), key)
+    return (
+        per_interval.filter(pl.col("kw") > 0)
+        .with_columns(
+            (pl.col("kw") / power_factor).alias("kva"),
+            pl.lit(updated_at).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
+        )
+        .sort(key, "interval_start")
+    )
+
+
+def overload_exposure(
+    profile: pl.DataFrame, daily: pl.DataFrame, *, power_factor: float, planning_threshold: float
+) -> pl.DataFrame:
+    """Overload exposure per transformer-day, added to the rated daily rows (`daily` has
+    kva_rating) from its 15-minute profile (`interval_profile(level="transformer")`).
+
+    The limit in kW is kva_rating x power factor (the kW at which the EV load's kVA equals the
+    rating); the planning limit is that times `planning_threshold` (1.0 = 100 % of the rating).
+    Per day, over the profile's intervals:
+
+    - minutes_above_*: 15 x the intervals whose average kW exceeds the limit (strictly);
+    - kwh_above_*: the energy in excess of the limit, sum of (kW - limit) x 0.25 h over them;
+    - longest_above_threshold_minutes: the longest run of consecutive intervals (15 minutes
+      apart in UTC, so a DST change does not break or join a run) above the planning limit.
+
+    Null when the rating is unknown; 0 when the load never exceeds it.
+    """
+    key = "transformer_id"
+    limits = daily.select(
+        key,
+        "load_date",
+        (pl.col("kva_rating") * power_factor).alias("_rating_kw"),
+        (pl.col("kva_rating") * power_factor * planning_threshold).alias("_limit_kw"),
+    )
+    minutes = int(INTERVAL.total_seconds() // 60)
+    above = profile.select(key, "load_date", "interval_start", "kw").join(limits, on=[key, "load_date"], how="inner")
+    excess_rating = (pl.col("kw") - pl.col("_rating_kw")).clip(lower_bound=0)
+    excess_limit = (pl.col("kw") - pl.col("_limit_kw")).clip(lower_bound=0)
+    sums = above.group_by(key, "load_date").agg(
+        ((pl.col("kw") > pl.col("_rating_kw")).sum() * minutes).cast(pl.Int64).alias("minutes_above_rating"),
+        (excess_rating.sum() * INTERVAL_HOURS).alias("kwh_above_rating"),
+        ((pl.col("kw") > pl.col("_limit_kw")).sum() * minutes).cast(pl.Int64).alias("minutes_above_threshold"),
+        (excess_limit.sum() * INTERVAL_HOURS).alias("kwh_above_threshold"),
+    )
+    over = above.filter(pl.col("kw") > pl.col("_limit_kw")).sort(key, "load_date", "interval_start")
+    runs = (
+        over.with_columns(
+            (pl.col("interval_start").diff().over(key, "load_date") != INTERVAL)
+            .fill_null(True)
+            .cum_sum()
+            .over(key, "load_date")
+            .alias("_run")
+        )
+        .group_by(key, "load_date", "_run")
+        .agg(pl.len().alias("_n"))
+        .group_by(key, "load_date")
+        .agg((pl.col("_n").max() * minutes).cast(pl.Int64).alias("longest_above_threshold_minutes"))
+    )
+    rated = pl.col("kva_rating").is_not_null()
+    out = daily.join(sums, on=[key, "load_date"], how="left").join(runs, on=[key, "load_date"], how="left")
+    return out.with_columns(
+        pl.when(rated).then(pl.lit(planning_threshold)).cast(pl.Float64).alias("planning_threshold"),
+        *[
+            pl.when(rated).then(pl.col(c).fill_null(0)).alias(c)
+            for c in (
+                "minutes_above_rating",
+                "kwh_above_rating",
+                "minutes_above_threshold",
+                "kwh_above_threshold",
+                "longest_above_threshold_minutes",
+            )
+        ],
     )
 
 

@@ -1,4 +1,5 @@
-"""Planning area: daily transformer, feeder and substation load, its sensor, schedule and backfills.
+"""Planning area: daily transformer, feeder and substation load and their 15-minute profiles, its
+sensor, schedule and backfills; the premise EV profile snapshot and its daily schedule.
 
 Which days to recompute is read from the warehouse (ev_load_days_pending: days whose sessions
 changed), not from run history: whoever paired the sessions, and whatever died since, the sensor
@@ -17,6 +18,7 @@ from ev_assets.core.batching import contiguous_spans
 from ev_assets.defs.ingest import ev_charging_sessions
 from ev_assets.defs.metadata import (
     markdown_table,
+    profile_sparkline,
     record_worker,
     retry_when_transient,
     table_asset_spec,
@@ -31,15 +33,20 @@ from ev_assets.defs.partitions import (
 )
 from ev_assets.defs.resources import PipelineConfig, WarehouseResource
 from ev_assets.settings import Settings
+from ev_assets.warehouse import tables
 
 LOAD_SPECS = pipeline.DAILY_LOAD_TABLES
+INTERVAL_SPECS = pipeline.INTERVAL_LOAD_TABLES
 MAX_DAYS_PER_RUN = 31
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
 @dg.multi_asset(
-    specs=[table_asset_spec(spec, "planning", deps=[ev_charging_sessions]) for spec in LOAD_SPECS.values()],
+    specs=[
+        table_asset_spec(spec, "planning", deps=[ev_charging_sessions])
+        for spec in (*LOAD_SPECS.values(), *INTERVAL_SPECS.values())
+    ],
     partitions_def=DAILY_PARTITIONS,
     # A backfill of a year is a dozen range runs, not 365 runs; a month per run keeps each
     # run's write transaction (and the database lock it holds) short.
@@ -49,7 +56,12 @@ RANGE_END = "dagster/asset_partition_range_end"
             "energy_balances_across_levels",
             asset="substation_daily_load",
             description="Per day, the kWh of transformers (with a known feeder) add up to the feeders', and the feeders' (with a known substation) to the substations'. Catches attribution that loses or doubles load.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "profile_max_equals_peak",
+            asset="transformer_interval_load",
+            description="For every transformer-day written, the largest kw of its 15-minute profile (as written) equals its peak_kw in transformer_daily_load; a day with peak_kw 0 has no profile row.",
+        ),
     ],
 )
 def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
@@ -60,13 +72,31 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     record_worker(context)
     with retry_when_transient(context):
         report = pipeline.update_daily_load(warehouse.get(), pipeline_config.settings(), first, last)
+    span = {"first_day": first.isoformat(), "last_day": last.isoformat()}
+    tz = pipeline_config.settings().timezone
     for level, spec in LOAD_SPECS.items():
-        frame = report.frames[level]
-        extra = {"first_day": first.isoformat(), "last_day": last.isoformat()}
-        if level == "transformer" and frame.height:
-            top = frame.sort("peak_kw", descending=True).head(5).select("transformer_id", "load_date", "peak_kw", "utilization")
-            extra["busiest"] = dg.MetadataValue.md(markdown_table(top))
+        frame, profile = report.frames[level], report.interval_frames[level]
+        extra = {**span, **planning_pictures(level, frame, profile, tz)}
         yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows[level], **extra))
+        interval_spec = INTERVAL_SPECS[level]
+        extra = {**span}
+        if profile.height:
+            top = profile.sort("kw", descending=True).head(TOP_ROWS).drop("updated_at")
+            extra["top_intervals"] = dg.MetadataValue.md(markdown_table(top))
+        yield dg.MaterializeResult(
+            asset_key=interval_spec.name, metadata=table_metadata(interval_spec, report.interval_rows[level], **extra)
+        )
+    mismatches = pipeline.profile_peak_mismatches(warehouse.get(), first, last)
+    yield dg.AssetCheckResult(
+        asset_key="transformer_interval_load",
+        check_name="profile_max_equals_peak",
+        passed=mismatches.is_empty(),
+        metadata={
+            "transformer_days": report.rows["transformer"],
+            "mismatches": mismatches.height,
+            **({"first_mismatches": dg.MetadataValue.md(markdown_table(mismatches.head(10)))} if mismatches.height else {}),
+        },
+    )
     balance = load_balance(report.frames)
     yield dg.AssetCheckResult(
         asset_key="substation_daily_load",
@@ -74,6 +104,30 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         passed=balance["largest_gap_kwh"] <= 1e-6 * max(1.0, balance["substation_kwh"]),
         metadata=balance,
     )
+
+
+TOP_ROWS = 5
+_TOP_COLUMNS = {
+    "transformer": ("transformer_id", "load_date", "peak_kw", "peak_kva", "kva_rating", "utilization", "minutes_above_threshold", "kwh_above_threshold", "ev_count"),
+    "feeder": ("feeder_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
+    "substation": ("substation_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
+}
+
+
+def planning_pictures(level: str, daily: pl.DataFrame, profile: pl.DataFrame, tz: str) -> dict:
+    """What a planner looks at in the UI: the top rows by peak (a markdown table) and the 15-minute
+    profile of the most loaded asset-day as a text sparkline (`profile_sparkline`)."""
+    if daily.is_empty():
+        return {}
+    key = LOAD_SPECS[level].primary_key[0]
+    top = daily.sort("peak_kw", descending=True).head(TOP_ROWS).select(_TOP_COLUMNS[level])
+    out = {"top_rows": dg.MetadataValue.md(markdown_table(top.with_columns(pl.col(pl.Float64).round(3))))}
+    busiest = top.row(0, named=True)
+    if busiest["peak_kw"] > 0:
+        day_profile = profile.filter((pl.col(key) == busiest[key]) & (pl.col("load_date") == busiest["load_date"]))
+        title = f"{level} {busiest[key]} on {busiest['load_date']}: 15-minute EV kW, local time (peak {busiest['peak_kw']:.2f} kW)"
+        out["busiest_profile"] = dg.MetadataValue.md(profile_sparkline(day_profile, busiest["load_date"], tz, title))
+    return out
 
 
 def load_balance(frames: dict[str, pl.DataFrame]) -> dict[str, float]:
@@ -153,3 +207,48 @@ def daily_load_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
 def nightly_daily_load(context: dg.ScheduleEvaluationContext):
     today = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
     return daily_load_run_requests([today - timedelta(days=n) for n in (3, 2, 1)], f"nightly:{today}")
+
+
+# --- EV adoption by premise: a daily snapshot ----------------------------------------------------
+
+PREMISE_SPECS = (tables.PREMISE_EV_PROFILE, tables.NEW_EVS)
+
+
+@dg.multi_asset(
+    specs=[table_asset_spec(spec, "planning", deps=[ev_charging_sessions]) for spec in PREMISE_SPECS],
+)
+def premise_ev_profile(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
+    """premise_ev_profile (one row per premise with trusted sessions: first and last charging day,
+    sessions per week, charger level, typical start hour, on-peak energy share) and new_evs (premises
+    first seen in the last EV_NEW_EV_DAYS days): a snapshot of the whole history, computed premise
+    chunk by premise chunk (bounded memory) and replaced in one transaction."""
+    record_worker(context)
+    with retry_when_transient(context):
+        report = pipeline.refresh_premise_profile(warehouse.get(), pipeline_config.settings())
+    counts = {"premise_ev_profile": report.premises, "new_evs": report.new_evs}
+    for spec in PREMISE_SPECS:
+        extra = {"as_of_date": report.as_of.isoformat() if report.as_of else None}
+        top = report.top.get(spec.name)
+        if top is not None and top.height:
+            shown = top.drop("updated_at").with_columns(pl.col(pl.Float64).round(3))
+            extra["top_rows"] = dg.MetadataValue.md(markdown_table(shown))
+        yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, counts[spec.name], **extra))
+
+
+premise_profile_job = dg.define_asset_job(
+    "premise_profile_job",
+    selection=dg.AssetSelection.assets(premise_ev_profile),
+    description="Refresh the premise_ev_profile and new_evs snapshots.",
+)
+
+
+@dg.schedule(
+    cron_schedule="0 4 * * *",
+    job=premise_profile_job,
+    execution_timezone=PARTITIONS_TIMEZONE,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily: refresh the premise EV profile and new EVs (after the nightly daily load).",
+)
+def daily_premise_profile(context: dg.ScheduleEvaluationContext):
+    day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
+    return dg.RunRequest(run_key=f"premises:{day.isoformat()}")

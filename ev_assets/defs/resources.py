@@ -87,6 +87,9 @@ class PipelineConfig(dg.ConfigurableResource):
     rebuild_chunk_meters: int | None = None
     load_shape: str | None = None
     load_shape_idle_ratio: float | None = None
+    planning_threshold: float | None = None
+    tou_on_peak: str | None = None
+    new_ev_days: int | None = None
 
     def resolved(self) -> Settings:
         """The environment's settings with this resource's explicit fields on top."""
@@ -110,6 +113,9 @@ class PipelineConfig(dg.ConfigurableResource):
             power_factor=s.power_factor,
             load_shape=s.load_shape,
             load_shape_idle_ratio=s.load_shape_idle_ratio,
+            planning_threshold=s.planning_threshold,
+            tou_on_peak=s.tou_on_peak,
+            new_ev_days=s.new_ev_days,
         )
 
 

@@ -6,6 +6,7 @@ same code. Each step is idempotent: run it again on the same input and the table
 - `ingest`: landing files (or quarantined records, on a replay) -> events, quarantine, ledgers;
 - `pairing`: events -> sessions, for the window a batch can change;
 - `daily_load`: sessions -> transformer, feeder and substation load for a range of days;
+- `premises`: sessions -> premise_ev_profile and new_evs snapshots;
 - `reference`: the utility's extracts -> ref_* tables, then late enrichment.
 """
 
@@ -19,7 +20,15 @@ from ev_assets.pipeline.ingest import (
     replay_rejected,
     replay_selection,
 )
-from ev_assets.pipeline.planning_load import DAILY_LOAD_TABLES, LoadReport, pending_load_days, update_daily_load
+from ev_assets.pipeline.planning_load import (
+    DAILY_LOAD_TABLES,
+    INTERVAL_LOAD_TABLES,
+    LoadReport,
+    pending_load_days,
+    profile_peak_mismatches,
+    update_daily_load,
+)
+from ev_assets.pipeline.premises import PremiseReport, refresh_premise_profile
 from ev_assets.pipeline.reference import (
     ReferenceReport,
     load_reference,
@@ -38,9 +47,12 @@ from ev_assets.pipeline.sessions import (
 __all__ = [
     "BatchRejected",
     "DAILY_LOAD_TABLES",
+    "INTERVAL_LOAD_TABLES",
     "IngestReport",
     "LoadReport",
     "PipelineSettings",
+    "PremiseReport",
+    "refresh_premise_profile",
     "SessionsReport",
     "ingest_batch",
     "ledger_totals",
@@ -56,6 +68,7 @@ __all__ = [
     "pair_pending_batches",
     "pending_batches",
     "pending_load_days",
+    "profile_peak_mismatches",
     "rebuild_sessions",
     "loaded_reference_version",
     "utc_now",

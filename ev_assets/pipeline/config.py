@@ -27,6 +27,12 @@ class PipelineSettings:
     # power is below load_shape_idle_ratio x ChargeW) or "even" (average power all session long).
     load_shape: str = load_profile.DEFAULT_LOAD_SHAPE
     load_shape_idle_ratio: float = load_profile.DEFAULT_IDLE_RATIO
+    # Overload exposure: the planning limit as a share of the rating (1.0 = 100 %).
+    planning_threshold: float = 1.0
+    # premise_ev_profile: on-peak windows (ev_assets.core.premise_profile.parse_tou_windows).
+    tou_on_peak: str = "mon-fri 16:00-21:00"
+    # new_evs: premises first seen in this many days up to the latest day with sessions.
+    new_ev_days: int = 30
 
     def __post_init__(self) -> None:
         if self.load_shape not in load_profile.LOAD_SHAPES:

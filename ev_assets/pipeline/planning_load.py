@@ -16,9 +16,12 @@ from ev_assets.warehouse.tables import (
     EV_CHARGING_SESSIONS,
     EV_LOAD_DAYS_PENDING,
     FEEDER_DAILY_LOAD,
+    FEEDER_INTERVAL_LOAD,
     REF_TRANSFORMERS,
     SUBSTATION_DAILY_LOAD,
+    SUBSTATION_INTERVAL_LOAD,
     TRANSFORMER_DAILY_LOAD,
+    TRANSFORMER_INTERVAL_LOAD,
     TableSpec,
 )
 
@@ -27,12 +30,21 @@ DAILY_LOAD_TABLES: dict[str, TableSpec] = {
     "feeder": FEEDER_DAILY_LOAD,
     "substation": SUBSTATION_DAILY_LOAD,
 }
+# The 15-minute profiles, written by the same step in the same transaction as the daily load.
+INTERVAL_LOAD_TABLES: dict[str, TableSpec] = {
+    "transformer": TRANSFORMER_INTERVAL_LOAD,
+    "feeder": FEEDER_INTERVAL_LOAD,
+    "substation": SUBSTATION_INTERVAL_LOAD,
+}
 
 
 @dataclass
 class LoadReport:
     rows: dict[str, int] = field(default_factory=dict)
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # Per level: the 15-minute profile rows written (interval_rows) and the frames.
+    interval_rows: dict[str, int] = field(default_factory=dict)
+    interval_frames: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 def update_daily_load(
@@ -43,7 +55,8 @@ def update_daily_load(
     *,
     now: datetime | None = None,
 ) -> LoadReport:
-    """Recompute the daily load of every level for local days first..last (delete, then insert)."""
+    """Recompute the daily load and the 15-minute profile of every level for local days
+    first..last (delete, then insert), with the transformers' overload exposure."""
     warehouse.ensure_timezone(settings.timezone)
     now = now or utc_now()
     s = warehouse.table(EV_CHARGING_SESSIONS).c
@@ -60,23 +73,47 @@ def update_daily_load(
         intervals = load_profile.interval_loads(
             complete, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio
         )
-        frames = {}
+        frames, profiles = {}, {}
+        days = {"tz": settings.timezone, "first_day": first_day, "last_day": last_day, "updated_at": now}
         for level, spec in DAILY_LOAD_TABLES.items():
-            daily = load_profile.daily_load(
-                intervals, complete, level=level, tz=settings.timezone, first_day=first_day, last_day=last_day, updated_at=now
-            )
+            daily = load_profile.daily_load(intervals, complete, level=level, **days)
+            profile = load_profile.interval_profile(intervals, level=level, power_factor=settings.power_factor, **days)
             if level == "transformer":
                 transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
                 daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
+                daily = load_profile.overload_exposure(
+                    profile, daily, power_factor=settings.power_factor, planning_threshold=settings.planning_threshold
+                )
             frames[level] = spec.conform(daily)
+            profiles[level] = INTERVAL_LOAD_TABLES[level].conform(profile)
         for level, spec in DAILY_LOAD_TABLES.items():
             warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(first_day, last_day))
             report.rows[level] = warehouse.insert(conn, spec, frames[level])
+            interval_spec = INTERVAL_LOAD_TABLES[level]
+            warehouse.delete(conn, interval_spec, warehouse.column(interval_spec, "load_date").between(first_day, last_day))
+            report.interval_rows[level] = warehouse.insert(conn, interval_spec, profiles[level])
         warehouse.delete(conn, EV_LOAD_DAYS_PENDING, warehouse.column(EV_LOAD_DAYS_PENDING, "load_date").between(first_day, last_day))
     report.frames = frames
+    report.interval_frames = profiles
     return report
 
 
 def pending_load_days(warehouse: Warehouse) -> pl.DataFrame:
     """Days whose sessions changed since their daily load was computed (load_date, queued_at)."""
     return warehouse.read(EV_LOAD_DAYS_PENDING).sort("load_date")
+
+
+def profile_peak_mismatches(warehouse: Warehouse, first_day: date, last_day: date) -> pl.DataFrame:
+    """Transformer-days of first..last whose written 15-minute profile's maximum differs from their
+    written peak_kw (beyond 1e-9 relative), read from one snapshot of the tables: empty when they
+    agree. A day with peak_kw 0 (flagged load only) must have no profile row."""
+    daily_spec, profile_spec = TRANSFORMER_DAILY_LOAD, TRANSFORMER_INTERVAL_LOAD
+    with warehouse.engine.connect() as conn:
+        daily = warehouse.read(daily_spec, warehouse.column(daily_spec, "load_date").between(first_day, last_day), conn=conn)
+        profile = warehouse.read(profile_spec, warehouse.column(profile_spec, "load_date").between(first_day, last_day), conn=conn)
+    key = ["transformer_id", "load_date"]
+    maxima = profile.group_by(key).agg(pl.col("kw").max().alias("profile_max_kw"))
+    both = daily.select(*key, "peak_kw").join(maxima, on=key, how="full", coalesce=True)
+    return both.with_columns(pl.col("peak_kw").fill_null(0.0), pl.col("profile_max_kw").fill_null(0.0)).filter(
+        (pl.col("peak_kw") - pl.col("profile_max_kw")).abs() > 1e-9 * pl.max_horizontal(pl.col("peak_kw"), pl.lit(1.0))
+    ).sort(key)

@@ -373,6 +373,15 @@ TRANSFORMER_DAILY_LOAD = _daily_load_spec(
         Col("kva_rating", pl.Float64(), "Nameplate rating, kVA; null when not in the reference data."),
         Col("peak_kva", pl.Float64(), "peak_kw / the configured power factor (EV_POWER_FACTOR, default 0.9)."),
         Col("utilization", pl.Float64(), "peak_kva / kva_rating: EV load alone as a share of the rating."),
+        # Overload exposure (issue 12 item 2), from the day's 15-minute profile
+        # (transformer_interval_load): same grain, same step and transaction as the peak, so a
+        # planner reads peak and exposure in one row and they never disagree.
+        Col("minutes_above_rating", pl.Int64(), "Minutes of the day (15 per interval) whose EV kVA exceeds kva_rating (kW above kva_rating x EV_POWER_FACTOR); null when the rating is unknown.", checks=_non_negative("minutes_above_rating")),
+        Col("kwh_above_rating", pl.Float64(), "EV energy in excess of the rating: sum over the intervals above it of (kW - kva_rating x EV_POWER_FACTOR) x 0.25 h; null when the rating is unknown.", checks=_non_negative("kwh_above_rating")),
+        Col("planning_threshold", pl.Float64(), "The planning threshold used, as a share of the rating (EV_PLANNING_THRESHOLD, default 1.0 = 100 %); null when the rating is unknown."),
+        Col("minutes_above_threshold", pl.Int64(), "Minutes of the day whose EV kW exceeds kva_rating x EV_POWER_FACTOR x planning_threshold; null when the rating is unknown.", checks=_non_negative("minutes_above_threshold")),
+        Col("kwh_above_threshold", pl.Float64(), "EV energy in excess of the planning threshold, kWh (as kwh_above_rating); null when the rating is unknown.", checks=_non_negative("kwh_above_threshold")),
+        Col("longest_above_threshold_minutes", pl.Int64(), "Longest continuous stretch of consecutive 15-minute intervals above the planning threshold on this day, minutes; null when the rating is unknown.", checks=_non_negative("longest_above_threshold_minutes")),
     ),
     "distribution transformer",
 )
@@ -383,6 +392,86 @@ FEEDER_DAILY_LOAD = _daily_load_spec(
     "feeder",
 )
 SUBSTATION_DAILY_LOAD = _daily_load_spec("substation", "substation_id", (), "substation")
+
+
+def _interval_load_spec(level: str, key: str, grain: str) -> TableSpec:
+    return TableSpec(
+        name=f"{level}_interval_load",
+        description=(
+            f"15-minute EV load profile per {grain}: one row per {grain} and 15-minute interval with "
+            "trusted EV load (intervals without load have no row). Computed in the same step and "
+            f"transaction as {level}_daily_load, from the same sums: the day's largest kw is its peak_kw. "
+            "Partitioned by load_date like the daily load."
+        ),
+        columns=(
+            Col(key, pl.String(), f"{grain.capitalize()} identifier.", nullable=False),
+            Col("interval_start", UTC_DATETIME, "Start of the 15-minute interval (UTC).", nullable=False),
+            Col("load_date", pl.Date(), "Local date (EV_TIMEZONE) of interval_start: the daily partition.", nullable=False),
+            Col("kw", pl.Float64(), "Average EV power of trusted sessions in the interval, kW (partial intervals weighted by overlap).", nullable=False, checks=_positive("kw")),
+            Col("kva", pl.Float64(), "kw / EV_POWER_FACTOR.", nullable=False, checks=_positive("kva")),
+            Col("ev_count", pl.Int64(), "Distinct meters (EVs) charging in the interval.", nullable=False, checks=_positive("ev_count")),
+            Col("updated_at", UTC_DATETIME, "When this row was computed.", nullable=False),
+        ),
+        primary_key=(key, "interval_start"),
+        indexes=(("load_date",),),
+        group="planning",
+    )
+
+
+TRANSFORMER_INTERVAL_LOAD = _interval_load_spec("transformer", "transformer_id", "distribution transformer")
+FEEDER_INTERVAL_LOAD = _interval_load_spec("feeder", "feeder_id", "feeder")
+SUBSTATION_INTERVAL_LOAD = _interval_load_spec("substation", "substation_id", "substation")
+
+CHARGER_LEVELS = ("level_1", "level_2", "dc")
+
+PREMISE_EV_PROFILE = TableSpec(
+    name="premise_ev_profile",
+    description=(
+        "EV adoption by premise, a snapshot refreshed daily: one row per premise with trusted complete "
+        "charging sessions (no quality flags), over its whole history. What an EV program uses to target customers."
+    ),
+    columns=(
+        Col("premise_id", pl.String(), "Premise identifier.", nullable=False),
+        Col("transformer_id", pl.String(), "Transformer of the premise's latest session."),
+        Col("feeder_id", pl.String(), "Feeder of the premise's latest session."),
+        Col("meter_count", pl.Int64(), "Distinct meters that charged at the premise.", nullable=False, checks=_positive("meter_count")),
+        Col("first_charging_day", pl.Date(), "Local event date of the first session.", nullable=False),
+        Col("last_charging_day", pl.Date(), "Local event date of the latest session.", nullable=False),
+        Col("active_weeks", pl.Float64(), "Active span in weeks: (last_charging_day - first_charging_day + 1 day) / 7, at least 1 (a premise seen on one day is not extrapolated to 7 sessions a week).", nullable=False, checks=_positive("active_weeks")),
+        Col("session_count", pl.Int64(), "Sessions.", nullable=False, checks=_positive("session_count")),
+        Col("sessions_per_week", pl.Float64(), "session_count / active_weeks.", nullable=False, checks=_positive("sessions_per_week")),
+        Col("energy_kwh", pl.Float64(), "Energy of the sessions, kWh.", nullable=False, checks=_non_negative("energy_kwh")),
+        Col("median_charge_w", pl.Float64(), "Median ChargeW of the sessions, W."),
+        Col("charger_level", pl.String(), "Inferred from median_charge_w: level_1 (< 2.0 kW), level_2 (2.0 to 19.2 kW), dc (above 19.2 kW); null without ChargeW.", checks=(pa.Check.isin(list(CHARGER_LEVELS)),)),
+        Col("typical_start_hour", pl.Int64(), "Most frequent local start hour (0-23; ties: the earliest).", nullable=False, checks=(pa.Check.in_range(0, 23),)),
+        Col("on_peak_energy_share", pl.Float64(), "Share of energy_kwh delivered in the on-peak windows (EV_TOU_ON_PEAK, default weekdays 16:00-21:00 local), from the 15-minute load shape (EV_LOAD_SHAPE); null when energy_kwh is 0.", checks=(pa.Check.in_range(0, 1),)),
+        Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
+    ),
+    primary_key=("premise_id",),
+    indexes=(("first_charging_day",), ("transformer_id",)),
+    group="planning",
+)
+
+NEW_EVS = TableSpec(
+    name="new_evs",
+    description=(
+        "Premises first seen charging in the last EV_NEW_EV_DAYS days (default 30) before as_of_date, the "
+        "latest local day with a trusted session (today in live operation; the data's last day for an "
+        "imported history). Refreshed with premise_ev_profile, in the same transaction."
+    ),
+    columns=(
+        Col("premise_id", pl.String(), "Premise identifier.", nullable=False),
+        Col("first_charging_day", pl.Date(), "Local event date of the premise's first session.", nullable=False),
+        Col("transformer_id", pl.String(), "Transformer of the premise's latest session."),
+        Col("feeder_id", pl.String(), "Feeder of the premise's latest session."),
+        Col("charger_level", pl.String(), "level_1, level_2 or dc (premise_ev_profile.charger_level)."),
+        Col("session_count", pl.Int64(), "Sessions so far.", nullable=False),
+        Col("as_of_date", pl.Date(), "The day the window ends on (inclusive): first_charging_day > as_of_date - EV_NEW_EV_DAYS.", nullable=False),
+        Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
+    ),
+    primary_key=("premise_id",),
+    group="planning",
+)
 
 # --- the ledgers and the quarantine ---------------------------------------------------------------
 
@@ -539,6 +628,11 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     TRANSFORMER_DAILY_LOAD,
     FEEDER_DAILY_LOAD,
     SUBSTATION_DAILY_LOAD,
+    TRANSFORMER_INTERVAL_LOAD,
+    FEEDER_INTERVAL_LOAD,
+    SUBSTATION_INTERVAL_LOAD,
+    PREMISE_EV_PROFILE,
+    NEW_EVS,
     EV_INGEST_BATCHES,
     EV_FEED_FILES,
     EV_REJECTED_MESSAGES,

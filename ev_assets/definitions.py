@@ -16,9 +16,10 @@ defs = dg.Definitions(
         ingest.ev_charging_sessions,
         planning.daily_load,
         vendor.vendor_export_files,
+        vendor.vendor_export_gap,
     ],
-    jobs=[ingest.ingest_job, ingest.sessions_job, reference.reference_job, planning.daily_load_job, vendor.vendor_export_job],
-    sensors=[ingest.ev_feed_sensor, planning.daily_load_sensor, operations.dead_run_sensor, operations.failed_run_sensor],
+    jobs=[ingest.ingest_job, ingest.sessions_job, reference.reference_job, planning.daily_load_job, vendor.vendor_export_job, vendor.vendor_gap_job],
+    sensors=[ingest.ev_feed_sensor, planning.daily_load_sensor, operations.dead_run_sensor, operations.failed_run_sensor, vendor.vendor_gap_sensor],
     schedules=[planning.nightly_daily_load, reference.nightly_reference, vendor.nightly_gap_fill],
     resources={**environment_resources(), "vendor": vendor.vendor_resource_from_environment()},
     # A run's steps follow one another and each works in the warehouse: running them in the run's

@@ -191,7 +191,7 @@ def vendor_export_gap(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     )
 
 
-vendor_gap_job = dg.define_asset_job("vendor_gap_job", selection=[vendor_export_gap], partitions_def=RECEIVED_DAYS)
+vendor_gap_job = dg.define_asset_job("vendor_gap_job", selection=[vendor_export_gap])
 
 
 def gap_run_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> tuple[list[dg.RunRequest], str]:
@@ -229,6 +229,7 @@ def vendor_gap_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
 
 nightly_gap_fill = dg.build_schedule_from_partitioned_job(
     vendor_export_job,
+    name="nightly_gap_fill",
     hour_of_day=3,
     minute_of_hour=15,
     default_status=dg.DefaultScheduleStatus.STOPPED,

@@ -124,7 +124,7 @@ def test_nightly_gap_fill_after_a_lossy_stream(two_days, small_utility, warehous
     # The nightly gap-fill asks for yesterday's received day.
     from ev_assets.definitions import defs
 
-    tick = defs.get_schedule_def("nightly_gap_fill").evaluate_tick(
+    tick = defs.resolve_schedule_def("nightly_gap_fill").evaluate_tick(
         dg.build_schedule_context(scheduled_execution_time=datetime.combine(DAY + timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=3, minutes=15))
     )
     (request,) = tick.run_requests

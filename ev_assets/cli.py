@@ -235,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ev_assets import pipeline, runner
-    from ev_assets.defs import ingest, planning
+    from ev_assets.defs import ingest, planning, vendor
     from ev_assets.defs.operations import fail_dead_runs
     from ev_assets.defs.partitions import outside_partitions_message
     from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
@@ -264,6 +264,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         load_requests, outside = planning.pending_load_run_requests(wh_res)
         printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
+
+        # The gap each ingested batch export filled (vendor_gap_sensor's decision).
+        gap_requests, _ = vendor.gap_run_requests(instance, wh_res)
+        gap_requests = [r for r in gap_requests if runner.existing_run(instance, r.run_key) is None]
+        printer.stage("export gap", gap_requests, vendor.vendor_gap_job.name, instance, workspace)
     t = printer.totals
     if t["records_read"]:
         console.print(
@@ -275,6 +280,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outside:
         console.print(outside_partitions_message(outside), style="red")
     return 1 if printer.failed or outside else 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """The received-day partitions of `vendor_export_files` for a range, through the instance, then
+    `run`: what landed is ingested and paired, the days' load computed and the gap each export
+    filled counted."""
+    import dagster as dg
+
+    from ev_assets import runner
+    from ev_assets.defs import vendor
+
+    first, last = date.fromisoformat(args.received_from), date.fromisoformat(args.received_to)
+    if last < first:
+        console.print("--received-to is before --received-from", style="red")
+        return 2
+    keys = set(vendor.RECEIVED_DAYS.get_partition_keys())
+    days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    outside = [d for d in days if d not in keys]
+    if outside:
+        console.print(f"received days outside the partitions (EV_PARTITIONS_START .. today, UTC): {', '.join(outside[:5])}", style="red")
+        return 2
+    filetype = {"parquet": "Parquet", "json": "Json", "csv": "Csv", "orc": "Orc"}[args.format] if args.format else ""
+    run_config = {"ops": {vendor.vendor_export_files.op.name: {"config": {"filetype": filetype}}}}
+    requests = [
+        # No run key: a backfill asked for again is requested again (its messages are duplicates).
+        dg.RunRequest(job_name=vendor.vendor_export_job.name, partition_key=day, run_config=run_config, tags={"dagster/partition": day, "ev/backfill": f"{first}..{last}"})
+        for day in days
+    ]
+    instance = _instance()
+    printer = _RunPrinter(args.verbose)
+    with runner.code_location_workspace(instance) as workspace:
+        printer.stage("export", requests, vendor.vendor_export_job.name, instance, workspace)
+    for line in printer.failed:
+        console.print(line, style="red")
+    code = cmd_run(args)
+    return 1 if printer.failed or code else 0
 
 
 # --- status and tables -------------------------------------------------------------------------
@@ -536,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default="emulator-client")
     p.add_argument("--client-secret", default="emulator-secret")
     p.set_defaults(func=cmd_emulate_vendor)
+
+    p = sub.add_parser("backfill", help="request the vendor's batch export of each received day (UTC) of a range, then `run` to ingest it")
+    p.add_argument("--received-from", required=True, metavar="YYYY-MM-DD", help="first received day (UTC)")
+    p.add_argument("--received-to", required=True, metavar="YYYY-MM-DD", help="last received day (UTC), included")
+    p.add_argument("--format", choices=["parquet", "json", "csv", "orc"], help="export file type (default: the vendor resource's, Parquet)")
+    p.set_defaults(func=cmd_backfill)
 
     sub.add_parser("run", help="process everything pending: reference data, ingest batches, pairing, daily load").set_defaults(func=cmd_run)
     sub.add_parser("status", help="row counts, the ledger's reconciliation, pending work and failed runs").set_defaults(func=cmd_status)

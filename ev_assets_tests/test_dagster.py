@@ -83,7 +83,7 @@ def test_feed_sensor_loads_new_reference_data_before_events(env, small_utility, 
 def test_definitions_load():
     repo = defs.get_repository_def()
     assert {"ingest_job", "daily_load_job", "reference_job", "sessions_job"} <= {j.name for j in repo.get_all_jobs()}
-    assert {s.name for s in repo.sensor_defs} == {"ev_feed_sensor", "daily_load_sensor", "dead_run_sensor", "failed_run_sensor"}
+    assert {s.name for s in repo.sensor_defs} == {"ev_feed_sensor", "daily_load_sensor", "dead_run_sensor", "failed_run_sensor", "vendor_gap_sensor"}
 
 
 def test_sensor_batches_new_files_once(env, small_utility, resources, instance):

@@ -22,6 +22,25 @@ RELATIVE_TOLERANCE = 1e-6
 
 ISO_MICROS = "%Y-%m-%dT%H:%M:%S%.6fZ"
 
+# The channel a landing file came by, from its name: the stream receiver writes `stream-*`, the
+# batch-export client `export-*`; anything else was put in the folder (the simulator, a person).
+CHANNELS = ("stream", "export", "folder")
+# Of two records of one message received at the same time in one batch, the one kept as the first
+# arrival: the stream (near real time) before the folder before the export (a re-delivery).
+_CHANNEL_RANK = {"stream": 0, "folder": 1, "export": 2}
+
+
+def channel_of(file_name: str = "file_name") -> pl.Expr:
+    """`stream`, `export` or `folder`, from the landing file's name."""
+    name = pl.col(file_name)
+    return (
+        pl.when(name.str.starts_with("stream-"))
+        .then(pl.lit("stream"))
+        .when(name.str.starts_with("export-"))
+        .then(pl.lit("export"))
+        .otherwise(pl.lit("folder"))
+    )
+
 
 def message_id() -> pl.Expr:
     """meter|type|time: deterministic, readable, and the same on every replay.
@@ -63,6 +82,7 @@ def to_events(accepted: pl.DataFrame, *, batch_id: str, tz: str, ingested_at: da
         "extra_fields",
         pl.lit(batch_id).alias("batch_id"),
         "file_name",
+        channel_of("file_name").alias("first_channel"),
         "file_sha256",
         "record_index",
         pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
@@ -74,11 +94,16 @@ def split_duplicates(events: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.Data
     the same message ids (`known`: message_id, batch_id and the content columns).
 
     Per identity, the reference is the stored event, else the earliest received record of the
-    batch (which is new). Every other record is a duplicate when its content equals the
-    reference's, a conflict otherwise. Conflicts come back as rejected rows (file_name,
-    file_sha256, record_index, meter_id, reason_codes, reasons), naming the fields that differ."""
+    batch (which is new; at the same received time, the stream's before the folder's before the
+    export's, so `first_channel` names the channel of first arrival). A stored event is never
+    changed: a later delivery by another channel leaves its first_channel as it is.
+
+    Every other record is a duplicate when its content equals the reference's, a conflict
+    otherwise. Conflicts come back as rejected rows (file_name, file_sha256, record_index,
+    meter_id, reason_codes, reasons), naming the fields that differ."""
     content = [*CONTENT_TIMES, *CONTENT_NUMBERS]
-    ordered = events.sort("received_time", "file_name", "record_index").with_columns(
+    rank = channel_of("file_name").replace_strict(_CHANNEL_RANK, default=1, return_dtype=pl.Int8)
+    ordered = events.sort(pl.col("received_time"), rank, pl.col("file_name"), pl.col("record_index")).with_columns(
         (pl.int_range(pl.len()).over("message_id") == 0).alias("_first"),
         pl.col("message_id").is_in(known["message_id"].implode()).alias("_known"),
     )

@@ -11,6 +11,7 @@ same code. Each step is idempotent: run it again on the same input and the table
 """
 
 from ev_assets.pipeline.config import PipelineSettings, utc_now
+from ev_assets.pipeline.export_gap import ExportGap, export_files_ingested, export_gap
 from ev_assets.pipeline.ingest import (
     BatchRejected,
     IngestReport,
@@ -46,6 +47,9 @@ from ev_assets.pipeline.sessions import (
 
 __all__ = [
     "BatchRejected",
+    "ExportGap",
+    "export_files_ingested",
+    "export_gap",
     "DAILY_LOAD_TABLES",
     "INTERVAL_LOAD_TABLES",
     "IngestReport",

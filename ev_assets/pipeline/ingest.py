@@ -349,6 +349,13 @@ def replay_rejected(
         if _batch_recorded(warehouse, batch_id, conn):
             return report  # this replay batch is already in the ledger: nothing to write
         new_events, rejected = _judge(warehouse, conn, records, result, report, settings, now)
+        # A released record keeps the channel it came by (its rejection id starts with its file's name).
+        channels = ids.select("record_index", events.channel_of("rejection_id").alias("_channel"))
+        new_events = EV_CHARGING_EVENTS.conform(
+            new_events.join(channels, on="record_index", how="left").with_columns(
+                pl.coalesce("_channel", "first_channel").alias("first_channel")
+            )
+        )
         still = ids.join(rejected.select("record_index", "reason_codes", "reasons"), on="record_index")
         released = ids.join(still, on="record_index", how="anti")["rejection_id"]
         _verify(report, new_events)

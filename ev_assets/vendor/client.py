@@ -155,6 +155,12 @@ class VendorClient:
         self, tokens: dict[str, str], landing_dir: Path, *, filetype: str = "Parquet", label: str = "export", deadline_s: float = 1800.0, first_wait_s: float = 0.5
     ) -> list[Path]:
         """Request, wait, download, and write each file of the export as a landing payload file."""
+        return self.export_job_to_landing(tokens, landing_dir, filetype=filetype, label=label, deadline_s=deadline_s, first_wait_s=first_wait_s)[1]
+
+    def export_job_to_landing(
+        self, tokens: dict[str, str], landing_dir: Path, *, filetype: str = "Parquet", label: str = "export", deadline_s: float = 1800.0, first_wait_s: float = 0.5
+    ) -> tuple[str, list[Path]]:
+        """(job id, landing files): the files are `{label}-{jobId}-{n:05d}.json`, n = 0, 1, ..."""
         correlation_id = str(uuid.uuid4())
         job_id = self.request_export(filetype, tokens, correlation_id)
         url = self.wait_for(job_id, correlation_id, deadline_s=deadline_s, first_wait_s=first_wait_s)
@@ -163,7 +169,7 @@ class VendorClient:
         for n, (_member, payload) in enumerate(zip_payloads(archive)):
             # One name per job and part; a retried run (a new job) writes new files whose messages are duplicates.
             paths.append(write_durably(landing_dir, payload, f"{label}-{job_id}-{n:05d}.json"))
-        return paths
+        return job_id, paths
 
 
 def received_day_tokens(day: date) -> dict[str, str]:

@@ -276,11 +276,21 @@ EV_CHARGING_EVENTS = TableSpec(
         Col("extra_fields", pl.String(), "Fields the spec does not define, as JSON; null when none."),
         Col("batch_id", pl.String(), "Micro-batch that accepted the message.", nullable=False),
         Col("file_name", pl.String(), "Landing file the message came in.", nullable=False),
+        Col(
+            "first_channel",
+            pl.String(),
+            "Channel the message first arrived by, from its landing file's name: stream (the receiver's `stream-*` "
+            "files), export (a batch export's `export-*` files) or folder (any other file). A later delivery by "
+            "another channel is a duplicate and does not change it. Events stored before this column: folder.",
+            nullable=False,
+            checks=(pa.Check.isin(["stream", "export", "folder"]),),
+        ),
         Col("record_index", pl.Int64(), "Position of the record in its file (0-based).", nullable=False),
         Col("ingested_at", UTC_DATETIME, "When the pipeline accepted the message.", nullable=False),
     ),
     primary_key=("message_id",),
-    indexes=(("meter_id", "message_time"), ("batch_id",), ("message_date",)),
+    # received_time: the export gap check counts a received day's events by first_channel.
+    indexes=(("meter_id", "message_time"), ("batch_id",), ("message_date",), ("received_time",)),
 )
 
 EV_CHARGING_SESSIONS = TableSpec(

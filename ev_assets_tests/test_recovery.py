@@ -318,7 +318,8 @@ def test_the_daemon_killed_mid_batch_and_restarted_ends_like_a_clean_run(env, sm
     """Files landing one by one under `dagster-daemon`; the daemon's whole process group (code
     server and run workers included) killed with kill -9 while a batch's sessions step runs (its
     events committed, not paired); files keep landing; a new daemon finishes the work: the dead
-    run is failed by `dead_run_sensor` and its work done again, and the tables equal a clean run's."""
+    run is failed by `dead_run_sensor`, the feed sensor asks for the pairing the warehouse says is
+    waiting (whether or not the daemon's run retry comes), and the tables equal a clean run's."""
     staging = env["tmp"] / "staging"
     truth = simulate(small_utility, staging, days=2, seed=7)
     files = sorted(staging.glob("*.json"), key=lambda f: f.name)

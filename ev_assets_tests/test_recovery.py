@@ -22,13 +22,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 from dagster._core.events import DagsterEventType
 from dagster._core.instance.ref import InstanceRef
+from polars.testing import assert_frame_equal
 
 from ev_assets import pipeline
 from ev_assets.core import feed
-from ev_assets.core.reference_extracts import write_reference_extracts
 from ev_assets.definitions import defs
 from ev_assets.defs import ingest
 from ev_assets.defs.planning import MAX_DAYS_PER_RUN, RANGE_END, RANGE_START, daily_load_sensor

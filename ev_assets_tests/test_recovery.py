@@ -50,7 +50,9 @@ _BATCH_COLUMNS = {"batch_id", "run_id"}
 _PAIRING_COLUMNS = {"sessions_written"}
 _BATCH_TABLES = {"ev_ingest_batches", "ev_batch_pairing"}
 
-pytestmark = pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+# The daemon and CLI tests run on SQLite only (the write lock's PostgreSQL side is covered by
+# test_concurrency); parametrizing the fixture that chooses the backend keeps them from running twice.
+sqlite_only = pytest.mark.parametrize("blank_warehouse_url", ["sqlite"], indirect=True)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -198,6 +200,7 @@ def daemon_log(path: Path) -> str:
 # --- 1. a step whose first attempt fails completes under the daemon, with no person --------------
 
 
+@sqlite_only
 def test_a_run_whose_warehouse_is_locked_for_its_first_attempt_completes_under_the_daemon(env, small_utility):
     """The warehouse's write lock held by someone else for longer than the busy timeout (as root,
     chmod does not make SQLite read-only): the ingest step's first attempt fails with
@@ -281,6 +284,7 @@ def run_until_step(env: dict, step: str, nth: int, batch: dict) -> subprocess.Po
     raise AssertionError(f"{step} never started {nth} times")
 
 
+@sqlite_only
 @pytest.mark.parametrize("step", ["ev_charging_events", "ev_charging_sessions", "daily_load"])
 def test_kill_9_in_a_step_then_a_normal_run_equals_a_clean_run(env, step, three_day_feed):
     """`ev-awareness run` killed (kill -9, its whole process group) while `step` runs, in the
@@ -313,6 +317,7 @@ def test_kill_9_in_a_step_then_a_normal_run_equals_a_clean_run(env, step, three_
 # --- 3. the real daemon killed mid-batch and restarted --------------------------------------------
 
 
+@sqlite_only
 def test_the_daemon_killed_mid_batch_and_restarted_ends_like_a_clean_run(env, small_utility):
     """Files landing one by one under `dagster-daemon`; the daemon's whole process group (code
     server and run workers included) killed with kill -9 while a batch's sessions step runs (its
@@ -366,6 +371,7 @@ def test_the_daemon_killed_mid_batch_and_restarted_ends_like_a_clean_run(env, sm
 # --- 4. a sensor tick's cost stays flat as landed files accumulate -------------------------------
 
 
+@sqlite_only
 def test_a_tick_lists_and_hashes_only_new_files(env, small_utility, monkeypatch):
     staging = env["tmp"] / "staging"
     simulate(small_utility, staging, days=3, seed=4)

@@ -108,7 +108,7 @@ def test_a_failed_cli_run_is_retried_by_the_daemon(env, small_utility, monkeypat
     assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_EVENTS) == 0  # only the reference ran
 
 
-@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("blank_warehouse_url", ["sqlite"], indirect=True)
 def test_the_daemon_loads_the_reference_data_before_the_events(env, tmp_path):
     """`dagster-daemon` on a fresh instance, the committed reference folder, files landing: the
     events come out enriched and the feeder and substation tables filled, with no person."""

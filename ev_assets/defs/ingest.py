@@ -366,11 +366,38 @@ def feed_run_requests(
     return requests, batches, "; ".join(x for x in (said, reason) if x)
 
 
+PAIR_FOR_TAG = "ev/pair_for"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def pairing_run_request(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> dg.RunRequest | None:
+    """A sessions run for the batches committed but never paired (their run died or failed after
+    the events step), when no ingest or sessions run is on its way to pair them. The warehouse
+    says what waits, whatever became of the run that committed it; the run key counts the earlier
+    attempts, so a pairing run that died too is asked for again (a used run key never is)."""
+    waiting = pipeline.pending_batches(warehouse.get())
+    if not waiting:
+        return None
+    for job_name in (ingest_job.name, sessions_job.name):
+        if instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1):
+            return None
+    attempt = len(instance.get_runs(dg.RunsFilter(tags={PAIR_FOR_TAG: waiting[-1]})))
+    return dg.RunRequest(
+        run_key=f"pair:{waiting[-1]}:{attempt}", job_name=sessions_job.name, tags={PAIR_FOR_TAG: waiting[-1]}
+    )
+
+
 @dg.sensor(
-    jobs=[ingest_job, reference_job],
+    jobs=[ingest_job, sessions_job, reference_job],
     minimum_interval_seconds=Settings().feed_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Polls EV_FEED_DIR for new payload files (one ingest run per micro-batch) and EV_REFERENCE_DIR for new extracts (loaded before the events that need them).",
+    description="Polls EV_FEED_DIR for new payload files (one ingest run per micro-batch) and EV_REFERENCE_DIR for new extracts (loaded before the events that need them); asks for a sessions run when committed batches wait for pairing and no run is on its way to pair them.",
 )
 def ev_feed_sensor(
     context: dg.SensorEvaluationContext,
@@ -381,6 +408,8 @@ def ev_feed_sensor(
     # No cursor at all (a first tick, or a lost cursor): a full scan, the file ledger decides.
     cursor = FeedCursor.from_json(context.cursor) if context.cursor else None
     requests, batches, reason = feed_run_requests(context.instance, feed_landing, reference, warehouse, cursor)
+    if not requests and (pairing := pairing_run_request(context.instance, warehouse)) is not None:
+        requests, reason = [pairing], f"pairing {pairing.tags[PAIR_FOR_TAG]} and the batches before it, committed by a run that ended before pairing them"
     context.log.info(reason)
     if not requests:
         return dg.SensorResult(skip_reason=reason, cursor=context.cursor)

@@ -149,3 +149,24 @@ def test_a_batch_that_breaks_the_schema_leaves_no_trace(warehouse, settings, tmp
         pipeline.ingest_batch(warehouse, "mislabelled", [path], settings, now=NOW)
     assert "isin" in str(rejected.value)
     _assert_no_trace(warehouse, "mislabelled", settings)
+
+
+def test_a_batch_re_executed_after_its_files_were_archived_is_a_no_op(warehouse, settings, tmp_path):
+    """A run that died after its batch committed and its files left for the archive, re-executed
+    by the daemon's retry with the same config: the batch is in the ledger, so nothing is read
+    (the files are gone) and nothing changes; it must not fail on the missing files."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    path = landing / "agent-0001.json"
+    write_payload(path, charge_messages(0, 5))
+    first = pipeline.ingest_batch(warehouse, "b1", [path], settings, now=NOW)
+    assert first.accepted == 10
+    feed.archive_files([path], landing, "2024-06-03")
+    assert not path.exists()
+    before = {spec.name: warehouse.count(spec) for spec in ALL_TABLES}
+    again = pipeline.ingest_batch(warehouse, "b1", [path], settings, now=NOW)
+    assert (again.accepted, again.records_read) == (0, 0)
+    assert {spec.name: warehouse.count(spec) for spec in ALL_TABLES} == before
+    # A file missing from a batch the ledger does not hold is still a loud error.
+    with pytest.raises(FileNotFoundError):
+        pipeline.ingest_batch(warehouse, "b2", [landing / "never-landed.json"], settings, now=NOW)

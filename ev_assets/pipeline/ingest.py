@@ -120,6 +120,15 @@ def ingest_batch(
     """
     warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
     now = now or utc_now()
+    # A re-execution of a committed batch (a retry of a run that died after its commit) may find
+    # its files archived: those the file ledger holds for this batch need no reading. Any other
+    # missing file is an error, and files still present go through the checks below.
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        committed = _files_of_batch(warehouse, batch_id)
+        paths = [p for p in paths if p.exists() or p.name not in committed]
+    if not paths:
+        return IngestReport(batch_id=batch_id)
     # The same file (name and content) twice in one batch is one file, read once.
     parsed = list({(f.name, f.sha256): f for f in (feed.parse_payload(p.name, p.read_bytes()) for p in paths)}.values())
     # Files are only ever added to the file ledger, so what is unread under the lock is a subset of
@@ -223,6 +232,11 @@ def _already_read(
 ) -> set[tuple[str, str]]:
     known = warehouse.read_in(EV_FEED_FILES, "file_sha256", [p.sha256 for p in parsed], conn=conn)
     return set(known.select("file_name", "file_sha256").iter_rows())
+
+
+def _files_of_batch(warehouse: Warehouse, batch_id: str) -> set[str]:
+    f = warehouse.table(EV_FEED_FILES).c
+    return set(warehouse.scalars(sa.select(f.file_name).where(f.batch_id == batch_id)))
 
 
 def _batch_recorded(warehouse: Warehouse, batch_id: str, conn: Connection) -> bool:

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     batch_max_messages: int = _setting(50_000, "Micro-batch bound: messages per ingest run.", RUN, gt=0)
     feed_sensor_interval_s: int = _setting(30, "How often the feed sensor looks for new files, s.", LOAD, gt=0)
     load_sensor_interval_s: int = _setting(30, "How often the daily-load sensor looks for days to recompute, s.", LOAD, gt=0)
+    lock_wait_s: float = _setting(
+        60.0,
+        "How long a writer waits for the warehouse's write lock before its step fails (and retries "
+        "itself): the SQLite busy timeout and the PostgreSQL lock_timeout, s.",
+        RUN,
+        gt=0,
+    )
     charge_w_min: float = _setting(900.0, "Plausible ChargeW, lower bound, W (home chargers 1-19.2 kW with a margin).", RUN)
     charge_w_max: float = _setting(21_120.0, "Plausible ChargeW, upper bound, W.", RUN)
     max_session_wh: float = _setting(150_000.0, "Largest plausible ChargeEnergy, Wh.", RUN)

@@ -68,6 +68,8 @@ def environment(env: dict, **extra) -> dict[str, str]:
         **{k: str(v) for k, v in env.items() if k.isupper()},
         "EV_FEED_SENSOR_INTERVAL_S": "1",
         "EV_LOAD_SENSOR_INTERVAL_S": "1",
+        # A step waiting for a held lock fails after 5 s (not the default 60 s) and retries itself.
+        "EV_LOCK_WAIT_S": "5",
         "COLUMNS": "200",
         **extra,
     }
@@ -232,7 +234,7 @@ def test_a_run_whose_warehouse_is_locked_for_its_first_attempt_completes_under_t
                     if step_events(instance, r.run_id, DagsterEventType.STEP_UP_FOR_RETRY)
                 ]  # fmt: skip
 
-            # Held until a step's first attempt failed on it (the busy timeout is 60 s).
+            # Held until a step's first attempt failed on it (EV_LOCK_WAIT_S, 5 s here).
             failed_once = wait_until(retried, 150, "a step attempt failing on the lock: " + daemon_log(log), poll=1)
         finally:
             holder.execute("ROLLBACK")

@@ -36,9 +36,14 @@ IN_CHUNK = 900
 # advisory lock key; SQLite: BEGIN IMMEDIATE). The lock ends with the transaction (commit, rollback,
 # or the connection dying with its process), so no crashed writer keeps it.
 WRITE_LOCK_KEY = 0x45565F5752495445  # "EV_WRITE" as a bigint
-# How long a writer waits for the lock before failing (the SQLite busy timeout, and PostgreSQL's
-# lock_timeout inside a writing transaction).
-LOCK_WAIT_S = 60
+
+
+def lock_wait_s() -> float:
+    """How long a writer waits for the lock before failing (the SQLite busy timeout, and
+    PostgreSQL's lock_timeout inside a writing transaction): EV_LOCK_WAIT_S, read per engine."""
+    from ev_assets.settings import Settings
+
+    return Settings().lock_wait_s
 
 
 def make_engine(url: str) -> Engine:
@@ -48,7 +53,8 @@ def make_engine(url: str) -> Engine:
         return sa.create_engine(url, pool_pre_ping=True)
     if sa_url.database and sa_url.database != ":memory:":
         Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": LOCK_WAIT_S})
+    wait_s = lock_wait_s()
+    engine = sa.create_engine(url, connect_args={"timeout": wait_s})
 
     @sa.event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -60,7 +66,7 @@ def make_engine(url: str) -> Engine:
         # the busy timeout makes a second writer wait for the lock instead of failing at once.
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_S * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -140,7 +146,7 @@ class Warehouse:
 
         Writers are serialised by the database (see WRITE_LOCK_KEY): read what decides the writes
         through `conn`, inside the block, and no other writer can change it before the commit.
-        Keep the block short: every other writer waits for it (at most LOCK_WAIT_S). Never open a
+        Keep the block short: every other writer waits for it (at most EV_LOCK_WAIT_S). Never open a
         second transaction inside one: it would wait for the first.
         """
         self.check_schema()
@@ -153,7 +159,7 @@ class Warehouse:
             conn.execution_options(**{WRITE_LOCK_OPTION: True})
             with conn.begin():  # SQLite: BEGIN IMMEDIATE (make_engine)
                 if self.dialect == "postgresql":
-                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'"))
+                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_wait_s() * 1000)}ms'"))
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
                 yield conn
 

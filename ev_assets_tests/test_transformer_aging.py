@@ -137,3 +137,36 @@ def test_daily_aging_base_profile_by_local_hour_and_dst_day():
     assert row["hot_spot_max_c"] == pytest.approx(t.hot_spot.max())
     assert row["equivalent_aging"] == pytest.approx(f.mean())
     assert row["loss_of_life_h"] == pytest.approx(25 * f.mean())
+
+
+def test_daily_load_step_writes_the_aging_of_each_rated_transformer_day(warehouse, tmp_path):
+    # The hand feed of test_planning_tables (time zone UTC, T1 rated 10 kVA, power factor 0.9)
+    # with a flat base load of 0.5 pu: K = 0.5 + kW / 0.9 / 10 in the 8 loaded intervals, 0.5 else.
+    from ev_assets import pipeline
+    from ev_assets.warehouse.tables import TRANSFORMER_DAILY_LOAD
+
+    from .test_planning_tables import DAY, HAND_PROFILE, rate_t1, send_hand_sessions
+    from .test_session_quality import NOW, Feed
+
+    settings = pipeline.PipelineSettings(timezone="UTC", base_load_pu=(0.5,) * 24, ambient_c=25.0)
+    feed = Feed(warehouse, tmp_path, settings)
+    send_hand_sessions(feed)
+    pipeline.update_daily_load(feed.warehouse, settings, DAY, DAY, now=NOW)
+    unrated = feed.warehouse.read(TRANSFORMER_DAILY_LOAD).row(0, named=True)
+    assert all(unrated[c] is None for c in ta.AGING_COLUMNS)
+
+    rate_t1(feed.warehouse)
+    pipeline.update_daily_load(feed.warehouse, settings, DAY, DAY, now=NOW)
+    day = feed.warehouse.read(TRANSFORMER_DAILY_LOAD).row(0, named=True)
+    k = np.full(96, 0.5)
+    midnight = datetime(2024, 6, 3, tzinfo=UTC)
+    for ts, kw, _ in HAND_PROFILE:
+        k[int((ts - midnight) / timedelta(minutes=15))] += kw / 0.9 / 10
+    t = ta.daily_cycle(k, 25.0)
+    f = ta.aging_acceleration(t.hot_spot)
+    assert day["hot_spot_max_c"] == pytest.approx(t.hot_spot.max(), rel=1e-12)
+    assert day["aging_factor_max"] == pytest.approx(f.max(), rel=1e-12)
+    assert day["equivalent_aging"] == pytest.approx(f.mean(), rel=1e-12)
+    assert day["loss_of_life_h"] == pytest.approx(24 * f.mean(), rel=1e-12)
+    # The peak (18:45, K = 0.5 + 1.8 = 2.3) heats the hot spot well above the 110 °C reference.
+    assert day["hot_spot_max_c"] > 110 and day["aging_factor_max"] > 1

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets.core import load_profile
+from ev_assets.core import load_profile, transformer_aging
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
@@ -56,7 +56,7 @@ def update_daily_load(
     now: datetime | None = None,
 ) -> LoadReport:
     """Recompute the daily load and the 15-minute profile of every level for local days
-    first..last (delete, then insert), with the transformers' overload exposure."""
+    first..last (delete, then insert), with the transformers' overload exposure and aging."""
     warehouse.ensure_timezone(settings.timezone)
     now = now or utc_now()
     s = warehouse.table(EV_CHARGING_SESSIONS).c
@@ -83,6 +83,14 @@ def update_daily_load(
                 daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
                 daily = load_profile.overload_exposure(
                     profile, daily, power_factor=settings.power_factor, planning_threshold=settings.planning_threshold
+                )
+                daily = transformer_aging.daily_aging(
+                    profile,
+                    daily,
+                    tz=settings.timezone,
+                    base_load_pu=settings.base_load_pu,
+                    base_load_scale=settings.base_load_scale,
+                    ambient_c=settings.ambient_c,
                 )
             frames[level] = spec.conform(daily)
             profiles[level] = INTERVAL_LOAD_TABLES[level].conform(profile)

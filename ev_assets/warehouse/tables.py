@@ -392,6 +392,12 @@ TRANSFORMER_DAILY_LOAD = _daily_load_spec(
         Col("minutes_above_threshold", pl.Int64(), "Minutes of the day whose EV kW exceeds kva_rating x EV_POWER_FACTOR x planning_threshold; null when the rating is unknown.", checks=_non_negative("minutes_above_threshold")),
         Col("kwh_above_threshold", pl.Float64(), "EV energy in excess of the planning threshold, kWh (as kwh_above_rating); null when the rating is unknown.", checks=_non_negative("kwh_above_threshold")),
         Col("longest_above_threshold_minutes", pl.Int64(), "Longest continuous stretch of consecutive 15-minute intervals above the planning threshold on this day, minutes; null when the rating is unknown.", checks=_non_negative("longest_above_threshold_minutes")),
+        # Transformer aging (issue 12 item 3, IEEE C57.91; ev_assets.core.transformer_aging): from the
+        # same 15-minute profile plus the non-EV base load, in the same step and transaction.
+        Col("hot_spot_max_c", pl.Float64(), "Highest winding hot-spot temperature of the day, °C (IEEE C57.91 clause 7, exponential method): the 15-minute load in per-unit of kva_rating, EV kVA plus the base load EV_BASE_LOAD_PU_PROFILE x EV_BASE_LOAD_SCALE, at ambient EV_AMBIENT_C; null when the rating is unknown."),
+        Col("aging_factor_max", pl.Float64(), "Largest aging acceleration factor F_AA of the day's intervals (C57.91 clause 5, eq. 2: 1 at a 110 °C hot spot); null when the rating is unknown.", checks=_non_negative("aging_factor_max")),
+        Col("equivalent_aging", pl.Float64(), "Equivalent aging factor F_EQA of the day (C57.91 clause 5, eq. 3: the time-weighted mean of F_AA); null when the rating is unknown.", checks=_non_negative("equivalent_aging")),
+        Col("loss_of_life_h", pl.Float64(), "Insulation life used on the day, hours at the 110 °C reference rate: equivalent_aging x the day's length in hours (24; 23 or 25 on DST change days); null when the rating is unknown.", checks=_non_negative("loss_of_life_h")),
     ),
     "distribution transformer",
 )

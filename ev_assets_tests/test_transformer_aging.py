@@ -90,7 +90,14 @@ def test_parse_base_profile():
 
 def _profile(rows):
     return pl.DataFrame(
-        rows, schema={"transformer_id": pl.String, "load_date": pl.Date, "interval_start": pl.Datetime("us", "UTC"), "kva": pl.Float64}, orient="row"
+        rows,
+        schema={
+            "transformer_id": pl.String,
+            "load_date": pl.Date,
+            "interval_start": pl.Datetime("us", "UTC"),
+            "kva": pl.Float64,
+        },
+        orient="row",
     )
 
 

@@ -102,7 +102,9 @@ def ultimate_hot_spot_rise(k: np.ndarray | float, p: ThermalParameters = DEFAULT
     return p.hot_spot_rise_rated * np.asarray(k, dtype=float) ** (2 * p.m)
 
 
-def top_oil_time_constant(initial: np.ndarray, ultimate: np.ndarray, p: ThermalParameters = DEFAULT_PARAMETERS) -> np.ndarray:
+def top_oil_time_constant(
+    initial: np.ndarray, ultimate: np.ndarray, p: ThermalParameters = DEFAULT_PARAMETERS
+) -> np.ndarray:
     """Clause 7.2, eq. (16): τ_TO for a change from Δθ_TO,i to Δθ_TO,U, minutes. τ_TO,R when
     n = 1, and when the two rises are equal (no change: the time constant does not matter)."""
     u = np.asarray(ultimate, dtype=float) / p.top_oil_rise_rated
@@ -175,13 +177,19 @@ def temperatures(
 
 
 def daily_cycle(
-    k: np.ndarray, ambient_c: float | np.ndarray, p: ThermalParameters = DEFAULT_PARAMETERS, *, dt_min: float = INTERVAL_MINUTES
+    k: np.ndarray,
+    ambient_c: float | np.ndarray,
+    p: ThermalParameters = DEFAULT_PARAMETERS,
+    *,
+    dt_min: float = INTERVAL_MINUTES,
 ) -> Temperatures:
     """The day's temperatures in its own daily cycle: start at the steady state of the day's mean
     K (eqs. 15, 19), run the day once as a warm-up, report the second pass."""
     k = np.atleast_2d(np.asarray(k, dtype=float))
     mean_k = k.mean(axis=1)
-    warm = temperatures(k, ambient_c, p, dt_min=dt_min, initial=(ultimate_top_oil_rise(mean_k, p), ultimate_hot_spot_rise(mean_k, p)))
+    warm = temperatures(
+        k, ambient_c, p, dt_min=dt_min, initial=(ultimate_top_oil_rise(mean_k, p), ultimate_hot_spot_rise(mean_k, p))
+    )
     return temperatures(k, ambient_c, p, dt_min=dt_min, initial=(warm.top_oil_rise[:, -1], warm.hot_spot_rise[:, -1]))
 
 
@@ -209,7 +217,9 @@ def daily_aging(
     rated = daily.filter(pl.col("kva_rating") > 0).select(*key, "kva_rating")
     if rated.is_empty():
         return daily.with_columns(*[pl.lit(None, dtype=pl.Float64).alias(c) for c in AGING_COLUMNS])
-    local_midnight = pl.col("load_date").cast(pl.Datetime("us")).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    local_midnight = (
+        pl.col("load_date").cast(pl.Datetime("us")).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    )
     grid = (
         rated.with_columns(
             local_midnight.dt.convert_time_zone("UTC").alias("_start"),

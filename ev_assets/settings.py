@@ -135,6 +135,19 @@ class Settings(BaseSettings):
     base_load_scale: float = _setting(
         1.0, "Multiplies EV_BASE_LOAD_PU_PROFILE (e.g. 0.8 for a lightly loaded service area).", RUN, ge=0
     )
+    planning_window_days: int = _setting(
+        90, "transformer_planning_queue: the rolling window, local days up to the latest day of transformer_daily_load.", RUN, gt=1
+    )
+    risk_weight_utilization: float = _setting(1.0, "transformer_planning_queue: weight of peak_utilization in risk_score.", RUN)
+    risk_weight_hours_over_rating: float = _setting(
+        1.0, "transformer_planning_queue: weight of the hours over rating per day of the window.", RUN
+    )
+    risk_weight_loss_of_life: float = _setting(
+        1.0, "transformer_planning_queue: weight of the window's equivalent aging, loss_of_life_h / (24 x window days).", RUN
+    )
+    risk_weight_ev_growth: float = _setting(
+        0.1, "transformer_planning_queue: weight of ev_count_growth (EVs added between the window's halves).", RUN
+    )
     tou_on_peak: str = _setting(
         "mon-fri 16:00-21:00",
         "On-peak windows of the time-of-use rate, local time, for premise_ev_profile.on_peak_energy_share: "

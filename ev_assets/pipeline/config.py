@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ev_assets.core import load_profile, pairing, transformer_aging
+from ev_assets.core import load_profile, pairing, planning_queue, transformer_aging
 from ev_assets.core.contract import ContractBounds
 
 
@@ -38,6 +38,9 @@ class PipelineSettings:
     ambient_c: float = transformer_aging.DEFAULT_AMBIENT_C
     base_load_pu: tuple[float, ...] = transformer_aging.DEFAULT_BASE_LOAD_PU
     base_load_scale: float = 1.0
+    # transformer_planning_queue (ev_assets.core.planning_queue): window and risk weights.
+    planning_window_days: int = 90
+    risk_weights: planning_queue.RiskWeights = field(default_factory=planning_queue.RiskWeights)
 
     def __post_init__(self) -> None:
         if self.load_shape not in load_profile.LOAD_SHAPES:

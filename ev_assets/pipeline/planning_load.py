@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets.core import load_profile, transformer_aging
+from ev_assets.core import load_profile, planning_queue, transformer_aging
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
@@ -22,6 +22,7 @@ from ev_assets.warehouse.tables import (
     SUBSTATION_INTERVAL_LOAD,
     TRANSFORMER_DAILY_LOAD,
     TRANSFORMER_INTERVAL_LOAD,
+    TRANSFORMER_PLANNING_QUEUE,
     TableSpec,
 )
 
@@ -125,3 +126,37 @@ def profile_peak_mismatches(warehouse: Warehouse, first_day: date, last_day: dat
     return both.with_columns(pl.col("peak_kw").fill_null(0.0), pl.col("profile_max_kw").fill_null(0.0)).filter(
         (pl.col("peak_kw") - pl.col("profile_max_kw")).abs() > 1e-9 * pl.max_horizontal(pl.col("peak_kw"), pl.lit(1.0))
     ).sort(key)
+
+
+@dataclass
+class QueueReport:
+    rows: int = 0
+    as_of: date | None = None
+    top: pl.DataFrame | None = None
+
+
+def refresh_planning_queue(warehouse: Warehouse, settings: PipelineSettings, *, now: datetime | None = None) -> QueueReport:
+    """Replace transformer_planning_queue (delete, then insert, one transaction) from the
+    transformer_daily_load rows of the window ending on its latest load_date
+    (ev_assets.core.planning_queue)."""
+    warehouse.ensure_timezone(settings.timezone)
+    now = now or utc_now()
+    report = QueueReport()
+    daily_spec = TRANSFORMER_DAILY_LOAD
+    load_date = warehouse.column(daily_spec, "load_date")
+    with warehouse.transaction() as conn:
+        as_of = warehouse.scalars(sa.select(sa.func.max(load_date)), conn=conn)[0]
+        if isinstance(as_of, str):  # SQLite hands aggregates of dates back as text
+            as_of = date.fromisoformat(as_of[:10])
+        warehouse.delete(conn, TRANSFORMER_PLANNING_QUEUE, sa.true())
+        if as_of is None:
+            return report
+        first, last = planning_queue.window(as_of, settings.planning_window_days)
+        daily = warehouse.read(daily_spec, load_date.between(first, last), conn=conn)
+        queue = planning_queue.planning_queue(
+            daily, as_of=as_of, window_days=settings.planning_window_days, weights=settings.risk_weights, updated_at=now
+        )
+        report.rows = warehouse.insert(conn, TRANSFORMER_PLANNING_QUEUE, TRANSFORMER_PLANNING_QUEUE.conform(queue))
+    report.as_of = as_of
+    report.top = queue.head(10)
+    return report

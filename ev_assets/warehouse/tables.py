@@ -468,6 +468,38 @@ PREMISE_EV_PROFILE = TableSpec(
     group="planning",
 )
 
+TRANSFORMER_PLANNING_QUEUE = TableSpec(
+    name="transformer_planning_queue",
+    description=(
+        "Transformers ranked for planning by a risk score over a rolling window of EV_PLANNING_WINDOW_DAYS local "
+        "days (default 90) ending on window_last_day, the latest load_date of transformer_daily_load: a snapshot "
+        "refreshed daily. risk_score = EV_RISK_WEIGHT_UTILIZATION x peak_utilization + EV_RISK_WEIGHT_HOURS_OVER_RATING "
+        "x hours_over_rating / window days + EV_RISK_WEIGHT_LOSS_OF_LIFE x loss_of_life_h / (24 x window days) + "
+        "EV_RISK_WEIGHT_EV_GROWTH x ev_count_growth (a null term counts 0). One row per transformer with a daily "
+        "row in the window."
+    ),
+    columns=(
+        Col("transformer_id", pl.String(), "Transformer identifier.", nullable=False),
+        Col("rank", pl.Int64(), "1 = the highest risk_score; ties: the smaller transformer_id.", nullable=False, checks=_positive("rank")),
+        Col("risk_score", pl.Float64(), "The weighted score above.", nullable=False),
+        Col("feeder_id", pl.String(), "Feeder of the transformer on its latest day in the window."),
+        Col("kva_rating", pl.Float64(), "Rating on its latest rated day in the window, kVA; null when unknown."),
+        Col("window_first_day", pl.Date(), "First local day of the window.", nullable=False),
+        Col("window_last_day", pl.Date(), "Last local day of the window (inclusive).", nullable=False),
+        Col("days_with_load", pl.Int64(), "Days of the window with a transformer_daily_load row (EV load).", nullable=False, checks=_positive("days_with_load")),
+        Col("peak_utilization", pl.Float64(), "Largest daily utilization (peak EV kVA / kva_rating) in the window; null when the rating is unknown."),
+        Col("hours_over_rating", pl.Float64(), "Sum of minutes_above_rating / 60 over the window; null when the rating is unknown.", checks=_non_negative("hours_over_rating")),
+        Col("loss_of_life_h", pl.Float64(), "Sum of the daily loss_of_life_h (IEEE C57.91 aging) over the window, hours; null when the rating is unknown.", checks=_non_negative("loss_of_life_h")),
+        Col("ev_count_first_half", pl.Int64(), "Largest daily ev_count in the earlier part of the window (all but its last EV_PLANNING_WINDOW_DAYS // 2 days); 0 without load there.", nullable=False),
+        Col("ev_count_second_half", pl.Int64(), "Largest daily ev_count in the last EV_PLANNING_WINDOW_DAYS // 2 days of the window; 0 without load there.", nullable=False),
+        Col("ev_count_growth", pl.Int64(), "ev_count_second_half - ev_count_first_half (negative when EVs left).", nullable=False),
+        Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
+    ),
+    primary_key=("transformer_id",),
+    indexes=(("rank",),),
+    group="planning",
+)
+
 NEW_EVS = TableSpec(
     name="new_evs",
     description=(
@@ -649,6 +681,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     SUBSTATION_INTERVAL_LOAD,
     PREMISE_EV_PROFILE,
     NEW_EVS,
+    TRANSFORMER_PLANNING_QUEUE,
     EV_INGEST_BATCHES,
     EV_FEED_FILES,
     EV_REJECTED_MESSAGES,

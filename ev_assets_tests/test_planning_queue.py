@@ -58,9 +58,7 @@ def test_risk_score_and_rank_by_hand():
     assert q.select("transformer_id", "rank").rows() == [("T1", 1), ("T3", 2), ("T2", 3)]
 
     # Weights from settings: only the loss of life counts.
-    only_life = pq.planning_queue(
-        rows, as_of=d(4), window_days=4, weights=pq.RiskWeights(0, 0, 1, 0), updated_at=NOW
-    )
+    only_life = pq.planning_queue(rows, as_of=d(4), window_days=4, weights=pq.RiskWeights(0, 0, 1, 0), updated_at=NOW)
     assert only_life.select("transformer_id", "risk_score").rows() == [("T1", 0.5), ("T3", 6 / 96), ("T2", 0.0)]
 
 
@@ -100,3 +98,26 @@ def test_refresh_planning_queue_from_the_daily_load(warehouse, tmp_path):
     # A refresh replaces the snapshot.
     assert pipeline.refresh_planning_queue(warehouse, settings, now=NOW).rows == 1
     assert warehouse.read(TRANSFORMER_PLANNING_QUEUE).height == 1
+
+
+def test_the_asset_materializes_the_queue_with_its_top_rows(warehouse, warehouse_url, tmp_path):
+    import dagster as dg
+
+    from ev_assets import pipeline
+    from ev_assets.defs.planning import transformer_planning_queue
+    from ev_assets.defs.resources import PipelineConfig, WarehouseResource
+
+    from .test_planning_tables import DAY, rate_t1, send_hand_sessions
+    from .test_session_quality import Feed
+
+    settings = pipeline.PipelineSettings(timezone="UTC")
+    rate_t1(warehouse)
+    send_hand_sessions(Feed(warehouse, tmp_path, settings))
+    pipeline.update_daily_load(warehouse, settings, DAY, DAY, now=NOW)
+    resources = {"warehouse": WarehouseResource(url=warehouse_url), "pipeline_config": PipelineConfig(timezone="UTC")}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([transformer_planning_queue], resources=resources, instance=instance)
+    assert result.success
+    (event,) = result.asset_materializations_for_node("transformer_planning_queue")
+    assert event.metadata["as_of_date"].value == DAY.isoformat()
+    assert "T1" in event.metadata["top_rows"].value

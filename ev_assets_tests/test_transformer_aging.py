@@ -127,6 +127,27 @@ def test_daily_aging_per_transformer_day():
     assert all(t3[c] is None for c in ta.AGING_COLUMNS)
 
 
+def test_daily_aging_overrides_per_transformer():
+    # Reference-data overrides: T1 ambient 20 °C (K = 1: 100 °C hot spot), T2 base scale 2 of a
+    # 0.5 pu base (K = 1 at 30 °C: 110 °C); nulls take the settings (T3: K = 0.5 at 30 °C).
+    day = date(2024, 7, 1)
+    daily = pl.DataFrame(
+        {
+            "transformer_id": ["T1", "T2", "T3"],
+            "load_date": [day] * 3,
+            "kva_rating": [25.0, 25.0, 25.0],
+            "base_load_scale": [2.0, 2.0, None],
+            "ambient_c": [20.0, None, None],
+        }
+    )
+    out = ta.daily_aging(_profile([]), daily, tz="UTC", base_load_pu=(0.5,) * 24, ambient_c=30.0).sort("transformer_id")
+    hot = out["hot_spot_max_c"].to_list()
+    assert hot[0] == pytest.approx(100.0, abs=1e-9)
+    assert hot[1] == pytest.approx(110.0, abs=1e-9)
+    assert hot[2] == pytest.approx(30 + 55 * ((0.25 * 4 + 1) / 5) ** 0.8 + 25 * 0.5**1.6, abs=1e-9)
+    assert out["loss_of_life_h"][1] == pytest.approx(24.0, abs=1e-8)
+
+
 def test_daily_aging_base_profile_by_local_hour_and_dst_day():
     # 2024-11-03, America/New_York: 25 hours, 100 intervals. Base 0 except 1.0 pu at local hour
     # 1 (which occurs twice that day: 8 intervals); no EV load. The hot spot peaks after the hour.
@@ -177,3 +198,22 @@ def test_daily_load_step_writes_the_aging_of_each_rated_transformer_day(warehous
     assert day["loss_of_life_h"] == pytest.approx(24 * f.mean(), rel=1e-12)
     # The peak (18:45, K = 0.5 + 1.8 = 2.3) heats the hot spot well above the 110 °C reference.
     assert day["hot_spot_max_c"] > 110 and day["aging_factor_max"] > 1
+
+
+def test_a_changed_aging_override_queues_the_transformers_days(warehouse, tmp_path):
+    from ev_assets import pipeline
+    from ev_assets.pipeline.reference import _days_of_rerated_transformers
+    from ev_assets.warehouse.tables import REF_TRANSFORMERS
+
+    from .test_planning_tables import DAY, rate_t1, send_hand_sessions
+    from .test_session_quality import NOW, Feed
+
+    settings = pipeline.PipelineSettings(timezone="UTC")
+    rate_t1(warehouse)
+    send_hand_sessions(Feed(warehouse, tmp_path, settings))
+    pipeline.update_daily_load(warehouse, settings, DAY, DAY, now=NOW)
+    old = warehouse.read(REF_TRANSFORMERS)
+    new = old.with_columns(pl.lit(35.0).alias("ambient_c"))
+    with warehouse.transaction() as conn:
+        assert _days_of_rerated_transformers(warehouse, conn, old, old) == []
+        assert _days_of_rerated_transformers(warehouse, conn, old, new) == [DAY]

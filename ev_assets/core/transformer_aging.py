@@ -210,11 +210,20 @@ def daily_aging(
     15-minute profile (`interval_profile(level="transformer")`: transformer_id, load_date,
     interval_start, kva). Every 15-minute interval of the local day is modelled (92, 96 or 100 of
     them), the EV kVA of an interval without a profile row being 0. Null when the rating is
-    unknown (or not positive)."""
+    unknown (or not positive). Optional columns of `daily`, the transformer's own overrides
+    (reference data): base_load_scale (null: `base_load_scale`) and ambient_c (null: `ambient_c`)."""
     key = ["transformer_id", "load_date"]
     if len(base_load_pu) != 24:
         raise ValueError("base_load_pu needs 24 hourly values")
-    rated = daily.filter(pl.col("kva_rating") > 0).select(*key, "kva_rating")
+    overrides = {"base_load_scale": base_load_scale, "ambient_c": ambient_c}
+    rated = daily.filter(pl.col("kva_rating") > 0).select(
+        *key,
+        "kva_rating",
+        *[
+            (pl.col(c).fill_null(default) if c in daily.columns else pl.lit(default)).cast(pl.Float64).alias(f"_{c}")
+            for c, default in overrides.items()
+        ],
+    )
     if rated.is_empty():
         return daily.with_columns(*[pl.lit(None, dtype=pl.Float64).alias(c) for c in AGING_COLUMNS])
     local_midnight = (
@@ -237,7 +246,7 @@ def daily_aging(
     )
     ev = profile.select(*key, pl.col("interval_start").dt.convert_time_zone("UTC"), "kva")
     base = pl.DataFrame(
-        {"_hour": list(range(24)), "_base_pu": [v * base_load_scale for v in base_load_pu]},
+        {"_hour": list(range(24)), "_base_pu": list(base_load_pu)},
         schema={"_hour": pl.Int8, "_base_pu": pl.Float64},
     )
     grid = (
@@ -247,16 +256,18 @@ def daily_aging(
             pl.col("interval_start").dt.convert_time_zone(tz).dt.hour().cast(pl.Int8).alias("_hour"),
         )
         .join(base, on="_hour", how="left")
-        .with_columns((pl.col("kva") / pl.col("kva_rating") + pl.col("_base_pu")).alias("_k"))
+        .with_columns(
+            (pl.col("kva") / pl.col("kva_rating") + pl.col("_base_pu") * pl.col("_base_load_scale")).alias("_k")
+        )
         .sort(*key, "interval_start")
     )
     results = []
     # One matrix per day length (92, 96 or 100 intervals), rows = transformer-days.
-    per_day = grid.group_by(key, maintain_order=True).agg(pl.col("_k"))
+    per_day = grid.group_by(key, maintain_order=True).agg(pl.col("_k"), pl.col("_ambient_c").first())
     per_day = per_day.with_columns(pl.col("_k").list.len().alias("_n"))
     for (n,), part in per_day.group_by("_n"):
         k = np.array(part["_k"].to_list(), dtype=float).reshape(len(part), n)
-        t = daily_cycle(k, ambient_c, parameters)
+        t = daily_cycle(k, part["_ambient_c"].to_numpy(), parameters)
         f_aa = aging_acceleration(t.hot_spot)
         f_eqa = equivalent_aging(f_aa)
         results.append(

@@ -10,6 +10,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from ev_assets.core import load_profile, planning_queue, transformer_aging
+from ev_assets.core.enrich import as_of_join
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
@@ -82,6 +83,15 @@ def update_daily_load(
             if level == "transformer":
                 transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
                 daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
+                # The transformer's own aging overrides (null: the settings).
+                daily = as_of_join(
+                    daily,
+                    transformers,
+                    left_on="transformer_id",
+                    right_on="transformer_id",
+                    date_col="load_date",
+                    columns={"base_load_scale": "base_load_scale", "ambient_c": "ambient_c"},
+                )
                 daily = load_profile.overload_exposure(
                     profile, daily, power_factor=settings.power_factor, planning_threshold=settings.planning_threshold
                 )

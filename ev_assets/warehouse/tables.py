@@ -176,6 +176,8 @@ REF_TRANSFORMERS = TableSpec(
         Col("feeder_id", pl.String(), "Feeder the transformer is on.", nullable=False),
         Col("kva_rating", pl.Float64(), "Nameplate rating, kVA.", checks=_positive("kva_rating")),
         Col("phase", pl.String(), "Phase the transformer is connected to."),
+        Col("base_load_scale", pl.Float64(), "This transformer's scale of the non-EV base load profile in its aging (transformer_daily_load.hot_spot_max_c...); null: EV_BASE_LOAD_SCALE.", checks=_non_negative("base_load_scale")),
+        Col("ambient_c", pl.Float64(), "This transformer's ambient temperature in its aging, °C; null: EV_AMBIENT_C."),
         *_effective_dates(),
     ),
     primary_key=("transformer_id", "effective_from"),

@@ -3,7 +3,8 @@
 Four nullable columns of transformer_daily_load (IEEE C57.91 hot spot, aging factors and loss of
 life per transformer-day), null on existing rows until their days are recomputed (`ev-awareness`
 backfill / the daily-load step); the transformer_planning_queue snapshot table, filled by its next
-refresh.
+refresh; ref_transformers gains the optional aging overrides base_load_scale and ambient_c
+(null: the settings).
 
 Revision ID: 0008
 Revises: 0007
@@ -26,6 +27,24 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("ref_transformers", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "base_load_scale",
+                sa.Float(),
+                nullable=True,
+                comment="This transformer's scale of the non-EV base load profile in its aging (transformer_daily_load.hot_spot_max_c...); null: EV_BASE_LOAD_SCALE.",
+            )
+        )
+        batch_op.add_column(
+            sa.Column(
+                "ambient_c",
+                sa.Float(),
+                nullable=True,
+                comment="This transformer's ambient temperature in its aging, °C; null: EV_AMBIENT_C.",
+            )
+        )
+
     op.create_table(
         "transformer_planning_queue",
         sa.Column("transformer_id", sa.Text(), nullable=False, comment="Transformer identifier."),
@@ -132,6 +151,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("ref_transformers", schema=None) as batch_op:
+        batch_op.drop_column("ambient_c")
+        batch_op.drop_column("base_load_scale")
+
     with op.batch_alter_table("transformer_daily_load", schema=None) as batch_op:
         batch_op.drop_column("loss_of_life_h")
         batch_op.drop_column("equivalent_aging")

@@ -109,7 +109,7 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
 
 TOP_ROWS = 5
 _TOP_COLUMNS = {
-    "transformer": ("transformer_id", "load_date", "peak_kw", "peak_kva", "kva_rating", "utilization", "minutes_above_threshold", "kwh_above_threshold", "ev_count"),
+    "transformer": ("transformer_id", "load_date", "peak_kw", "peak_kva", "kva_rating", "utilization", "minutes_above_threshold", "kwh_above_threshold", "hot_spot_max_c", "loss_of_life_h", "ev_count"),
     "feeder": ("feeder_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
     "substation": ("substation_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
 }

@@ -16,6 +16,7 @@ defs = dg.Definitions(
         ingest.ev_charging_sessions,
         planning.daily_load,
         planning.premise_ev_profile,
+        planning.transformer_planning_queue,
         vendor.vendor_export_files,
         vendor.vendor_export_gap,
     ],
@@ -25,6 +26,7 @@ defs = dg.Definitions(
         reference.reference_job,
         planning.daily_load_job,
         planning.premise_profile_job,
+        planning.planning_queue_job,
         vendor.vendor_export_job,
         vendor.vendor_gap_job,
     ],
@@ -35,7 +37,7 @@ defs = dg.Definitions(
         operations.failed_run_sensor,
         vendor.vendor_gap_sensor,
     ],
-    schedules=[planning.nightly_daily_load, planning.daily_premise_profile, reference.nightly_reference, vendor.nightly_gap_fill],
+    schedules=[planning.nightly_daily_load, planning.daily_premise_profile, planning.daily_planning_queue, reference.nightly_reference, vendor.nightly_gap_fill],
     resources={**environment_resources(), "vendor": vendor.vendor_resource_from_environment()},
     # A run's steps follow one another and each works in the warehouse: running them in the run's
     # own process saves a Python start (seconds) per step.

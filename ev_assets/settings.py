@@ -17,10 +17,13 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ev_assets.core.transformer_aging import DEFAULT_AMBIENT_C, DEFAULT_BASE_LOAD_PU, parse_base_profile
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 
 LOAD = "load"
 RUN = "run"
@@ -124,6 +127,34 @@ class Settings(BaseSettings):
         RUN,
         gt=0,
     )
+    ambient_c: float = _setting(
+        DEFAULT_AMBIENT_C,
+        "Ambient temperature, °C, of the transformer aging (IEEE C57.91 clause 7) in transformer_daily_load: "
+        "hot_spot_max_c, aging_factor_max, equivalent_aging, loss_of_life_h.",
+        RUN,
+    )
+    base_load_pu_profile: str = _setting(
+        ",".join(f"{v:g}" for v in DEFAULT_BASE_LOAD_PU),
+        "Non-EV (base) load of a transformer for the aging, per-unit of its rating: 24 comma-separated values, "
+        "local hours 0-23 (default: a residential shape peaking at 0.6 pu at 19:00).",
+        RUN,
+    )
+    base_load_scale: float = _setting(
+        1.0, "Multiplies EV_BASE_LOAD_PU_PROFILE (e.g. 0.8 for a lightly loaded service area).", RUN, ge=0
+    )
+    planning_window_days: int = _setting(
+        90, "transformer_planning_queue: the rolling window, local days up to the latest day of transformer_daily_load.", RUN, gt=1
+    )
+    risk_weight_utilization: float = _setting(1.0, "transformer_planning_queue: weight of peak_utilization in risk_score.", RUN)
+    risk_weight_hours_over_rating: float = _setting(
+        1.0, "transformer_planning_queue: weight of the hours over rating per day of the window.", RUN
+    )
+    risk_weight_loss_of_life: float = _setting(
+        1.0, "transformer_planning_queue: weight of the window's equivalent aging, loss_of_life_h / (24 x window days).", RUN
+    )
+    risk_weight_ev_growth: float = _setting(
+        0.1, "transformer_planning_queue: weight of ev_count_growth (EVs added between the window's halves).", RUN
+    )
     tou_on_peak: str = _setting(
         "mon-fri 16:00-21:00",
         "On-peak windows of the time-of-use rate, local time, for premise_ev_profile.on_peak_energy_share: "
@@ -156,6 +187,12 @@ class Settings(BaseSettings):
         None, "Stream receiver: TLS certificate (PEM); with EV_RECEIVER_TLS_KEY the receiver serves HTTPS.", RECEIVER
     )
     receiver_tls_key: Path | None = _setting(None, "Stream receiver: TLS private key (PEM).", RECEIVER)
+
+    @field_validator("base_load_pu_profile")
+    @classmethod
+    def _base_profile(cls, value: str) -> str:
+        parse_base_profile(value)  # 24 non-negative values, or a ValueError naming the text
+        return value
 
     @property
     def receiver_token_hashes(self) -> frozenset[str]:

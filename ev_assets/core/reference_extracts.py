@@ -72,7 +72,9 @@ are marked *; every file also takes ``effective_from`` and ``effective_to`` as a
 
 - substations.csv: substation_id*, substation_name
 - feeders.csv: feeder_id*, substation_id*, voltage_kv (kV)
-- transformers.csv: transformer_id*, feeder_id*, kva_rating (kVA), phase
+- transformers.csv: transformer_id*, feeder_id*, kva_rating (kVA), phase, base_load_scale and
+  ambient_c (°C): this transformer's overrides of EV_BASE_LOAD_SCALE and EV_AMBIENT_C in its
+  aging (blank: the settings)
 - premises.csv: premise_id*, premise_type (residential, multifamily, commercial), city,
   latitude, longitude (degrees)
 - service_points.csv: service_point_id*, premise_id*, transformer_id*
@@ -112,6 +114,8 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "feeder_id": pl.String,
         "kva_rating": pl.Float64,
         "phase": pl.String,
+        "base_load_scale": pl.Float64,
+        "ambient_c": pl.Float64,
         **_VALIDITY,
     },
     "premises": {

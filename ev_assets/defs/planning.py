@@ -1,5 +1,6 @@
 """Planning area: daily transformer, feeder and substation load and their 15-minute profiles, its
-sensor, schedule and backfills; the premise EV profile snapshot and its daily schedule.
+sensor, schedule and backfills; the premise EV profile and transformer planning queue snapshots and
+their daily schedules.
 
 Which days to recompute is read from the warehouse (ev_load_days_pending: days whose sessions
 changed), not from run history: whoever paired the sessions, and whatever died since, the sensor
@@ -108,7 +109,7 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
 
 TOP_ROWS = 5
 _TOP_COLUMNS = {
-    "transformer": ("transformer_id", "load_date", "peak_kw", "peak_kva", "kva_rating", "utilization", "minutes_above_threshold", "kwh_above_threshold", "ev_count"),
+    "transformer": ("transformer_id", "load_date", "peak_kw", "peak_kva", "kva_rating", "utilization", "minutes_above_threshold", "kwh_above_threshold", "hot_spot_max_c", "loss_of_life_h", "ev_count"),
     "feeder": ("feeder_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
     "substation": ("substation_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
 }
@@ -252,3 +253,47 @@ premise_profile_job = dg.define_asset_job(
 def daily_premise_profile(context: dg.ScheduleEvaluationContext):
     day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
     return dg.RunRequest(run_key=f"premises:{day.isoformat()}")
+
+
+# --- Transformer planning queue: a daily snapshot ------------------------------------------------
+
+
+@dg.multi_asset(
+    specs=[
+        table_asset_spec(
+            tables.TRANSFORMER_PLANNING_QUEUE, "planning", deps=[dg.AssetKey(tables.TRANSFORMER_DAILY_LOAD.name)]
+        )
+    ],
+)
+def transformer_planning_queue(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
+    """Transformers ranked by the risk score over the last EV_PLANNING_WINDOW_DAYS days of
+    transformer_daily_load (peak utilization, hours over rating, loss of life, EV growth; weights
+    EV_RISK_WEIGHT_*): a snapshot replaced in one transaction."""
+    record_worker(context)
+    spec = tables.TRANSFORMER_PLANNING_QUEUE
+    with retry_when_transient(context):
+        report = pipeline.refresh_planning_queue(warehouse.get(), pipeline_config.settings())
+    extra = {"as_of_date": report.as_of.isoformat() if report.as_of else None}
+    if report.top is not None and report.top.height:
+        shown = report.top.drop("updated_at").with_columns(pl.col(pl.Float64).round(3))
+        extra["top_rows"] = dg.MetadataValue.md(markdown_table(shown))
+    return dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows, **extra))
+
+
+planning_queue_job = dg.define_asset_job(
+    "planning_queue_job",
+    selection=dg.AssetSelection.assets(transformer_planning_queue),
+    description="Refresh the transformer_planning_queue snapshot.",
+)
+
+
+@dg.schedule(
+    cron_schedule="30 4 * * *",
+    job=planning_queue_job,
+    execution_timezone=PARTITIONS_TIMEZONE,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily: re-rank the transformers (after the nightly daily load).",
+)
+def daily_planning_queue(context: dg.ScheduleEvaluationContext):
+    day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
+    return dg.RunRequest(run_key=f"queue:{day.isoformat()}")

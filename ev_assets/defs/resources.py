@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ev_assets.core import planning_queue, transformer_aging
 from ev_assets.core.contract import ContractBounds
 from ev_assets.pipeline import PipelineSettings
 from ev_assets.settings import Settings
@@ -90,6 +91,14 @@ class PipelineConfig(dg.ConfigurableResource):
     planning_threshold: float | None = None
     tou_on_peak: str | None = None
     new_ev_days: int | None = None
+    ambient_c: float | None = None
+    base_load_pu_profile: str | None = None
+    base_load_scale: float | None = None
+    planning_window_days: int | None = None
+    risk_weight_utilization: float | None = None
+    risk_weight_hours_over_rating: float | None = None
+    risk_weight_loss_of_life: float | None = None
+    risk_weight_ev_growth: float | None = None
 
     def resolved(self) -> Settings:
         """The environment's settings with this resource's explicit fields on top."""
@@ -116,6 +125,16 @@ class PipelineConfig(dg.ConfigurableResource):
             planning_threshold=s.planning_threshold,
             tou_on_peak=s.tou_on_peak,
             new_ev_days=s.new_ev_days,
+            ambient_c=s.ambient_c,
+            base_load_pu=transformer_aging.parse_base_profile(s.base_load_pu_profile),
+            base_load_scale=s.base_load_scale,
+            planning_window_days=s.planning_window_days,
+            risk_weights=planning_queue.RiskWeights(
+                utilization=s.risk_weight_utilization,
+                hours_over_rating=s.risk_weight_hours_over_rating,
+                loss_of_life=s.risk_weight_loss_of_life,
+                ev_growth=s.risk_weight_ev_growth,
+            ),
         )
 
 

@@ -7,6 +7,7 @@ same code. Each step is idempotent: run it again on the same input and the table
 - `pairing`: events -> sessions, for the window a batch can change;
 - `daily_load`: sessions -> transformer, feeder and substation load for a range of days;
 - `premises`: sessions -> premise_ev_profile and new_evs snapshots;
+- `refresh_planning_queue`: transformer_daily_load -> the transformer_planning_queue snapshot;
 - `reference`: the utility's extracts -> ref_* tables, then late enrichment.
 """
 
@@ -25,8 +26,10 @@ from ev_assets.pipeline.planning_load import (
     DAILY_LOAD_TABLES,
     INTERVAL_LOAD_TABLES,
     LoadReport,
+    QueueReport,
     pending_load_days,
     profile_peak_mismatches,
+    refresh_planning_queue,
     update_daily_load,
 )
 from ev_assets.pipeline.premises import PremiseReport, refresh_premise_profile
@@ -54,6 +57,8 @@ __all__ = [
     "INTERVAL_LOAD_TABLES",
     "IngestReport",
     "LoadReport",
+    "QueueReport",
+    "refresh_planning_queue",
     "PipelineSettings",
     "PremiseReport",
     "refresh_premise_profile",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ev_assets.core import load_profile, pairing
+from ev_assets.core import load_profile, pairing, planning_queue, transformer_aging
 from ev_assets.core.contract import ContractBounds
 
 
@@ -33,6 +33,14 @@ class PipelineSettings:
     tou_on_peak: str = "mon-fri 16:00-21:00"
     # new_evs: premises first seen in this many days up to the latest day with sessions.
     new_ev_days: int = 30
+    # Transformer aging (ev_assets.core.transformer_aging): ambient °C, the non-EV load by local
+    # hour in per-unit of the rating, and its scale.
+    ambient_c: float = transformer_aging.DEFAULT_AMBIENT_C
+    base_load_pu: tuple[float, ...] = transformer_aging.DEFAULT_BASE_LOAD_PU
+    base_load_scale: float = 1.0
+    # transformer_planning_queue (ev_assets.core.planning_queue): window and risk weights.
+    planning_window_days: int = 90
+    risk_weights: planning_queue.RiskWeights = field(default_factory=planning_queue.RiskWeights)
 
     def __post_init__(self) -> None:
         if self.load_shape not in load_profile.LOAD_SHAPES:

@@ -9,7 +9,8 @@ from datetime import date, datetime, timedelta
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets.core import load_profile
+from ev_assets.core import load_profile, planning_queue, transformer_aging
+from ev_assets.core.enrich import as_of_join
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
@@ -22,6 +23,7 @@ from ev_assets.warehouse.tables import (
     SUBSTATION_INTERVAL_LOAD,
     TRANSFORMER_DAILY_LOAD,
     TRANSFORMER_INTERVAL_LOAD,
+    TRANSFORMER_PLANNING_QUEUE,
     TableSpec,
 )
 
@@ -56,7 +58,7 @@ def update_daily_load(
     now: datetime | None = None,
 ) -> LoadReport:
     """Recompute the daily load and the 15-minute profile of every level for local days
-    first..last (delete, then insert), with the transformers' overload exposure."""
+    first..last (delete, then insert), with the transformers' overload exposure and aging."""
     warehouse.ensure_timezone(settings.timezone)
     now = now or utc_now()
     s = warehouse.table(EV_CHARGING_SESSIONS).c
@@ -81,8 +83,25 @@ def update_daily_load(
             if level == "transformer":
                 transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
                 daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
+                # The transformer's own aging overrides (null: the settings).
+                daily = as_of_join(
+                    daily,
+                    transformers,
+                    left_on="transformer_id",
+                    right_on="transformer_id",
+                    date_col="load_date",
+                    columns={"base_load_scale": "base_load_scale", "ambient_c": "ambient_c"},
+                )
                 daily = load_profile.overload_exposure(
                     profile, daily, power_factor=settings.power_factor, planning_threshold=settings.planning_threshold
+                )
+                daily = transformer_aging.daily_aging(
+                    profile,
+                    daily,
+                    tz=settings.timezone,
+                    base_load_pu=settings.base_load_pu,
+                    base_load_scale=settings.base_load_scale,
+                    ambient_c=settings.ambient_c,
                 )
             frames[level] = spec.conform(daily)
             profiles[level] = INTERVAL_LOAD_TABLES[level].conform(profile)
@@ -117,3 +136,37 @@ def profile_peak_mismatches(warehouse: Warehouse, first_day: date, last_day: dat
     return both.with_columns(pl.col("peak_kw").fill_null(0.0), pl.col("profile_max_kw").fill_null(0.0)).filter(
         (pl.col("peak_kw") - pl.col("profile_max_kw")).abs() > 1e-9 * pl.max_horizontal(pl.col("peak_kw"), pl.lit(1.0))
     ).sort(key)
+
+
+@dataclass
+class QueueReport:
+    rows: int = 0
+    as_of: date | None = None
+    top: pl.DataFrame | None = None
+
+
+def refresh_planning_queue(warehouse: Warehouse, settings: PipelineSettings, *, now: datetime | None = None) -> QueueReport:
+    """Replace transformer_planning_queue (delete, then insert, one transaction) from the
+    transformer_daily_load rows of the window ending on its latest load_date
+    (ev_assets.core.planning_queue)."""
+    warehouse.ensure_timezone(settings.timezone)
+    now = now or utc_now()
+    report = QueueReport()
+    daily_spec = TRANSFORMER_DAILY_LOAD
+    load_date = warehouse.column(daily_spec, "load_date")
+    with warehouse.transaction() as conn:
+        as_of = warehouse.scalars(sa.select(sa.func.max(load_date)), conn=conn)[0]
+        if isinstance(as_of, str):  # SQLite hands aggregates of dates back as text
+            as_of = date.fromisoformat(as_of[:10])
+        warehouse.delete(conn, TRANSFORMER_PLANNING_QUEUE, sa.true())
+        if as_of is None:
+            return report
+        first, last = planning_queue.window(as_of, settings.planning_window_days)
+        daily = warehouse.read(daily_spec, load_date.between(first, last), conn=conn)
+        queue = planning_queue.planning_queue(
+            daily, as_of=as_of, window_days=settings.planning_window_days, weights=settings.risk_weights, updated_at=now
+        )
+        report.rows = warehouse.insert(conn, TRANSFORMER_PLANNING_QUEUE, TRANSFORMER_PLANNING_QUEUE.conform(queue))
+    report.as_of = as_of
+    report.top = queue.head(10)
+    return report

@@ -130,9 +130,9 @@ def _queue_meters(warehouse: Warehouse, conn, meters: set[str], now: datetime) -
 
 
 def _days_of_rerated_transformers(warehouse: Warehouse, conn, old: pl.DataFrame, new: pl.DataFrame) -> list:
-    """Days with load on transformers whose rating changed: their utilization must be recomputed
-    even though no session moved."""
-    ratings = ["transformer_id", "kva_rating", "effective_from", "effective_to"]
+    """Days with load on transformers whose rating (or aging override: base_load_scale,
+    ambient_c) changed: their utilization and aging must be recomputed even though no session moved."""
+    ratings = ["transformer_id", "kva_rating", "base_load_scale", "ambient_c", "effective_from", "effective_to"]
     changed = pl.concat(
         [old.select(ratings).join(new.select(ratings), on=ratings, how="anti", nulls_equal=True),
          new.select(ratings).join(old.select(ratings), on=ratings, how="anti", nulls_equal=True)]

@@ -176,6 +176,8 @@ REF_TRANSFORMERS = TableSpec(
         Col("feeder_id", pl.String(), "Feeder the transformer is on.", nullable=False),
         Col("kva_rating", pl.Float64(), "Nameplate rating, kVA.", checks=_positive("kva_rating")),
         Col("phase", pl.String(), "Phase the transformer is connected to."),
+        Col("base_load_scale", pl.Float64(), "This transformer's scale of the non-EV base load profile in its aging (transformer_daily_load.hot_spot_max_c...); null: EV_BASE_LOAD_SCALE.", checks=_non_negative("base_load_scale")),
+        Col("ambient_c", pl.Float64(), "This transformer's ambient temperature in its aging, °C; null: EV_AMBIENT_C."),
         *_effective_dates(),
     ),
     primary_key=("transformer_id", "effective_from"),
@@ -392,6 +394,12 @@ TRANSFORMER_DAILY_LOAD = _daily_load_spec(
         Col("minutes_above_threshold", pl.Int64(), "Minutes of the day whose EV kW exceeds kva_rating x EV_POWER_FACTOR x planning_threshold; null when the rating is unknown.", checks=_non_negative("minutes_above_threshold")),
         Col("kwh_above_threshold", pl.Float64(), "EV energy in excess of the planning threshold, kWh (as kwh_above_rating); null when the rating is unknown.", checks=_non_negative("kwh_above_threshold")),
         Col("longest_above_threshold_minutes", pl.Int64(), "Longest continuous stretch of consecutive 15-minute intervals above the planning threshold on this day, minutes; null when the rating is unknown.", checks=_non_negative("longest_above_threshold_minutes")),
+        # Transformer aging (issue 12 item 3, IEEE C57.91; ev_assets.core.transformer_aging): from the
+        # same 15-minute profile plus the non-EV base load, in the same step and transaction.
+        Col("hot_spot_max_c", pl.Float64(), "Highest winding hot-spot temperature of the day, °C (IEEE C57.91 clause 7, exponential method): the 15-minute load in per-unit of kva_rating, EV kVA plus the base load EV_BASE_LOAD_PU_PROFILE x EV_BASE_LOAD_SCALE, at ambient EV_AMBIENT_C; null when the rating is unknown."),
+        Col("aging_factor_max", pl.Float64(), "Largest aging acceleration factor F_AA of the day's intervals (C57.91 clause 5, eq. 2: 1 at a 110 °C hot spot); null when the rating is unknown.", checks=_non_negative("aging_factor_max")),
+        Col("equivalent_aging", pl.Float64(), "Equivalent aging factor F_EQA of the day (C57.91 clause 5, eq. 3: the time-weighted mean of F_AA); null when the rating is unknown.", checks=_non_negative("equivalent_aging")),
+        Col("loss_of_life_h", pl.Float64(), "Insulation life used on the day, hours at the 110 °C reference rate: equivalent_aging x the day's length in hours (24; 23 or 25 on DST change days); null when the rating is unknown.", checks=_non_negative("loss_of_life_h")),
     ),
     "distribution transformer",
 )
@@ -459,6 +467,38 @@ PREMISE_EV_PROFILE = TableSpec(
     ),
     primary_key=("premise_id",),
     indexes=(("first_charging_day",), ("transformer_id",)),
+    group="planning",
+)
+
+TRANSFORMER_PLANNING_QUEUE = TableSpec(
+    name="transformer_planning_queue",
+    description=(
+        "Transformers ranked for planning by a risk score over a rolling window of EV_PLANNING_WINDOW_DAYS local "
+        "days (default 90) ending on window_last_day, the latest load_date of transformer_daily_load: a snapshot "
+        "refreshed daily. risk_score = EV_RISK_WEIGHT_UTILIZATION x peak_utilization + EV_RISK_WEIGHT_HOURS_OVER_RATING "
+        "x hours_over_rating / window days + EV_RISK_WEIGHT_LOSS_OF_LIFE x loss_of_life_h / (24 x window days) + "
+        "EV_RISK_WEIGHT_EV_GROWTH x ev_count_growth (a null term counts 0). One row per transformer with a daily "
+        "row in the window."
+    ),
+    columns=(
+        Col("transformer_id", pl.String(), "Transformer identifier.", nullable=False),
+        Col("rank", pl.Int64(), "1 = the highest risk_score; ties: the smaller transformer_id.", nullable=False, checks=_positive("rank")),
+        Col("risk_score", pl.Float64(), "The weighted score above.", nullable=False),
+        Col("feeder_id", pl.String(), "Feeder of the transformer on its latest day in the window."),
+        Col("kva_rating", pl.Float64(), "Rating on its latest rated day in the window, kVA; null when unknown."),
+        Col("window_first_day", pl.Date(), "First local day of the window.", nullable=False),
+        Col("window_last_day", pl.Date(), "Last local day of the window (inclusive).", nullable=False),
+        Col("days_with_load", pl.Int64(), "Days of the window with a transformer_daily_load row (EV load).", nullable=False, checks=_positive("days_with_load")),
+        Col("peak_utilization", pl.Float64(), "Largest daily utilization (peak EV kVA / kva_rating) in the window; null when the rating is unknown."),
+        Col("hours_over_rating", pl.Float64(), "Sum of minutes_above_rating / 60 over the window; null when the rating is unknown.", checks=_non_negative("hours_over_rating")),
+        Col("loss_of_life_h", pl.Float64(), "Sum of the daily loss_of_life_h (IEEE C57.91 aging) over the window, hours; null when the rating is unknown.", checks=_non_negative("loss_of_life_h")),
+        Col("ev_count_first_half", pl.Int64(), "Largest daily ev_count in the earlier part of the window (all but its last EV_PLANNING_WINDOW_DAYS // 2 days); 0 without load there.", nullable=False),
+        Col("ev_count_second_half", pl.Int64(), "Largest daily ev_count in the last EV_PLANNING_WINDOW_DAYS // 2 days of the window; 0 without load there.", nullable=False),
+        Col("ev_count_growth", pl.Int64(), "ev_count_second_half - ev_count_first_half (negative when EVs left).", nullable=False),
+        Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
+    ),
+    primary_key=("transformer_id",),
+    indexes=(("rank",),),
     group="planning",
 )
 
@@ -643,6 +683,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     SUBSTATION_INTERVAL_LOAD,
     PREMISE_EV_PROFILE,
     NEW_EVS,
+    TRANSFORMER_PLANNING_QUEUE,
     EV_INGEST_BATCHES,
     EV_FEED_FILES,
     EV_REJECTED_MESSAGES,

@@ -1,0 +1,219 @@
+"""IEEE C57.91 transformer aging (ev_assets.core.transformer_aging) against closed forms computed
+by hand: steady state, step response, the 110 °C reference, and the daily wiring."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ev_assets.core import transformer_aging as ta
+
+P = ta.DEFAULT_PARAMETERS  # 55 K, 25 K, R = 4, n = m = 0.8, 180 min, 4 min
+E1 = 1 - math.exp(-1)  # 0.632...: the share of a step reached after one time constant
+
+
+def test_rated_load_at_110_c_hot_spot_ages_at_the_reference_rate():
+    # eq. (2): F_AA = exp(15000/383 - 15000/(110 + 273)) = exp(0) = 1, exactly.
+    assert ta.aging_acceleration(110.0) == 1.0
+    # Rated load (K = 1) at 30 °C ambient, steady state: 30 + 55 + 25 = 110 °C.
+    assert ta.ultimate_top_oil_rise(1.0) == 55.0
+    assert ta.ultimate_hot_spot_rise(1.0) == 25.0
+    t = ta.temperatures(np.ones(96 * 3), 30.0, initial=(55.0, 25.0))
+    assert np.all(t.hot_spot == 110.0)
+    assert np.all(ta.aging_acceleration(t.hot_spot) == 1.0)
+    # 6 K hotter roughly doubles the rate (the guide's rule of thumb): exp(15000/383 - 15000/389).
+    assert ta.aging_acceleration(116.0) == pytest.approx(math.exp(15000 / 383 - 15000 / 389))
+    assert 1.8 < ta.aging_acceleration(116.0) < 1.9
+
+
+def test_constant_load_reaches_the_closed_form_steady_state():
+    k, ambient = 1.2, 30.0
+    # Hand computation, eqs. (15), (19), (13): [(1.44 x 4 + 1)/5]^0.8 = 1.352^0.8.
+    top_oil = 55 * 1.352**0.8
+    hot_spot_rise = 25 * 1.2**1.6
+    hot_spot = ambient + top_oil + hot_spot_rise
+    assert hot_spot == pytest.approx(133.475, abs=1e-3)
+    # From rest, 72 h of constant load (24 oil time constants).
+    t = ta.temperatures(np.full(96 * 3, k), ambient)
+    assert t.top_oil_rise[0, -1] == pytest.approx(top_oil, rel=1e-9)
+    assert t.hot_spot_rise[0, -1] == pytest.approx(hot_spot_rise, rel=1e-12)
+    assert t.hot_spot[0, -1] == pytest.approx(hot_spot, rel=1e-9)
+    f_aa = math.exp(15000 / 383 - 15000 / (hot_spot + 273))
+    assert ta.aging_acceleration(t.hot_spot[0, -1]) == pytest.approx(f_aa, rel=1e-9)
+    # eq. (3) over a steady day: F_EQA = F_AA; the daily cycle of a constant day is its steady state.
+    day = ta.daily_cycle(np.full(96, k), ambient)
+    assert np.allclose(day.hot_spot, hot_spot, rtol=1e-12)
+    assert ta.equivalent_aging(ta.aging_acceleration(day.hot_spot))[0] == pytest.approx(f_aa, rel=1e-9)
+
+
+def test_load_step_follows_the_oil_and_winding_time_constants():
+    # n = 1: τ_TO = τ_TO,R = 180 min (eq. 16). From rest to rated load: after 12 x 15 min the
+    # top-oil rise is 63.2 % of 55 K; the winding (τ_w = 4 min, 1-minute steps) 63.2 % of 25 K.
+    linear = ta.ThermalParameters(n=1.0)
+    t = ta.temperatures(np.ones(24), 0.0, linear)
+    assert t.top_oil_rise[0, 11] == pytest.approx(E1 * 55, rel=1e-12)
+    minute = ta.temperatures(np.ones(10), 0.0, linear, dt_min=1.0)
+    assert minute.hot_spot_rise[0, 3] == pytest.approx(E1 * 25, rel=1e-12)
+    # The whole curve is the exponential of eq. (14).
+    times = 15.0 * np.arange(1, 25)
+    assert np.allclose(t.top_oil_rise[0], 55 * (1 - np.exp(-times / 180)), rtol=1e-12)
+
+    # n = 0.8 (default): a step from the steady state at K = 0.5 to K = 1.
+    i = 55 * ((0.25 * 4 + 1) / 5) ** 0.8  # eq. (15) at K = 0.5
+    u = 55.0
+    tau = 180 * (u / 55 - i / 55) / ((u / 55) ** (1 / 0.8) - (i / 55) ** (1 / 0.8))  # eq. (16)
+    assert 150 < tau < 180
+    hs_i = 25 * 0.5**1.6
+    one = ta.temperatures(np.array([1.0]), 0.0, dt_min=tau, initial=(i, hs_i))
+    assert one.top_oil_rise[0, 0] == pytest.approx(i + E1 * (u - i), rel=1e-12)
+    # In 15-minute intervals, the same exponential (τ held for the period of constant load).
+    steps = ta.temperatures(np.ones(40), 0.0, initial=(i, hs_i))
+    times = 15.0 * np.arange(1, 41)
+    assert np.allclose(steps.top_oil_rise[0], i + (u - i) * (1 - np.exp(-times / tau)), rtol=1e-12)
+    assert np.allclose(steps.hot_spot_rise[0], hs_i + (25 - hs_i) * (1 - np.exp(-times / 4)), rtol=1e-12)
+
+
+def test_equivalent_aging_weights_by_duration():
+    # eq. (3): (2 x 30 + 1 x 90) / 120 = 1.25
+    assert ta.equivalent_aging(np.array([2.0, 1.0]), np.array([30.0, 90.0])) == pytest.approx(1.25)
+
+
+def test_parse_base_profile():
+    assert ta.parse_base_profile(",".join(["0.5"] * 24)) == (0.5,) * 24
+    with pytest.raises(ValueError):
+        ta.parse_base_profile("0.5,0.5")
+
+
+def _profile(rows):
+    return pl.DataFrame(
+        rows,
+        schema={
+            "transformer_id": pl.String,
+            "load_date": pl.Date,
+            "interval_start": pl.Datetime("us", "UTC"),
+            "kva": pl.Float64,
+        },
+        orient="row",
+    )
+
+
+def test_daily_aging_per_transformer_day():
+    tz = "America/New_York"
+    day = date(2024, 7, 1)
+    midnight_utc = datetime(2024, 7, 1, 4, tzinfo=UTC)  # EDT = UTC-4
+    # T1 (25 kVA): EV 12.5 kVA all day + a flat base of 0.5 pu: K = 1 all day -> 110 °C, F_AA = 1,
+    # F_EQA = 1, 24 h of life. T2: no EV load in the profile (K = base only = 0.5). T3: unrated.
+    ev = [("T1", day, midnight_utc + timedelta(minutes=15 * j), 12.5) for j in range(96)]
+    profile = _profile(ev)
+    daily = pl.DataFrame(
+        {"transformer_id": ["T1", "T2", "T3"], "load_date": [day] * 3, "kva_rating": [25.0, 50.0, None]},
+        schema={"transformer_id": pl.String, "load_date": pl.Date, "kva_rating": pl.Float64},
+    )
+    out = ta.daily_aging(profile, daily, tz=tz, base_load_pu=(0.5,) * 24, ambient_c=30.0).sort("transformer_id")
+    t1, t2, t3 = out.to_dicts()
+    assert t1["hot_spot_max_c"] == pytest.approx(110.0, abs=1e-9)
+    assert t1["aging_factor_max"] == pytest.approx(1.0, abs=1e-9)
+    assert t1["equivalent_aging"] == pytest.approx(1.0, abs=1e-9)
+    assert t1["loss_of_life_h"] == pytest.approx(24.0, abs=1e-8)
+    hot = 30 + 55 * ((0.25 * 4 + 1) / 5) ** 0.8 + 25 * 0.5**1.6
+    assert t2["hot_spot_max_c"] == pytest.approx(hot, abs=1e-9)
+    f_aa = math.exp(15000 / 383 - 15000 / (hot + 273))
+    assert t2["equivalent_aging"] == pytest.approx(f_aa, rel=1e-9)
+    assert t2["loss_of_life_h"] == pytest.approx(24 * f_aa, rel=1e-9)
+    assert all(t3[c] is None for c in ta.AGING_COLUMNS)
+
+
+def test_daily_aging_overrides_per_transformer():
+    # Reference-data overrides: T1 ambient 20 °C (K = 1: 100 °C hot spot), T2 base scale 2 of a
+    # 0.5 pu base (K = 1 at 30 °C: 110 °C); nulls take the settings (T3: K = 0.5 at 30 °C).
+    day = date(2024, 7, 1)
+    daily = pl.DataFrame(
+        {
+            "transformer_id": ["T1", "T2", "T3"],
+            "load_date": [day] * 3,
+            "kva_rating": [25.0, 25.0, 25.0],
+            "base_load_scale": [2.0, 2.0, None],
+            "ambient_c": [20.0, None, None],
+        }
+    )
+    out = ta.daily_aging(_profile([]), daily, tz="UTC", base_load_pu=(0.5,) * 24, ambient_c=30.0).sort("transformer_id")
+    hot = out["hot_spot_max_c"].to_list()
+    assert hot[0] == pytest.approx(100.0, abs=1e-9)
+    assert hot[1] == pytest.approx(110.0, abs=1e-9)
+    assert hot[2] == pytest.approx(30 + 55 * ((0.25 * 4 + 1) / 5) ** 0.8 + 25 * 0.5**1.6, abs=1e-9)
+    assert out["loss_of_life_h"][1] == pytest.approx(24.0, abs=1e-8)
+
+
+def test_daily_aging_base_profile_by_local_hour_and_dst_day():
+    # 2024-11-03, America/New_York: 25 hours, 100 intervals. Base 0 except 1.0 pu at local hour
+    # 1 (which occurs twice that day: 8 intervals); no EV load. The hot spot peaks after the hour.
+    tz = "America/New_York"
+    day = date(2024, 11, 3)
+    base = tuple(1.0 if h == 1 else 0.0 for h in range(24))
+    daily = pl.DataFrame({"transformer_id": ["T"], "load_date": [day], "kva_rating": [10.0]})
+    out = ta.daily_aging(_profile([]), daily, tz=tz, base_load_pu=base, ambient_c=30.0)
+    # The same K series by hand: 100 intervals, local hour 1 = intervals 4..11 (8 x 15 min).
+    k = np.zeros(100)
+    k[4:12] = 1.0
+    t = ta.daily_cycle(k, 30.0)
+    f = ta.aging_acceleration(t.hot_spot)
+    row = out.row(0, named=True)
+    assert row["hot_spot_max_c"] == pytest.approx(t.hot_spot.max())
+    assert row["equivalent_aging"] == pytest.approx(f.mean())
+    assert row["loss_of_life_h"] == pytest.approx(25 * f.mean())
+
+
+def test_daily_load_step_writes_the_aging_of_each_rated_transformer_day(warehouse, tmp_path):
+    # The hand feed of test_planning_tables (time zone UTC, T1 rated 10 kVA, power factor 0.9)
+    # with a flat base load of 0.5 pu: K = 0.5 + kW / 0.9 / 10 in the 8 loaded intervals, 0.5 else.
+    from ev_assets import pipeline
+    from ev_assets.warehouse.tables import TRANSFORMER_DAILY_LOAD
+
+    from .test_planning_tables import DAY, HAND_PROFILE, rate_t1, send_hand_sessions
+    from .test_session_quality import NOW, Feed
+
+    settings = pipeline.PipelineSettings(timezone="UTC", base_load_pu=(0.5,) * 24, ambient_c=25.0)
+    feed = Feed(warehouse, tmp_path, settings)
+    send_hand_sessions(feed)
+    pipeline.update_daily_load(feed.warehouse, settings, DAY, DAY, now=NOW)
+    unrated = feed.warehouse.read(TRANSFORMER_DAILY_LOAD).row(0, named=True)
+    assert all(unrated[c] is None for c in ta.AGING_COLUMNS)
+
+    rate_t1(feed.warehouse)
+    pipeline.update_daily_load(feed.warehouse, settings, DAY, DAY, now=NOW)
+    day = feed.warehouse.read(TRANSFORMER_DAILY_LOAD).row(0, named=True)
+    k = np.full(96, 0.5)
+    midnight = datetime(2024, 6, 3, tzinfo=UTC)
+    for ts, kw, _ in HAND_PROFILE:
+        k[int((ts - midnight) / timedelta(minutes=15))] += kw / 0.9 / 10
+    t = ta.daily_cycle(k, 25.0)
+    f = ta.aging_acceleration(t.hot_spot)
+    assert day["hot_spot_max_c"] == pytest.approx(t.hot_spot.max(), rel=1e-12)
+    assert day["aging_factor_max"] == pytest.approx(f.max(), rel=1e-12)
+    assert day["equivalent_aging"] == pytest.approx(f.mean(), rel=1e-12)
+    assert day["loss_of_life_h"] == pytest.approx(24 * f.mean(), rel=1e-12)
+    # The peak (18:45, K = 0.5 + 1.8 = 2.3) heats the hot spot well above the 110 °C reference.
+    assert day["hot_spot_max_c"] > 110 and day["aging_factor_max"] > 1
+
+
+def test_a_changed_aging_override_queues_the_transformers_days(warehouse, tmp_path):
+    from ev_assets import pipeline
+    from ev_assets.pipeline.reference import _days_of_rerated_transformers
+    from ev_assets.warehouse.tables import REF_TRANSFORMERS
+
+    from .test_planning_tables import DAY, rate_t1, send_hand_sessions
+    from .test_session_quality import NOW, Feed
+
+    settings = pipeline.PipelineSettings(timezone="UTC")
+    rate_t1(warehouse)
+    send_hand_sessions(Feed(warehouse, tmp_path, settings))
+    pipeline.update_daily_load(warehouse, settings, DAY, DAY, now=NOW)
+    old = warehouse.read(REF_TRANSFORMERS)
+    new = old.with_columns(pl.lit(35.0).alias("ambient_c"))
+    with warehouse.transaction() as conn:
+        assert _days_of_rerated_transformers(warehouse, conn, old, old) == []
+        assert _days_of_rerated_transformers(warehouse, conn, old, new) == [DAY]

@@ -45,6 +45,8 @@ EXPECTED_COLUMNS = {
         "feeder_id",
         "kva_rating",
         "phase",
+        "base_load_scale",
+        "ambient_c",
         "effective_from",
         "effective_to",
     ],

@@ -123,12 +123,11 @@ def ingest_batch(
     # A re-execution of a committed batch (a retry of a run that died after its commit) may find
     # its files archived: those the file ledger holds for this batch need no reading. Any other
     # missing file is an error, and files still present go through the checks below.
-    missing = [p for p in paths if not p.exists()]
-    if missing:
+    if any(not p.exists() for p in paths):
         committed = _files_of_batch(warehouse, batch_id)
         paths = [p for p in paths if p.exists() or p.name not in committed]
-    if not paths:
-        return IngestReport(batch_id=batch_id)
+        if not paths:
+            return IngestReport(batch_id=batch_id)
     # The same file (name and content) twice in one batch is one file, read once.
     parsed = list({(f.name, f.sha256): f for f in (feed.parse_payload(p.name, p.read_bytes()) for p in paths)}.values())
     # Files are only ever added to the file ledger, so what is unread under the lock is a subset of

@@ -110,7 +110,14 @@ def generate_utility(
         "service_points": service_points,
         "meters": meters_frame,
     }
-    return {name: frames[name].select(list(SCHEMAS[name])).cast(SCHEMAS[name]) for name in TABLES}
+    # Optional columns the synthetic utility does not model (per-transformer thermal overrides) are null.
+    return {
+        name: frames[name]
+        .with_columns([pl.lit(None, dtype=t).alias(c) for c, t in SCHEMAS[name].items() if c not in frames[name].columns])
+        .select(list(SCHEMAS[name]))
+        .cast(SCHEMAS[name])
+        for name in TABLES
+    }
 
 
 # --------------------------------------------------------------------------- hierarchy

@@ -60,7 +60,10 @@ def pair_pending_batches(
         pending = pending_batches(warehouse, conn=conn)[:max_batches]
         if not pending:
             return SessionsReport()
-        changed = warehouse.read_in(EV_CHARGING_EVENTS, "batch_id", pending, conn=conn)
+        # What the window and the duration agreement need of the batches' events, no more.
+        changed = warehouse.read_in(
+            EV_CHARGING_EVENTS, "batch_id", pending, conn=conn, columns=("message_id", "meter_id", "message_time")
+        )
         report = _repair_in(warehouse, conn, changed, settings, now)
         time_out_open_starts(warehouse, conn, settings, now)
         paired = pl.DataFrame({"batch_id": pending, "sessions_written": report.sessions_written, "paired_at": now})

@@ -48,6 +48,7 @@ def main() -> int:
     parser.add_argument("--meters", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the daemon on the way out (finally)
 
     import dagster as dg
     import polars as pl
@@ -77,13 +78,16 @@ def main() -> int:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     bindir = Path(sys.executable).parent
     subprocess.run([str(bindir / "ev-awareness"), "init"], env=env, cwd=PROJECT, check=True, capture_output=True)
+    # The instance's storage is created here, before the daemon starts: two processes creating it
+    # at once can stamp its schema twice.
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.get_runs(limit=1)
     log = (folder / "daemon.log").open("w")
     daemon = subprocess.Popen(
         [str(bindir / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml")],
         env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     engine = sa.create_engine(f"sqlite:///{db}")
-    instance = dg.DagsterInstance.from_config(str(home))
     contention = measure.Contention()
     try:
         deadline = time.monotonic() + args.timeout

@@ -131,14 +131,19 @@ def prepare_month(ctx: Context, meters: int, days: int) -> Month:
 
 def landing_copy(month: Month, run_dir: Path) -> Path:
     """A private copy of the feed's landing folder (the run archives what it commits). Hard links
-    when possible: the pipeline moves files, never writes them, so the source stays intact."""
+    when possible: the pipeline moves files, never writes them, so the source stays intact.
+
+    Linked one by one in name (= time) order: a link sets the inode's change time, and the feed
+    sensor batches files in that order, as they arrived. (A copy in directory order made every
+    micro-batch a random sample of the whole span, so every batch's pairing window covered it.)"""
     target = run_dir / "landing"
     shutil.rmtree(target, ignore_errors=True)
-    try:
-        shutil.copytree(month.landing, target, copy_function=os.link)
-    except OSError:
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(month.landing, target)
+    target.mkdir(parents=True)
+    for path in sorted(month.landing.glob("*.json")):
+        try:
+            os.link(path, target / path.name)
+        except OSError:
+            shutil.copy2(path, target / path.name)
     return target
 
 

@@ -72,7 +72,7 @@ def session_pair(identity: dict[str, str], start: datetime, rng: random.Random) 
     return start_msg, end_msg
 
 
-def build_messages(utility: dict[str, pl.DataFrame], count: int, seed: int = 7) -> list[dict]:
+def build_messages(utility: dict[str, pl.DataFrame], count: int, seed: int = 7, base: datetime = BASE) -> list[dict]:
     """`count` valid messages: sessions round-robin over the meters, one a day each, so no two
     messages share an identity (no duplicates) and every meter's sessions follow each other."""
     rng = random.Random(seed)
@@ -81,7 +81,7 @@ def build_messages(utility: dict[str, pl.DataFrame], count: int, seed: int = 7) 
     for k in range(count // 2):
         identity = people[k % len(people)]
         day = k // len(people)
-        start = BASE + timedelta(days=day, hours=17, seconds=rng.uniform(0, 5 * 3600))
+        start = base + timedelta(days=day, hours=17, seconds=rng.uniform(0, 5 * 3600))
         messages.extend(session_pair(identity, start, rng))
     return messages
 

@@ -132,7 +132,9 @@ def ingest_batch(
     parsed = list({(f.name, f.sha256): f for f in (feed.parse_payload(p.name, p.read_bytes()) for p in paths)}.values())
     # Files are only ever added to the file ledger, so what is unread under the lock is a subset of
     # what is unread now: the contract runs on these, outside the lock.
-    maybe_fresh = [p for p in parsed if (p.name, p.sha256) not in _already_read(warehouse, parsed)]
+    # (Read once: called in the comprehension's condition, it read the file ledger once per file.)
+    read_before = _already_read(warehouse, parsed)
+    maybe_fresh = [p for p in parsed if (p.name, p.sha256) not in read_before]
     maybe_records = feed.records_frame(maybe_fresh)
     maybe_result = apply_contract(maybe_records, settings.bounds, now=now)
 

@@ -17,6 +17,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from ev_assets.core import pairing, quality
+from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, empty_frame, rows_to_frame
 from ev_assets.warehouse.tables import (
@@ -60,7 +61,10 @@ def pair_pending_batches(
         pending = pending_batches(warehouse, conn=conn)[:max_batches]
         if not pending:
             return SessionsReport()
-        changed = warehouse.read_in(EV_CHARGING_EVENTS, "batch_id", pending, conn=conn)
+        # What the window and the duration agreement need of the batches' events, no more.
+        changed = warehouse.read_in(
+            EV_CHARGING_EVENTS, "batch_id", pending, conn=conn, columns=("message_id", "meter_id", "message_time")
+        )
         report = _repair_in(warehouse, conn, changed, settings, now)
         time_out_open_starts(warehouse, conn, settings, now)
         paired = pl.DataFrame({"batch_id": pending, "sessions_written": report.sessions_written, "paired_at": now})
@@ -88,7 +92,12 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
         return SessionsReport()
     ev = warehouse.table(EV_CHARGING_EVENTS).c
     in_window = warehouse.read_in(
-        EV_CHARGING_EVENTS, "meter_id", window.meter_ids, ev.message_time.between(window.read_from, window.read_to), conn=conn
+        EV_CHARGING_EVENTS,
+        "meter_id",
+        window.meter_ids,
+        ev.message_time.between(window.read_from, window.read_to),
+        conn=conn,
+        columns=PAIRING_COLUMNS,
     )
     # Each meter's open start before the window and end after it, however far: long sessions.
     edges = edge_events(warehouse, conn, window)
@@ -103,7 +112,10 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
         sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to)),
         *([s.session_id.in_(edge_ids)] if edge_ids else []),
     )
-    previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn)
+    # Read for _changed only: its columns, not the whole rows.
+    previous = warehouse.read_in(
+        EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn, columns=_SESSION_CONTENT
+    )
     replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored)
     written = warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
     return SessionsReport(
@@ -117,6 +129,14 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
         ),
         written=fresh,
     )
+
+
+# What pairing (core.pairing.pair_sessions, edge_session_ids) reads of an event: the sessions step
+# reads these columns of the window's events, not whole rows.
+PAIRING_COLUMNS = (
+    "message_id", "message_type", "meter_id", "message_time", "message_date", "charge_w", "charge_duration",
+    "charge_energy_wh", *ATTRIBUTION_COLUMNS,
+)  # fmt: skip
 
 
 def pair(events_: pl.DataFrame, settings: PipelineSettings, now: datetime) -> pl.DataFrame:
@@ -139,7 +159,8 @@ def edge_events(warehouse: Warehouse, conn, window: pairing.PairingWindow) -> pl
     One GROUP BY max / min join per chunk of meters on the (meter_id, message_time) index: the
     cost follows the batch's meters, not the length of their history."""
     t = warehouse.table(EV_CHARGING_EVENTS)
-    frames = [empty_frame(EV_CHARGING_EVENTS)]
+    frames = [empty_frame(EV_CHARGING_EVENTS, PAIRING_COLUMNS)]
+    selected = [c for c in t.columns if c.name in PAIRING_COLUMNS]  # the table's order, as rows_to_frame reads
     edges = (
         (sa.func.max, t.c.message_time < window.write_from, "start"),
         (sa.func.min, t.c.message_time > window.write_to, "end"),
@@ -153,11 +174,11 @@ def edge_events(warehouse: Warehouse, conn, window: pairing.PairingWindow) -> pl
                 .subquery()
             )
             query = (
-                sa.select(t)
+                sa.select(*selected)
                 .join(edge, sa.and_(t.c.meter_id == edge.c.edge_meter, t.c.message_time == edge.c.edge_time))
                 .where(t.c.message_type == kind)
             )
-            frames.append(rows_to_frame(EV_CHARGING_EVENTS, conn.execute(query).fetchall()))
+            frames.append(rows_to_frame(EV_CHARGING_EVENTS, conn.execute(query).fetchall(), PAIRING_COLUMNS))
     return pl.concat(frames)
 
 
@@ -221,7 +242,7 @@ def _repair_meters(
     transaction), queue the days whose load changed, and add the counts to `total`."""
     events_ = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", meters, conn=conn)
     fresh = EV_CHARGING_SESSIONS.conform(pair(events_, settings, now))
-    previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", meters, conn=conn)
+    previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", meters, conn=conn, columns=_SESSION_CONTENT)
     total.sessions_replaced += warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", meters)
     total.sessions_written += warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
     touched = load_dates_of(_changed(previous, fresh), settings.timezone)

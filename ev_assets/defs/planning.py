@@ -228,12 +228,17 @@ def premise_ev_profile(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         report = pipeline.refresh_premise_profile(warehouse.get(), pipeline_config.settings())
     counts = {"premise_ev_profile": report.premises, "new_evs": report.new_evs}
     for spec in PREMISE_SPECS:
-        extra = {"as_of_date": report.as_of.isoformat() if report.as_of else None}
-        top = report.top.get(spec.name)
-        if top is not None and top.height:
-            shown = top.drop("updated_at").with_columns(pl.col(pl.Float64).round(3))
-            extra["top_rows"] = dg.MetadataValue.md(markdown_table(shown))
+        extra = snapshot_metadata(report.as_of, report.top.get(spec.name))
         yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, counts[spec.name], **extra))
+
+
+def snapshot_metadata(as_of, top: pl.DataFrame | None) -> dict:
+    """What a daily snapshot shows in the UI: the day it is as of, and its top rows."""
+    extra = {"as_of_date": as_of.isoformat() if as_of else None}
+    if top is not None and top.height:
+        shown = top.drop("updated_at").with_columns(pl.col(pl.Float64).round(3))
+        extra["top_rows"] = dg.MetadataValue.md(markdown_table(shown))
+    return extra
 
 
 premise_profile_job = dg.define_asset_job(
@@ -273,10 +278,7 @@ def transformer_planning_queue(context: dg.AssetExecutionContext, warehouse: War
     spec = tables.TRANSFORMER_PLANNING_QUEUE
     with retry_when_transient(context):
         report = pipeline.refresh_planning_queue(warehouse.get(), pipeline_config.settings())
-    extra = {"as_of_date": report.as_of.isoformat() if report.as_of else None}
-    if report.top is not None and report.top.height:
-        shown = report.top.drop("updated_at").with_columns(pl.col(pl.Float64).round(3))
-        extra["top_rows"] = dg.MetadataValue.md(markdown_table(shown))
+    extra = snapshot_metadata(report.as_of, report.top)
     return dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows, **extra))
 
 

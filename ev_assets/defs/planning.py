@@ -248,16 +248,28 @@ premise_profile_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(
-    cron_schedule="0 4 * * *",
-    job=premise_profile_job,
-    execution_timezone=PARTITIONS_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily: refresh the premise EV profile and new EVs (after the nightly daily load).",
-)
-def daily_premise_profile(context: dg.ScheduleEvaluationContext):
-    day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
-    return dg.RunRequest(run_key=f"premises:{day.isoformat()}")
+def daily_snapshot_schedule(name: str, cron: str, job, key_prefix: str, description: str) -> dg.ScheduleDefinition:
+    """A snapshot refreshed once a local day, after the nightly daily load; run key = the day."""
+
+    @dg.schedule(
+        name=name,
+        cron_schedule=cron,
+        job=job,
+        execution_timezone=PARTITIONS_TIMEZONE,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
+        return dg.RunRequest(run_key=f"{key_prefix}:{day.isoformat()}")
+
+    return _schedule
+
+
+daily_premise_profile = daily_snapshot_schedule(
+    "daily_premise_profile", "0 4 * * *", premise_profile_job, "premises",
+    "Daily: refresh the premise EV profile and new EVs (after the nightly daily load).",
+)  # fmt: skip
 
 
 # --- Transformer planning queue: a daily snapshot ------------------------------------------------
@@ -289,13 +301,7 @@ planning_queue_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(
-    cron_schedule="30 4 * * *",
-    job=planning_queue_job,
-    execution_timezone=PARTITIONS_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily: re-rank the transformers (after the nightly daily load).",
-)
-def daily_planning_queue(context: dg.ScheduleEvaluationContext):
-    day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
-    return dg.RunRequest(run_key=f"queue:{day.isoformat()}")
+daily_planning_queue = daily_snapshot_schedule(
+    "daily_planning_queue", "30 4 * * *", planning_queue_job, "queue",
+    "Daily: re-rank the transformers (after the nightly daily load).",
+)  # fmt: skip

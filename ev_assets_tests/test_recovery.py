@@ -107,14 +107,22 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     proc.wait(timeout=60)
 
 
-def wait_until(condition, timeout: float, what: str, poll: float = 0.5):
+# Waits for the daemon are upper bounds, set for a 2-core machine shared with a second test worker
+# and other suites: a passing test returns as soon as its condition holds (typically 10-60 s), so
+# a generous bound costs nothing, and a failure prints where the pipeline stood (`progress`).
+DAEMON_PATIENCE_S = 300
+
+
+def wait_until(condition, timeout: float, what, poll: float = 0.5):
+    """`condition()` once truthy, else fail after `timeout` s. `what` is a string or a callable
+    giving one, called only on failure: the daemon's log as it is then, not when waiting began."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
 
 
 def step_events(instance: dg.DagsterInstance, run_id: str, event_type: DagsterEventType) -> set[str]:
@@ -126,7 +134,9 @@ def comparable(wh: Warehouse) -> dict[str, pl.DataFrame]:
     a run; the two per-batch tables reduce to their totals (the ledger's counts summed)."""
     out = {}
     for name, frame in snapshot(wh, ignore_write_times=True).items():
-        frame = frame.drop([c for c in frame.columns if c in _BATCH_COLUMNS or (name == "ev_batch_pairing" and c in _PAIRING_COLUMNS)])
+        frame = frame.drop(
+            [c for c in frame.columns if c in _BATCH_COLUMNS or (name == "ev_batch_pairing" and c in _PAIRING_COLUMNS)]
+        )
         if name in _BATCH_TABLES:
             frame = frame.select(pl.col(c).sum() for c, t in frame.schema.items() if t.is_numeric())
         out[name] = frame
@@ -199,6 +209,17 @@ def daemon_log(path: Path) -> str:
     return path.read_text()[-4000:] if path.exists() else ""
 
 
+def progress(wh: Warehouse, env: dict, instance: dg.DagsterInstance, log: Path) -> str:
+    """Where a daemon test stands, for its failure message: what is left, the runs and their
+    statuses, the end of the daemon's log."""
+    runs = [(r.job_name, r.status.value, r.tags.get("dagster/run_key", "")) for r in instance.get_runs(limit=20)]
+    return (
+        f"{len(list(env['EV_FEED_DIR'].glob('*.json')))} files in the landing folder, "
+        f"{len(pipeline.pending_batches(wh))} batches to pair, {pipeline.pending_load_days(wh).height} days to load, "
+        f"{wh.count(EV_CHARGING_SESSIONS)} sessions; latest runs {runs}\n--- daemon log ---\n{daemon_log(log)}"
+    )
+
+
 # --- 1. a step whose first attempt fails completes under the daemon, with no person --------------
 
 
@@ -220,7 +241,11 @@ def test_a_run_whose_warehouse_is_locked_for_its_first_attempt_completes_under_t
     try:
         half = len(files) // 2
         land_one_by_one(files[:half], env["EV_FEED_DIR"], 0.05).join()
-        wait_until(lambda: all_done(wh, env["EV_FEED_DIR"], 1), 120, "the first half: " + daemon_log(log))
+        wait_until(
+            lambda: all_done(wh, env["EV_FEED_DIR"], 1),
+            DAEMON_PATIENCE_S,
+            lambda: "the first half: " + progress(wh, env, instance, log),
+        )
 
         # Someone holds the write lock (BEGIN EXCLUSIVE; WAL readers, like the sensors, go on).
         holder = sqlite3.connect(env["EV_WAREHOUSE_URL"].removeprefix("sqlite:///"), isolation_level=None)
@@ -235,12 +260,21 @@ def test_a_run_whose_warehouse_is_locked_for_its_first_attempt_completes_under_t
                 ]  # fmt: skip
 
             # Held until a step's first attempt failed on it (EV_LOCK_WAIT_S, 5 s here).
-            failed_once = wait_until(retried, 150, "a step attempt failing on the lock: " + daemon_log(log), poll=1)
+            failed_once = wait_until(
+                retried,
+                DAEMON_PATIENCE_S,
+                lambda: "a step attempt failing on the lock: " + progress(wh, env, instance, log),
+                poll=1,
+            )
         finally:
             holder.execute("ROLLBACK")
             holder.close()
 
-        wait_until(lambda: all_done(wh, env["EV_FEED_DIR"], truth.height // 2), 150, "recovery: " + daemon_log(log))
+        wait_until(
+            lambda: all_done(wh, env["EV_FEED_DIR"], truth.height // 2),
+            DAEMON_PATIENCE_S,
+            lambda: "recovery: " + progress(wh, env, instance, log),
+        )
         wait_until(lambda: no_run_in_flight(instance), 60, "runs to finish")
     finally:
         kill_group(daemon, signal.SIGTERM)
@@ -348,7 +382,12 @@ def test_the_daemon_killed_mid_batch_and_restarted_ends_like_a_clean_run(env, sm
                     return run
             return None
 
-        killed = wait_until(pairing_running, 120, "a sessions step: " + daemon_log(log), poll=0.02)
+        killed = wait_until(
+            pairing_running,
+            DAEMON_PATIENCE_S,
+            lambda: "a sessions step: " + progress(wh, env, instance, log),
+            poll=0.02,
+        )
     finally:
         kill_group(daemon)
     assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.STARTED
@@ -356,10 +395,15 @@ def test_the_daemon_killed_mid_batch_and_restarted_ends_like_a_clean_run(env, sm
     daemon = start_daemon(env, log)
     try:
         landing.join()
-        wait_until(lambda: all_done(wh, env["EV_FEED_DIR"], truth.height // 2), 200, "recovery: " + daemon_log(log), poll=1)
+        wait_until(
+            lambda: all_done(wh, env["EV_FEED_DIR"], truth.height // 2),
+            DAEMON_PATIENCE_S,
+            lambda: "recovery: " + progress(wh, env, instance, log),
+            poll=1,
+        )
         wait_until(
             lambda: instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE,
-            120, "dead_run_sensor to fail the dead run: " + daemon_log(log), poll=1,
+            120, lambda: "dead_run_sensor to fail the dead run: " + progress(wh, env, instance, log), poll=1,
         )  # fmt: skip
         wait_until(lambda: no_run_in_flight(instance), 120, "runs (the retry included) to finish", poll=1)
     finally:
@@ -421,7 +465,9 @@ def test_thousands_of_queued_days_are_all_requested_in_ranges(warehouse):
     assert len(queued) > 10_000
     now = datetime.now(UTC)
     with warehouse.transaction() as conn:
-        warehouse.insert(conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": queued, "queued_at": [now] * len(queued)}))
+        warehouse.insert(
+            conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": queued, "queued_at": [now] * len(queued)})
+        )
 
     context = dg.build_sensor_context(resources={"warehouse": WarehouseResource(url=warehouse.url)}, definitions=defs)
     result = daily_load_sensor(context)

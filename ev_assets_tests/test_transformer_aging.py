@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
+from polars.testing import assert_frame_equal
 import pytest
 
 from ev_assets.core import transformer_aging as ta
@@ -165,6 +166,37 @@ def test_daily_aging_base_profile_by_local_hour_and_dst_day():
     assert row["hot_spot_max_c"] == pytest.approx(t.hot_spot.max())
     assert row["equivalent_aging"] == pytest.approx(f.mean())
     assert row["loss_of_life_h"] == pytest.approx(25 * f.mean())
+
+
+def test_daily_aging_in_chunks_equals_daily_aging_at_once():
+    # Memory is bounded by modelling transformer-days in chunks: chunks of 1, 2 and 3 rows (one
+    # chunk with no EV rows, chunks splitting one transformer's days and one day's transformers,
+    # a DST day among normal ones) give exactly what one chunk gives.
+    tz = "America/New_York"
+    days = [date(2024, 11, 2), date(2024, 11, 3), date(2024, 11, 4)]
+    ids = ["T1", "T2", "T3"]
+    ev = [
+        (t, d, datetime(d.year, d.month, d.day, 5, tzinfo=UTC) + timedelta(minutes=15 * j), 3.0 * (i + 1) + j)
+        for i, t in enumerate(ids[:2])
+        for d in days
+        for j in range(12)
+    ]
+    daily = pl.DataFrame(
+        {
+            "transformer_id": [t for t in ids for _ in days],
+            "load_date": days * len(ids),
+            "kva_rating": [25.0, 50.0, 10.0] * len(ids),
+            "ambient_c": [20.0, None, 35.0] * len(ids),
+        }
+    )
+    kwargs = {"tz": tz, "base_load_pu": tuple(0.2 + 0.02 * h for h in range(24)), "ambient_c": 30.0}
+    whole = ta.daily_aging(_profile(ev), daily, chunk_rows=len(ids) * len(days), **kwargs).sort(
+        "transformer_id", "load_date"
+    )
+    assert whole["loss_of_life_h"].null_count() == 0
+    for chunk_rows in (1, 2, 3):
+        chunked = ta.daily_aging(_profile(ev), daily, chunk_rows=chunk_rows, **kwargs)
+        assert_frame_equal(chunked.sort("transformer_id", "load_date"), whole)
 
 
 def test_daily_load_step_writes_the_aging_of_each_rated_transformer_day(warehouse, tmp_path):

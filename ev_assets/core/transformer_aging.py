@@ -193,6 +193,9 @@ def daily_cycle(
     return temperatures(k, ambient_c, p, dt_min=dt_min, initial=(warm.top_oil_rise[:, -1], warm.hot_spot_rise[:, -1]))
 
 
+# Transformer-days modelled at once: about 100 intervals each, so a chunk's grid and matrices stay
+# in the tens of MB whatever the range (see daily_aging).
+AGING_CHUNK_ROWS = 5000
 AGING_COLUMNS = ("hot_spot_max_c", "aging_factor_max", "equivalent_aging", "loss_of_life_h")
 
 
@@ -205,6 +208,7 @@ def daily_aging(
     base_load_scale: float = 1.0,
     ambient_c: float = DEFAULT_AMBIENT_C,
     parameters: ThermalParameters = DEFAULT_PARAMETERS,
+    chunk_rows: int = AGING_CHUNK_ROWS,
 ) -> pl.DataFrame:
     """`daily` (transformer-days with kva_rating) with AGING_COLUMNS added, from the transformer's
     15-minute profile (`interval_profile(level="transformer")`: transformer_id, load_date,
@@ -226,6 +230,32 @@ def daily_aging(
     )
     if rated.is_empty():
         return daily.with_columns(*[pl.lit(None, dtype=pl.Float64).alias(c) for c in AGING_COLUMNS])
+    # Transformer-days in chunks of `chunk_rows`: the 15-minute grid of a month of 20,000 meters is
+    # about 4 M intervals, and holding it whole (with its joins and matrices) took over 1 GB. Each
+    # chunk's profile rows come from one join that numbers them, not a filter per chunk.
+    rated = rated.sort(key).with_columns((pl.int_range(pl.len()) // chunk_rows).alias("_chunk"))
+    ev = profile.select(*key, pl.col("interval_start").dt.convert_time_zone("UTC"), "kva").join(
+        rated.select(*key, "_chunk"), on=key, how="inner"
+    )
+    ev_chunks = ev.partition_by("_chunk", as_dict=True, include_key=False)
+    empty_ev = ev.clear().drop("_chunk")
+    base = pl.DataFrame(
+        {"_hour": list(range(24)), "_base_pu": list(base_load_pu)},
+        schema={"_hour": pl.Int8, "_base_pu": pl.Float64},
+    )
+    results = [
+        _aging_of_chunk(part, ev_chunks.get(chunk, empty_ev), base, key=key, tz=tz, parameters=parameters)
+        for chunk, part in rated.partition_by("_chunk", as_dict=True, include_key=False).items()
+    ]
+    aging = pl.concat(results)
+    return daily.join(aging, on=key, how="left")
+
+
+def _aging_of_chunk(
+    rated: pl.DataFrame, ev: pl.DataFrame, base: pl.DataFrame, *, key: list[str], tz: str, parameters: ThermalParameters
+) -> pl.DataFrame:
+    """AGING_COLUMNS of some transformer-days (`rated`: key, kva_rating, _base_load_scale,
+    _ambient_c) from their EV profile rows (`ev`: key, interval_start in UTC, kva)."""
     local_midnight = (
         pl.col("load_date").cast(pl.Datetime("us")).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
     )
@@ -244,11 +274,6 @@ def daily_aging(
         .explode("interval_start")
         .drop("_start", "_end")
     )
-    ev = profile.select(*key, pl.col("interval_start").dt.convert_time_zone("UTC"), "kva")
-    base = pl.DataFrame(
-        {"_hour": list(range(24)), "_base_pu": list(base_load_pu)},
-        schema={"_hour": pl.Int8, "_base_pu": pl.Float64},
-    )
     grid = (
         grid.join(ev, on=[*key, "interval_start"], how="left")
         .with_columns(
@@ -266,7 +291,7 @@ def daily_aging(
     per_day = grid.group_by(key, maintain_order=True).agg(pl.col("_k"), pl.col("_ambient_c").first())
     per_day = per_day.with_columns(pl.col("_k").list.len().alias("_n"))
     for (n,), part in per_day.group_by("_n"):
-        k = np.array(part["_k"].to_list(), dtype=float).reshape(len(part), n)
+        k = part["_k"].list.to_array(n).to_numpy()  # (rows, n) float64, no Python float per value
         t = daily_cycle(k, part["_ambient_c"].to_numpy(), parameters)
         f_aa = aging_acceleration(t.hot_spot)
         f_eqa = equivalent_aging(f_aa)
@@ -278,5 +303,4 @@ def daily_aging(
                 pl.Series("loss_of_life_h", f_eqa * n * INTERVAL_MINUTES / 60),
             )
         )
-    aging = pl.concat(results)
-    return daily.join(aging, on=key, how="left")
+    return pl.concat(results)

@@ -1,6 +1,7 @@
 """Benchmark harness for the EV Awareness pipeline.
 
     uv run python bench/run_bench.py [--scenario NAME ...] [--quick] [--profile]
+        [--history-sessions N] [--history-budget S]
 
 Prints a Markdown report on stdout and records the figures in bench/results.json (the latest
 figures per mode, full or quick, plus a short history). Every scenario works in its own folder
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -849,6 +851,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="also profile one end-to-end run (cProfile)")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only (default: PostgreSQL too when reachable)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default: bench/results.json)")
+    # batch_cost_vs_history stops at whichever comes first: a fixed session count makes two runs
+    # (before and after a change) compare the same history, whatever the machine's load.
+    parser.add_argument("--history-sessions", type=int, metavar="N",
+                        help="batch_cost_vs_history: sessions of history to build (default: 10,000,000; quick: 20,000)")
+    parser.add_argument("--history-budget", type=float, metavar="S",
+                        help="batch_cost_vs_history: seconds of bulk inserts per backend at most (default: 120; quick: 10)")
     return parser.parse_args(argv)
 
 
@@ -856,7 +864,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     mode = "quick" if args.quick else "full"
     data = load_results(args.results)
-    ctx = Context(QUICK if args.quick else FULL, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}))
+    sizes = QUICK if args.quick else FULL
+    if args.history_sessions is not None:
+        sizes = dataclasses.replace(sizes, history_sessions=args.history_sessions)
+    if args.history_budget is not None:
+        sizes = dataclasses.replace(sizes, history_budget_s=args.history_budget)
+    ctx = Context(sizes, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}))
     DATA.mkdir(parents=True, exist_ok=True)
     machine = measure.machine_info()
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")

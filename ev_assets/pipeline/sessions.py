@@ -1,10 +1,11 @@
 """Sessions step: re-pair the sessions that committed batches' events can change, and queue the days
 whose load they touch.
 
-What to pair is read from the warehouse (batches in the ledger not yet in ev_batch_pairing), not
-from the run that asks: a batch whose run died after its events were committed is paired by the
-next run, whoever starts it. Pairing a batch, recording it as paired and queueing its days happen
-in one transaction.
+What to pair is read from the warehouse (the batches the ingest step queued in ev_batches_pending,
+in the transaction that committed their events), not from the run that asks: a batch whose run
+died after its events were committed is paired by the next run, whoever starts it. Pairing a batch,
+recording it as paired (ev_batch_pairing), taking it off the queue and queueing its days happen in
+one transaction.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import Warehouse, empty_frame, rows_to_frame
 from ev_assets.warehouse.tables import (
     EV_BATCH_PAIRING,
+    EV_BATCHES_PENDING,
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
-    EV_INGEST_BATCHES,
     EV_LOAD_DAYS_PENDING,
     EV_METERS_PENDING,
 )
@@ -58,7 +59,7 @@ def pair_pending_batches(
     now = now or utc_now()
     warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
     with warehouse.transaction() as conn:
-        pending = pending_batches(warehouse, conn=conn)[:max_batches]
+        pending = pending_batches(warehouse, conn=conn, limit=max_batches)
         if not pending:
             return SessionsReport()
         # What the window and the duration agreement need of the batches' events, no more.
@@ -69,21 +70,18 @@ def pair_pending_batches(
         time_out_open_starts(warehouse, conn, settings, now)
         paired = pl.DataFrame({"batch_id": pending, "sessions_written": report.sessions_written, "paired_at": now})
         warehouse.insert(conn, EV_BATCH_PAIRING, paired)
+        warehouse.delete_in(conn, EV_BATCHES_PENDING, "batch_id", pending)
         queue_load_days(warehouse, conn, report.touched_dates, now)
     report.batches = pending
     return report
 
 
-def pending_batches(warehouse: Warehouse, *, conn=None) -> list[str]:
-    """Batches in the ledger whose events have not been paired yet, oldest first."""
-    b = warehouse.table(EV_INGEST_BATCHES).c
-    p = warehouse.table(EV_BATCH_PAIRING).c
-    query = (
-        sa.select(b.batch_id)
-        .where(~sa.exists().where(p.batch_id == b.batch_id))
-        .order_by(b.processed_at, b.batch_id)
-    )
-    return warehouse.scalars(query, conn=conn)
+def pending_batches(warehouse: Warehouse, *, conn=None, limit: int | None = None) -> list[str]:
+    """Batches in the ledger whose events have not been paired yet, oldest first: the queue the
+    ingest step fills and the pairing empties (ev_batches_pending), which holds only those, not an
+    anti-join of the whole ledger, which grows with every batch ever ingested."""
+    q = warehouse.table(EV_BATCHES_PENDING).c
+    return warehouse.scalars(sa.select(q.batch_id).order_by(q.queued_at, q.batch_id).limit(limit), conn=conn)
 
 
 def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: PipelineSettings, now: datetime) -> SessionsReport:

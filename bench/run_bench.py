@@ -1,6 +1,7 @@
 """Benchmark harness for the EV Awareness pipeline.
 
     uv run python bench/run_bench.py [--scenario NAME ...] [--quick] [--profile]
+        [--history-sessions N] [--history-budget S]
 
 Prints a Markdown report on stdout and records the figures in bench/results.json (the latest
 figures per mode, full or quick, plus a short history). Every scenario works in its own folder
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -21,7 +23,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -853,6 +855,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # long for every `make bench`, so it is this scenario at a chosen size, kept in its own results file.
     parser.add_argument("--backfill-meters", type=int, help="long_backfill: meters of the utility (default 2,000)")
     parser.add_argument("--backfill-days", type=int, help="long_backfill: days of the feed (default 365)")
+    # batch_cost_vs_history stops at whichever comes first: a fixed session count makes two runs
+    # (before and after a change) compare the same history, whatever the machine's load.
+    parser.add_argument("--history-sessions", type=int, metavar="N",
+                        help="batch_cost_vs_history: sessions of history to build (default: 10,000,000; quick: 20,000)")
+    parser.add_argument("--history-budget", type=float, metavar="S",
+                        help="batch_cost_vs_history: seconds of bulk inserts per backend at most (default: 120; quick: 10)")
     return parser.parse_args(argv)
 
 
@@ -861,8 +869,12 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     data = load_results(args.results)
     sizes = QUICK if args.quick else FULL
-    sizes = replace(sizes, backfill_meters=args.backfill_meters or sizes.backfill_meters,
-                    backfill_days=args.backfill_days or sizes.backfill_days)  # fmt: skip
+    sizes = dataclasses.replace(sizes, backfill_meters=args.backfill_meters or sizes.backfill_meters,
+                                backfill_days=args.backfill_days or sizes.backfill_days)  # fmt: skip
+    if args.history_sessions is not None:
+        sizes = dataclasses.replace(sizes, history_sessions=args.history_sessions)
+    if args.history_budget is not None:
+        sizes = dataclasses.replace(sizes, history_budget_s=args.history_budget)
     ctx = Context(sizes, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}))
     DATA.mkdir(parents=True, exist_ok=True)
     machine = measure.machine_info()

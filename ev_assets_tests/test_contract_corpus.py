@@ -28,6 +28,7 @@ from ev_assets.core.contract import REJECTION_CODES, ContractBounds, apply_contr
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
     ALL_TABLES,
+    EV_BATCHES_PENDING,
     EV_CHARGING_EVENTS,
     EV_FEED_FILES,
     EV_INGEST_BATCHES,
@@ -558,12 +559,15 @@ def test_reingesting_the_corpus_changes_nothing(reference_loaded):
     assert (again.files_already_read, again.records_read) == (len(paths), 0)
     assert_same_tables(before, snapshot(warehouse))
 
-    # the same files under another batch: only that batch's ledger row is new, all zeros but files
+    # the same files under another batch: only that batch's ledger row is new, all zeros but files,
+    # and the batch queued for pairing like every ledgered batch (a no-op pairing: no events)
     later = NOW + timedelta(hours=2)
     other = pipeline.ingest_batch(warehouse, "corpus-again", paths, settings, now=later)
     assert other.reconciled
     after = snapshot(warehouse)
-    assert_same_tables({t: f for t, f in before.items() if t != EV_INGEST_BATCHES.name}, after)
+    bookkeeping = (EV_INGEST_BATCHES.name, EV_BATCHES_PENDING.name)
+    assert_same_tables({t: f for t, f in before.items() if t not in bookkeeping}, after)
+    assert after[EV_BATCHES_PENDING.name]["batch_id"].to_list() == ["corpus", "corpus-again"]
     ledger = _ledger_row(warehouse, "corpus-again")
     assert {k: ledger[k] for k in ("files_read", "files_already_read", "files_parsed", "files_quarantined")} == {
         "files_read": len(paths), "files_already_read": len(paths), "files_parsed": 0, "files_quarantined": 0,

@@ -122,6 +122,7 @@ def test_a_pre_migration_warehouse_is_adopted_with_every_row(old_code, blank_war
     assert after[EV_WAREHOUSE_SETTINGS.name] == 0
     # The old code paired and loaded every batch in the run that ingested it: nothing is pending.
     assert after["ev_batch_pairing"] == before["ev_ingest_batches"] and after["ev_load_days_pending"] == 0
+    assert after["ev_batches_pending"] == 0
     # every table reads back through the new code exactly as the old code read it
     wh = Warehouse(url)
     try:

@@ -19,6 +19,7 @@ from ev_assets.core.contract import ContractResult, apply_contract
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked
 from ev_assets.warehouse.tables import (
+    EV_BATCHES_PENDING,
     EV_CHARGING_EVENTS,
     EV_FEED_FILES,
     EV_INGEST_BATCHES,
@@ -223,9 +224,11 @@ def _verify(report: IngestReport, new_events: pl.DataFrame) -> None:
 
 
 def _record_in_ledger(warehouse: Warehouse, conn: Connection, report: IngestReport, run_id: str | None, now: datetime) -> None:
-    """Insert the batch's ledger row, inside the batch's own transaction. The ledger is
+    """Insert the batch's ledger row and queue the batch for pairing, inside the batch's own
+    transaction: its events are never committed without their pairing queued. The ledger is
     insert-only: a batch id already there is a no-op before this point, never a rewrite."""
     warehouse.insert(conn, EV_INGEST_BATCHES, report.ledger_row(run_id, now))
+    warehouse.insert(conn, EV_BATCHES_PENDING, pl.DataFrame({"batch_id": [report.batch_id], "queued_at": [now]}))
 
 
 def _already_read(

@@ -1,10 +1,11 @@
 """Sessions step: re-pair the sessions that committed batches' events can change, and queue the days
 whose load they touch.
 
-What to pair is read from the warehouse (batches in the ledger not yet in ev_batch_pairing), not
-from the run that asks: a batch whose run died after its events were committed is paired by the
-next run, whoever starts it. Pairing a batch, recording it as paired and queueing its days happen
-in one transaction.
+What to pair is read from the warehouse (the batches the ingest step queued in ev_batches_pending,
+in the transaction that committed their events), not from the run that asks: a batch whose run
+died after its events were committed is paired by the next run, whoever starts it. Pairing a batch,
+recording it as paired (ev_batch_pairing), taking it off the queue and queueing its days happen in
+one transaction.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import sqlalchemy as sa
 from ev_assets.core import pairing, quality
 from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, empty_frame, rows_to_frame
+from ev_assets.warehouse.store import Warehouse, empty_frame, rows_to_frame
 from ev_assets.warehouse.tables import (
     EV_BATCH_PAIRING,
+    EV_BATCHES_PENDING,
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
-    EV_INGEST_BATCHES,
     EV_LOAD_DAYS_PENDING,
     EV_METERS_PENDING,
 )
@@ -58,7 +59,7 @@ def pair_pending_batches(
     now = now or utc_now()
     warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
     with warehouse.transaction() as conn:
-        pending = pending_batches(warehouse, conn=conn)[:max_batches]
+        pending = pending_batches(warehouse, conn=conn, limit=max_batches)
         if not pending:
             return SessionsReport()
         # What the window and the duration agreement need of the batches' events, no more.
@@ -69,21 +70,18 @@ def pair_pending_batches(
         time_out_open_starts(warehouse, conn, settings, now)
         paired = pl.DataFrame({"batch_id": pending, "sessions_written": report.sessions_written, "paired_at": now})
         warehouse.insert(conn, EV_BATCH_PAIRING, paired)
+        warehouse.delete_in(conn, EV_BATCHES_PENDING, "batch_id", pending)
         queue_load_days(warehouse, conn, report.touched_dates, now)
     report.batches = pending
     return report
 
 
-def pending_batches(warehouse: Warehouse, *, conn=None) -> list[str]:
-    """Batches in the ledger whose events have not been paired yet, oldest first."""
-    b = warehouse.table(EV_INGEST_BATCHES).c
-    p = warehouse.table(EV_BATCH_PAIRING).c
-    query = (
-        sa.select(b.batch_id)
-        .where(~sa.exists().where(p.batch_id == b.batch_id))
-        .order_by(b.processed_at, b.batch_id)
-    )
-    return warehouse.scalars(query, conn=conn)
+def pending_batches(warehouse: Warehouse, *, conn=None, limit: int | None = None) -> list[str]:
+    """Batches in the ledger whose events have not been paired yet, oldest first: the queue the
+    ingest step fills and the pairing empties (ev_batches_pending), which holds only those, not an
+    anti-join of the whole ledger, which grows with every batch ever ingested."""
+    q = warehouse.table(EV_BATCHES_PENDING).c
+    return warehouse.scalars(sa.select(q.batch_id).order_by(q.queued_at, q.batch_id).limit(limit), conn=conn)
 
 
 def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: PipelineSettings, now: datetime) -> SessionsReport:
@@ -106,17 +104,10 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
     paired = pair(stored, settings, now)
     fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window, edge_ids))
 
-    s = warehouse.table(EV_CHARGING_SESSIONS).c
-    anchored = sa.or_(
-        s.start_time.between(window.write_from, window.write_to),
-        sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to)),
-        *([s.session_id.in_(edge_ids)] if edge_ids else []),
-    )
-    # Read for _changed only: its columns, not the whole rows.
-    previous = warehouse.read_in(
-        EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn, columns=_SESSION_CONTENT
-    )
-    replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored)
+    previous = replaced_sessions(warehouse, conn, window, edge_ids)
+    # By primary key, the very rows just read: this transaction holds the write lock, so they are
+    # still exactly the sessions the window replaces.
+    replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "session_id", previous["session_id"])
     written = warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
     return SessionsReport(
         sessions_written=written,
@@ -129,6 +120,32 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
         ),
         written=fresh,
     )
+
+
+def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow, edge_ids: list[str]) -> pl.DataFrame:
+    """The stored sessions a re-pairing of the window replaces, as the columns _changed compares
+    (session_id among them): those of the window's meters anchored in [write_from, write_to]
+    (their start; their end when they have no start), and those the edge events anchor.
+
+    Three reads, each an index seek per meter or per id, so the cost follows the window, not the
+    meters' history: starts on (meter_id, start_time), ends on (meter_id, end_time), edge sessions
+    on the primary key. One predicate `meter_id IN (...) AND (start BETWEEN ... OR ... OR
+    session_id IN ...)` can only seek on meter_id in PostgreSQL, which then reads every session
+    the meters ever had."""
+    s = warehouse.table(EV_CHARGING_SESSIONS).c
+    # The null test inside a CASE, where no index can serve it: a seek on (meter_id, start_time IS
+    # NULL) would read every end_only session the meter ever had; the end_time range reads the window.
+    no_start = sa.case((s.start_time.is_(None), 1), else_=0) == 1
+    branches = (
+        ("meter_id", window.meter_ids, s.start_time.between(window.write_from, window.write_to)),
+        ("meter_id", window.meter_ids, sa.and_(s.end_time.between(window.write_from, window.write_to), no_start)),
+        ("session_id", edge_ids, None),
+    )
+    frames = [
+        warehouse.read_in(EV_CHARGING_SESSIONS, column, values, where, conn=conn, columns=_SESSION_CONTENT)
+        for column, values, where in branches
+    ]
+    return pl.concat(frames).unique("session_id", keep="first", maintain_order=True)
 
 
 # What pairing (core.pairing.pair_sessions, edge_session_ids) reads of an event: the sessions step
@@ -156,29 +173,33 @@ def edge_events(warehouse: Warehouse, conn, window: pairing.PairingWindow) -> pl
     """Per meter of the window: its latest start before write_from, if that is its last event
     there, and its earliest end after write_to, if that is its first event there.
 
-    One GROUP BY max / min join per chunk of meters on the (meter_id, message_time) index: the
-    cost follows the batch's meters, not the length of their history."""
+    One index seek per meter and edge on the (meter_id, message_time) index, so the cost follows
+    the batch's meters, not the length of their history: each meter's edge time is a correlated
+    max() / min() under the window's bound, which SQLite and PostgreSQL both answer by descending
+    the index once to the first entry past the bound, and the event at that time is then looked
+    up on the same index. (A GROUP BY meter_id max() over `message_time < write_from` read each
+    meter's whole index range before the window instead: every event it ever had.)"""
     t = warehouse.table(EV_CHARGING_EVENTS)
+    x = t.alias("x")
+    selected = warehouse.stored_columns(EV_CHARGING_EVENTS, PAIRING_COLUMNS)  # as rows_to_frame reads them
+    meters = warehouse.text_rows(window.meter_ids, name="m")
     frames = [empty_frame(EV_CHARGING_EVENTS, PAIRING_COLUMNS)]
-    selected = [c for c in t.columns if c.name in PAIRING_COLUMNS]  # the table's order, as rows_to_frame reads
     edges = (
-        (sa.func.max, t.c.message_time < window.write_from, "start"),
-        (sa.func.min, t.c.message_time > window.write_to, "end"),
+        (sa.func.max, x.c.message_time < window.write_from, "start"),
+        (sa.func.min, x.c.message_time > window.write_to, "end"),
     )
-    for chunk in chunked(window.meter_ids, IN_CHUNK):
-        for agg, beyond, kind in edges:
-            edge = (
-                sa.select(t.c.meter_id.label("edge_meter"), agg(t.c.message_time).label("edge_time"))
-                .where(t.c.meter_id.in_(chunk), beyond)
-                .group_by(t.c.meter_id)
-                .subquery()
-            )
-            query = (
-                sa.select(*selected)
-                .join(edge, sa.and_(t.c.meter_id == edge.c.edge_meter, t.c.message_time == edge.c.edge_time))
-                .where(t.c.message_type == kind)
-            )
-            frames.append(rows_to_frame(EV_CHARGING_EVENTS, conn.execute(query).fetchall(), PAIRING_COLUMNS))
+    for agg, beyond, kind in edges:
+        edge_time = sa.select(agg(x.c.message_time)).where(x.c.meter_id == meters.c.value, beyond).scalar_subquery()
+        query = (
+            sa.select(*selected)
+            .select_from(meters)
+            .join(t, sa.and_(t.c.meter_id == meters.c.value, t.c.message_time == edge_time))
+        )
+        # The kind is kept here, not in the WHERE clause: with `message_type = ...` there, SQLite
+        # (without statistics) builds an automatic index over the whole event table instead of
+        # seeking on (meter_id, message_time). At most a few rows per meter come back.
+        rows = rows_to_frame(EV_CHARGING_EVENTS, conn.execute(query).fetchall(), PAIRING_COLUMNS)
+        frames.append(rows.filter(pl.col("message_type") == kind))
     return pl.concat(frames)
 
 

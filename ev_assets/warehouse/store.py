@@ -8,6 +8,7 @@ The schema is Alembic's (`ev_assets.warehouse.migrate`): this module checks it, 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from ev_assets.warehouse import migrate
@@ -175,7 +177,7 @@ class Warehouse:
         """Rows of `spec` matching `where`, as a frame with the declared types (only `columns`, in
         the table's order, when given: a read of what the caller needs costs less)."""
         self.check_schema()
-        query = sa.select(*self._stored_columns(spec, columns))
+        query = sa.select(*self.stored_columns(spec, columns))
         if where is not None:
             query = query.where(where)
         if conn is not None:
@@ -183,7 +185,7 @@ class Warehouse:
         with self.engine.connect() as own:
             return rows_to_frame(spec, own.execute(query).fetchall(), columns)
 
-    def _stored_columns(self, spec: TableSpec, names: Sequence[str] | None = None) -> list[sa.ColumnElement]:
+    def stored_columns(self, spec: TableSpec, names: Sequence[str] | None = None) -> list[sa.ColumnElement]:
         """The table's columns as a read selects them. SQLite keeps timestamps and dates as text:
         they are selected as that text and parsed by polars (rows_to_frame), not turned into Python
         datetime objects one value at a time."""
@@ -211,6 +213,22 @@ class Warehouse:
             for chunk in chunked(sorted(set(values)), IN_CHUNK)
         ]
         return pl.concat(frames) if frames else empty_frame(spec, columns)
+
+    def text_rows(self, values: Sequence[str], name: str = "ids") -> sa.FromClause:
+        """A one-column table (column `value`) of these strings, to drive a join or a correlated
+        subquery per value (an IN list only filters; it cannot be a correlated subquery's outer row).
+
+        Bound as ONE parameter where the database can unpack it (SQLite: json_each of a JSON array;
+        PostgreSQL: unnest of a text[]), so the statement compiles once whatever the number of
+        values: a VALUES list binds each value apart, and SQLAlchemy then compiles a new statement
+        for every chunk, about 0.1 s for 900 values."""
+        values = list(values)
+        if self.dialect == "sqlite":
+            return sa.func.json_each(json.dumps(values)).table_valued("value", name=name)
+        if self.dialect == "postgresql":
+            array = sa.literal(values, postgresql.ARRAY(sa.Text))
+            return sa.func.unnest(array).table_valued("value", name=name).render_derived()
+        return sa.values(sa.column("value", sa.Text), name=name).data([(v,) for v in values]).cte(name)
 
     def scalars(self, query: sa.Select, conn: Connection | None = None) -> list[Any]:
         """The first column of a query's rows."""
@@ -361,7 +379,7 @@ def rows_to_frame(spec: TableSpec, rows: Sequence[Any], columns: Sequence[str] |
     for col, values in zip(selected, zip(*rows, strict=True), strict=True):
         if col.dtype in (UTC_DATETIME, pl.Date):
             s = pl.Series(col.name, values)
-            if s.dtype == pl.String:  # SQLite's stored text (Warehouse._stored_columns)
+            if s.dtype == pl.String:  # SQLite's stored text (Warehouse.stored_columns)
                 s = s.str.strptime(pl.Date, _SQLITE_DATE) if col.dtype == pl.Date else (
                     s.str.strptime(pl.Datetime("us"), _SQLITE_DATETIME_READ).dt.replace_time_zone("UTC")
                 )

@@ -607,15 +607,33 @@ EV_QUARANTINED_FILES = TableSpec(
 )
 
 # --- work still to do, kept in the warehouse --------------------------------------------------
-# What remains to do is derived from committed state, never from a process that may die: a batch
-# whose events are committed but not yet paired, a day whose sessions changed but whose load is not
-# recomputed yet. Each step removes its work item in the same transaction that does the work.
+# What remains to do is kept in committed state, never in a process that may die: a batch whose
+# events are committed but not yet paired, a day whose sessions changed but whose load is not
+# recomputed yet. The step that makes the work queues it in the transaction that commits it; the
+# step that does the work removes it in the same transaction that does the work. Each queue holds
+# only what is still to do, so reading it costs the same however long the warehouse has run.
+
+EV_BATCHES_PENDING = TableSpec(
+    name="ev_batches_pending",
+    description=(
+        "Batches whose events wait to be paired into sessions. The ingest step queues its batch in the "
+        "transaction that commits the batch's events; the sessions step pairs the queued batches, "
+        "whoever runs it, after any crash, and removes them in the transaction that pairs them. "
+        "Small (what is not paired yet), so finding the work costs the same after a million batches."
+    ),
+    columns=(
+        Col("batch_id", pl.String(), "Micro-batch (ev_ingest_batches.batch_id).", nullable=False),
+        Col("queued_at", UTC_DATETIME, "When the batch was committed (ev_ingest_batches.processed_at): pairing goes oldest first.", nullable=False),
+    ),
+    primary_key=("batch_id",),
+    group="ingest",
+)
 
 EV_BATCH_PAIRING = TableSpec(
     name="ev_batch_pairing",
     description=(
-        "Batches whose events have been paired into sessions. A batch in ev_ingest_batches but not "
-        "here is waiting for pairing (the sessions step picks it up, whoever runs it, after any crash)."
+        "Batches whose events have been paired into sessions: the record of what was paired, with "
+        "the sessions each pairing wrote (what waits for pairing is ev_batches_pending)."
     ),
     columns=(
         Col("batch_id", pl.String(), "Micro-batch (ev_ingest_batches.batch_id).", nullable=False),
@@ -688,6 +706,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     EV_FEED_FILES,
     EV_REJECTED_MESSAGES,
     EV_QUARANTINED_FILES,
+    EV_BATCHES_PENDING,
     EV_BATCH_PAIRING,
     EV_LOAD_DAYS_PENDING,
     EV_METERS_PENDING,

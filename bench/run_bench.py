@@ -1,6 +1,6 @@
 """Benchmark harness for the EV Awareness pipeline.
 
-    uv run python bench/run_bench.py [--scenario NAME ...] [--quick] [--profile]
+    uv run python bench/run_bench.py [--scenario NAME ...] [--quick] [--profile] [--pipelines VARIANT ...]
 
 Prints a Markdown report on stdout and records the figures in bench/results.json (the latest
 figures per mode, full or quick, plus a short history). Every scenario works in its own folder
@@ -77,6 +77,8 @@ class Context:
     previous: dict[str, Any]  # latest results of this mode from results.json
     results: dict[str, dict] = field(default_factory=dict)  # this invocation's, by scenario
     months: dict[tuple[int, int], Month] = field(default_factory=dict)
+    pipelines: tuple[str, ...] | None = None  # ceiling_vs_pipeline: these variants only (default: all)
+    profile_pipeline: str = "sqlite"  # --profile: the variant profiled
 
 
 @dataclass
@@ -180,6 +182,41 @@ def backends(ctx: Context) -> list[str]:
     return ["sqlite"] + (["postgresql"] if ctx.postgres and postgres_available() else [])
 
 
+# The pipeline variants of ceiling_vs_pipeline: (warehouse backend, Dagster instance storage). The
+# third is the production setup (README "Production"): both in PostgreSQL, the instance through
+# dagster-postgres instead of SQLite files under DAGSTER_HOME.
+PIPELINES: dict[str, tuple[str, str]] = {
+    "sqlite": ("sqlite", "sqlite"),
+    "postgresql": ("postgresql", "sqlite"),
+    "postgresql_pg_instance": ("postgresql", "postgresql"),
+}
+PIPELINE_LABELS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgresql_pg_instance": "postgresql + PostgreSQL instance",
+}
+
+
+def pipelines(ctx: Context) -> list[str]:
+    available = [name for name, (backend, instance) in PIPELINES.items()
+                 if "postgresql" not in (backend, instance) or (ctx.postgres and postgres_available())]  # fmt: skip
+    return [name for name in available if ctx.pipelines is None or name in ctx.pipelines]
+
+
+class FreshInstanceDatabase:
+    """A fresh PostgreSQL database for a Dagster instance, dropped by `drop()`. Its URL names the
+    psycopg2 driver: dagster-postgres needs it (EV_DAGSTER_STORAGE_URL, ev_assets/settings.py)."""
+
+    def __init__(self) -> None:
+        self._database = FreshWarehouse("postgresql", DATA, upgrade=False)
+        import sqlalchemy as sa
+
+        self.url = sa.engine.make_url(self._database.url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        self._database.drop()
+
+
 class FreshWarehouse:
     """A fresh warehouse URL on `backend`, upgraded to the code's schema (`ev-awareness db upgrade`).
     PostgreSQL: a database of its own, dropped by `drop()`."""
@@ -227,7 +264,7 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ev_assets.cli"]
 
 
-def pipeline_env(month: Month, run_dir: Path, warehouse_url: str) -> dict[str, str]:
+def pipeline_env(month: Month, run_dir: Path, warehouse_url: str, instance_url: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         EV_FEED_DIR=str(landing_copy(month, run_dir)),
@@ -235,6 +272,11 @@ def pipeline_env(month: Month, run_dir: Path, warehouse_url: str) -> dict[str, s
         EV_WAREHOUSE_URL=warehouse_url,
         DAGSTER_HOME=str(run_dir / "dagster_home"),
     )
+    # The Dagster instance: SQLite files under DAGSTER_HOME unless a PostgreSQL database is given
+    # (`init` then writes `storage: postgres:` reading this variable).
+    env.pop("EV_DAGSTER_STORAGE_URL", None)
+    if instance_url:
+        env["EV_DAGSTER_STORAGE_URL"] = instance_url
     # Micro-batch size: the deployment's defaults unless the caller's environment sets them.
     env.setdefault("EV_BATCH_MAX_FILES", "2000")
     env.setdefault("EV_BATCH_MAX_MESSAGES", "50000")
@@ -271,17 +313,26 @@ def run_summary(stdout: str) -> dict[str, int]:
     return {**out, **{k: int(v.replace(",", "")) for k, v in zip(names, read.groups(), strict=True)}}
 
 
-def step_seconds(dagster_home: Path) -> dict[str, float]:
+def step_seconds(dagster_home: Path, instance_url: str | None = None) -> dict[str, float]:
     """Seconds spent inside each step (summed over the instance's runs), from the run storage's
     step stats: the same figures the UI shows."""
     import dagster as dg
 
     totals: dict[str, float] = {}
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        for record in instance.get_run_records():
-            for stat in instance.get_run_step_stats(record.dagster_run.run_id):
-                if stat.start_time and stat.end_time:
-                    totals[stat.step_key] = totals.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
+    # A PostgreSQL-backed dagster.yaml reads its URL from the environment when the instance opens.
+    previous = os.environ.pop("EV_DAGSTER_STORAGE_URL", None)
+    if instance_url:
+        os.environ["EV_DAGSTER_STORAGE_URL"] = instance_url
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            for record in instance.get_run_records():
+                for stat in instance.get_run_step_stats(record.dagster_run.run_id):
+                    if stat.start_time and stat.end_time:
+                        totals[stat.step_key] = totals.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
+    finally:
+        os.environ.pop("EV_DAGSTER_STORAGE_URL", None)
+        if previous is not None:
+            os.environ["EV_DAGSTER_STORAGE_URL"] = previous
     return dict(sorted(totals.items()))
 
 
@@ -307,25 +358,34 @@ def warehouse_check(url: str, truth: Path) -> dict[str, Any]:
         wh.dispose()
 
 
-def pipeline_run(month: Month, run_dir: Path, backend: str, noop: bool = True) -> dict[str, Any]:
-    """Init then `ev-awareness run` over the whole feed, into a fresh warehouse and DAGSTER_HOME;
-    then a second run with nothing pending (the fixed cost of any run)."""
+def pipeline_run(month: Month, run_dir: Path, backend: str, noop: bool = True, instance: str = "sqlite") -> dict[str, Any]:
+    """Init then `ev-awareness run` over the whole feed, into a fresh warehouse and DAGSTER_HOME
+    (instance "postgresql": the instance in a fresh PostgreSQL database too); then a second run with
+    nothing pending (the fixed cost of any run). Contention is recorded around the first run alone,
+    the figure it qualifies (the PostgreSQL server's work for the run counts as "others")."""
     fresh_dir(run_dir)
     wh = FreshWarehouse(backend, run_dir / "warehouse", upgrade=False)  # `init` upgrades it
+    instance_db = FreshInstanceDatabase() if instance == "postgresql" else None
+    instance_url = instance_db.url if instance_db else None
     try:
-        env = pipeline_env(month, run_dir, wh.url)
+        env = pipeline_env(month, run_dir, wh.url, instance_url)
         init = init_instance(env, run_dir / "logs" / "init")
+        contention = measure.Contention()
         first = run_cli(env, run_dir / "logs" / "run")
+        load = contention.stop()
         second = run_cli(env, run_dir / "logs" / "noop") if noop else None
         summary = run_summary(first.stdout)
-        steps = step_seconds(run_dir / "dagster_home")
+        steps = step_seconds(run_dir / "dagster_home", instance_url)
         check = warehouse_check(wh.url, month.truth)
     finally:
         wh.drop()
+        if instance_db:
+            instance_db.drop()
     return {
-        "backend": backend, **summary, "init_s": init.wall_s, "wall_s": first.wall_s,
+        "backend": backend, "instance": instance, **summary, "init_s": init.wall_s, "wall_s": first.wall_s,
         "msgs_per_s": measure.rate(summary["messages"], first.wall_s), "peak_mb": first.peak_mb,
-        "noop_wall_s": second.wall_s if second else None, "step_s": steps, "outside_steps_s": first.wall_s - sum(steps.values()), **check,
+        "noop_wall_s": second.wall_s if second else None, "step_s": steps, "outside_steps_s": first.wall_s - sum(steps.values()),
+        "run_contention": load, **check,
     }  # fmt: skip
 
 
@@ -363,7 +423,10 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
     env = pipeline_env(month, run_dir / "env", sqlite_url(run_dir / "unused.sqlite"))
     imports_s = import_time(env, run_dir / "logs")  # also warms the bytecode cache
     ceiling_ = run_ceiling(month, run_dir, env)
-    runs = {backend: pipeline_run(month, run_dir / backend, backend, noop=ctx.mode == "full") for backend in backends(ctx)}
+    runs = {}
+    for name in pipelines(ctx):
+        backend, instance = PIPELINES[name]
+        runs[name] = pipeline_run(month, run_dir / name, backend, noop=ctx.mode == "full", instance=instance)
 
     metrics: dict[str, Any] = {"meters": s.case_meters, "days": s.case_days, "messages": month.messages,
                                "files": month.files, "import_s": imports_s, "ceiling": ceiling_, "pipeline": runs}  # fmt: skip
@@ -375,12 +438,15 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
         ("importing ev_assets.cli (bytecode cached)", f"{imports_s:.1f} s"),
     ]  # fmt: skip
     notes = []
-    for backend, r in runs.items():
+    for name, r in runs.items():
+        backend = PIPELINE_LABELS[name]
         r["ratio_to_ceiling"] = ratio = r["msgs_per_s"] / ceiling_["msgs_per_s"]
         runs_text = ", ".join(f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs"))
+        load = r["run_contention"]
+        load_text = f"; other processes {load['others_cores']:.2f} cores during it" if load else ""
         rows += [
             (f"**{backend}**: `ev-awareness run` (after `init`, {r['init_s']:.1f} s)",
-             f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**"),
+             f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**{load_text}"),
             (f"{backend}: pipeline / ceiling (msgs/s)", f"**{ratio:.3f}x** (goal ≥ 0.3x)"),
             (f"{backend}: runs", runs_text),
             (f"{backend}: inside steps", ", ".join(f"{k} {v:.1f} s" for k, v in r["step_s"].items())),
@@ -392,27 +458,42 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
         if r["messages"] != month.messages:
             notes.append(f"WARNING ({backend}): the run read {r['messages']:,} records but the simulator wrote {month.messages:,}.")
         notes.append(f"{backend}: " + _compare_peaks(Path(ceiling_["peaks_path"]), r))
-    if "postgresql" not in runs:
+    if "postgresql" not in runs and ctx.pipelines is None:
         notes.append("PostgreSQL not measured: not reachable at EV_BENCH_POSTGRES_URL, or --no-postgres.")
+    if "postgresql_pg_instance" in runs:
+        notes.append("postgresql + PostgreSQL instance: the warehouse and the Dagster instance (runs, event log) each in "
+                     "a fresh PostgreSQL database (`EV_DAGSTER_STORAGE_URL`, dagster-postgres); the others keep the "
+                     "instance in SQLite files under DAGSTER_HOME.")  # fmt: skip
     result = Result(metrics, rows, notes)
     if ctx.profile:
-        result.extra_markdown = profile_run(month, run_dir / "profile")
+        result.extra_markdown = profile_run(month, run_dir / "profile", ctx.profile_pipeline)
     return result
 
 
-def profile_run(month: Month, prof_dir: Path, top: int = 30) -> str:
-    """One more first run (SQLite), under cProfile, into its own fresh warehouse (not timed: the
-    profiler slows Python code several-fold). Returns the top functions by cumulative time."""
+def profile_run(month: Month, prof_dir: Path, variant: str = "sqlite", top: int = 30) -> str:
+    """One more first run of a pipeline variant (default SQLite), under cProfile, into its own
+    fresh warehouse and instance (not timed: the profiler slows Python code several-fold). Returns
+    where the profile and its listing are."""
     import pstats
 
     fresh_dir(prof_dir)
-    env = pipeline_env(month, prof_dir, sqlite_url(prof_dir / "ev.sqlite"))
-    init_instance(env, prof_dir / "init")
+    backend, instance = PIPELINES[variant]
+    wh = FreshWarehouse(backend, prof_dir / "warehouse", upgrade=False)
+    instance_db = FreshInstanceDatabase() if instance == "postgresql" else None
     out = prof_dir / "run.prof"
-    child = measure.run_child(
-        [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "ev_assets.cli", "run"],
-        env=env, log_prefix=prof_dir / "run", cwd=PROJECT,
-    )  # fmt: skip
+    try:
+        env = pipeline_env(month, prof_dir, wh.url, instance_db.url if instance_db else None)
+        init_instance(env, prof_dir / "init")
+        contention = measure.Contention()
+        child = measure.run_child(
+            [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "ev_assets.cli", "run"],
+            env=env, log_prefix=prof_dir / "run", cwd=PROJECT,
+        )  # fmt: skip
+        load = contention.stop()
+    finally:
+        wh.drop()
+        if instance_db:
+            instance_db.drop()
     if child.returncode != 0:
         return f"profiled run failed:\n```\n{child.tail()}\n```\n"
     text = prof_dir / "cumulative.txt"
@@ -421,7 +502,9 @@ def profile_run(month: Month, prof_dir: Path, top: int = 30) -> str:
         stats.sort_stats("cumulative").print_stats(top)
         stats.sort_stats("cumulative").print_stats(r"/ev_assets/", top)
         stats.sort_stats("tottime").print_stats(top)
-    return f"Profile ({child.wall_s:.1f} s under cProfile): {out.relative_to(PROJECT)}, listing in {text.relative_to(PROJECT)}.\n"
+    load_text = f", other processes {load['others_cores']:.2f} cores" if load else ""
+    return (f"Profile of {PIPELINE_LABELS[variant]} ({child.wall_s:.1f} s under cProfile{load_text}): "
+            f"{out.relative_to(PROJECT)}, listing in {text.relative_to(PROJECT)}.\n")  # fmt: skip
 
 
 def _compare_peaks(peaks_path: Path, e2e: dict) -> str:
@@ -847,7 +930,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"run only these (default: all): {', '.join(SCENARIOS)}")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in under a minute")
     parser.add_argument("--profile", action="store_true", help="also profile one end-to-end run (cProfile)")
+    parser.add_argument("--profile-pipeline", choices=list(PIPELINES), default="sqlite", metavar="VARIANT",
+                        help="with --profile: the pipeline variant profiled (default: sqlite)")  # fmt: skip
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only (default: PostgreSQL too when reachable)")
+    parser.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), metavar="VARIANT",
+                        help=f"ceiling_vs_pipeline: only these pipeline variants (default: all): {', '.join(PIPELINES)}")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default: bench/results.json)")
     return parser.parse_args(argv)
 
@@ -856,7 +943,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     mode = "quick" if args.quick else "full"
     data = load_results(args.results)
-    ctx = Context(QUICK if args.quick else FULL, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}))
+    ctx = Context(QUICK if args.quick else FULL, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}),
+                  pipelines=tuple(args.pipelines) if args.pipelines else None, profile_pipeline=args.profile_pipeline)  # fmt: skip
     DATA.mkdir(parents=True, exist_ok=True)
     machine = measure.machine_info()
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")

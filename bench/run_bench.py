@@ -382,7 +382,7 @@ def pipeline_run(month: Month, run_dir: Path, backend: str, noop: bool = True, i
         if instance_db:
             instance_db.drop()
     return {
-        "backend": backend, "instance": instance, **summary, "init_s": init.wall_s, "wall_s": first.wall_s,
+        "backend": backend, "instance": instance, **summary, "init_s": init.wall_s, "wall_s": first.wall_s, "cpu_s": first.cpu_s,
         "msgs_per_s": measure.rate(summary["messages"], first.wall_s), "peak_mb": first.peak_mb,
         "noop_wall_s": second.wall_s if second else None, "step_s": steps, "outside_steps_s": first.wall_s - sum(steps.values()),
         "run_contention": load, **check,
@@ -446,7 +446,7 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
         load_text = f"; other processes {load['others_cores']:.2f} cores during it" if load else ""
         rows += [
             (f"**{backend}**: `ev-awareness run` (after `init`, {r['init_s']:.1f} s)",
-             f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**{load_text}"),
+             f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**, CPU {r['cpu_s']:.1f} s{load_text}"),
             (f"{backend}: pipeline / ceiling (msgs/s)", f"**{ratio:.3f}x** (goal ≥ 0.3x)"),
             (f"{backend}: runs", runs_text),
             (f"{backend}: inside steps", ", ".join(f"{k} {v:.1f} s" for k, v in r["step_s"].items())),

@@ -277,9 +277,8 @@ def pipeline_env(month: Month, run_dir: Path, warehouse_url: str, instance_url: 
     env.pop("EV_DAGSTER_STORAGE_URL", None)
     if instance_url:
         env["EV_DAGSTER_STORAGE_URL"] = instance_url
-    # Micro-batch size: the deployment's defaults unless the caller's environment sets them.
-    env.setdefault("EV_BATCH_MAX_FILES", "2000")
-    env.setdefault("EV_BATCH_MAX_MESSAGES", "50000")
+    # Micro-batch size: the deployment's defaults (ev_assets/settings.py) unless the caller's
+    # environment sets EV_BATCH_MAX_BYTES / _MESSAGES / _FILES; the report shows which were used.
     # Bytecode: this workplace sets PYTHONDONTWRITEBYTECODE=1 and uv installs no .pyc files, so
     # every child would compile ~4,300 modules from source (about 2 s) at each start. A deployed
     # image has its bytecode, so the children get a cache, kept out of the source tree and .venv.
@@ -405,6 +404,15 @@ def run_ceiling(month: Month, run_dir: Path, env: dict[str, str]) -> dict[str, A
             "peak_mb": child.peak_mb, "peaks_path": str(peaks_path)}  # fmt: skip
 
 
+def batch_bounds(env: dict[str, str]) -> str:
+    """The micro-batch bounds the runs use: the environment's, else the settings' defaults."""
+    from ev_assets.settings import Settings
+
+    fields = Settings.model_fields
+    names = ("batch_max_bytes", "batch_max_messages", "batch_max_files")
+    return ", ".join(f"EV_{n.upper()}={env.get(f'EV_{n.upper()}', fields[n].default)}" for n in names)
+
+
 def import_time(env: dict[str, str], log_dir: Path) -> float:
     """Seconds to import ev_assets.cli (Dagster included), with the bytecode cache the runs use
     (the first, untimed import fills it)."""
@@ -436,6 +444,7 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
         ("ceiling (bench/ceiling.py, own process)", f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, "
                  f"peak RSS {ceiling_['peak_mb']:,.0f} MB (read {ceiling_['read_s']:.2f} s, compute {ceiling_['compute_s']:.2f} s)"),
         ("importing ev_assets.cli (bytecode cached)", f"{imports_s:.1f} s"),
+        ("micro-batch bounds", batch_bounds(env)),
     ]  # fmt: skip
     notes = []
     for name, r in runs.items():

@@ -70,8 +70,19 @@ class Settings(BaseSettings):
         "`load_days_within_partitions` check fails and names the days.",
         LOAD,
     )
-    batch_max_files: int = _setting(2000, "Micro-batch bound: files per ingest run.", RUN, gt=0)
-    batch_max_messages: int = _setting(50_000, "Micro-batch bound: messages per ingest run.", RUN, gt=0)
+    # A batch is one ingest run: fewer, larger batches pay Dagster's per-run cost (run creation,
+    # event log) less often. Bytes bound its memory (about 15x the JSON's size at the ingest step);
+    # files and messages are backstops. A sensor tick only sees what landed since the last one.
+    batch_max_files: int = _setting(20_000, "Micro-batch bound: files per ingest run.", RUN, gt=0)
+    batch_max_messages: int = _setting(200_000, "Micro-batch bound: messages per ingest run.", RUN, gt=0)
+    batch_max_bytes: int = _setting(
+        40_000_000,
+        "Micro-batch bound: bytes of landing files per ingest run (unless one file alone is larger). The bound "
+        "that follows memory: the ingest step holds about 15 bytes per byte of JSON, so 40 MB (about 110,000 "
+        "messages of the agent feed) stays under 1 GB.",
+        RUN,
+        gt=0,
+    )
     feed_sensor_interval_s: int = _setting(30, "How often the feed sensor looks for new files, s.", LOAD, gt=0)
     load_sensor_interval_s: int = _setting(30, "How often the daily-load sensor looks for days to recompute, s.", LOAD, gt=0)
     lock_wait_s: float = _setting(

@@ -290,7 +290,7 @@ def ingest_run_request(batch: Batch) -> dg.RunRequest:
         run_key=batch.batch_id,
         job_name=ingest_job.name,
         run_config={"ops": {"ev_charging_events": {"config": {"batch_id": batch.batch_id, "files": batch.paths}}}},
-        tags={BATCH_TAG: batch.batch_id, "ev/files": str(len(batch.files)), "ev/messages": str(batch.messages)},
+        tags={BATCH_TAG: batch.batch_id, "ev/files": str(len(batch.files)), "ev/messages": str(batch.messages), "ev/bytes": str(batch.bytes)},
     )
 
 
@@ -319,7 +319,7 @@ def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor
         (done if f.name in names and (f.name, feed.file_sha256(f.path)) in known else todo).append(f)
     # Committed by a run that died before archiving them: archive now (the ledger holds them).
     feed.archive_files([f.path for f in done], feed_res.path, utc_day())
-    return plan_batches(todo, max_files=feed_res.max_files, max_messages=feed_res.max_messages)
+    return plan_batches(todo, max_files=feed_res.max_files, max_messages=feed_res.max_messages, max_bytes=feed_res.max_bytes)
 
 
 def reference_to_load(reference_res: ReferenceResource, warehouse: WarehouseResource) -> str | None:

@@ -75,11 +75,18 @@ def update_daily_load(
         intervals = load_profile.interval_loads(
             complete, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio
         )
+        # Each interval's local date, and each level's 15-minute sums, computed once for both
+        # tables of the level (the daily peak is the profile's maximum by construction).
+        intervals = load_profile.with_load_date(intervals, settings.timezone)
         frames, profiles = {}, {}
-        days = {"tz": settings.timezone, "first_day": first_day, "last_day": last_day, "updated_at": now}
+        span = {"tz": settings.timezone, "first_day": first_day, "last_day": last_day}
+        days = {**span, "updated_at": now}
         for level, spec in DAILY_LOAD_TABLES.items():
-            daily = load_profile.daily_load(intervals, complete, level=level, **days)
-            profile = load_profile.interval_profile(intervals, level=level, power_factor=settings.power_factor, **days)
+            sums = load_profile.level_per_interval(intervals, level=level, **span)
+            daily = load_profile.daily_load(intervals, complete, level=level, per_interval=sums, **days)
+            profile = load_profile.interval_profile(
+                intervals, level=level, power_factor=settings.power_factor, per_interval=sums, **days
+            )
             if level == "transformer":
                 transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
                 daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)

@@ -23,13 +23,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ChildRun:
-    """One finished subprocess: its exit code, wall time, peak RSS and where its output went."""
+    """One finished subprocess: its exit code, wall time, peak RSS, CPU time and where its output
+    went. CPU time (user + system, of the child and the children it reaped) moves far less than
+    wall time when other processes share the cores, so it is what compares two versions measured
+    under contention; it leaves out waiting (disk syncs, the database server's work)."""
 
     returncode: int
     wall_s: float
     peak_mb: float
     stdout_path: Path
     stderr_path: Path
+    cpu_s: float = float("nan")
 
     @property
     def stdout(self) -> str:
@@ -59,7 +63,9 @@ def run_child(cmd: list[str], *, env: dict[str, str], log_prefix: Path, cwd: Pat
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
     # Linux reports ru_maxrss in KiB (macOS in bytes; this harness targets the Linux machine).
-    return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024, stdout_path, stderr_path)
+    # wait4's rusage includes the grandchildren the child waited for (Dagster's log tailers).
+    cpu = usage.ru_utime + usage.ru_stime
+    return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024, stdout_path, stderr_path, cpu)
 
 
 def best_of(repeat: int, func: Callable[[], Any]) -> tuple[float, Any]:

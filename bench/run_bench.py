@@ -1,7 +1,7 @@
 """Benchmark harness for the EV Awareness pipeline.
 
-    uv run python bench/run_bench.py [--scenario NAME ...] [--quick] [--profile]
-        [--history-sessions N] [--history-budget S]
+    uv run python bench/run_bench.py [--scenario NAME ...] [--quick] [--profile] [--pipelines VARIANT ...]
+        [--history-sessions N] [--history-budget S] [--backfill-meters N] [--backfill-days N]
 
 Prints a Markdown report on stdout and records the figures in bench/results.json (the latest
 figures per mode, full or quick, plus a short history). Every scenario works in its own folder
@@ -64,8 +64,17 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(
-    meters=300, case_meters=300, case_days=2, validation_messages=10_000, validation_files=10, repeat=1,
-    history_meters=300, history_batch=2_000, history_sessions=20_000, history_budget_s=10, backfill_meters=300,
+    meters=300,
+    case_meters=300,
+    case_days=2,
+    validation_messages=10_000,
+    validation_files=10,
+    repeat=1,
+    history_meters=300,
+    history_batch=2_000,
+    history_sessions=20_000,
+    history_budget_s=10,
+    backfill_meters=300,
     backfill_days=5,
 )
 
@@ -79,6 +88,8 @@ class Context:
     previous: dict[str, Any]  # latest results of this mode from results.json
     results: dict[str, dict] = field(default_factory=dict)  # this invocation's, by scenario
     months: dict[tuple[int, int], Month] = field(default_factory=dict)
+    pipelines: tuple[str, ...] | None = None  # ceiling_vs_pipeline: these variants only (default: all)
+    profile_pipeline: str = "sqlite"  # --profile: the variant profiled
 
 
 @dataclass
@@ -182,6 +193,45 @@ def backends(ctx: Context) -> list[str]:
     return ["sqlite"] + (["postgresql"] if ctx.postgres and postgres_available() else [])
 
 
+# The pipeline variants of ceiling_vs_pipeline: (warehouse backend, Dagster instance storage). The
+# third is the production setup (README "Production"): both in PostgreSQL, the instance through
+# dagster-postgres instead of SQLite files under DAGSTER_HOME.
+PIPELINES: dict[str, tuple[str, str]] = {
+    "sqlite": ("sqlite", "sqlite"),
+    "postgresql": ("postgresql", "sqlite"),
+    "postgresql_pg_instance": ("postgresql", "postgresql"),
+}
+PIPELINE_LABELS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgresql_pg_instance": "postgresql + PostgreSQL instance",
+}
+
+
+def pipelines(ctx: Context) -> list[str]:
+    available = [name for name, (backend, instance) in PIPELINES.items()
+                 if "postgresql" not in (backend, instance) or (ctx.postgres and postgres_available())]  # fmt: skip
+    return [name for name in available if ctx.pipelines is None or name in ctx.pipelines]
+
+
+class FreshInstanceDatabase:
+    """A fresh PostgreSQL database for a Dagster instance, dropped by `drop()`. Its URL names the
+    psycopg2 driver: dagster-postgres needs it (EV_DAGSTER_STORAGE_URL, ev_assets/settings.py)."""
+
+    def __init__(self) -> None:
+        self._database = FreshWarehouse("postgresql", DATA, upgrade=False)
+        import sqlalchemy as sa
+
+        self.url = (
+            sa.engine.make_url(self._database.url)
+            .set(drivername="postgresql+psycopg2")
+            .render_as_string(hide_password=False)
+        )
+
+    def drop(self) -> None:
+        self._database.drop()
+
+
 class FreshWarehouse:
     """A fresh warehouse URL on `backend`, upgraded to the code's schema (`ev-awareness db upgrade`).
     PostgreSQL: a database of its own, dropped by `drop()`."""
@@ -199,7 +249,9 @@ class FreshWarehouse:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{self._name}"'))
             admin.dispose()
-            self.url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=self._name).render_as_string(hide_password=False)
+            self.url = (
+                sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=self._name).render_as_string(hide_password=False)
+            )
         if upgrade:
             from ev_assets.warehouse import migrate
 
@@ -218,7 +270,9 @@ class FreshWarehouse:
 
 # --- running the pipeline as an operator does: `ev-awareness init`, then `ev-awareness run` ------
 
-_READ = re.compile(r"([\d,]+) files: ([\d,]+) records read = ([\d,]+) accepted \+ ([\d,]+) duplicates \+ ([\d,]+) rejected")
+_READ = re.compile(
+    r"([\d,]+) files: ([\d,]+) records read = ([\d,]+) accepted \+ ([\d,]+) duplicates \+ ([\d,]+) rejected"
+)
 _RUNS = re.compile(r"^(\w[\w ]*?)\s+(\d+) runs, (\d+) ok", re.M)
 
 
@@ -229,7 +283,7 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ev_assets.cli"]
 
 
-def pipeline_env(month: Month, run_dir: Path, warehouse_url: str) -> dict[str, str]:
+def pipeline_env(month: Month, run_dir: Path, warehouse_url: str, instance_url: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         EV_FEED_DIR=str(landing_copy(month, run_dir)),
@@ -237,9 +291,13 @@ def pipeline_env(month: Month, run_dir: Path, warehouse_url: str) -> dict[str, s
         EV_WAREHOUSE_URL=warehouse_url,
         DAGSTER_HOME=str(run_dir / "dagster_home"),
     )
-    # Micro-batch size: the deployment's defaults unless the caller's environment sets them.
-    env.setdefault("EV_BATCH_MAX_FILES", "2000")
-    env.setdefault("EV_BATCH_MAX_MESSAGES", "50000")
+    # The Dagster instance: SQLite files under DAGSTER_HOME unless a PostgreSQL database is given
+    # (`init` then writes `storage: postgres:` reading this variable).
+    env.pop("EV_DAGSTER_STORAGE_URL", None)
+    if instance_url:
+        env["EV_DAGSTER_STORAGE_URL"] = instance_url
+    # Micro-batch size: the deployment's defaults (ev_assets/settings.py) unless the caller's
+    # environment sets EV_BATCH_MAX_BYTES / _MESSAGES / _FILES; the report shows which were used.
     # Bytecode: this workplace sets PYTHONDONTWRITEBYTECODE=1 and uv installs no .pyc files, so
     # every child would compile ~4,300 modules from source (about 2 s) at each start. A deployed
     # image has its bytecode, so the children get a cache, kept out of the source tree and .venv.
@@ -273,17 +331,26 @@ def run_summary(stdout: str) -> dict[str, int]:
     return {**out, **{k: int(v.replace(",", "")) for k, v in zip(names, read.groups(), strict=True)}}
 
 
-def step_seconds(dagster_home: Path) -> dict[str, float]:
+def step_seconds(dagster_home: Path, instance_url: str | None = None) -> dict[str, float]:
     """Seconds spent inside each step (summed over the instance's runs), from the run storage's
     step stats: the same figures the UI shows."""
     import dagster as dg
 
     totals: dict[str, float] = {}
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        for record in instance.get_run_records():
-            for stat in instance.get_run_step_stats(record.dagster_run.run_id):
-                if stat.start_time and stat.end_time:
-                    totals[stat.step_key] = totals.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
+    # A PostgreSQL-backed dagster.yaml reads its URL from the environment when the instance opens.
+    previous = os.environ.pop("EV_DAGSTER_STORAGE_URL", None)
+    if instance_url:
+        os.environ["EV_DAGSTER_STORAGE_URL"] = instance_url
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            for record in instance.get_run_records():
+                for stat in instance.get_run_step_stats(record.dagster_run.run_id):
+                    if stat.start_time and stat.end_time:
+                        totals[stat.step_key] = totals.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
+    finally:
+        os.environ.pop("EV_DAGSTER_STORAGE_URL", None)
+        if previous is not None:
+            os.environ["EV_DAGSTER_STORAGE_URL"] = previous
     return dict(sorted(totals.items()))
 
 
@@ -309,25 +376,36 @@ def warehouse_check(url: str, truth: Path) -> dict[str, Any]:
         wh.dispose()
 
 
-def pipeline_run(month: Month, run_dir: Path, backend: str, noop: bool = True) -> dict[str, Any]:
-    """Init then `ev-awareness run` over the whole feed, into a fresh warehouse and DAGSTER_HOME;
-    then a second run with nothing pending (the fixed cost of any run)."""
+def pipeline_run(
+    month: Month, run_dir: Path, backend: str, noop: bool = True, instance: str = "sqlite"
+) -> dict[str, Any]:
+    """Init then `ev-awareness run` over the whole feed, into a fresh warehouse and DAGSTER_HOME
+    (instance "postgresql": the instance in a fresh PostgreSQL database too); then a second run with
+    nothing pending (the fixed cost of any run). Contention is recorded around the first run alone,
+    the figure it qualifies (the PostgreSQL server's work for the run counts as "others")."""
     fresh_dir(run_dir)
     wh = FreshWarehouse(backend, run_dir / "warehouse", upgrade=False)  # `init` upgrades it
+    instance_db = FreshInstanceDatabase() if instance == "postgresql" else None
+    instance_url = instance_db.url if instance_db else None
     try:
-        env = pipeline_env(month, run_dir, wh.url)
+        env = pipeline_env(month, run_dir, wh.url, instance_url)
         init = init_instance(env, run_dir / "logs" / "init")
+        contention = measure.Contention()
         first = run_cli(env, run_dir / "logs" / "run")
+        load = contention.stop()
         second = run_cli(env, run_dir / "logs" / "noop") if noop else None
         summary = run_summary(first.stdout)
-        steps = step_seconds(run_dir / "dagster_home")
+        steps = step_seconds(run_dir / "dagster_home", instance_url)
         check = warehouse_check(wh.url, month.truth)
     finally:
         wh.drop()
+        if instance_db:
+            instance_db.drop()
     return {
-        "backend": backend, **summary, "init_s": init.wall_s, "wall_s": first.wall_s,
+        "backend": backend, "instance": instance, **summary, "init_s": init.wall_s, "wall_s": first.wall_s, "cpu_s": first.cpu_s,
         "msgs_per_s": measure.rate(summary["messages"], first.wall_s), "peak_mb": first.peak_mb,
-        "noop_wall_s": second.wall_s if second else None, "step_s": steps, "outside_steps_s": first.wall_s - sum(steps.values()), **check,
+        "noop_wall_s": second.wall_s if second else None, "step_s": steps, "outside_steps_s": first.wall_s - sum(steps.values()),
+        "run_contention": load, **check,
     }  # fmt: skip
 
 
@@ -345,6 +423,15 @@ def run_ceiling(month: Month, run_dir: Path, env: dict[str, str]) -> dict[str, A
     out = json.loads(child.stdout.strip().splitlines()[-1])
     return {**out, "wall_s": child.wall_s, "msgs_per_s": measure.rate(out["messages"], child.wall_s),
             "peak_mb": child.peak_mb, "peaks_path": str(peaks_path)}  # fmt: skip
+
+
+def batch_bounds(env: dict[str, str]) -> str:
+    """The micro-batch bounds the runs use: the environment's, else the settings' defaults."""
+    from ev_assets.settings import Settings
+
+    fields = Settings.model_fields
+    names = ("batch_max_bytes", "batch_max_messages", "batch_max_files")
+    return ", ".join(f"EV_{n.upper()}={env.get(f'EV_{n.upper()}', fields[n].default)}" for n in names)
 
 
 def import_time(env: dict[str, str], log_dir: Path) -> float:
@@ -365,7 +452,10 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
     env = pipeline_env(month, run_dir / "env", sqlite_url(run_dir / "unused.sqlite"))
     imports_s = import_time(env, run_dir / "logs")  # also warms the bytecode cache
     ceiling_ = run_ceiling(month, run_dir, env)
-    runs = {backend: pipeline_run(month, run_dir / backend, backend, noop=ctx.mode == "full") for backend in backends(ctx)}
+    runs = {}
+    for name in pipelines(ctx):
+        backend, instance = PIPELINES[name]
+        runs[name] = pipeline_run(month, run_dir / name, backend, noop=ctx.mode == "full", instance=instance)
 
     metrics: dict[str, Any] = {"meters": s.case_meters, "days": s.case_days, "messages": month.messages,
                                "files": month.files, "import_s": imports_s, "ceiling": ceiling_, "pipeline": runs}  # fmt: skip
@@ -375,14 +465,20 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
         ("ceiling (bench/ceiling.py, own process)", f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, "
                  f"peak RSS {ceiling_['peak_mb']:,.0f} MB (read {ceiling_['read_s']:.2f} s, compute {ceiling_['compute_s']:.2f} s)"),
         ("importing ev_assets.cli (bytecode cached)", f"{imports_s:.1f} s"),
+        ("micro-batch bounds", batch_bounds(env)),
     ]  # fmt: skip
     notes = []
-    for backend, r in runs.items():
+    for name, r in runs.items():
+        backend = PIPELINE_LABELS[name]
         r["ratio_to_ceiling"] = ratio = r["msgs_per_s"] / ceiling_["msgs_per_s"]
-        runs_text = ", ".join(f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs"))
+        runs_text = ", ".join(
+            f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs")
+        )
+        load = r["run_contention"]
+        load_text = f"; other processes {load['others_cores']:.2f} cores during it" if load else ""
         rows += [
             (f"**{backend}**: `ev-awareness run` (after `init`, {r['init_s']:.1f} s)",
-             f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**"),
+             f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**, CPU {r['cpu_s']:.1f} s{load_text}"),
             (f"{backend}: pipeline / ceiling (msgs/s)", f"**{ratio:.3f}x** (goal ≥ 0.3x)"),
             (f"{backend}: runs", runs_text),
             (f"{backend}: inside steps", ", ".join(f"{k} {v:.1f} s" for k, v in r["step_s"].items())),
@@ -392,29 +488,46 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
             (f"{backend}: sessions complete / simulated", f"{r['sessions_complete']:,} / {r['sessions_simulated']:,}"),
         ]  # fmt: skip
         if r["messages"] != month.messages:
-            notes.append(f"WARNING ({backend}): the run read {r['messages']:,} records but the simulator wrote {month.messages:,}.")
+            notes.append(
+                f"WARNING ({backend}): the run read {r['messages']:,} records but the simulator wrote {month.messages:,}."
+            )
         notes.append(f"{backend}: " + _compare_peaks(Path(ceiling_["peaks_path"]), r))
-    if "postgresql" not in runs:
+    if "postgresql" not in runs and ctx.pipelines is None:
         notes.append("PostgreSQL not measured: not reachable at EV_BENCH_POSTGRES_URL, or --no-postgres.")
+    if "postgresql_pg_instance" in runs:
+        notes.append("postgresql + PostgreSQL instance: the warehouse and the Dagster instance (runs, event log) each in "
+                     "a fresh PostgreSQL database (`EV_DAGSTER_STORAGE_URL`, dagster-postgres); the others keep the "
+                     "instance in SQLite files under DAGSTER_HOME.")  # fmt: skip
     result = Result(metrics, rows, notes)
     if ctx.profile:
-        result.extra_markdown = profile_run(month, run_dir / "profile")
+        result.extra_markdown = profile_run(month, run_dir / "profile", ctx.profile_pipeline)
     return result
 
 
-def profile_run(month: Month, prof_dir: Path, top: int = 30) -> str:
-    """One more first run (SQLite), under cProfile, into its own fresh warehouse (not timed: the
-    profiler slows Python code several-fold). Returns the top functions by cumulative time."""
+def profile_run(month: Month, prof_dir: Path, variant: str = "sqlite", top: int = 30) -> str:
+    """One more first run of a pipeline variant (default SQLite), under cProfile, into its own
+    fresh warehouse and instance (not timed: the profiler slows Python code several-fold). Returns
+    where the profile and its listing are."""
     import pstats
 
     fresh_dir(prof_dir)
-    env = pipeline_env(month, prof_dir, sqlite_url(prof_dir / "ev.sqlite"))
-    init_instance(env, prof_dir / "init")
+    backend, instance = PIPELINES[variant]
+    wh = FreshWarehouse(backend, prof_dir / "warehouse", upgrade=False)
+    instance_db = FreshInstanceDatabase() if instance == "postgresql" else None
     out = prof_dir / "run.prof"
-    child = measure.run_child(
-        [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "ev_assets.cli", "run"],
-        env=env, log_prefix=prof_dir / "run", cwd=PROJECT,
-    )  # fmt: skip
+    try:
+        env = pipeline_env(month, prof_dir, wh.url, instance_db.url if instance_db else None)
+        init_instance(env, prof_dir / "init")
+        contention = measure.Contention()
+        child = measure.run_child(
+            [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "ev_assets.cli", "run"],
+            env=env, log_prefix=prof_dir / "run", cwd=PROJECT,
+        )  # fmt: skip
+        load = contention.stop()
+    finally:
+        wh.drop()
+        if instance_db:
+            instance_db.drop()
     if child.returncode != 0:
         return f"profiled run failed:\n```\n{child.tail()}\n```\n"
     text = prof_dir / "cumulative.txt"
@@ -423,7 +536,9 @@ def profile_run(month: Month, prof_dir: Path, top: int = 30) -> str:
         stats.sort_stats("cumulative").print_stats(top)
         stats.sort_stats("cumulative").print_stats(r"/ev_assets/", top)
         stats.sort_stats("tottime").print_stats(top)
-    return f"Profile ({child.wall_s:.1f} s under cProfile): {out.relative_to(PROJECT)}, listing in {text.relative_to(PROJECT)}.\n"
+    load_text = f", other processes {load['others_cores']:.2f} cores" if load else ""
+    return (f"Profile of {PIPELINE_LABELS[variant]} ({child.wall_s:.1f} s under cProfile{load_text}): "
+            f"{out.relative_to(PROJECT)}, listing in {text.relative_to(PROJECT)}.\n")  # fmt: skip
 
 
 def _compare_peaks(peaks_path: Path, e2e: dict) -> str:
@@ -497,7 +612,9 @@ def ingest_into_fresh_warehouse(paths: list[Path], frames: dict, repeat: int) ->
             migrate.upgrade(sqlite_url(Path(tmp) / "ev.sqlite"))
             wh = Warehouse(sqlite_url(Path(tmp) / "ev.sqlite"))
             pipeline.load_reference(wh, frames, settings)
-            ingest = functools.partial(pipeline.ingest_batch, wh, f"bench-{i}", paths, settings, now=feedgen.CONTRACT_NOW)
+            ingest = functools.partial(
+                pipeline.ingest_batch, wh, f"bench-{i}", paths, settings, now=feedgen.CONTRACT_NOW
+            )
             seconds, report = measure.best_of(1, ingest)
             best = min(best, seconds)
             wh.dispose()
@@ -540,7 +657,11 @@ def validation_throughput(ctx: Context) -> Result:
     metrics: dict[str, Any] = {"messages": n, "files": len(clean_paths), "bad_records": broken, "repeat": s.repeat}
     rows = [("batch", f"{n:,} messages in {len(clean_paths)} files; best of {s.repeat}")]
     for key, (seconds, count) in stages.items():
-        metrics[key] = {"seconds": seconds, "msgs_per_s": measure.rate(count, seconds), "x_parse_time": seconds / t_parse}
+        metrics[key] = {
+            "seconds": seconds,
+            "msgs_per_s": measure.rate(count, seconds),
+            "x_parse_time": seconds / t_parse,
+        }
         figures = f"{seconds:.2f} s, {metrics[key]['msgs_per_s']:,.0f} msgs/s, {seconds / t_parse:.1f}x parse time"
         rows.append((labels[key], figures))
     metrics["contract_only_clean_s"] = t_clean - t_parse
@@ -585,7 +706,9 @@ def run_batch(url: str, batch_id: str, paths: list[Path]) -> dict[str, float | i
             "sessions_s": t_sessions, "total_s": total, "us_per_msg": 1e6 * total / max(1, report.records_read)}  # fmt: skip
 
 
-def build_history(url: str, template_events, template_sessions, target_sessions: int, budget_s: float) -> dict[str, Any]:
+def build_history(
+    url: str, template_events, template_sessions, target_sessions: int, budget_s: float
+) -> dict[str, Any]:
     """Bulk-insert copies of the template (the events and sessions the pipeline made of one batch),
     each moved HISTORY_STEP days further back, on the same meters, with fresh ids, through the
     warehouse's own bulk insert, until `target_sessions` or `budget_s` is reached. Every copy is
@@ -623,7 +746,9 @@ def build_history(url: str, template_events, template_sessions, target_sessions:
                             "accepted": evs[-1].height, "reconciled": True, "processed_at": feedgen.BASE - shift,
                             **dict.fromkeys(("files_read", "files_parsed", "files_repaired", "files_quarantined",
                                              "files_already_read", "duplicates", "rejected"), 0)})  # fmt: skip
-            pairings.append({"batch_id": batch_id, "sessions_written": ses[-1].height, "paired_at": feedgen.BASE - shift})
+            pairings.append(
+                {"batch_id": batch_id, "sessions_written": ses[-1].height, "paired_at": feedgen.BASE - shift}
+            )
         ev, se = pl.concat(evs), pl.concat(ses)
         with wh.transaction() as conn:
             wh.insert(conn, EV_CHARGING_EVENTS, ev)
@@ -672,7 +797,9 @@ def batch_cost_vs_history(ctx: Context) -> Result:
     run_dir = fresh_dir(DATA / f"batch_cost_vs_history-{ctx.mode}")
     batch_a = batch_files(frames, run_dir / "batch_a", s.history_batch, s.seed, feedgen.BASE)
     batch_b = batch_files(frames, run_dir / "batch_b", s.history_batch, s.seed + 1, feedgen.BASE + timedelta(days=10))
-    template_files = batch_files(frames, run_dir / "template", s.history_batch, s.seed + 2, feedgen.BASE - timedelta(days=30))
+    template_files = batch_files(
+        frames, run_dir / "template", s.history_batch, s.seed + 2, feedgen.BASE - timedelta(days=30)
+    )
 
     metrics: dict[str, Any] = {"meters": s.history_meters, "batch_messages": s.history_batch}
     rows, notes = [], []
@@ -794,9 +921,11 @@ def machine_markdown(machine: dict[str, Any]) -> str:
     lines = [
         f"- nproc {machine['nproc']} (cpu_count {machine['cpu_count']}), {machine['memory_gib']} GiB, {machine['cpu_model']}",
         f"- {machine['platform']}",
-        (f"- Python {machine['python']}, polars {machine['polars']} ({machine['polars_threads']} threads), "
-         f"dagster {machine['dagster']}, pandera {machine['pandera']}, SQLAlchemy {machine['sqlalchemy']}, "
-         f"SQLite {machine['sqlite']}"),
+        (
+            f"- Python {machine['python']}, polars {machine['polars']} ({machine['polars_threads']} threads), "
+            f"dagster {machine['dagster']}, pandera {machine['pandera']}, SQLAlchemy {machine['sqlalchemy']}, "
+            f"SQLite {machine['sqlite']}"
+        ),
         f"- git {machine['git_commit']}",
     ]
     return "\n".join(lines)
@@ -837,7 +966,9 @@ def save_results(path: Path, data: dict, mode: str, machine: dict, measured_at: 
         latest[name] = {**metrics, "measured_at": measured_at}
     # The history keeps the headline figures only: per-day series belong to the latest run.
     compact = {name: {k: v for k, v in metrics.items() if k != "series"} for name, metrics in results.items()}
-    data.setdefault("history", []).append({"measured_at": measured_at, "mode": mode, "machine": machine, "scenarios": compact})
+    data.setdefault("history", []).append(
+        {"measured_at": measured_at, "mode": mode, "machine": machine, "scenarios": compact}
+    )
     data["history"] = data["history"][-HISTORY_KEPT:]
     data["machine"] = machine
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
@@ -849,7 +980,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"run only these (default: all): {', '.join(SCENARIOS)}")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in under a minute")
     parser.add_argument("--profile", action="store_true", help="also profile one end-to-end run (cProfile)")
-    parser.add_argument("--no-postgres", action="store_true", help="SQLite only (default: PostgreSQL too when reachable)")
+    parser.add_argument("--profile-pipeline", choices=list(PIPELINES), default="sqlite", metavar="VARIANT",
+                        help="with --profile: the pipeline variant profiled (default: sqlite)")  # fmt: skip
+    parser.add_argument(
+        "--no-postgres", action="store_true", help="SQLite only (default: PostgreSQL too when reachable)"
+    )
+    parser.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), metavar="VARIANT",
+                        help=f"ceiling_vs_pipeline: only these pipeline variants (default: all): {', '.join(PIPELINES)}")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default: bench/results.json)")
     # The issue's memory goal is a year of 20,000 meters (about 1.2 M messages, 600,000 files): too
     # long for every `make bench`, so it is this scenario at a chosen size, kept in its own results file.
@@ -857,10 +994,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backfill-days", type=int, help="long_backfill: days of the feed (default 365)")
     # batch_cost_vs_history stops at whichever comes first: a fixed session count makes two runs
     # (before and after a change) compare the same history, whatever the machine's load.
-    parser.add_argument("--history-sessions", type=int, metavar="N",
-                        help="batch_cost_vs_history: sessions of history to build (default: 10,000,000; quick: 20,000)")
-    parser.add_argument("--history-budget", type=float, metavar="S",
-                        help="batch_cost_vs_history: seconds of bulk inserts per backend at most (default: 120; quick: 10)")
+    parser.add_argument(
+        "--history-sessions",
+        type=int,
+        metavar="N",
+        help="batch_cost_vs_history: sessions of history to build (default: 10,000,000; quick: 20,000)",
+    )
+    parser.add_argument(
+        "--history-budget",
+        type=float,
+        metavar="S",
+        help="batch_cost_vs_history: seconds of bulk inserts per backend at most (default: 120; quick: 10)",
+    )
     return parser.parse_args(argv)
 
 
@@ -875,7 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, history_sessions=args.history_sessions)
     if args.history_budget is not None:
         sizes = dataclasses.replace(sizes, history_budget_s=args.history_budget)
-    ctx = Context(sizes, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}))
+    ctx = Context(sizes, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}),
+                  pipelines=tuple(args.pipelines) if args.pipelines else None, profile_pipeline=args.profile_pipeline)  # fmt: skip
     DATA.mkdir(parents=True, exist_ok=True)
     machine = measure.machine_info()
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -45,9 +45,14 @@ def _quiet_dagster(verbose: bool) -> None:
 def _instance():
     import dagster as dg
 
+    from ev_assets.instance_config import STORAGE_URL_VARIABLE, uses_postgres_storage
+
     home = settings_module.dagster_home()
     if not (home / "dagster.yaml").exists():
         raise SystemExit(f"no Dagster instance at {home}: run `ev-awareness init` first")
+    if uses_postgres_storage(home) and not os.environ.get(STORAGE_URL_VARIABLE):
+        # Dagster's own error names a config path; this one says what to do.
+        raise SystemExit(f"{home / 'dagster.yaml'} stores the instance in PostgreSQL: set {STORAGE_URL_VARIABLE}")
     return dg.DagsterInstance.get()
 
 
@@ -61,11 +66,39 @@ def _warehouse():
 
 
 def cmd_init(_args: argparse.Namespace) -> int:
-    from ev_assets.instance_config import write_instance_config
+    from ev_assets.instance_config import (
+        STORAGE_URL_VARIABLE,
+        StorageConflict,
+        uses_postgres_storage,
+        write_instance_config,
+    )
 
-    path, changed = write_instance_config(settings_module.dagster_home())
+    s = Settings()
+    home = settings_module.dagster_home()
+    try:
+        path, changed = write_instance_config(home, postgres_storage=bool(s.dagster_storage_url))
+    except StorageConflict as e:
+        console.print(str(e), style="red")
+        return 2
     console.print(f"instance: {path} ({', '.join(changed) if changed else 'up to date'})")
+    if uses_postgres_storage(home):
+        if not s.dagster_storage_url:
+            console.print(f"{path} stores the instance in PostgreSQL: set {STORAGE_URL_VARIABLE} (in every process that opens it)", style="red")
+            return 2
+        _upgrade_postgres_instance(home, s.dagster_storage_url)
     return cmd_db_upgrade(_args)
+
+
+def _upgrade_postgres_instance(home: Path, url: str) -> None:
+    """Create the instance's tables in PostgreSQL, or migrate them to the installed Dagster
+    (`dagster instance migrate`), once, here: not raced by the daemon, the webserver and the first
+    run all opening a blank database at the same moment."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.upgrade()
+    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+    console.print(f"instance storage: {shown} (PostgreSQL, tables up to date)")
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -355,7 +388,7 @@ def _failed_runs() -> list[str]:
         return []
     import dagster as dg
 
-    instance = dg.DagsterInstance.get()
+    instance = _instance()
     lines = []
     for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=200):
         retried = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}), limit=1)

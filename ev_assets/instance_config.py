@@ -9,7 +9,12 @@ where missing and a user's own values are kept. What each key is for:
 - `run_monitoring`: a run whose worker died (kill -9, a lost machine) is detected and failed instead
   of staying STARTED forever;
 - `run_retries`: the daemon retries a failed run (the owner of retries; README "Operations");
-- `telemetry` off, and `nux` off so the UI opens straight onto the assets.
+- `telemetry` off, and `nux` off so the UI opens straight onto the assets;
+- `storage`, only when EV_DAGSTER_STORAGE_URL is set: runs, the event log, schedules and sensor
+  cursors in PostgreSQL (`dagster-postgres`) instead of SQLite files under DAGSTER_HOME. The SQLite
+  event log opens, commits and closes a file per event, a large share of a run's fixed cost; and
+  several processes (daemon, webserver, run workers) write it at once. The URL is written as an
+  `env:` reference, so the password stays in the environment and never lands in the file.
 """
 
 from __future__ import annotations
@@ -41,17 +46,42 @@ REQUIRED: dict[str, Any] = {
     "nux": {"enabled": False},
 }
 
+STORAGE_URL_VARIABLE = "EV_DAGSTER_STORAGE_URL"
+POSTGRES_STORAGE: dict[str, Any] = {"postgres": {"postgres_url": {"env": STORAGE_URL_VARIABLE}}}
+# Keys that also choose where the instance stores its data (Dagster refuses `storage` next to them).
+_STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+
+
+class StorageConflict(ValueError):
+    """dagster.yaml already chooses another storage than the one EV_DAGSTER_STORAGE_URL asks for."""
+
+
 # What earlier versions generated and no longer want: a pool limit of 1 that a dead run could hold
 # forever (correctness now rests on the warehouse's lock, not on a slot).
 _OBSOLETE = {"concurrency": {"pools": {"default_limit": 1}}}
 
 
-def write_instance_config(home: Path) -> tuple[Path, list[str]]:
-    """Create or upgrade `home/dagster.yaml`; returns its path and the keys added or removed."""
+def write_instance_config(home: Path, *, postgres_storage: bool = False) -> tuple[Path, list[str]]:
+    """Create or upgrade `home/dagster.yaml`; returns its path and the keys added or removed.
+
+    postgres_storage: the instance should store its data in PostgreSQL (EV_DAGSTER_STORAGE_URL is
+    set). Added to a file that chooses no storage yet (an upgrade from SQLite: the new instance starts
+    with no run history, which the pipeline does not need: its state is in the warehouse); a file
+    that already chooses another storage raises StorageConflict rather than being overwritten."""
     home.mkdir(parents=True, exist_ok=True)
     path = home / "dagster.yaml"
     current: dict[str, Any] = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     changed = []
+    if postgres_storage and current.get("storage") != POSTGRES_STORAGE:
+        chosen = [key for key in _STORAGE_KEYS if key in current]
+        if chosen:
+            raise StorageConflict(
+                f"{path} already configures the instance storage ({', '.join(chosen)}): remove "
+                f"{'that key' if len(chosen) == 1 else 'those keys'} to store the instance in PostgreSQL "
+                f"({STORAGE_URL_VARIABLE}), or unset {STORAGE_URL_VARIABLE} to keep it"
+            )
+        current["storage"] = POSTGRES_STORAGE
+        changed.append("+storage (postgres)")
     for key, obsolete in _OBSOLETE.items():
         if current.get(key) == obsolete:
             del current[key]
@@ -63,3 +93,11 @@ def write_instance_config(home: Path) -> tuple[Path, list[str]]:
     if changed or not path.exists():
         path.write_text(HEADER + yaml.safe_dump(current, sort_keys=False))
     return path, changed
+
+
+def uses_postgres_storage(home: Path) -> bool:
+    """Whether `home/dagster.yaml` reads its storage URL from EV_DAGSTER_STORAGE_URL."""
+    path = home / "dagster.yaml"
+    if not path.exists():
+        return False
+    return (yaml.safe_load(path.read_text()) or {}).get("storage") == POSTGRES_STORAGE

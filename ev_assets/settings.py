@@ -6,6 +6,8 @@ meaning, and when it is read.
 - **run**: read when a run starts (resources are configured from the environment then), so a
   change applies to the next run.
 - **receiver start**: read when `ev-awareness receive` starts; restart the receiver to change it.
+- **instance load**: read by Dagster itself whenever a process opens the instance (daemon, webserver,
+  CLI, run workers), through an `env:` reference that `ev-awareness init` writes in `dagster.yaml`.
 
 Reading settings writes nothing: no file, no environment variable. The README's settings table is
 generated from this class (`python -m ev_assets.warehouse.data_dictionary`; a test keeps it current).
@@ -28,6 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOAD = "load"
 RUN = "run"
 RECEIVER = "receiver start"
+INSTANCE = "instance load"
 
 
 def _setting(default, description: str, read: str, **kwargs):
@@ -67,8 +70,19 @@ class Settings(BaseSettings):
         "`load_days_within_partitions` check fails and names the days.",
         LOAD,
     )
-    batch_max_files: int = _setting(2000, "Micro-batch bound: files per ingest run.", RUN, gt=0)
-    batch_max_messages: int = _setting(50_000, "Micro-batch bound: messages per ingest run.", RUN, gt=0)
+    # A batch is one ingest run: fewer, larger batches pay Dagster's per-run cost (run creation,
+    # event log) less often. Bytes bound its memory (about 15x the JSON's size at the ingest step);
+    # files and messages are backstops. A sensor tick only sees what landed since the last one.
+    batch_max_files: int = _setting(20_000, "Micro-batch bound: files per ingest run.", RUN, gt=0)
+    batch_max_messages: int = _setting(200_000, "Micro-batch bound: messages per ingest run.", RUN, gt=0)
+    batch_max_bytes: int = _setting(
+        40_000_000,
+        "Micro-batch bound: bytes of landing files per ingest run (unless one file alone is larger). The bound "
+        "that follows memory: the ingest step holds about 15 bytes per byte of JSON, so 40 MB (about 110,000 "
+        "messages of the agent feed) stays under 1 GB.",
+        RUN,
+        gt=0,
+    )
     feed_sensor_interval_s: int = _setting(30, "How often the feed sensor looks for new files, s.", LOAD, gt=0)
     load_sensor_interval_s: int = _setting(30, "How often the daily-load sensor looks for days to recompute, s.", LOAD, gt=0)
     lock_wait_s: float = _setting(
@@ -168,6 +182,16 @@ class Settings(BaseSettings):
     rebuild_chunk_meters: int = _setting(
         2000, "Meters per chunk when sessions are rebuilt in full (bounds the memory of a rebuild).", RUN, gt=0
     )
+    dagster_storage_url: str | None = _setting(
+        None,
+        "PostgreSQL URL of the Dagster instance's storage (runs, event log, schedules, sensor cursors; "
+        "`dagster-postgres`), e.g. `postgresql+psycopg2://user@host/dagster` (dagster-postgres needs the psycopg2 "
+        "driver): the production setup. Unset: SQLite "
+        "files under DAGSTER_HOME. With it set, `ev-awareness init` writes `storage: postgres:` with "
+        "`postgres_url: {env: EV_DAGSTER_STORAGE_URL}` into `dagster.yaml` (the secret stays in the environment, "
+        "never in the file) and creates the instance's tables; every process that opens the instance needs it.",
+        INSTANCE,
+    )
     receiver_token_sha256s: str = _setting(
         "",
         "Stream receiver (`ev-awareness receive`): comma-separated SHA-256 hashes (hex) of the bearer tokens "
@@ -192,6 +216,23 @@ class Settings(BaseSettings):
     @classmethod
     def _base_profile(cls, value: str) -> str:
         parse_base_profile(value)  # 24 non-negative values, or a ValueError naming the text
+        return value
+
+    @field_validator("dagster_storage_url")
+    @classmethod
+    def _postgres_storage(cls, value: str | None) -> str | None:
+        # dagster-postgres sends `NOTIFY channel, <bound parameter>` with every event, which only
+        # psycopg2's client-side binding accepts: psycopg 3 (SQLAlchemy 2.1's default for a bare
+        # `postgresql://`) fails the first run. Anything else would fail later, deep inside Dagster.
+        if not value:
+            return None
+        from sqlalchemy.engine import make_url
+
+        if make_url(value).drivername != "postgresql+psycopg2":
+            raise ValueError(
+                "EV_DAGSTER_STORAGE_URL must be a PostgreSQL URL with the psycopg2 driver, "
+                "postgresql+psycopg2://user@host/db (dagster-postgres needs psycopg2)"
+            )
         return value
 
     @property

@@ -275,6 +275,33 @@ def test_days_before_the_partitions_fail_loudly(env, small_utility, resources, i
     assert date(2024, 6, 3) in Warehouse(env["EV_WAREHOUSE_URL"]).read(EV_LOAD_DAYS_PENDING)["load_date"].to_list()
 
 
+def events_schema_check(result):
+    (check,) = [
+        c for c in result.get_asset_check_evaluations()
+        if c.check_name == "schema_conforms" and c.asset_key == dg.AssetKey("ev_charging_events")
+    ]  # fmt: skip
+    return check
+
+
+def test_schema_check_reports_the_validated_rows_and_reads_back_rows_it_did_not_write(env, small_utility, resources, instance):
+    """schema_conforms: a batch the step inserts reports the pre-commit validation of exactly those
+    rows; a re-execution of the committed batch (its files archived, nothing inserted) reads the
+    batch's stored rows back and validates them."""
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    request = sensor_result(instance, resources).run_requests[0]
+    first = ingest(resources, instance, request)
+    accepted = first.asset_materializations_for_node("ev_charging_events")[0].metadata["accepted"].value
+    check = events_schema_check(first)
+    assert check.passed and accepted > 0
+    assert check.metadata["rows_checked"].value == accepted and check.metadata["verified"].value.startswith("before commit")
+
+    again = ingest(resources, instance, request)  # the same batch, committed and archived
+    check = events_schema_check(again)
+    assert check.passed and check.metadata["rows_checked"].value == accepted
+    assert check.metadata["verified"].value.startswith("stored rows read back")
+
+
 def test_failing_blocking_check_stops_pairing(env, small_utility, resources, instance):
     """A batch whose rows break the event table's schema must not reach the sessions: the blocking
     schema_conforms check fails and ev_charging_sessions is skipped in that run."""

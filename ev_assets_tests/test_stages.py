@@ -245,6 +245,24 @@ class TestBatching:
         ]
         assert [b.messages for b in batches] == [6, 6, 10, 1]
 
+    def test_batches_respect_the_byte_limit(self, tmp_path):
+        files = self.files(tmp_path, [3, 3, 3, 3, 20, 1])
+        sizes = [f.size for f in files]
+        # Room for two of the small files, not three; the large file alone exceeds it and still
+        # makes a batch of its own (a file is never split), then the last one starts anew.
+        limit = sizes[0] + sizes[1] + sizes[2] - 1
+        batches = plan_batches(files, max_files=100, max_messages=100, max_bytes=limit)
+        assert [[f.name for f in b.files] for b in batches] == [
+            ["f000.json", "f001.json"],
+            ["f002.json", "f003.json"],
+            ["f004.json"],
+            ["f005.json"],
+        ]
+        assert [b.bytes for b in batches] == [sizes[0] + sizes[1], sizes[2] + sizes[3], sizes[4], sizes[5]]
+        assert sizes[4] > limit and all(b.bytes <= limit for b in batches if len(b.files) > 1)
+        # Without a byte bound the same files make one batch.
+        assert len(plan_batches(files, max_files=100, max_messages=100)) == 1
+
     def test_batch_ids_are_stable(self, tmp_path):
         files = self.files(tmp_path, [1, 1, 1])
         assert [b.batch_id for b in plan_batches(files, max_files=2, max_messages=99)] == [

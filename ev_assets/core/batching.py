@@ -25,6 +25,7 @@ class Batch:
     batch_id: str
     files: tuple[FeedFile, ...]
     messages: int
+    bytes: int = 0
 
     @property
     def paths(self) -> list[str]:
@@ -39,22 +40,33 @@ def _count(content: bytes) -> int:
     return content.lower().count(_RECORD_MARKER)
 
 
-def plan_batches(files: list[FeedFile], *, max_files: int, max_messages: int) -> list[Batch]:
-    """Consecutive files grouped so no batch exceeds max_files or (unless one file alone does)
-    max_messages. Files keep their arrival order."""
+def plan_batches(
+    files: list[FeedFile], *, max_files: int, max_messages: int, max_bytes: int | None = None
+) -> list[Batch]:
+    """Consecutive files grouped so no batch exceeds max_files, nor (unless one file alone does)
+    max_messages or max_bytes. Files keep their arrival order.
+
+    Bytes are the bound that follows a batch's memory: the ingest step holds the parsed payloads,
+    the records frame and the contract's result at once, about 15 bytes of memory per byte of JSON
+    (measured in BENCHMARKS.md), whatever the files' or messages' count. A sensor tick sees what
+    landed since the last one, so its batches stay small; a backlog (a backfill, an outage) becomes
+    as few runs as the bounds allow, each run's fixed cost (creating it, Dagster's event log) paid
+    once per batch rather than once per few thousand files."""
     batches: list[Batch] = []
     current: list[tuple[FeedFile, str]] = []
-    messages = 0
+    messages = size = 0
     for f in files:
-        content = f.path.read_bytes()  # read once: counted and hashed
+        content = f.path.read_bytes()  # read once: counted, measured and hashed
         n = _count(content)
-        if current and (len(current) >= max_files or messages + n > max_messages):
-            batches.append(_batch(current, messages))
-            current, messages = [], 0
+        too_big = messages + n > max_messages or (max_bytes is not None and size + len(content) > max_bytes)
+        if current and (len(current) >= max_files or too_big):
+            batches.append(_batch(current, messages, size))
+            current, messages, size = [], 0, 0
         current.append((f, hashlib.sha256(content).hexdigest()))
         messages += n
+        size += len(content)
     if current:
-        batches.append(_batch(current, messages))
+        batches.append(_batch(current, messages, size))
     return batches
 
 
@@ -65,11 +77,12 @@ def batch_id(files: list[tuple[str, str]]) -> str:
     return f"{Path(files[0][0]).stem}+{len(files)}-{digest}"
 
 
-def _batch(files: list[tuple[FeedFile, str]], messages: int) -> Batch:
+def _batch(files: list[tuple[FeedFile, str]], messages: int, size: int) -> Batch:
     return Batch(
         batch_id=batch_id([(f.name, sha) for f, sha in files]),
         files=tuple(f for f, _ in files),
         messages=messages,
+        bytes=size,
     )
 
 

@@ -124,6 +124,15 @@ def _flagged(sessions: pl.DataFrame) -> pl.Expr:
     return pl.col("quality_flags").is_not_null()
 
 
+def with_load_date(intervals: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """`interval_loads` rows with their load_date, the local date (tz) of interval_start: computed
+    once for the several levels and tables of a range (daily_load, interval_profile and
+    level_per_interval take it as it is when present)."""
+    if "load_date" in intervals.columns:
+        return intervals
+    return intervals.with_columns(pl.col("interval_start").dt.convert_time_zone(tz).dt.date().alias("load_date"))
+
+
 def daily_load(
     intervals: pl.DataFrame,
     sessions: pl.DataFrame,
@@ -133,21 +142,22 @@ def daily_load(
     first_day: date,
     last_day: date,
     updated_at: datetime,
+    per_interval: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Daily rows of `level` (transformer, feeder or substation) for local days first..last."""
+    """Daily rows of `level` (transformer, feeder or substation) for local days first..last.
+    `per_interval`: `level_per_interval` of the same arguments, when the caller has it already."""
     key, attributes = LEVELS[level]
     in_range = pl.col("load_date").is_between(first_day, last_day)
     if "flagged" not in intervals.columns:
         intervals = intervals.with_columns(pl.lit(False).alias("flagged"))
-    every = intervals.drop_nulls(key).with_columns(
-        pl.col("interval_start").dt.convert_time_zone(tz).dt.date().alias("load_date")
-    ).filter(in_range)
+    every = with_load_date(intervals.drop_nulls(key), tz).filter(in_range)
     loads = every.filter(~pl.col("flagged"))
     days = every.group_by(key, "load_date").agg(*[pl.col(a).drop_nulls().first() for a in attributes])
 
     # The same 15-minute sums as the interval profile (`interval_profile`): the daily peak is
     # the profile's maximum by construction.
-    per_interval = _per_interval(loads, key)
+    if per_interval is None:
+        per_interval = _per_interval(loads, key)
     peaks = (
         per_interval.sort("kw", "interval_start", descending=[True, False])
         .group_by(key, "load_date", maintain_order=True)
@@ -211,12 +221,16 @@ def _trusted_in_days(intervals: pl.DataFrame, key: str, tz: str, first_day: date
     """Trusted interval loads of `key` on local days first..last, with their load_date."""
     if "flagged" not in intervals.columns:
         intervals = intervals.with_columns(pl.lit(False).alias("flagged"))
-    return (
-        intervals.drop_nulls(key)
-        .filter(~pl.col("flagged"))
-        .with_columns(pl.col("interval_start").dt.convert_time_zone(tz).dt.date().alias("load_date"))
-        .filter(pl.col("load_date").is_between(first_day, last_day))
+    return with_load_date(intervals.drop_nulls(key).filter(~pl.col("flagged")), tz).filter(
+        pl.col("load_date").is_between(first_day, last_day)
     )
+
+
+def level_per_interval(intervals: pl.DataFrame, *, level: str, tz: str, first_day: date, last_day: date) -> pl.DataFrame:
+    """Summed trusted kW and distinct charging EVs per key of `level` and 15-minute interval of
+    local days first..last: what both `daily_load` (the peak) and `interval_profile` start from."""
+    key, _ = LEVELS[level]
+    return _per_interval(_trusted_in_days(intervals, key, tz, first_day, last_day), key)
 
 
 def _per_interval(loads: pl.DataFrame, key: str) -> pl.DataFrame:
@@ -235,13 +249,15 @@ def interval_profile(
     last_day: date,
     power_factor: float,
     updated_at: datetime,
+    per_interval: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The 15-minute load profile of `level` on local days first..last: one row per key and
     interval with trusted load (kw > 0): kw (the interval's average power), kva (kw / power
     factor) and ev_count (distinct meters charging in it). Its daily maximum is the daily
-    `peak_kw` (both come from `_per_interval`)."""
+    `peak_kw` (both come from `_per_interval`). `per_interval`: as in `daily_load`."""
     key, _ = LEVELS[level]
-    per_interval = _per_interval(_trusted_in_days(intervals, key, tz, first_day, last_day), key)
+    if per_interval is None:
+        per_interval = level_per_interval(intervals, level=level, tz=tz, first_day=first_day, last_day=last_day)
     return (
         per_interval.filter(pl.col("kw") > 0)
         .with_columns(

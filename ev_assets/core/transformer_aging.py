@@ -152,26 +152,52 @@ def temperatures(
     constant load within a step of `dt_min` minutes. `initial` = (Δθ_TO, Δθ_H) at the start;
     None: at rest (both 0, the transformer at ambient)."""
     k = np.atleast_2d(np.asarray(k, dtype=float))
-    rows, steps = k.shape
+    return _temperatures(_Steps(k, p), ambient_c, p, dt_min=dt_min, initial=initial)
+
+
+class _Steps:
+    """A load matrix prepared for the step loop: steps along the first axis, so each step's column
+    of K (one value per row) is contiguous memory, and the ultimate rises of eqs. (15) and (19)
+    computed for every step at once (element-wise, as per step) and shared by the passes of a
+    daily cycle."""
+
+    def __init__(self, k: np.ndarray, p: ThermalParameters):
+        self.rows, self.steps = k.shape
+        self.k = np.ascontiguousarray(k.T)
+        self.top_oil_ultimate = ultimate_top_oil_rise(self.k, p)  # eq. (15)
+        self.hot_spot_ultimate = ultimate_hot_spot_rise(self.k, p)  # eq. (19)
+
+
+def _temperatures(
+    steps: _Steps,
+    ambient_c: float | np.ndarray,
+    p: ThermalParameters,
+    *,
+    dt_min: float,
+    initial: tuple[np.ndarray | float, np.ndarray | float] | None,
+) -> Temperatures:
+    rows = steps.rows
     to = np.broadcast_to(np.asarray(0.0 if initial is None else initial[0], dtype=float), (rows,)).copy()
     hs = np.broadcast_to(np.asarray(0.0 if initial is None else initial[1], dtype=float), (rows,)).copy()
-    to_out = np.empty_like(k)
-    hs_out = np.empty_like(k)
+    to_out = np.empty((steps.steps, rows))
+    hs_out = np.empty((steps.steps, rows))
     # Eqs. (14) and (16) describe one period of constant load from its start: τ_TO is computed
     # from the rise at the start of the period (Δθ_TO,i) and held while K stays the same.
     to_i, tau, elapsed = to.copy(), np.full(rows, p.tau_top_oil_min), np.zeros(rows)
     decay_w = math.exp(-dt_min / p.tau_winding_min)
-    for j in range(steps):
-        to_u = ultimate_top_oil_rise(k[:, j], p)  # eq. (15)
-        changed = np.ones(rows, dtype=bool) if j == 0 else k[:, j] != k[:, j - 1]
+    k = steps.k
+    for j in range(steps.steps):
+        to_u = steps.top_oil_ultimate[j]  # eq. (15)
+        changed = np.ones(rows, dtype=bool) if j == 0 else k[j] != k[j - 1]
         to_i = np.where(changed, to, to_i)
         tau = np.where(changed, top_oil_time_constant(to, to_u, p), tau)  # eq. (16)
         elapsed = np.where(changed, 0.0, elapsed) + dt_min
         to = (to_u - to_i) * (1 - np.exp(-elapsed / tau)) + to_i  # eq. (14)
-        hs_u = ultimate_hot_spot_rise(k[:, j], p)  # eq. (19)
-        hs = (hs_u - hs) * (1 - decay_w) + hs  # eq. (18), τ_w constant: step by step is exact
-        to_out[:, j] = to
-        hs_out[:, j] = hs
+        hs = (steps.hot_spot_ultimate[j] - hs) * (1 - decay_w) + hs  # eq. (18), τ_w constant: step by step is exact
+        to_out[j] = to
+        hs_out[j] = hs
+    # Back to (rows, steps), contiguous: sums along a row (eq. 3) then add in the same order.
+    to_out, hs_out = np.ascontiguousarray(to_out.T), np.ascontiguousarray(hs_out.T)
     hot = np.asarray(ambient_c, dtype=float).reshape(-1, 1) + to_out + hs_out  # eq. (13)
     return Temperatures(to_out, hs_out, hot)
 
@@ -187,14 +213,20 @@ def daily_cycle(
     K (eqs. 15, 19), run the day once as a warm-up, report the second pass."""
     k = np.atleast_2d(np.asarray(k, dtype=float))
     mean_k = k.mean(axis=1)
-    warm = temperatures(
-        k, ambient_c, p, dt_min=dt_min, initial=(ultimate_top_oil_rise(mean_k, p), ultimate_hot_spot_rise(mean_k, p))
+    steps = _Steps(k, p)  # both passes run the same loads
+    warm = _temperatures(
+        steps,
+        ambient_c,
+        p,
+        dt_min=dt_min,
+        initial=(ultimate_top_oil_rise(mean_k, p), ultimate_hot_spot_rise(mean_k, p)),
     )
-    return temperatures(k, ambient_c, p, dt_min=dt_min, initial=(warm.top_oil_rise[:, -1], warm.hot_spot_rise[:, -1]))
+    return _temperatures(
+        steps, ambient_c, p, dt_min=dt_min, initial=(warm.top_oil_rise[:, -1], warm.hot_spot_rise[:, -1])
+    )
 
 
-# Transformer-days modelled at once: about 100 intervals each, so a chunk's grid and matrices stay
-# in the tens of MB whatever the range (see daily_aging).
+# Transformer-days modelled at once (about 100 intervals each): see daily_aging.
 AGING_CHUNK_ROWS = 5000
 AGING_COLUMNS = ("hot_spot_max_c", "aging_factor_max", "equivalent_aging", "loss_of_life_h")
 
@@ -230,77 +262,80 @@ def daily_aging(
     )
     if rated.is_empty():
         return daily.with_columns(*[pl.lit(None, dtype=pl.Float64).alias(c) for c in AGING_COLUMNS])
-    # Transformer-days in chunks of `chunk_rows`: the 15-minute grid of a month of 20,000 meters is
-    # about 4 M intervals, and holding it whole (with its joins and matrices) took over 1 GB. Each
-    # chunk's profile rows come from one join that numbers them, not a filter per chunk.
-    rated = rated.sort(key).with_columns((pl.int_range(pl.len()) // chunk_rows).alias("_chunk"))
-    ev = profile.select(*key, pl.col("interval_start").dt.convert_time_zone("UTC"), "kva").join(
-        rated.select(*key, "_chunk"), on=key, how="inner"
-    )
-    ev_chunks = ev.partition_by("_chunk", as_dict=True, include_key=False)
-    empty_ev = ev.clear().drop("_chunk")
-    base = pl.DataFrame(
-        {"_hour": list(range(24)), "_base_pu": list(base_load_pu)},
-        schema={"_hour": pl.Int8, "_base_pu": pl.Float64},
-    )
-    results = [
-        _aging_of_chunk(part, ev_chunks.get(chunk, empty_ev), base, key=key, tz=tz, parameters=parameters)
-        for chunk, part in rated.partition_by("_chunk", as_dict=True, include_key=False).items()
-    ]
-    aging = pl.concat(results)
-    return daily.join(aging, on=key, how="left")
 
-
-def _aging_of_chunk(
-    rated: pl.DataFrame, ev: pl.DataFrame, base: pl.DataFrame, *, key: list[str], tz: str, parameters: ThermalParameters
-) -> pl.DataFrame:
-    """AGING_COLUMNS of some transformer-days (`rated`: key, kva_rating, _base_load_scale,
-    _ambient_c) from their EV profile rows (`ev`: key, interval_start in UTC, kva)."""
-    local_midnight = (
-        pl.col("load_date").cast(pl.Datetime("us")).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    )
-    grid = (
-        rated.with_columns(
-            local_midnight.dt.convert_time_zone("UTC").alias("_start"),
-            (pl.col("load_date") + timedelta(days=1))
-            .cast(pl.Datetime("us"))
-            .dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    def local_midnight_utc(day: pl.Expr) -> pl.Expr:
+        return (
+            day.cast(pl.Datetime("us")).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
             .dt.convert_time_zone("UTC")
-            .alias("_end"),
-        )
-        .with_columns(
-            pl.datetime_ranges("_start", pl.col("_end") - timedelta(minutes=15), interval="15m").alias("interval_start")
-        )
-        .explode("interval_start")
-        .drop("_start", "_end")
+        )  # fmt: skip
+
+    # Each rated transformer-day: its local day in UTC, from its start, in n 15-minute intervals
+    # (92, 96 or 100), and its row in the K matrix of the days of its length.
+    step_us = int(INTERVAL_MINUTES * 60 * 1e6)
+    rated = rated.with_columns(
+        local_midnight_utc(pl.col("load_date")).alias("_start"),
+        local_midnight_utc(pl.col("load_date") + timedelta(days=1)).alias("_end"),
+    ).with_columns(((pl.col("_end") - pl.col("_start")).dt.total_microseconds() // step_us).alias("_n"))
+    rated = rated.filter(pl.col("_n") > 0).with_columns(pl.int_range(pl.len()).over("_n").alias("_row"))
+    # The base load of each interval of each local day, by its local hour (a DST day's hours repeat
+    # or skip): a few thousand distinct intervals, whatever the number of transformers.
+    base = pl.DataFrame(
+        {"_hour": list(range(24)), "_base_pu": list(base_load_pu)}, schema={"_hour": pl.Int8, "_base_pu": pl.Float64}
     )
-    grid = (
-        grid.join(ev, on=[*key, "interval_start"], how="left")
+    day_base = (
+        rated.select("load_date", "_start", "_n").unique("load_date")
+        .with_columns(pl.int_ranges(0, pl.col("_n")).alias("_j"))
+        .explode("_j")
         .with_columns(
-            pl.col("kva").fill_null(0.0),
-            pl.col("interval_start").dt.convert_time_zone(tz).dt.hour().cast(pl.Int8).alias("_hour"),
+            (pl.col("_start") + pl.duration(microseconds=pl.col("_j") * step_us))
+            .dt.convert_time_zone(tz).dt.hour().cast(pl.Int8).alias("_hour")
         )
         .join(base, on="_hour", how="left")
-        .with_columns(
-            (pl.col("kva") / pl.col("kva_rating") + pl.col("_base_pu") * pl.col("_base_load_scale")).alias("_k")
+        .sort("load_date", "_j")
+        .group_by("load_date", maintain_order=True)
+        .agg(pl.col("_base_pu"))
+    )  # fmt: skip
+    # The EV kVA of each profile interval, at its place in its day (an interval of the profile
+    # outside its local day's grid has no place in it, and was never part of a day's load here).
+    ev = (
+        profile.select(*key, pl.col("interval_start").dt.convert_time_zone("UTC"), "kva")
+        .join(rated.select(*key, "_start", "_n", "_row"), on=key, how="inner")
+        .with_columns((pl.col("interval_start") - pl.col("_start")).dt.total_microseconds().alias("_offset"))
+        .filter(
+            (pl.col("_offset") % step_us == 0)
+            & (pl.col("_offset") >= 0)
+            & (pl.col("_offset") // step_us < pl.col("_n"))
         )
-        .sort(*key, "interval_start")
+        .with_columns((pl.col("_offset") // step_us).alias("_j"))
     )
     results = []
-    # One matrix per day length (92, 96 or 100 intervals), rows = transformer-days.
-    per_day = grid.group_by(key, maintain_order=True).agg(pl.col("_k"), pl.col("_ambient_c").first())
-    per_day = per_day.with_columns(pl.col("_k").list.len().alias("_n"))
-    for (n,), part in per_day.group_by("_n"):
-        k = part["_k"].list.to_array(n).to_numpy()  # (rows, n) float64, no Python float per value
-        t = daily_cycle(k, part["_ambient_c"].to_numpy(), parameters)
-        f_aa = aging_acceleration(t.hot_spot)
-        f_eqa = equivalent_aging(f_aa)
-        results.append(
-            part.select(key).with_columns(
-                pl.Series("hot_spot_max_c", t.hot_spot.max(axis=1)),
-                pl.Series("aging_factor_max", f_aa.max(axis=1)),
-                pl.Series("equivalent_aging", f_eqa),
-                pl.Series("loss_of_life_h", f_eqa * n * INTERVAL_MINUTES / 60),
+    # One matrix per day length, rows = transformer-days: K = EV kVA / kva_rating (0 without a
+    # profile row) + base pu x scale, element-wise as written. Modelled `chunk_rows` transformer-days
+    # at a time: the two passes keep several arrays of the matrix's size, so a month of 20,000
+    # transformers at once would hold hundreds of MB; a chunk holds a few tens.
+    for (n,), days_of_n in rated.join(day_base, on="load_date", how="left").group_by("_n"):
+        days_of_n = days_of_n.sort("_row")
+        placed = ev.filter(pl.col("_n") == n).sort("_row")
+        placed_row, placed_j, placed_kva = (placed[c].to_numpy() for c in ("_row", "_j", "kva"))
+        for first in range(0, len(days_of_n), chunk_rows):
+            part = days_of_n.slice(first, chunk_rows)
+            lo, hi = np.searchsorted(placed_row, [first, first + len(part)])
+            kva = np.zeros((len(part), n))
+            kva[placed_row[lo:hi] - first, placed_j[lo:hi]] = placed_kva[lo:hi]
+            base_pu = part["_base_pu"].list.to_array(n).to_numpy()
+            k = kva / part["kva_rating"].to_numpy()[:, None] + base_pu * part["_base_load_scale"].to_numpy()[:, None]
+            t = daily_cycle(k, part["_ambient_c"].to_numpy(), parameters)
+            f_aa = aging_acceleration(t.hot_spot)
+            f_eqa = equivalent_aging(f_aa)
+            results.append(
+                part.select(key).with_columns(
+                    pl.Series("hot_spot_max_c", t.hot_spot.max(axis=1)),
+                    pl.Series("aging_factor_max", f_aa.max(axis=1)),
+                    pl.Series("equivalent_aging", f_eqa),
+                    pl.Series("loss_of_life_h", f_eqa * n * INTERVAL_MINUTES / 60),
+                )
             )
-        )
-    return pl.concat(results)
+    if not results:  # no rated day has a local day (a midnight that does not exist in `tz`)
+        return daily.with_columns(*[pl.lit(None, dtype=pl.Float64).alias(c) for c in AGING_COLUMNS])
+    aging = pl.concat(results)
+    return daily.join(aging, on=key, how="left")

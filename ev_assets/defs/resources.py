@@ -42,6 +42,7 @@ class FeedResource(dg.ConfigurableResource):
     landing_dir: str | None = None
     max_files_per_batch: int | None = None
     max_messages_per_batch: int | None = None
+    max_bytes_per_batch: int | None = None
     # Files younger than this wait for the next sensor tick (see batching.settled).
     settle_seconds: float = 2.0
 
@@ -56,6 +57,10 @@ class FeedResource(dg.ConfigurableResource):
     @property
     def max_messages(self) -> int:
         return self.max_messages_per_batch or Settings().batch_max_messages
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_bytes_per_batch or Settings().batch_max_bytes
 
 
 class ReferenceResource(dg.ConfigurableResource):

@@ -1,0 +1,126 @@
+"""The Dagster instance stored in PostgreSQL (EV_DAGSTER_STORAGE_URL, dagster-postgres): what
+`ev-awareness init` writes into dagster.yaml, and a real `ev-awareness run` recording its runs in a
+fresh PostgreSQL database instead of SQLite files under DAGSTER_HOME."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from ev_assets.instance_config import (
+    POSTGRES_STORAGE,
+    REQUIRED,
+    StorageConflict,
+    uses_postgres_storage,
+    write_instance_config,
+)
+from ev_assets.settings import Settings
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import EV_CHARGING_SESSIONS
+
+from .conftest import POSTGRES_URL, _postgres_database, simulate
+from .test_end_to_end import cli
+
+
+def _config(home) -> dict:
+    return yaml.safe_load((home / "dagster.yaml").read_text())
+
+
+def test_sqlite_stays_the_default(tmp_path):
+    path, changed = write_instance_config(tmp_path)
+    config = _config(tmp_path)
+    assert "storage" not in config and set(REQUIRED) <= set(config)
+    assert "+storage (postgres)" not in changed and not uses_postgres_storage(tmp_path)
+
+
+def test_postgres_storage_is_an_env_reference_and_upgrades_an_existing_file(tmp_path):
+    # An instance written by an earlier init, with a value of the user's own.
+    write_instance_config(tmp_path)
+    config = _config(tmp_path)
+    config["run_coordinator"]["config"]["max_concurrent_runs"] = 2
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+    _, changed = write_instance_config(tmp_path, postgres_storage=True)
+    assert changed == ["+storage (postgres)"]
+    upgraded = _config(tmp_path)
+    # Dagster resolves `env:` when it opens the instance: the URL itself is in no file.
+    assert upgraded["storage"] == {"postgres": {"postgres_url": {"env": "EV_DAGSTER_STORAGE_URL"}}} == POSTGRES_STORAGE
+    assert upgraded["run_coordinator"]["config"]["max_concurrent_runs"] == 2  # the user's value kept
+    assert uses_postgres_storage(tmp_path)
+    # Idempotent: nothing left to add.
+    assert write_instance_config(tmp_path, postgres_storage=True)[1] == []
+
+
+@pytest.mark.parametrize("key", ["storage", "event_log_storage"])
+def test_a_storage_the_user_chose_is_not_overwritten(tmp_path, key):
+    chosen = {"sqlite": {"base_dir": str(tmp_path / "mine")}} if key == "storage" else {
+        "module": "dagster.core.storage.event_log", "class": "SqliteEventLogStorage", "config": {"base_dir": "x"}
+    }  # fmt: skip
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({key: chosen}))
+    before = (tmp_path / "dagster.yaml").read_text()
+    with pytest.raises(StorageConflict, match=key):
+        write_instance_config(tmp_path, postgres_storage=True)
+    assert (tmp_path / "dagster.yaml").read_text() == before
+
+
+def test_the_storage_url_must_be_postgresql(monkeypatch):
+    monkeypatch.setenv("EV_DAGSTER_STORAGE_URL", "sqlite:///elsewhere.db")
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        Settings()
+    # psycopg 3 (also SQLAlchemy 2.1's default driver) cannot send dagster-postgres's NOTIFY.
+    for url in ("postgresql+psycopg://u@h/dagster", "postgresql://u@h/dagster"):
+        monkeypatch.setenv("EV_DAGSTER_STORAGE_URL", url)
+        with pytest.raises(ValueError, match="psycopg2"):
+            Settings()
+    monkeypatch.setenv("EV_DAGSTER_STORAGE_URL", "postgresql+psycopg2://u@h/dagster")
+    assert Settings().dagster_storage_url == "postgresql+psycopg2://u@h/dagster"
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs EV_TEST_POSTGRES_URL (a PostgreSQL server)")
+@pytest.mark.parametrize("blank_warehouse_url", ["postgresql"], indirect=True)  # the production pair
+def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_utility, monkeypatch):
+    home = env["DAGSTER_HOME"]
+    instance_url, drop = _postgres_database()
+    # Trust authentication ignores the password: it is here to show it is written nowhere.
+    instance_url = (
+        sa.engine.make_url(instance_url).set(drivername="postgresql+psycopg2", password="s3cret-not-in-files")
+        .render_as_string(hide_password=False)
+    )
+    try:
+        # A deployment that started on SQLite (the default), then switches: init upgrades dagster.yaml.
+        cli(env, "init")
+        assert not uses_postgres_storage(home)
+        with_storage = {**env, "EV_DAGSTER_STORAGE_URL": instance_url}
+        out = cli(with_storage, "init")
+        assert "+storage (postgres)" in out and "tables up to date" in out
+        assert "s3cret-not-in-files" not in out
+        assert _config(home)["storage"] == POSTGRES_STORAGE
+        assert "s3cret-not-in-files" not in (home / "dagster.yaml").read_text()
+
+        simulate(small_utility, env["EV_FEED_DIR"], days=1)
+        cli(with_storage, "run")
+        assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_SESSIONS) > 0
+
+        # The instance, opened from that home as the daemon and the webserver open it, reports the runs.
+        monkeypatch.setenv("EV_DAGSTER_STORAGE_URL", instance_url)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_storage).__module__.startswith("dagster_postgres")
+            runs = instance.get_runs()
+            assert {r.job_name for r in runs} == {"reference_job", "ingest_job", "daily_load_job"}
+            assert all(r.is_success for r in runs)
+            assert all(instance.all_logs(r.run_id) for r in runs)
+        # Stored in that database, and in no SQLite file under DAGSTER_HOME.
+        engine = sa.create_engine(instance_url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one() == len(runs)
+            assert conn.execute(sa.text("SELECT count(*) FROM event_logs")).scalar_one() > 0
+        engine.dispose()
+        assert not list(home.rglob("*.db"))
+
+        # Without the URL, the CLI says what is missing instead of failing deep inside Dagster.
+        monkeypatch.delenv("EV_DAGSTER_STORAGE_URL")
+        assert "set EV_DAGSTER_STORAGE_URL" in cli(env, "init", expect=2)
+    finally:
+        drop()

@@ -261,7 +261,11 @@ def _new_events(
     known = warehouse.read_in(EV_CHARGING_EVENTS, "message_id", rows["message_id"], conn=conn)
     new, duplicates, conflicts = events.split_duplicates(rows, known)
     enriched = enrich.attribute(new, reference_for(warehouse, new, conn=conn), date_col="message_date")
-    return EV_CHARGING_EVENTS.conform(enriched), duplicates, conflicts
+    # Inserted in (meter_id, message_time) order, not in the files' order (time across all meters):
+    # on a large table each meter's entries of that index sit on a leaf page of their own, which
+    # an insert in key order touches once, and a meter's new rows are stored side by side, so the
+    # sessions step's reads per meter touch fewer pages.
+    return EV_CHARGING_EVENTS.conform(enriched).sort("meter_id", "message_time"), duplicates, conflicts
 
 
 def reference_for(

@@ -70,6 +70,11 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # A 64 MiB page cache (the default is 2 MiB, 500 pages): on a large warehouse a batch
+        # touches a leaf page per meter in each meter-keyed index (2,000 meters: thousands of
+        # pages), which the default cache evicts and reads again within the same transaction.
+        # Memory is taken as pages are read, so a small warehouse uses little.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -84,6 +89,9 @@ def make_engine(url: str) -> Engine:
 
     return engine
 
+
+# SQLite page cache per connection, KiB (make_engine).
+SQLITE_CACHE_KIB = 65_536
 
 # Execution option marking a connection whose transactions take the write lock.
 WRITE_LOCK_OPTION = "ev_write_lock"

@@ -1,11 +1,14 @@
-"""Landing -> sessions and landing -> daily load latency under the daemon (what `dagster dev` runs).
+"""Landing -> sessions and landing -> daily load latency under the daemon, or under `dagster dev`.
 
-    uv run python bench/latency.py [--files 50] [--every 2.0] [--meters 2000]
+    uv run python bench/latency.py [--files 50] [--every 2.0] [--meters 2000] [--dev] [--push]
 
-Starts `dagster-daemon run -w workspace.yaml` on a fresh instance and SQLite warehouse under
+Starts `dagster-daemon run -w workspace.yaml` (with --dev: `dagster dev -w workspace.yaml`, the
+webserver and the daemon, as `make ui` does) on a fresh instance and SQLite warehouse under
 data/bench/latency/ with EV_FEED_SENSOR_INTERVAL_S=1 and EV_LOAD_SENSOR_INTERVAL_S=1, waits for the
 reference run, then lands simulated feed files one by one (written elsewhere, renamed into the
-landing folder, as the agent's writer does), and polls the warehouse every 0.25 s:
+landing folder, as the agent's writer does; with --push: each file's payload POSTed to
+`ev-awareness receive` over HTTP, the clock starting at its 202 answer, when the payload is durable),
+and polls the warehouse every 0.5 s:
 
 - sessions visible: the file is in the file ledger (ev_feed_files) and its batch is paired
   (ev_batch_pairing);
@@ -47,6 +50,9 @@ def main() -> int:
     parser.add_argument("--every", type=float, default=2.0, help="seconds between two landed files")
     parser.add_argument("--meters", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
+    parser.add_argument("--dev", action="store_true", help="run under `dagster dev` (webserver + daemon) instead of `dagster-daemon run`")
+    parser.add_argument("--push", action="store_true", help="deliver each payload through `ev-awareness receive` over HTTP")
+    parser.add_argument("--port", type=int, default=18300, help="--dev: the webserver's port; --push: the receiver's is the next one")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the daemon on the way out (finally)
 
@@ -83,10 +89,13 @@ def main() -> int:
     instance = dg.DagsterInstance.from_config(str(home))
     instance.get_runs(limit=1)
     log = (folder / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [str(bindir / "dagster-daemon"), "run", "-w", str(PROJECT / "workspace.yaml")],
-        env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    workspace = str(PROJECT / "workspace.yaml")
+    command = (
+        [str(bindir / "dagster"), "dev", "-w", workspace, "-h", "127.0.0.1", "-p", str(args.port)] if args.dev
+        else [str(bindir / "dagster-daemon"), "run", "-w", workspace]
     )  # fmt: skip
+    daemon = subprocess.Popen(command, env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    receiver = _start_receiver(env, landing, args.port + 1, folder) if args.push else None
     engine = sa.create_engine(f"sqlite:///{db}")
     contention = measure.Contention()
     try:
@@ -95,6 +104,8 @@ def main() -> int:
             if time.monotonic() > deadline or daemon.poll() is not None:
                 raise SystemExit(f"no reference load (daemon log: {folder / 'daemon.log'})")
             time.sleep(0.5)
+        if args.dev:
+            _wait_http(f"http://127.0.0.1:{args.port}/server_info", deadline, daemon, folder / "daemon.log")
         landed: dict[str, float] = {}
         seen: dict[str, float] = {}
         loaded: dict[str, float] = {}
@@ -102,10 +113,15 @@ def main() -> int:
         while len(loaded) < len(files) and time.monotonic() < deadline:
             if len(landed) < len(files) and time.monotonic() >= next_land:
                 src = files[len(landed)]
-                tmp = landing / f".{src.name}.tmp"
-                shutil.copyfile(src, tmp)
-                tmp.rename(landing / src.name)
-                landed[src.name] = time.time()
+                if receiver is not None:
+                    # The receiver names the file it made durable; its 202 is the acknowledgement.
+                    answer = receiver.post(src.read_bytes())
+                    landed[answer["file"]] = time.time()
+                else:
+                    tmp = landing / f".{src.name}.tmp"
+                    shutil.copyfile(src, tmp)
+                    tmp.rename(landing / src.name)
+                    landed[src.name] = time.time()
                 next_land += args.every
             now = time.time()
             paired = _rows(engine, "SELECT f.file_name, p.paired_at FROM ev_feed_files f "
@@ -121,6 +137,8 @@ def main() -> int:
                     loaded[name] = min(done)
             time.sleep(0.5)
     finally:
+        if receiver is not None:
+            receiver.stop()
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
             daemon.wait(timeout=30)
@@ -132,6 +150,8 @@ def main() -> int:
     sessions = [seen[n] - landed[n] for n in seen]
     daily = [loaded[n] - landed[n] for n in loaded]
     result = {
+        "under": "dagster dev" if args.dev else "dagster-daemon run",
+        "delivery": "HTTP push to ev-awareness receive (clock from the 202)" if args.push else "file renamed into the landing folder",
         "files": len(files), "every_s": args.every, "sessions_visible": len(sessions), "load_visible": len(daily),
         "sessions_p50_s": percentile(sessions, 0.5) if sessions else None,
         "sessions_p95_s": percentile(sessions, 0.95) if sessions else None,
@@ -145,6 +165,61 @@ def main() -> int:
     del pl
     print(json.dumps(result))
     return 0 if len(daily) == len(files) else 1
+
+
+class _Receiver:
+    """`ev-awareness receive` on 127.0.0.1 into the landing folder, and an HTTP client for it."""
+
+    TOKEN = "latency-bench-token-0123456789"
+
+    def __init__(self, process: subprocess.Popen, base: str):
+        import httpx
+
+        self.process, self.base = process, base
+        self.client = httpx.Client(headers={"Authorization": f"Bearer {self.TOKEN}"}, timeout=30)
+
+    def post(self, body: bytes) -> dict:
+        answer = self.client.post(f"{self.base}/ev-charging-events", content=body, headers={"Content-Type": "application/json"})
+        answer.raise_for_status()
+        return answer.json()
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _start_receiver(env: dict, landing: Path, port: int, folder: Path) -> _Receiver:
+    from ev_assets.receiver.auth import token_hash
+
+    receiver_env = {**env, "EV_FEED_DIR": str(landing), "EV_RECEIVER_TOKEN_SHA256S": token_hash(_Receiver.TOKEN),
+                    "EV_RECEIVER_RATE_PER_S": "0"}  # fmt: skip
+    log = (folder / "receiver.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ev-awareness"), "receive", "--host", "127.0.0.1", "--port", str(port)],
+        env=receiver_env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    _wait_http(f"http://127.0.0.1:{port}/health", time.monotonic() + 60, process, folder / "receiver.log")
+    return _Receiver(process, f"http://127.0.0.1:{port}")
+
+
+def _wait_http(url: str, deadline: float, process: subprocess.Popen, log: Path) -> None:
+    """Until `url` answers 200 (the receiver, or dagster dev's webserver)."""
+    import httpx
+
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: its process exited (log: {log})")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer (log: {log})")
 
 
 def _load_runs(instance) -> list[tuple[float, float]]:

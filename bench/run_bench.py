@@ -430,7 +430,7 @@ def batch_bounds(env: dict[str, str]) -> str:
     from ev_assets.settings import Settings
 
     fields = Settings.model_fields
-    names = ("batch_max_bytes", "batch_max_messages", "batch_max_files")
+    names = [n for n in ("batch_max_bytes", "batch_max_messages", "batch_max_files") if n in fields]  # older code: fewer
     return ", ".join(f"EV_{n.upper()}={env.get(f'EV_{n.upper()}', fields[n].default)}" for n in names)
 
 

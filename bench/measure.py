@@ -34,6 +34,10 @@ class ChildRun:
     stdout_path: Path
     stderr_path: Path
     cpu_s: float = float("nan")
+    # From sampling /proc while it ran (ProcessTreeSampler): the child's own high-water mark
+    # (VmHWM), and the largest high-water mark of each descendant seen, by command line.
+    own_peak_mb: float = float("nan")
+    descendant_peaks_mb: dict[str, float] | None = None
 
     @property
     def stdout(self) -> str:
@@ -59,13 +63,82 @@ def run_child(cmd: list[str], *, env: dict[str, str], log_prefix: Path, cwd: Pat
     with stdout_path.open("w") as out, stderr_path.open("w") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        sampler = ProcessTreeSampler(proc.pid)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
     # Linux reports ru_maxrss in KiB (macOS in bytes; this harness targets the Linux machine).
-    # wait4's rusage includes the grandchildren the child waited for (Dagster's log tailers).
+    # wait4's rusage includes the grandchildren the child waited for (Dagster's log tailers), and
+    # a child's peak counts the pages it shared with its parent when it forked: the sampler's
+    # figures say whose peak it was.
     cpu = usage.ru_utime + usage.ru_stime
-    return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024, stdout_path, stderr_path, cpu)
+    return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024, stdout_path, stderr_path, cpu,
+                    sampler.own_peak_mb, sampler.descendant_peaks_mb)  # fmt: skip
+
+
+def _status_kib(pid: int, field: str) -> int | None:
+    """A `kB` field of /proc/<pid>/status (VmHWM, VmRSS), or None when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+class ProcessTreeSampler:
+    """Samples, every `interval_s` until stopped, the high-water mark (VmHWM) of a process and of
+    every descendant alive at a sample, so a peak that `wait4` reports can be put on the process
+    that had it. VmHWM only grows, so the last sample is the peak up to `interval_s` before exit."""
+
+    def __init__(self, pid: int, interval_s: float = 0.25) -> None:
+        import threading
+
+        self.pid, self.interval_s = pid, interval_s
+        self._own_kib = 0
+        self.descendant_peaks_mb: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def own_peak_mb(self) -> float:
+        return self._own_kib / 1024 if self._own_kib else float("nan")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._own_kib = max(self._own_kib, _status_kib(self.pid, "VmHWM") or 0)
+            stack = _children(self.pid)
+            while stack:
+                kid = stack.pop()
+                stack += _children(kid)
+                peak = _status_kib(kid, "VmHWM")
+                if peak is None:
+                    continue
+                try:
+                    name = Path(f"/proc/{kid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+                except OSError:
+                    continue
+                name = name or f"pid {kid}"
+                self.descendant_peaks_mb[name] = max(self.descendant_peaks_mb.get(name, 0.0), peak / 1024)
+            self._stop.wait(self.interval_s)
 
 
 def best_of(repeat: int, func: Callable[[], Any]) -> tuple[float, Any]:

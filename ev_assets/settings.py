@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ev_assets.core.load_profile import DEFAULT_CHUNK_DAYS
 from ev_assets.core.transformer_aging import DEFAULT_AMBIENT_C, DEFAULT_BASE_LOAD_PU, parse_base_profile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -178,6 +179,13 @@ class Settings(BaseSettings):
     )
     new_ev_days: int = _setting(
         30, "new_evs: premises first seen charging in this many days up to the latest day with sessions.", RUN, gt=0
+    )
+    load_chunk_days: int = _setting(
+        DEFAULT_CHUNK_DAYS,
+        "Days the daily load computes and writes at a time inside one range run's transaction (bounds its "
+        "memory: a day of 20,000 transformers holds about 17 MB of 15-minute intervals and profiles).",
+        RUN,
+        gt=0,
     )
     rebuild_chunk_meters: int = _setting(
         2000, "Meters per chunk when sessions are rebuilt in full (bounds the memory of a rebuild).", RUN, gt=0

@@ -43,6 +43,10 @@ LEVELS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# Days computed at a time by the daily-load step (a day's load depends only on the sessions that
+# overlap it, so any chunk gives the same rows): bounds its memory, whatever the range.
+DEFAULT_CHUNK_DAYS = 7
+
 LOAD_SHAPES = ("charge_w_then_idle", "even")
 DEFAULT_LOAD_SHAPE = "charge_w_then_idle"
 # Average power below this share of ChargeW means the car idled for part of the session.

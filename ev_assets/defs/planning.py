@@ -72,18 +72,19 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     first, last = date.fromisoformat(key_range.start), date.fromisoformat(key_range.end)
     record_worker(context)
     with retry_when_transient(context):
-        report = pipeline.update_daily_load(warehouse.get(), pipeline_config.settings(), first, last)
+        report = pipeline.update_daily_load(
+            warehouse.get(), pipeline_config.settings(), first, last, chunk_days=pipeline_config.resolved().load_chunk_days
+        )
     span = {"first_day": first.isoformat(), "last_day": last.isoformat()}
     tz = pipeline_config.settings().timezone
     for level, spec in LOAD_SPECS.items():
-        frame, profile = report.frames[level], report.interval_frames[level]
-        extra = {**span, **planning_pictures(level, frame, profile, tz)}
+        frame, busiest = report.frames[level], report.busiest_profiles[level]
+        extra = {**span, **planning_pictures(level, frame, busiest, tz)}
         yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows[level], **extra))
         interval_spec = INTERVAL_SPECS[level]
         extra = {**span}
-        if profile.height:
-            top = profile.sort("kw", descending=True).head(TOP_ROWS).drop("updated_at")
-            extra["top_intervals"] = dg.MetadataValue.md(markdown_table(top))
+        if report.top_intervals[level].height:
+            extra["top_intervals"] = dg.MetadataValue.md(markdown_table(report.top_intervals[level].drop("updated_at")))
         yield dg.MaterializeResult(
             asset_key=interval_spec.name, metadata=table_metadata(interval_spec, report.interval_rows[level], **extra)
         )
@@ -115,19 +116,19 @@ _TOP_COLUMNS = {
 }
 
 
-def planning_pictures(level: str, daily: pl.DataFrame, profile: pl.DataFrame, tz: str) -> dict:
+def planning_pictures(level: str, daily: pl.DataFrame, busiest_profile: pl.DataFrame, tz: str) -> dict:
     """What a planner looks at in the UI: the top rows by peak (a markdown table) and the 15-minute
-    profile of the most loaded asset-day as a text sparkline (`profile_sparkline`)."""
+    profile of the most loaded asset-day (`busiest_profile`, LoadReport.busiest_profiles) as a
+    text sparkline (`profile_sparkline`)."""
     if daily.is_empty():
         return {}
     key = LOAD_SPECS[level].primary_key[0]
-    top = daily.sort("peak_kw", descending=True).head(TOP_ROWS).select(_TOP_COLUMNS[level])
+    top = daily.sort(["peak_kw", key, "load_date"], descending=[True, False, False]).head(TOP_ROWS).select(_TOP_COLUMNS[level])
     out = {"top_rows": dg.MetadataValue.md(markdown_table(top.with_columns(pl.col(pl.Float64).round(3))))}
-    busiest = top.row(0, named=True)
-    if busiest["peak_kw"] > 0:
-        day_profile = profile.filter((pl.col(key) == busiest[key]) & (pl.col("load_date") == busiest["load_date"]))
-        title = f"{level} {busiest[key]} on {busiest['load_date']}: 15-minute EV kW, local time (peak {busiest['peak_kw']:.2f} kW)"
-        out["busiest_profile"] = dg.MetadataValue.md(profile_sparkline(day_profile, busiest["load_date"], tz, title))
+    if busiest_profile.height:
+        asset, day, peak = busiest_profile[key][0], busiest_profile["load_date"][0], busiest_profile["kw"].max()
+        title = f"{level} {asset} on {day}: 15-minute EV kW, local time (peak {peak:.2f} kW)"
+        out["busiest_profile"] = dg.MetadataValue.md(profile_sparkline(busiest_profile, day, tz, title))
     return out
 
 

@@ -91,6 +91,7 @@ class PipelineConfig(dg.ConfigurableResource):
     power_factor: float | None = None
     rejection_rate_warn: float | None = None
     rebuild_chunk_meters: int | None = None
+    load_chunk_days: int | None = None
     load_shape: str | None = None
     load_shape_idle_ratio: float | None = None
     planning_threshold: float | None = None

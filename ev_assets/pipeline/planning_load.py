@@ -40,13 +40,37 @@ INTERVAL_LOAD_TABLES: dict[str, TableSpec] = {
 }
 
 
+# Rows of each level's 15-minute profile kept in the report for people to look at (the asset's
+# metadata): the largest intervals of the range.
+TOP_INTERVALS = 5
+
+
 @dataclass
 class LoadReport:
+    # Per level: the daily rows written (rows) and their frames, for the whole range (small: one
+    # row per asset and day).
     rows: dict[str, int] = field(default_factory=dict)
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
-    # Per level: the 15-minute profile rows written (interval_rows) and the frames.
+    # Per level: the 15-minute profile rows written. The profiles themselves are written chunk by
+    # chunk and not kept (a month of 20,000 transformers is 660,000 rows): the report keeps the
+    # largest intervals (top_intervals) and the profile of the asset-day with the highest peak_kw
+    # (busiest_profiles).
     interval_rows: dict[str, int] = field(default_factory=dict)
-    interval_frames: dict[str, pl.DataFrame] = field(default_factory=dict)
+    top_intervals: dict[str, pl.DataFrame] = field(default_factory=dict)
+    busiest_profiles: dict[str, pl.DataFrame] = field(default_factory=dict)
+    chunks: int = 0
+
+
+def day_chunks(first_day: date, last_day: date, chunk_days: int) -> list[tuple[date, date]]:
+    """first..last cut into consecutive spans of at most `chunk_days` days."""
+    if chunk_days < 1:
+        raise ValueError(f"chunk_days must be at least 1; got {chunk_days}")
+    spans = []
+    while first_day <= last_day:
+        end = min(last_day, first_day + timedelta(days=chunk_days - 1))
+        spans.append((first_day, end))
+        first_day = end + timedelta(days=1)
+    return spans
 
 
 def update_daily_load(
@@ -56,72 +80,124 @@ def update_daily_load(
     last_day: date,
     *,
     now: datetime | None = None,
+    chunk_days: int = load_profile.DEFAULT_CHUNK_DAYS,
 ) -> LoadReport:
     """Recompute the daily load and the 15-minute profile of every level for local days
-    first..last (delete, then insert), with the transformers' overload exposure and aging."""
+    first..last (delete, then insert), with the transformers' overload exposure and aging.
+
+    The days are computed and written `chunk_days` at a time, inside one transaction: a day's load
+    depends only on the sessions that overlap it, so the result is the same for any chunk size,
+    and memory follows the chunk, not the range (a month of 20,000 transformers: about 17 MB a
+    day of intervals and profiles)."""
     warehouse.ensure_timezone(settings.timezone)
     now = now or utc_now()
+    report = LoadReport()
+    daily: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
+    tops: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
+    busiest: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
     s = warehouse.table(EV_CHARGING_SESSIONS).c
     lookback = timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))
-    report = LoadReport()
     # Read and write in one transaction: a session committed meanwhile waits for it, and the days
     # it queues stay queued (they are deleted here only together with the load computed from them).
     with warehouse.transaction() as conn:
+        # The range's sessions are read once (a month of 20,000 meters: 50,000 rows); what takes
+        # memory is their 15-minute intervals, made a chunk at a time.
         complete = warehouse.read(
             EV_CHARGING_SESSIONS,
             sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
             conn=conn,
         )
-        intervals = load_profile.interval_loads(
-            complete, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio
-        )
-        # Each interval's local date, and each level's 15-minute sums, computed once for both
-        # tables of the level (the daily peak is the profile's maximum by construction).
-        intervals = load_profile.with_load_date(intervals, settings.timezone)
-        frames, profiles = {}, {}
-        span = {"tz": settings.timezone, "first_day": first_day, "last_day": last_day}
-        days = {**span, "updated_at": now}
-        for level, spec in DAILY_LOAD_TABLES.items():
-            sums = load_profile.level_per_interval(intervals, level=level, **span)
-            daily = load_profile.daily_load(intervals, complete, level=level, per_interval=sums, **days)
-            profile = load_profile.interval_profile(
-                intervals, level=level, power_factor=settings.power_factor, per_interval=sums, **days
-            )
-            if level == "transformer":
-                transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
-                daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
-                # The transformer's own aging overrides (null: the settings).
-                daily = as_of_join(
-                    daily,
-                    transformers,
-                    left_on="transformer_id",
-                    right_on="transformer_id",
-                    date_col="load_date",
-                    columns={"base_load_scale": "base_load_scale", "ambient_c": "ambient_c"},
-                )
-                daily = load_profile.overload_exposure(
-                    profile, daily, power_factor=settings.power_factor, planning_threshold=settings.planning_threshold
-                )
-                daily = transformer_aging.daily_aging(
-                    profile,
-                    daily,
-                    tz=settings.timezone,
-                    base_load_pu=settings.base_load_pu,
-                    base_load_scale=settings.base_load_scale,
-                    ambient_c=settings.ambient_c,
-                )
-            frames[level] = spec.conform(daily)
-            profiles[level] = INTERVAL_LOAD_TABLES[level].conform(profile)
-        for level, spec in DAILY_LOAD_TABLES.items():
-            warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(first_day, last_day))
-            report.rows[level] = warehouse.insert(conn, spec, frames[level])
-            interval_spec = INTERVAL_LOAD_TABLES[level]
-            warehouse.delete(conn, interval_spec, warehouse.column(interval_spec, "load_date").between(first_day, last_day))
-            report.interval_rows[level] = warehouse.insert(conn, interval_spec, profiles[level])
+        for chunk_first, chunk_last in day_chunks(first_day, last_day, chunk_days):
+            overlapping = complete.filter(pl.col("event_date").is_between(chunk_first - lookback, chunk_last))
+            frames, profiles = _compute_days(warehouse, conn, settings, overlapping, chunk_first, chunk_last, now)
+            for level, spec in DAILY_LOAD_TABLES.items():
+                warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(chunk_first, chunk_last))
+                report.rows[level] = report.rows.get(level, 0) + warehouse.insert(conn, spec, frames[level])
+                interval_spec = INTERVAL_LOAD_TABLES[level]
+                warehouse.delete(conn, interval_spec, warehouse.column(interval_spec, "load_date").between(chunk_first, chunk_last))
+                written = warehouse.insert(conn, interval_spec, profiles[level])
+                report.interval_rows[level] = report.interval_rows.get(level, 0) + written
+                daily[level].append(frames[level])
+                tops[level].append(_top_intervals(level, profiles[level]))
+                busiest[level].append(_busiest_day_profile(level, frames[level], profiles[level]))
+            report.chunks += 1
         warehouse.delete(conn, EV_LOAD_DAYS_PENDING, warehouse.column(EV_LOAD_DAYS_PENDING, "load_date").between(first_day, last_day))
-    report.frames = frames
-    report.interval_frames = profiles
+    for level, spec in DAILY_LOAD_TABLES.items():
+        report.frames[level] = pl.concat(daily[level]).sort(spec.primary_key[0], "load_date")
+        report.top_intervals[level] = _top_intervals(level, pl.concat(tops[level]))
+        report.busiest_profiles[level] = _busiest_day_profile(level, report.frames[level], pl.concat(busiest[level]))
     return report
+
+
+def _compute_days(
+    warehouse: Warehouse,
+    conn: sa.Connection,
+    settings: PipelineSettings,
+    complete: pl.DataFrame,
+    first_day: date,
+    last_day: date,
+    now: datetime,
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """The daily rows and the 15-minute profile of every level for local days first..last, as the
+    tables take them, from `complete`: the complete sessions that can overlap those days (those
+    that start up to the longest session before them)."""
+    intervals = load_profile.interval_loads(
+        complete, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio
+    )
+    # Each interval's local date, and each level's 15-minute sums, computed once for both
+    # tables of the level (the daily peak is the profile's maximum by construction).
+    intervals = load_profile.with_load_date(intervals, settings.timezone)
+    frames, profiles = {}, {}
+    span = {"tz": settings.timezone, "first_day": first_day, "last_day": last_day}
+    days = {**span, "updated_at": now}
+    for level, spec in DAILY_LOAD_TABLES.items():
+        sums = load_profile.level_per_interval(intervals, level=level, **span)
+        daily = load_profile.daily_load(intervals, complete, level=level, per_interval=sums, **days)
+        profile = load_profile.interval_profile(
+            intervals, level=level, power_factor=settings.power_factor, per_interval=sums, **days
+        )
+        if level == "transformer":
+            transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
+            daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
+            # The transformer's own aging overrides (null: the settings).
+            daily = as_of_join(
+                daily,
+                transformers,
+                left_on="transformer_id",
+                right_on="transformer_id",
+                date_col="load_date",
+                columns={"base_load_scale": "base_load_scale", "ambient_c": "ambient_c"},
+            )
+            daily = load_profile.overload_exposure(
+                profile, daily, power_factor=settings.power_factor, planning_threshold=settings.planning_threshold
+            )
+            daily = transformer_aging.daily_aging(
+                profile,
+                daily,
+                tz=settings.timezone,
+                base_load_pu=settings.base_load_pu,
+                base_load_scale=settings.base_load_scale,
+                ambient_c=settings.ambient_c,
+            )
+        frames[level] = spec.conform(daily)
+        profiles[level] = INTERVAL_LOAD_TABLES[level].conform(profile)
+    return frames, profiles
+
+
+def _top_intervals(level: str, profile: pl.DataFrame) -> pl.DataFrame:
+    """The TOP_INTERVALS largest kw of a profile (ties by key, then time: chunking changes nothing)."""
+    key = INTERVAL_LOAD_TABLES[level].primary_key[0]
+    return profile.sort(["kw", key, "interval_start"], descending=[True, False, False]).head(TOP_INTERVALS)
+
+
+def _busiest_day_profile(level: str, daily: pl.DataFrame, profile: pl.DataFrame) -> pl.DataFrame:
+    """The profile rows of the asset-day with the highest peak_kw in `daily` (on a tie, the first
+    by key, then date: the same day however the range was chunked); empty when no day has load."""
+    key = DAILY_LOAD_TABLES[level].primary_key[0]
+    if daily.is_empty() or not daily["peak_kw"].max():
+        return profile.clear()
+    top = daily.sort(["peak_kw", key, "load_date"], descending=[True, False, False]).row(0, named=True)
+    return profile.filter((pl.col(key) == top[key]) & (pl.col("load_date") == top["load_date"]))
 
 
 def pending_load_days(warehouse: Warehouse) -> pl.DataFrame:

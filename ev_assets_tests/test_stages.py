@@ -283,3 +283,36 @@ class TestBatching:
     def test_contiguous_spans(self):
         d = lambda n: date(2024, 6, n)  # noqa: E731
         assert contiguous_spans([d(5), d(3), d(4), d(9), d(3)]) == [(d(3), d(5)), (d(9), d(9))]
+
+
+def test_parse_batch_builds_the_same_frame_a_group_of_files_at_a_time(tmp_path):
+    """parse_batch frees each group's Python records once its frame is made: any group size gives
+    the frame of all files at once; a file sent twice (same name, same bytes) is read once; only a
+    quarantined file keeps its bytes."""
+    from ev_assets.core import feed
+
+    def payload(*records: str) -> str:
+        return '{"EVChargingEvents": [' + ",".join(records) + "]}"
+
+    start = '{"MeterID": "M%d", "ChargeStartTime": "2024-06-03T18:00:00Z", "ChargeW": %s}'
+    files = {
+        "a.json": payload(start % (1, "7000"), start % (2, '"7200.5"')),
+        "b.json": payload('{"MeterID": "M3", "ChargeW": 6600, "Extra": "x"}'),
+        "c.json": "not json",
+        "d.json": payload(),
+        "e.json": payload(start % (4, "11000"), start % (5, "null")),
+    }
+    paths = []
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        paths.append(tmp_path / name)
+    paths.append(tmp_path / "a.json")  # the same file twice in one batch
+    whole = feed.records_frame([feed.parse_payload(p.name, p.read_bytes()) for p in dict.fromkeys(paths)])
+    assert whole.height == 5
+    for group in (1, 2, 3, 100):
+        parsed, frame = feed.parse_batch(paths, files_per_frame=group)
+        assert frame.equals(whole), group
+        assert [p.name for p in parsed] == ["a.json", "b.json", "c.json", "d.json", "e.json"]
+        assert all(p.records == [] for p in parsed)
+        assert {p.name: bool(p.content) for p in parsed} == {"a.json": False, "b.json": False, "c.json": True, "d.json": False, "e.json": False}
+        assert next(p for p in parsed if p.name == "a.json").text == files["a.json"]

@@ -130,13 +130,14 @@ def ingest_batch(
         if not paths:
             return IngestReport(batch_id=batch_id)
     # The same file (name and content) twice in one batch is one file, read once.
-    parsed = list({(f.name, f.sha256): f for f in (feed.parse_payload(p.name, p.read_bytes()) for p in paths)}.values())
+    parsed, all_records = feed.parse_batch(paths)
     # Files are only ever added to the file ledger, so what is unread under the lock is a subset of
     # what is unread now: the contract runs on these, outside the lock.
     # (Read once: called in the comprehension's condition, it read the file ledger once per file.)
     read_before = _already_read(warehouse, parsed)
     maybe_fresh = [p for p in parsed if (p.name, p.sha256) not in read_before]
-    maybe_records = feed.records_frame(maybe_fresh)
+    maybe_records = _of_files(all_records, maybe_fresh) if read_before else all_records
+    del all_records
     maybe_result = apply_contract(maybe_records, settings.bounds, now=now)
 
     report = IngestReport(batch_id=batch_id, files_read=len(parsed))

@@ -170,3 +170,32 @@ def test_a_batch_re_executed_after_its_files_were_archived_is_a_no_op(warehouse,
     # A file missing from a batch the ledger does not hold is still a loud error.
     with pytest.raises(FileNotFoundError):
         pipeline.ingest_batch(warehouse, "b2", [landing / "never-landed.json"], settings, now=NOW)
+
+
+def test_files_another_writer_reads_while_a_batch_is_parsed_are_not_read_twice(warehouse, settings, tmp_path, monkeypatch):
+    """The contract runs outside the write lock on the files unread at that moment; a writer that
+    commits one of them before this batch takes the lock leaves it to that writer: under the lock
+    the batch keeps only its still-unread files' records, and counts the other as already read."""
+    from ev_assets.pipeline import ingest as ingest_module
+
+    a, b = tmp_path / "agent-a.json", tmp_path / "agent-b.json"
+    write_payload(a, charge_messages(0, 3))  # 6 records
+    write_payload(b, charge_messages(3, 2))  # 4 records
+    contract = ingest_module.apply_contract
+    raced = []
+
+    def another_writer_commits_a_first(*args, **kwargs):
+        result = contract(*args, **kwargs)
+        if not raced:  # once: the other writer's own call goes through untouched
+            raced.append(None)
+            raced[0] = pipeline.ingest_batch(warehouse, "other", [a], settings, now=NOW)
+        return result
+
+    monkeypatch.setattr(ingest_module, "apply_contract", another_writer_commits_a_first)
+    report = pipeline.ingest_batch(warehouse, "this", [a, b], settings, now=NOW)
+    assert raced[0].accepted == 6
+    assert (report.files_read, report.files_already_read, report.records_read, report.accepted) == (2, 1, 4, 4)
+    assert warehouse.count(EV_CHARGING_EVENTS) == 10
+    assert pipeline.ledger_totals(warehouse)["reconciled"]
+    files = warehouse.read(EV_FEED_FILES)
+    assert dict(zip(files["file_name"], files["batch_id"], strict=True)) == {"agent-a.json": "other", "agent-b.json": "this"}

@@ -157,8 +157,11 @@ def ingest_batch(
         report.files_parsed = len(fresh) - report.files_quarantined
         report.files_repaired = sum(p.status == "repaired" for p in fresh)
 
-        records = _of_files(maybe_records, fresh)
-        result = ContractResult(_of_files(maybe_result.accepted, fresh), _of_files(maybe_result.rejected, fresh))
+        if len(fresh) == len(maybe_fresh):  # the same files (fresh is a subset): no copies
+            records, result = maybe_records, maybe_result
+        else:  # another writer read some of them meanwhile
+            records = _of_files(maybe_records, fresh)
+            result = ContractResult(_of_files(maybe_result.accepted, fresh), _of_files(maybe_result.rejected, fresh))
         new_events, rejected = _judge(warehouse, conn, records, result, report, settings, now)
         _verify(report, new_events)
         warehouse.insert(conn, EV_CHARGING_EVENTS, new_events)

@@ -2,12 +2,16 @@
 
 Peak RSS of a child comes from `os.wait4`, which returns the rusage of *that* child alone. The
 alternative, `getrusage(RUSAGE_CHILDREN)`, keeps the maximum over every child reaped so far, so a
-second measurement in the same harness would silently report the first one's peak.
+second measurement in the same harness would silently report the first one's peak. The child
+is reaped by a small launcher (`bench/launch.py`), not by this harness: a child's peak also counts
+its parent's high-water mark when it was spawned, which for a harness holding a simulated year is
+GBs that are not the pipeline's.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import resource
@@ -50,32 +54,42 @@ class ChildRun:
         return "\n".join(["--- stderr (tail)", *err, "--- stdout (tail)", *out])
 
 
+LAUNCHER = Path(__file__).resolve().parent / "launch.py"
+
+
 def run_child(cmd: list[str], *, env: dict[str, str], log_prefix: Path, cwd: Path | None = None) -> ChildRun:
     """Run `cmd` to completion; time it and read its peak RSS.
 
     Output goes to files, not pipes: a pipe would need `communicate()`, which reaps the child
     itself and throws its rusage away. Writing the child's logs to a file is also what an
     operator's terminal or log collector would absorb, so it is part of the honest cost.
+
+    The command runs under `bench/launch.py`, a small process that reaps it with `wait4`: spawned
+    by this harness directly, its peak RSS would include the harness's own high-water mark (see
+    launch.py). The sampler puts peaks on the processes that had them.
     """
     log_prefix.parent.mkdir(parents=True, exist_ok=True)
     stdout_path = log_prefix.with_name(log_prefix.name + ".stdout.log")
     stderr_path = log_prefix.with_name(log_prefix.name + ".stderr.log")
+    result_path = log_prefix.with_name(log_prefix.name + ".rusage.json")
+    launched = [sys.executable, "-S", str(LAUNCHER), str(result_path), "--", *cmd]
     with stdout_path.open("w") as out, stderr_path.open("w") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(launched, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         sampler = ProcessTreeSampler(proc.pid)
         sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         wall = time.perf_counter() - start
         sampler.stop()
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
+    try:
+        usage = json.loads(result_path.read_text())
+    except (OSError, ValueError):  # the launcher itself died
+        usage = {"returncode": proc.returncode, "peak_kib": float("nan"), "cpu_s": float("nan")}
     # Linux reports ru_maxrss in KiB (macOS in bytes; this harness targets the Linux machine).
-    # wait4's rusage includes the grandchildren the child waited for (Dagster's log tailers), and
-    # a child's peak counts the pages it shared with its parent when it forked: the sampler's
-    # figures say whose peak it was.
-    cpu = usage.ru_utime + usage.ru_stime
-    return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024, stdout_path, stderr_path, cpu,
-                    sampler.own_peak_mb, sampler.descendant_peaks_mb)  # fmt: skip
+    # wait4's rusage includes the grandchildren the command waited for (Dagster's log tailers).
+    own = sampler.descendant_peaks_mb.pop(sampler.first_child_name, float("nan")) if sampler.first_child_name else float("nan")
+    return ChildRun(usage["returncode"], wall, usage["peak_kib"] / 1024, stdout_path, stderr_path, usage["cpu_s"],
+                    own, sampler.descendant_peaks_mb)  # fmt: skip
 
 
 def _status_kib(pid: int, field: str) -> int | None:
@@ -98,22 +112,19 @@ def _children(pid: int) -> list[int]:
 
 
 class ProcessTreeSampler:
-    """Samples, every `interval_s` until stopped, the high-water mark (VmHWM) of a process and of
-    every descendant alive at a sample, so a peak that `wait4` reports can be put on the process
-    that had it. VmHWM only grows, so the last sample is the peak up to `interval_s` before exit."""
+    """Samples, every `interval_s` until stopped, the high-water mark (VmHWM) of every descendant
+    of a process (the launcher: the command, and what the command starts) alive at a sample, by
+    command line, so a peak that `wait4` reports can be put on the process that had it. VmHWM
+    only grows, so the last sample is the peak up to `interval_s` before the process ended."""
 
     def __init__(self, pid: int, interval_s: float = 0.25) -> None:
         import threading
 
         self.pid, self.interval_s = pid, interval_s
-        self._own_kib = 0
         self.descendant_peaks_mb: dict[str, float] = {}
+        self.first_child_name: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def own_peak_mb(self) -> float:
-        return self._own_kib / 1024 if self._own_kib else float("nan")
 
     def start(self) -> None:
         self._thread.start()
@@ -124,8 +135,8 @@ class ProcessTreeSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._own_kib = max(self._own_kib, _status_kib(self.pid, "VmHWM") or 0)
             stack = _children(self.pid)
+            direct = set(stack)
             while stack:
                 kid = stack.pop()
                 stack += _children(kid)
@@ -137,6 +148,8 @@ class ProcessTreeSampler:
                 except OSError:
                     continue
                 name = name or f"pid {kid}"
+                if self.first_child_name is None and kid in direct:
+                    self.first_child_name = name
                 self.descendant_peaks_mb[name] = max(self.descendant_peaks_mb.get(name, 0.0), peak / 1024)
             self._stop.wait(self.interval_s)
 

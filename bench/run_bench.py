@@ -582,7 +582,7 @@ def long_backfill(ctx: Context) -> Result:
         load_text = f"; other processes {load['others_cores']:.2f} cores during it" if load else ""
         rows += [
             (f"**{label}**: `ev-awareness run`", f"{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, CPU {r['cpu_s']:.1f} s{load_text}"),
-            (f"{label}: **peak RSS**", f"**{r['peak_mb']:,.0f} MB** by `wait4` (goal ≤ 1,536 MB for a year of 20,000 meters)"),
+            (f"{label}: **peak RSS**", f"**{r['peak_mb']:,.0f} MB** (`wait4` from bench/launch.py; goal ≤ 1,536 MB for a year of 20,000 meters)"),
             (f"{label}: peak RSS by process (VmHWM sampled every 0.25 s)", peaks_text(r)),
             (f"{label}: runs", ", ".join(f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs"))),
             (f"{label}: inside steps", ", ".join(f"{k} {v:.1f} s" for k, v in r["step_s"].items())),

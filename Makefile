@@ -37,6 +37,8 @@ clean:
 	rm -rf data/landing data/warehouse .dagster_home
 
 # Benchmarks (bench/run_bench.py, BENCHMARKS.md): a Markdown report on stdout, figures in bench/results.json.
+# `make bench` measures every throughput goal at its own size (about an hour on 2 cores);
+# `make bench-quick` is the small smoke run CI can afford (under 2 minutes).
 .PHONY: bench bench-quick
 bench: setup
 	$(UV) run python bench/run_bench.py

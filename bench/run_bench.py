@@ -99,6 +99,7 @@ class Context:
     months: dict[tuple[int, int], Month] = field(default_factory=dict)
     pipelines: tuple[str, ...] | None = None  # ceiling_vs_pipeline: these variants only (default: all)
     profile_pipeline: str = "sqlite"  # --profile: the variant profiled
+    keep_history: bool = False  # batch_cost_vs_history: keep the history warehouses (to try changes on them)
 
 
 @dataclass
@@ -844,6 +845,7 @@ def batch_cost_vs_history(ctx: Context) -> Result:
     for backend in backends(ctx):
         made: list[FreshWarehouse] = []
         loaded = functools.partial(_with_reference, backend, run_dir / backend, frames, made)
+        built = None
         try:
             scratch = loaded("scratch")
             tmpl_events, tmpl_sessions = template(scratch.url, template_files)
@@ -855,7 +857,8 @@ def batch_cost_vs_history(ctx: Context) -> Result:
             scans = full_scans(full.url, frames, run_dir / "batch_c", s) if backend == "sqlite" else []
         finally:
             for wh in made:
-                wh.drop()
+                if not (ctx.keep_history and wh is made[-1] and built):
+                    wh.drop()
         low = min(empty, key=lambda r: r["us_per_msg"])
         high = min(hist, key=lambda r: r["us_per_msg"])
         growth = high["us_per_msg"] / low["us_per_msg"]
@@ -868,6 +871,8 @@ def batch_cost_vs_history(ctx: Context) -> Result:
             (f"{backend}: same batch, with that history (best of 2)", _batch_text(high)),
             (f"{backend}: per-message cost, history / empty", f"**{growth:.2f}x** (goal ≤ 1.5x at 10 M sessions)"),
         ]  # fmt: skip
+        if ctx.keep_history:
+            notes.append(f"{backend}: the history warehouse is kept: {made[-1].url}")
         if backend == "sqlite":
             rows.append(("sqlite: full scans of growing tables per batch (query plans)", str(len(scans))))
             notes += [f"Query plan: `{scan}`" for scan in scans]
@@ -1027,6 +1032,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), metavar="VARIANT",
                         help=f"ceiling_vs_pipeline: only these pipeline variants (default: all); year_backfill and long_range: these (default: sqlite): {', '.join(PIPELINES)}")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default: bench/results.json)")
+    parser.add_argument("--keep-history", action="store_true",
+                        help="batch_cost_vs_history: keep the history warehouses (data/bench/..., or a PostgreSQL database the report names)")  # fmt: skip
     # Smaller backfills than the goals' (e.g. to try a change), with --results elsewhere.
     parser.add_argument("--backfill-meters", type=int, help="year_backfill: meters of the utility (default 20,000)")
     parser.add_argument("--backfill-days", type=int, help="year_backfill: days of the feed (default 365)")
@@ -1063,7 +1070,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.history_budget is not None:
         sizes = dataclasses.replace(sizes, history_budget_s=args.history_budget)
     ctx = Context(sizes, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}),
-                  pipelines=tuple(args.pipelines) if args.pipelines else None, profile_pipeline=args.profile_pipeline)  # fmt: skip
+                  pipelines=tuple(args.pipelines) if args.pipelines else None, profile_pipeline=args.profile_pipeline,
+                  keep_history=args.keep_history)  # fmt: skip
     DATA.mkdir(parents=True, exist_ok=True)
     machine = measure.machine_info()
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -587,6 +587,9 @@ def backfill(ctx: Context, name: str, meters: int, days: int) -> Result:
     """A long backfill through `ev-awareness run` from a fresh warehouse, on SQLite (or on the
     --pipelines variants): its peak RSS, and all its daily-load runs against its ingest steps."""
     month = prepare_month(ctx, meters, days)
+    # Each scenario is the size of one goal: the other figure is shown, not judged.
+    memory_goal = "; goal ≤ 1,536 MB for this year of 20,000 meters" if name == "year_backfill" else ""
+    range_goal = " (goal ≤ 2x for these three years of 2,000 meters)" if name == "long_range" else ""
     rows = [("feed", f"{meters:,} meters, {days} days: {month.messages:,} messages, {month.files:,} files")]
     metrics: dict[str, Any] = {}
     for variant in pipelines(ctx) if ctx.pipelines else ["sqlite"]:
@@ -602,12 +605,12 @@ def backfill(ctx: Context, name: str, meters: int, days: int) -> Result:
         load_text = f"; other processes {load['others_cores']:.2f} cores during it" if load else ""
         rows += [
             (f"**{label}**: `ev-awareness run`", f"{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, CPU {r['cpu_s']:.1f} s{load_text}"),
-            (f"{label}: **peak RSS**", f"**{r['peak_mb']:,.0f} MB** (`wait4` from bench/launch.py; goal ≤ 1,536 MB for a year of 20,000 meters)"),
+            (f"{label}: **peak RSS**", f"**{r['peak_mb']:,.0f} MB** (`wait4` from bench/launch.py{memory_goal})"),
             (f"{label}: peak RSS by process (VmHWM sampled every 0.25 s)", peaks_text(r)),
             (f"{label}: runs", ", ".join(f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs"))),
             (f"{label}: inside steps", ", ".join(f"{k} {v:.1f} s" for k, v in r["step_s"].items())),
             (f"{label}: **daily load** (all its runs) / **ingest** steps (events + sessions)",
-             f"{load_s:.1f} s / {ingest_s:.1f} s = **{r['load_over_ingest']:.2f}x** (goal ≤ 2x for three years of 2,000 meters)"),
+             f"{load_s:.1f} s / {ingest_s:.1f} s = **{r['load_over_ingest']:.2f}x**{range_goal}"),
             (f"{label}: sessions complete / simulated", f"{r['sessions_complete']:,} / {r['sessions_simulated']:,}"),
         ]  # fmt: skip
     # results.json keeps the SQLite figures where earlier harness versions put them.

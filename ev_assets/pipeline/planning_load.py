@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import polars as pl
 import sqlalchemy as sa
@@ -95,18 +95,13 @@ def update_daily_load(
     daily: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
     tops: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
     busiest: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
-    s = warehouse.table(EV_CHARGING_SESSIONS).c
-    lookback = timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))
+    lookback = load_lookback(settings)
     # Read and write in one transaction: a session committed meanwhile waits for it, and the days
     # it queues stay queued (they are deleted here only together with the load computed from them).
     with warehouse.transaction() as conn:
         # The range's sessions are read once (a month of 20,000 meters: 50,000 rows); what takes
         # memory is their 15-minute intervals, made a chunk at a time.
-        complete = warehouse.read(
-            EV_CHARGING_SESSIONS,
-            sa.and_(s.status == "complete", s.event_date.between(first_day - lookback, last_day)),
-            conn=conn,
-        )
+        complete = complete_sessions_for_days(warehouse, conn, settings, first_day, last_day)
         for chunk_first, chunk_last in day_chunks(first_day, last_day, chunk_days):
             overlapping = complete.filter(pl.col("event_date").is_between(chunk_first - lookback, chunk_last))
             frames, profiles = _compute_days(warehouse, conn, settings, overlapping, chunk_first, chunk_last, now)
@@ -127,6 +122,36 @@ def update_daily_load(
         report.top_intervals[level] = _top_intervals(level, pl.concat(tops[level]))
         report.busiest_profiles[level] = _busiest_day_profile(level, report.frames[level], pl.concat(busiest[level]))
     return report
+
+
+def load_lookback(settings: PipelineSettings) -> timedelta:
+    """How many days before a day a session that charges on it can start: the longest session."""
+    return timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))
+
+
+def complete_sessions_for_days(
+    warehouse: Warehouse, conn: sa.Connection, settings: PipelineSettings, first_day: date, last_day: date
+) -> pl.DataFrame:
+    """The complete sessions that can charge on local days first..last: those whose local start
+    date (event_date) lies from the longest session before first_day up to last_day.
+
+    The same days as a range of start_time (UTC, a day wider on each side: any time zone's local
+    day lies within it) let the (status, start_time) index seek to them; on status alone it
+    would read every complete session ever stored."""
+    s = warehouse.table(EV_CHARGING_SESSIONS).c
+    first = first_day - load_lookback(settings)
+    earliest = datetime.combine(first - timedelta(days=1), time.min, tzinfo=UTC)
+    latest = datetime.combine(last_day + timedelta(days=2), time.min, tzinfo=UTC)
+    return warehouse.read(
+        EV_CHARGING_SESSIONS,
+        sa.and_(
+            s.status == "complete",
+            s.start_time >= earliest,
+            s.start_time < latest,
+            s.event_date.between(first, last_day),
+        ),
+        conn=conn,
+    )
 
 
 def _compute_days(

@@ -123,7 +123,7 @@ def planning_pictures(level: str, daily: pl.DataFrame, busiest_profile: pl.DataF
     if daily.is_empty():
         return {}
     key = LOAD_SPECS[level].primary_key[0]
-    top = daily.sort(["peak_kw", key, "load_date"], descending=[True, False, False]).head(TOP_ROWS).select(_TOP_COLUMNS[level])
+    top = pipeline.by_peak(daily, key).head(TOP_ROWS).select(_TOP_COLUMNS[level])
     out = {"top_rows": dg.MetadataValue.md(markdown_table(top.with_columns(pl.col(pl.Float64).round(3))))}
     if busiest_profile.height:
         asset, day, peak = busiest_profile[key][0], busiest_profile["load_date"][0], busiest_profile["kw"].max()

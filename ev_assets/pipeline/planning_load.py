@@ -95,7 +95,6 @@ def update_daily_load(
     daily: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
     tops: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
     busiest: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
-    lookback = load_lookback(settings)
     # Read and write in one transaction: a session committed meanwhile waits for it, and the days
     # it queues stay queued (they are deleted here only together with the load computed from them).
     with warehouse.transaction() as conn:
@@ -103,7 +102,7 @@ def update_daily_load(
         # memory is their 15-minute intervals, made a chunk at a time.
         complete = complete_sessions_for_days(warehouse, conn, settings, first_day, last_day)
         for chunk_first, chunk_last in day_chunks(first_day, last_day, chunk_days):
-            overlapping = complete.filter(pl.col("event_date").is_between(chunk_first - lookback, chunk_last))
+            overlapping = complete.filter(pl.col("event_date").is_between(*start_dates(settings, chunk_first, chunk_last)))
             frames, profiles = _compute_days(warehouse, conn, settings, overlapping, chunk_first, chunk_last, now)
             for level, spec in DAILY_LOAD_TABLES.items():
                 warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(chunk_first, chunk_last))
@@ -124,9 +123,10 @@ def update_daily_load(
     return report
 
 
-def load_lookback(settings: PipelineSettings) -> timedelta:
-    """How many days before a day a session that charges on it can start: the longest session."""
-    return timedelta(days=math.ceil(settings.max_session / timedelta(days=1)))
+def start_dates(settings: PipelineSettings, first_day: date, last_day: date) -> tuple[date, date]:
+    """The local start dates (event_date) of the sessions that can charge on days first..last: from
+    the longest session before first_day up to last_day."""
+    return first_day - timedelta(days=math.ceil(settings.max_session / timedelta(days=1))), last_day
 
 
 def complete_sessions_for_days(
@@ -139,7 +139,7 @@ def complete_sessions_for_days(
     day lies within it) let the (status, start_time) index seek to them; on status alone it
     would read every complete session ever stored."""
     s = warehouse.table(EV_CHARGING_SESSIONS).c
-    first = first_day - load_lookback(settings)
+    first, last_day = start_dates(settings, first_day, last_day)
     earliest = datetime.combine(first - timedelta(days=1), time.min, tzinfo=UTC)
     latest = datetime.combine(last_day + timedelta(days=2), time.min, tzinfo=UTC)
     return warehouse.read(
@@ -209,6 +209,12 @@ def _compute_days(
     return frames, profiles
 
 
+def by_peak(daily: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Daily rows from the highest peak_kw down (ties by key, then date: the same order however
+    the range was chunked)."""
+    return daily.sort(["peak_kw", key, "load_date"], descending=[True, False, False])
+
+
 def _top_intervals(level: str, profile: pl.DataFrame) -> pl.DataFrame:
     """The TOP_INTERVALS largest kw of a profile (ties by key, then time: chunking changes nothing)."""
     key = INTERVAL_LOAD_TABLES[level].primary_key[0]
@@ -221,7 +227,7 @@ def _busiest_day_profile(level: str, daily: pl.DataFrame, profile: pl.DataFrame)
     key = DAILY_LOAD_TABLES[level].primary_key[0]
     if daily.is_empty() or not daily["peak_kw"].max():
         return profile.clear()
-    top = daily.sort(["peak_kw", key, "load_date"], descending=[True, False, False]).row(0, named=True)
+    top = by_peak(daily, key).row(0, named=True)
     return profile.filter((pl.col(key) == top[key]) & (pl.col("load_date") == top["load_date"]))
 
 

@@ -268,7 +268,7 @@ def assert_sqlite_seeks(wh, statements) -> None:
     assert {edge_seek.format("<"), edge_seek.format(">")} <= details
     assert {
         "SEARCH ev_charging_sessions USING INDEX ix_ev_charging_sessions_meter_id_start_time (meter_id=? AND start_time>? AND start_time<?)",
-        "SEARCH ev_charging_sessions USING INDEX ix_ev_charging_sessions_meter_id_end_time (meter_id=? AND end_time>? AND end_time<?)",
+        "SEARCH ev_charging_sessions USING INDEX ix_ev_charging_sessions_end_only_meter_id_end_time (meter_id=? AND end_time>? AND end_time<?)",
     } <= details
 
 

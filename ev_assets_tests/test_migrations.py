@@ -185,6 +185,11 @@ def test_messages_hide_passwords():
     assert "secret" not in migrate.display_url("postgresql+psycopg://ev:secret@db.example/ev")
 
 
+def _sql_words(sql: str) -> str:
+    """A predicate as comparable text: PostgreSQL gives it back parenthesised and in its own case."""
+    return " ".join(sql.replace("(", " ").replace(")", " ").lower().split())
+
+
 def test_the_declarations_and_the_migrations_agree(warehouse_url):
     """tables.py is what the code reads and writes; the migrations are what databases have. When
     they differ, a developer changed tables.py without writing a migration."""
@@ -210,9 +215,15 @@ def test_the_declarations_and_the_migrations_agree(warehouse_url):
                     assert columns[col.name]["nullable"] == nullable, f"{hint}: {spec.name}.{col.name} nullability"
                 pk = inspector.get_pk_constraint(spec.name)["constrained_columns"]
                 assert tuple(pk) == spec.primary_key, f"{hint}: {spec.name} primary key"
-                indexes = {i["name"] for i in inspector.get_indexes(spec.name)}
-                wanted = {f"ix_{spec.name}_{'_'.join(cols)}" for cols in spec.indexes}
-                assert indexes == wanted, f"{hint}: {spec.name} indexes"
+                indexes = {i["name"]: i for i in inspector.get_indexes(spec.name)}
+                assert set(indexes) == spec.index_names, f"{hint}: {spec.name} indexes"
+                for partial in spec.partial_indexes:
+                    found = indexes[f"ix_{spec.name}_{partial.label}_{'_'.join(partial.columns)}"]
+                    assert tuple(found["column_names"]) == partial.columns, f"{hint}: {spec.name} {partial.label} index"
+                    where = found.get("dialect_options", {}).get(f"{conn.dialect.name}_where")
+                    assert where is not None and _sql_words(str(where)) == _sql_words(partial.where), (
+                        f"{hint}: {spec.name} {partial.label} index covers other rows ({where})"
+                    )
             # everything else too (types, and comments where the database keeps them)
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, migrate.target_metadata()) == [], hint

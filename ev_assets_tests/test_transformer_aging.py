@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
-from polars.testing import assert_frame_equal
 import pytest
+from polars.testing import assert_frame_equal
 
 from ev_assets.core import transformer_aging as ta
 

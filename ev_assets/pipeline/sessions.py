@@ -128,17 +128,17 @@ def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow,
     (their start; their end when they have no start), and those the edge events anchor.
 
     Three reads, each an index seek per meter or per id, so the cost follows the window, not the
-    meters' history: starts on (meter_id, start_time), ends on (meter_id, end_time), edge sessions
-    on the primary key. One predicate `meter_id IN (...) AND (start BETWEEN ... OR ... OR
+    meters' history: starts on (meter_id, start_time), end_only sessions on the partial index of
+    those by (meter_id, end_time), edge sessions on the primary key. One predicate `meter_id IN (...) AND (start BETWEEN ... OR ... OR
     session_id IN ...)` can only seek on meter_id in PostgreSQL, which then reads every session
     the meters ever had."""
     s = warehouse.table(EV_CHARGING_SESSIONS).c
-    # The null test inside a CASE, where no index can serve it: a seek on (meter_id, start_time IS
-    # NULL) would read every end_only session the meter ever had; the end_time range reads the window.
-    no_start = sa.case((s.start_time.is_(None), 1), else_=0) == 1
+    end_only = sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to))
     branches = (
         ("meter_id", window.meter_ids, s.start_time.between(window.write_from, window.write_to)),
-        ("meter_id", window.meter_ids, sa.and_(s.end_time.between(window.write_from, window.write_to), no_start)),
+        # `start_time IS NULL` as the partial index of end_only sessions states it: a planner uses
+        # a partial index only where the query implies the index's predicate.
+        ("meter_id", window.meter_ids, end_only),
         ("session_id", edge_ids, None),
     )
     frames = [

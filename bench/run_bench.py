@@ -43,6 +43,7 @@ sys.path.insert(0, str(BENCH_DIR))  # bench/ helpers, whatever the working direc
 
 import feedgen  # noqa: E402
 import measure  # noqa: E402
+import pages  # noqa: E402
 
 # --- sizes -----------------------------------------------------------------------------------
 
@@ -869,6 +870,9 @@ def batch_cost_vs_history(ctx: Context) -> Result:
             built = build_history(full.url, tmpl_events, tmpl_sessions, s.history_sessions, s.history_budget_s)
             hist = [run_batch(full.url, f"bench-{k}", paths) for k, paths in (("a", batch_a), ("b", batch_b))]
             scans = full_scans(full.url, frames, run_dir / "batch_c", s) if backend == "sqlite" else []
+            if backend == "sqlite":  # one more batch each side, untimed: the pages it dirties, per index
+                batch_d = batch_files(frames, run_dir / "batch_d", s.history_batch, s.seed + 4, feedgen.BASE + timedelta(days=40))
+                dirtied = {side: batch_pages(made[k].url, batch_d) for side, k in (("empty", 1), ("history", -1))}
         finally:
             for wh in made:
                 if not (ctx.keep_history and wh is made[-1] and built):
@@ -878,6 +882,10 @@ def batch_cost_vs_history(ctx: Context) -> Result:
         growth = high["us_per_msg"] / low["us_per_msg"]
         metrics[backend] = {"history": built, "empty": empty, "with_history": hist, "per_msg_growth": growth,
                             "full_scans": scans}  # fmt: skip
+        if backend == "sqlite":
+            metrics[backend]["pages_dirtied"] = dirtied
+            rows.append(("sqlite: pages one batch dirties, empty → history (WAL frames per b-tree, `bench/pages.py`)",
+                         _pages_text(dirtied)))  # fmt: skip
         rows += [
             (f"**{backend}**: history built", f"{built['sessions']:,} sessions + {built['events']:,} events "
              f"({built['copies']} ledgered batches) in {built['build_s']:.0f} s"),
@@ -907,6 +915,33 @@ def _with_reference(backend: str, folder: Path, frames: dict, made: list, name: 
     pipeline.load_reference(wh, frames, pipeline.PipelineSettings(), now=feedgen.CONTRACT_NOW)
     wh.dispose()
     return fresh
+
+
+def batch_pages(url: str, paths: list[Path]) -> dict[str, int]:
+    """The pages one batch (ingest and pairing) dirties on a SQLite warehouse, per table or index."""
+    import sqlalchemy as sa
+
+    from ev_assets import pipeline
+    from ev_assets.warehouse.store import Warehouse
+
+    wh = Warehouse(url)
+    now, settings = feedgen.CONTRACT_NOW, pipeline.PipelineSettings()
+
+    def batch() -> None:
+        pipeline.ingest_batch(wh, "bench-pages", paths, settings, now=now)
+        pipeline.pair_pending_batches(wh, settings, now=now)
+
+    try:
+        return pages.dirtied_pages(Path(sa.engine.make_url(url).database), wh.engine, batch)
+    finally:
+        wh.dispose()
+
+
+def _pages_text(found: dict[str, dict[str, int]]) -> str:
+    empty, history = found["empty"], found["history"]
+    top = sorted(history, key=history.get, reverse=True)[:6]
+    parts = [f"`{name}` {empty.get(name, 0):,} → {history[name]:,}" for name in top]
+    return f"**{sum(empty.values()):,} → {sum(history.values()):,} pages**; " + ", ".join(parts)
 
 
 def _batch_text(r: dict) -> str:

@@ -282,7 +282,7 @@ EV_CHARGING_EVENTS = TableSpec(
         "the reference data as of the message date."
     ),
     columns=(
-        Col("message_id", pl.String(), "Deterministic id of the message: hash of meter, type and message time.", nullable=False),
+        Col("message_id", pl.String(), "Deterministic id of the message, readable and the same on every channel and replay: meter_id|message_type|message_time (UTC, ISO 8601 with six fractional digits, truncated to the millisecond), e.g. `M1|start|2024-06-03T18:00:00.000000Z`.", nullable=False),
         Col("message_type", pl.String(), "start or end.", nullable=False, checks=(pa.Check.isin(["start", "end"]),)),
         Col("meter_id", pl.String(), "MeterID as reported.", nullable=False),
         Col("meter_number", pl.String(), "MeterNumber as reported."),
@@ -331,7 +331,7 @@ EV_CHARGING_SESSIONS = TableSpec(
         "sessions count in the load."
     ),
     columns=(
-        Col("session_id", pl.String(), "Deterministic id: hash of meter and start time (end time for end_only).", nullable=False),
+        Col("session_id", pl.String(), "Deterministic id, readable and the same on every replay: meter_id|start_time (UTC, ISO 8601 with six fractional digits), or meter_id|end|end_time for end_only, e.g. `M1|2024-06-03T18:00:00.000000Z`.", nullable=False),
         Col("meter_id", pl.String(), "MeterID.", nullable=False),
         *_ATTRIBUTION,
         Col("status", pl.String(), "complete, start_only, timed_out or end_only (see the table's description).", nullable=False, checks=(pa.Check.isin(["complete", "start_only", "timed_out", "end_only"]),)),

@@ -76,7 +76,7 @@ def old_replaced_sessions(warehouse, conn, window: pairing.PairingWindow, edge_i
         *([s.session_id.in_(edge_ids)] if edge_ids else []),
     )
     return warehouse.read_in(
-        EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn, columns=sessions._SESSION_CONTENT
+        EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, anchored, conn=conn, columns=sessions._STORED_CONTENT
     )
 
 
@@ -172,7 +172,9 @@ def test_pairing_on_history_equals_a_rebuild(feed):
     feed.send(history(range(1, 30)), paired_at=at(1))
     feed.send(BEFORE_BATCH, paired_at=at(9))
     report = feed.send(BATCH, paired_at=at(20))[1]
-    assert report.sessions_replaced == 4
+    # M1's and M4's open starts and M2's end_only change; M3's end_only in the window (June 11)
+    # re-pairs the same and is left as it is.
+    assert report.sessions_replaced == 3
     incremental = feed.sessions().drop("updated_at")
     pipeline.rebuild_sessions(wh, feed.settings, now=at(20))
     assert feed.sessions().drop("updated_at").equals(incremental)
@@ -450,3 +452,31 @@ def test_the_daily_load_reads_its_days_sessions_whatever_the_history(feed):
     with wh.engine.connect() as conn:
         assert read(conn).sort("session_id").equals(expected)  # old history charges on none of the days
     assert large <= small * 1.1 + 100, (small, large)
+
+
+def test_a_batch_rewrites_only_the_sessions_it_changes(feed):
+    """A window holds the meter's stored sessions of the last max_session too; re-paired unchanged,
+    they are not deleted and written again (which would cost each a write in every index, bloat
+    PostgreSQL with dead rows and move their updated_at though nothing changed)."""
+    # M1 charged on June 1 evening (complete); M2 started on June 1 and is still open.
+    feed.send([start("M1", at(1, 18), 7000), end("M1", at(1, 20), 14000, 2), start("M2", at(1, 19), 7000)], paired_at=at(1, 21))
+    # June 2 morning (within max_session, 48 h, of both): M1 starts again, M2's end arrives.
+    _, report = feed.send([start("M1", at(2, 7), 7000), end("M2", at(2, 9), 14000, 14)], paired_at=at(2, 10))
+    rows = feed.sessions().select("session_id", "status", "updated_at").rows()
+    assert rows == [
+        ("M1|2024-06-01T18:00:00.000000Z", "complete", at(1, 21)),  # unchanged: not rewritten
+        ("M1|2024-06-02T07:00:00.000000Z", "start_only", at(2, 10)),  # new
+        ("M2|2024-06-01T19:00:00.000000Z", "complete", at(2, 10)),  # changed: start_only -> complete
+    ]
+    assert (report.sessions_written, report.sessions_replaced) == (2, 1)
+    assert report.written["session_id"].to_list() == ["M1|2024-06-02T07:00:00.000000Z", "M2|2024-06-01T19:00:00.000000Z"]
+    # Only the days of changed sessions are queued for their load: June 2 (M1's new start) and
+    # June 1 to 2 (M2's session); M1's June 1 session alone would not have queued June 1.
+    assert [d.isoformat() for d in report.touched_dates] == ["2024-06-01", "2024-06-02"]
+
+    # The same batch again, and a rebuild: nothing changes, nothing is written.
+    _, again = feed.send([start("M1", at(2, 7), 7000), end("M2", at(2, 9), 14000, 14)], paired_at=at(2, 11))
+    assert (again.sessions_written, again.sessions_replaced) == (0, 0)
+    rebuilt = pipeline.rebuild_sessions(feed.warehouse, feed.settings, now=at(2, 12))
+    assert (rebuilt.sessions_written, rebuilt.sessions_replaced, rebuilt.touched_dates) == (0, 0, [])
+    assert feed.sessions().select("session_id", "status", "updated_at").rows() == rows

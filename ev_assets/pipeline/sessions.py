@@ -105,12 +105,9 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
     fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window, edge_ids))
 
     previous = replaced_sessions(warehouse, conn, window, edge_ids)
-    # By primary key, the very rows just read: this transaction holds the write lock, so they are
-    # still exactly the sessions the window replaces.
-    replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "session_id", previous["session_id"])
-    written = warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
+    replaced, written = _write_changed(warehouse, conn, previous, fresh)
     return SessionsReport(
-        sessions_written=written,
+        sessions_written=written.height,
         sessions_replaced=replaced,
         statuses=dict(Counter(fresh["status"].to_list())),
         touched_dates=load_dates_of(_changed(previous, fresh), settings.timezone),
@@ -118,13 +115,31 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
             fresh.filter(pl.col("end_message_id").is_in(changed["message_id"].implode())),
             settings.bounds.duration_unit_seconds,
         ),
-        written=fresh,
+        written=written,
     )
 
 
+def _write_changed(warehouse: Warehouse, conn, previous: pl.DataFrame, fresh: pl.DataFrame) -> tuple[int, pl.DataFrame]:
+    """Replace the stored sessions `previous` with `fresh`, writing only what differs: a stored
+    session that re-pairs to the same row (updated_at aside) stays as it is. A window holds each
+    meter's sessions of the last max_session too, mostly unchanged; rewriting them cost a write
+    in every index of the table, a dead row each in PostgreSQL, and an updated_at that said they
+    changed when they had not. Returns (sessions deleted, rows written).
+
+    Deleted by primary key, the very rows just read: the caller's transaction holds the write
+    lock, so they are still exactly the sessions it replaces."""
+    same = fresh.select(_STORED_CONTENT).join(previous.select(_STORED_CONTENT), on=list(_STORED_CONTENT), how="semi", nulls_equal=True)
+    unchanged = same["session_id"].implode()
+    stale = previous.filter(~pl.col("session_id").is_in(unchanged))["session_id"]
+    written = fresh.filter(~pl.col("session_id").is_in(unchanged))
+    replaced = warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "session_id", stale)
+    warehouse.insert(conn, EV_CHARGING_SESSIONS, written)
+    return replaced, written
+
+
 def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow, edge_ids: list[str]) -> pl.DataFrame:
-    """The stored sessions a re-pairing of the window replaces, as the columns _changed compares
-    (session_id among them): those of the window's meters anchored in [write_from, write_to]
+    """The stored sessions a re-pairing of the window replaces, every column but updated_at (what
+    _write_changed compares): those of the window's meters anchored in [write_from, write_to]
     (their start; their end when they have no start), and those the edge events anchor.
 
     Three reads, each an index seek per meter or per id, so the cost follows the window, not the
@@ -142,7 +157,7 @@ def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow,
         ("session_id", edge_ids, None),
     )
     frames = [
-        warehouse.read_in(EV_CHARGING_SESSIONS, column, values, where, conn=conn, columns=_SESSION_CONTENT)
+        warehouse.read_in(EV_CHARGING_SESSIONS, column, values, where, conn=conn, columns=_STORED_CONTENT)
         for column, values, where in branches
     ]
     return pl.concat(frames).unique("session_id", keep="first", maintain_order=True)
@@ -263,9 +278,10 @@ def _repair_meters(
     transaction), queue the days whose load changed, and add the counts to `total`."""
     events_ = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", meters, conn=conn)
     fresh = EV_CHARGING_SESSIONS.conform(pair(events_, settings, now))
-    previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", meters, conn=conn, columns=_SESSION_CONTENT)
-    total.sessions_replaced += warehouse.delete_in(conn, EV_CHARGING_SESSIONS, "meter_id", meters)
-    total.sessions_written += warehouse.insert(conn, EV_CHARGING_SESSIONS, fresh)
+    previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", meters, conn=conn, columns=_STORED_CONTENT)
+    replaced, written = _write_changed(warehouse, conn, previous, fresh)
+    total.sessions_replaced += replaced
+    total.sessions_written += written.height
     touched = load_dates_of(_changed(previous, fresh), settings.timezone)
     queue_load_days(warehouse, conn, touched, now)
     total.touched_dates = sorted(set(total.touched_dates) | set(touched))
@@ -280,9 +296,12 @@ def queue_load_days(warehouse: Warehouse, conn, days: list[date], now: datetime)
     warehouse.insert(conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": days, "queued_at": now}))
 
 
+# What a session's part in the daily load depends on: _changed compares these to queue load days.
 _SESSION_CONTENT = (
     "session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id", "quality_flags",
 )
+# What makes a stored session the same as a re-paired one: every column but updated_at.
+_STORED_CONTENT = tuple(c for c in EV_CHARGING_SESSIONS.column_names if c != "updated_at")
 
 
 def _changed(previous: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:

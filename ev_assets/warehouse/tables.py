@@ -353,7 +353,7 @@ EV_CHARGING_SESSIONS = TableSpec(
             + " A flagged session counts in the daily load's flagged_energy_kwh, not in peak_kw or energy_kwh.",
         ),
         Col("quality_reasons", pl.String(), "JSON list of sentences, one per flag, with the figures that failed; null when trusted."),
-        Col("updated_at", UTC_DATETIME, "When the pipeline last wrote this session.", nullable=False),
+        Col("updated_at", UTC_DATETIME, "When the session last changed: a re-pairing that finds a stored session the same (this column aside) leaves it as it is.", nullable=False),
     ),
     primary_key=("session_id",),
     # (meter_id, start_time): the pairing window's lookups (and a meter's sessions);

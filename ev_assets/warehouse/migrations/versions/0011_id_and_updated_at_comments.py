@@ -1,4 +1,4 @@
-"""ev_charging_events.message_id and ev_charging_sessions.session_id: describe the ids as they are
+"""ev_charging_events.message_id, ev_charging_sessions.session_id and .updated_at: say what they are
 
 Revision ID: 0011
 Revises: 0010
@@ -6,7 +6,9 @@ Create Date: 2026-12-05
 
 Both comments said "hash of meter, ...", but the ids have always been readable text
 (meter|type|time and meter|start time): a consumer reading the catalog could not know it can parse
-them, or that a meter's ids sort together. Only the comments change; SQLite keeps no comments.
+them, or that a meter's ids sort together. And a session's updated_at now moves only when the
+session changes (the sessions step no longer rewrites the sessions of its window that re-pair the
+same). Only the comments change; SQLite keeps no comments.
 
 Write the operations out explicitly: a migration is a frozen step, it must not read
 ev_assets.warehouse.tables (the declarations move on).
@@ -38,6 +40,13 @@ _COMMENTS = (
         "Deterministic id, readable and the same on every replay: meter_id|start_time (UTC, ISO 8601 with six "
         "fractional digits), or meter_id|end|end_time for end_only, e.g. `M1|2024-06-03T18:00:00.000000Z`.",
     ),
+    (
+        "ev_charging_sessions",
+        "updated_at",
+        "When the pipeline last wrote this session.",
+        "When the session last changed: a re-pairing that finds a stored session the same (this column aside) "
+        "leaves it as it is.",
+    ),
 )
 
 
@@ -46,9 +55,8 @@ def _set_comments(upgrading: bool) -> None:
         return
     for table, column, old, new in _COMMENTS:
         comment, existing = (new, old) if upgrading else (old, new)
-        op.alter_column(
-            table, column, comment=comment, existing_comment=existing, existing_type=sa.Text(), existing_nullable=False
-        )
+        kind = sa.DateTime(timezone=True) if column == "updated_at" else sa.Text()
+        op.alter_column(table, column, comment=comment, existing_comment=existing, existing_type=kind, existing_nullable=False)
 
 
 def upgrade() -> None:

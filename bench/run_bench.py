@@ -44,6 +44,7 @@ sys.path.insert(0, str(BENCH_DIR))  # bench/ helpers, whatever the working direc
 import feedgen  # noqa: E402
 import measure  # noqa: E402
 import pages  # noqa: E402
+import statements  # noqa: E402
 
 # --- sizes -----------------------------------------------------------------------------------
 
@@ -874,7 +875,10 @@ def batch_cost_vs_history(ctx: Context) -> Result:
             built = build_history(full.url, tmpl_events, tmpl_sessions, s.history_sessions, s.history_budget_s)
             hist = [run_batch(full.url, f"bench-{k}", paths) for k, paths in enumerate(batches)]
             scans = full_scans(full.url, frames, run_dir / "batch_c", s) if backend == "sqlite" else []
-            if backend == "sqlite":  # one more batch each side, untimed: the pages it dirties, per index
+            # One more batch each side, apart from the timed ones: where its time goes per statement.
+            batch_e = batch_files(frames, run_dir / "batch_e", s.history_batch, s.seed + 5, feedgen.BASE + timedelta(days=70))
+            spent = {side: batch_statements(made[k].url, batch_e) for side, k in (("empty", 1), ("history", -1))}
+            if backend == "sqlite":  # and one more each side, untimed: the pages it dirties, per index
                 batch_d = batch_files(frames, run_dir / "batch_d", s.history_batch, s.seed + 4, feedgen.BASE + timedelta(days=60))
                 dirtied = {side: batch_pages(made[k].url, batch_d) for side, k in (("empty", 1), ("history", -1))}
         finally:
@@ -884,7 +888,9 @@ def batch_cost_vs_history(ctx: Context) -> Result:
         low, high = _median_batch(empty), _median_batch(hist)
         growth = high["us_per_msg"] / low["us_per_msg"]
         metrics[backend] = {"history": built, "empty": empty, "with_history": hist, "per_msg_growth": growth,
-                            "full_scans": scans}  # fmt: skip
+                            "full_scans": scans, "statement_seconds": spent}  # fmt: skip
+        rows.append((f"{backend}: one batch's seconds per statement, empty → history (`bench/statements.py`)",
+                     _statements_text(spent)))  # fmt: skip
         if backend == "sqlite":
             metrics[backend]["pages_dirtied"] = dirtied
             rows.append(("sqlite: pages one batch dirties, empty → history (WAL frames per b-tree, `bench/pages.py`)",
@@ -939,6 +945,33 @@ def batch_pages(url: str, paths: list[Path]) -> dict[str, int]:
         return pages.dirtied_pages(Path(sa.engine.make_url(url).database), wh.engine, batch)
     finally:
         wh.dispose()
+
+
+def batch_statements(url: str, paths: list[Path]) -> dict[str, float]:
+    """Seconds one batch (ingest and pairing) spends per kind of statement and in its commits."""
+    from ev_assets import pipeline
+    from ev_assets.warehouse.store import Warehouse
+
+    wh = Warehouse(url)
+    wh.check_schema()
+    now, settings = feedgen.CONTRACT_NOW, pipeline.PipelineSettings()
+
+    def batch() -> None:
+        pipeline.ingest_batch(wh, "bench-statements", paths, settings, now=now)
+        pipeline.pair_pending_batches(wh, settings, now=now)
+
+    try:
+        return statements.statement_times(wh.engine, batch)
+    finally:
+        wh.dispose()
+
+
+def _statements_text(found: dict[str, dict[str, float]]) -> str:
+    """The statements whose time grew most, then the commits and the whole batch."""
+    empty, history = found["empty"], found["history"]
+    growth = sorted(history, key=lambda k: history[k] - empty.get(k, 0.0), reverse=True)
+    named = [k for k in growth if not k.startswith("(")][:5] + [statements.COMMIT, statements.TOTAL]
+    return "; ".join(f"`{k}` {empty.get(k, 0.0):.2f} → {history.get(k, 0.0):.2f} s" for k in named)
 
 
 def _pages_text(found: dict[str, dict[str, int]]) -> str:

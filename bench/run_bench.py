@@ -927,10 +927,9 @@ def _with_reference(backend: str, folder: Path, frames: dict, made: list, name: 
     return fresh
 
 
-def batch_pages(url: str, paths: list[Path]) -> dict[str, int]:
-    """The pages one batch (ingest and pairing) dirties on a SQLite warehouse, per table or index."""
-    import sqlalchemy as sa
-
+def diagnose_batch(url: str, batch_id: str, paths: list[Path], diagnose: Callable[[Any, Callable[[], None]], Any]) -> Any:
+    """One batch (ingest and pairing, as an ingest run does them) on `url`, run by `diagnose(engine,
+    batch)`, which watches it (the engine is not connected yet) and returns what it saw."""
     from ev_assets import pipeline
     from ev_assets.warehouse.store import Warehouse
 
@@ -938,32 +937,26 @@ def batch_pages(url: str, paths: list[Path]) -> dict[str, int]:
     now, settings = feedgen.CONTRACT_NOW, pipeline.PipelineSettings()
 
     def batch() -> None:
-        pipeline.ingest_batch(wh, "bench-pages", paths, settings, now=now)
+        pipeline.ingest_batch(wh, batch_id, paths, settings, now=now)
         pipeline.pair_pending_batches(wh, settings, now=now)
 
     try:
-        return pages.dirtied_pages(Path(sa.engine.make_url(url).database), wh.engine, batch)
+        return diagnose(wh.engine, batch)
     finally:
         wh.dispose()
+
+
+def batch_pages(url: str, paths: list[Path]) -> dict[str, int]:
+    """The pages one batch dirties on a SQLite warehouse, per table or index."""
+    import sqlalchemy as sa
+
+    database = Path(sa.engine.make_url(url).database)
+    return diagnose_batch(url, "bench-pages", paths, lambda engine, batch: pages.dirtied_pages(database, engine, batch))
 
 
 def batch_statements(url: str, paths: list[Path]) -> dict[str, float]:
-    """Seconds one batch (ingest and pairing) spends per kind of statement and in its commits."""
-    from ev_assets import pipeline
-    from ev_assets.warehouse.store import Warehouse
-
-    wh = Warehouse(url)
-    wh.check_schema()
-    now, settings = feedgen.CONTRACT_NOW, pipeline.PipelineSettings()
-
-    def batch() -> None:
-        pipeline.ingest_batch(wh, "bench-statements", paths, settings, now=now)
-        pipeline.pair_pending_batches(wh, settings, now=now)
-
-    try:
-        return statements.statement_times(wh.engine, batch)
-    finally:
-        wh.dispose()
+    """Seconds one batch spends per kind of statement and in its commits."""
+    return diagnose_batch(url, "bench-statements", paths, statements.statement_times)
 
 
 def _statements_text(found: dict[str, dict[str, float]]) -> str:

@@ -269,7 +269,8 @@ def assert_sqlite_seeks(wh, statements) -> None:
     edge_seek = "SEARCH x USING COVERING INDEX ix_ev_charging_events_meter_id_message_time (meter_id=? AND message_time{}?)"
     assert {edge_seek.format("<"), edge_seek.format(">")} <= details
     assert {
-        "SEARCH ev_charging_sessions USING INDEX ix_ev_charging_sessions_meter_id_start_time (meter_id=? AND start_time>? AND start_time<?)",
+        # a range of the primary key (meter|start time) per meter
+        "SEARCH ev_charging_sessions USING INDEX sqlite_autoindex_ev_charging_sessions_1 (session_id>? AND session_id<?)",
         "SEARCH ev_charging_sessions USING INDEX ix_ev_charging_sessions_end_only_meter_id_end_time (meter_id=? AND end_time>? AND end_time<?)",
     } <= details
 
@@ -292,8 +293,10 @@ def assert_postgres_seeks(wh, statements) -> None:
             if any(n.get("Alias") == "x" and f"message_time {bound}" in n.get("Index Cond", "") and "meter_id =" in n["Index Cond"] for n in nodes)
         ]  # fmt: skip
         assert edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge), bound
-    # The replaced sessions: a range on the time column within each meter, not the meter alone.
-    assert any("meter_id = ANY" in c and "start_time >=" in c for c in conditions), conditions
+    # The replaced sessions: a range of start times within each meter, not the meter alone: of the
+    # primary key (meter|start time) for those with a start, of the partial index by end time for
+    # end_only ones.
+    assert any("session_id >= (" in c and "session_id <= (" in c for c in conditions), conditions
     assert any("meter_id = ANY" in c and "end_time >=" in c for c in conditions), conditions
 
 
@@ -480,3 +483,27 @@ def test_a_batch_rewrites_only_the_sessions_it_changes(feed):
     rebuilt = pipeline.rebuild_sessions(feed.warehouse, feed.settings, now=at(2, 12))
     assert (rebuilt.sessions_written, rebuilt.sessions_replaced, rebuilt.touched_dates) == (0, 0, [])
     assert feed.sessions().select("session_id", "status", "updated_at").rows() == rows
+
+
+def test_a_meters_sessions_are_read_by_id_range_and_no_other_meters(feed):
+    """Meter ids that extend one another (M1, M1-2, M1.5, M10, M1_x) all sort near M1's ids; the
+    ranges `M1|...` hold M1's sessions only, since identifiers have no '|'. A batch on M1 alone
+    replaces M1's sessions only, and a rebuild of all meters finds every session once."""
+    meters = ("M1", "M1-2", "M1.5", "M10", "M1_x")
+    feed.send(history(range(1, 4), meters=meters), paired_at=at(1, 1))
+    before = feed.sessions()
+    _, report = feed.send([end("M1", at(1, 7), 14000, 2), start("M1", at(1, 5), 7000)], paired_at=at(1, 8))
+    assert (report.sessions_written, report.sessions_replaced) == (1, 0)
+    after = feed.sessions()
+    assert after.filter(pl.col("meter_id") != "M1").equals(before.filter(pl.col("meter_id") != "M1"))
+    wh = feed.warehouse
+    with wh.engine.connect() as conn:
+        window = sessions.replaced_sessions(wh, conn, window_of(feed, f"b{feed.n}"), [])
+    # M1's sessions starting from May 30, 05:00 (the batch's first message less 48 h): May 30 and
+    # 31 of the history, and the batch's own.
+    assert window.select("meter_id", "start_time").rows() == [("M1", at(1, 18) - timedelta(days=d)) for d in (2, 1)] + [
+        ("M1", at(1, 5))
+    ]
+    rebuilt = pipeline.rebuild_sessions(wh, feed.settings, now=at(1, 9))
+    assert (rebuilt.sessions_written, rebuilt.sessions_replaced) == (0, 0)
+    assert feed.sessions().equals(after)

@@ -213,6 +213,10 @@ def test_the_declarations_and_the_migrations_agree(warehouse_url):
                 for col in spec.columns:
                     nullable = col.nullable and col.name not in spec.primary_key
                     assert columns[col.name]["nullable"] == nullable, f"{hint}: {spec.name}.{col.name} nullability"
+                for name in spec.code_point_order:  # read in ranges: they must sort by code point
+                    collation = getattr(columns[name]["type"], "collation", None)
+                    expected = "C" if conn.dialect.name == "postgresql" else None
+                    assert collation == expected, f"{hint}: {spec.name}.{name} sorts by {collation}"
                 pk = inspector.get_pk_constraint(spec.name)["constrained_columns"]
                 assert tuple(pk) == spec.primary_key, f"{hint}: {spec.name} primary key"
                 indexes = {i["name"]: i for i in inspector.get_indexes(spec.name)}

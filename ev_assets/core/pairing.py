@@ -21,7 +21,7 @@ before it, an end after it), so a session of any length is found.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -122,11 +122,34 @@ def pair_sessions(
 
 
 def session_id() -> pl.Expr:
-    """meter|start time, or meter|end|end time for an end with no start: stable across replays."""
+    """meter|start time, or meter|end|end time for an end with no start: stable across replays.
+
+    A meter's ids therefore sort together and, those with a start, by start time (identifiers
+    have no '|', so no meter's ids fall among another's): the primary key reads a meter's
+    sessions by start time (`session_id_range`)."""
     anchor = pl.when(pl.col("start_time").is_not_null()).then(
         pl.col("start_time").dt.strftime(ISO_MICROS)
     ).otherwise(pl.concat_str([pl.lit("end|"), pl.col("end_time").dt.strftime(ISO_MICROS)]))
     return pl.concat_str([pl.col("meter_id"), anchor], separator="|").alias("session_id")
+
+
+# After a meter's "meter|", its session ids hold digits, '-', ':', '.', 'T', 'Z' and "end|": all
+# sort before '~', so [meter|, meter|~] holds every session of the meter.
+_AFTER_EVERY_ID = "~"
+
+
+def session_id_range(meter_ids: list[str], start_from: datetime | None = None, start_to: datetime | None = None):
+    """(prefixes, low, high) of the session ids of `meter_ids` that start in [start_from,
+    start_to] (Warehouse.read_id_ranges), or of all their sessions when no times are given."""
+    prefixes = [f"{meter}|" for meter in meter_ids]
+    if start_from is None or start_to is None:
+        return prefixes, "", _AFTER_EVERY_ID
+    return prefixes, _id_time(start_from), _id_time(start_to)
+
+
+def _id_time(ts: datetime) -> str:
+    """A time as session_id() writes it (ISO_MICROS, UTC)."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)

@@ -143,22 +143,20 @@ def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow,
     (their start; their end when they have no start), and those the edge events anchor.
 
     Three reads, each an index seek per meter or per id, so the cost follows the window, not the
-    meters' history: starts on (meter_id, start_time), end_only sessions on the partial index of
-    those by (meter_id, end_time), edge sessions on the primary key. One predicate `meter_id IN (...) AND (start BETWEEN ... OR ... OR
-    session_id IN ...)` can only seek on meter_id in PostgreSQL, which then reads every session
-    the meters ever had."""
+    meters' history: starts on a range of the primary key per meter (`meter|start time`: no index
+    of its own on (meter_id, start_time), which every batch would also write), end_only sessions
+    on the partial index of those by (meter_id, end_time), edge sessions on the primary key. One
+    predicate `meter_id IN (...) AND (start BETWEEN ... OR ... OR session_id IN ...)` can only
+    seek on meter_id in PostgreSQL, which then reads every session the meters ever had."""
     s = warehouse.table(EV_CHARGING_SESSIONS).c
+    starts = pairing.session_id_range(window.meter_ids, window.write_from, window.write_to)
+    # `start_time IS NULL` as the partial index of end_only sessions states it: a planner uses a
+    # partial index only where the query implies the index's predicate.
     end_only = sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to))
-    branches = (
-        ("meter_id", window.meter_ids, s.start_time.between(window.write_from, window.write_to)),
-        # `start_time IS NULL` as the partial index of end_only sessions states it: a planner uses
-        # a partial index only where the query implies the index's predicate.
-        ("meter_id", window.meter_ids, end_only),
-        ("session_id", edge_ids, None),
-    )
     frames = [
-        warehouse.read_in(EV_CHARGING_SESSIONS, column, values, where, conn=conn, columns=_STORED_CONTENT)
-        for column, values, where in branches
+        warehouse.read_id_ranges(EV_CHARGING_SESSIONS, "session_id", *starts, conn=conn, columns=_STORED_CONTENT),
+        warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, end_only, conn=conn, columns=_STORED_CONTENT),
+        warehouse.read_in(EV_CHARGING_SESSIONS, "session_id", edge_ids, conn=conn, columns=_STORED_CONTENT),
     ]
     return pl.concat(frames).unique("session_id", keep="first", maintain_order=True)
 
@@ -278,7 +276,8 @@ def _repair_meters(
     transaction), queue the days whose load changed, and add the counts to `total`."""
     events_ = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", meters, conn=conn)
     fresh = EV_CHARGING_SESSIONS.conform(pair(events_, settings, now))
-    previous = warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", meters, conn=conn, columns=_STORED_CONTENT)
+    every = pairing.session_id_range(meters)
+    previous = warehouse.read_id_ranges(EV_CHARGING_SESSIONS, "session_id", *every, conn=conn, columns=_STORED_CONTENT)
     replaced, written = _write_changed(warehouse, conn, previous, fresh)
     total.sessions_replaced += replaced
     total.sessions_written += written.height

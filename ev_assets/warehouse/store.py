@@ -222,6 +222,40 @@ class Warehouse:
         ]
         return pl.concat(frames) if frames else empty_frame(spec, columns)
 
+    def read_id_ranges(
+        self,
+        spec: TableSpec,
+        id_column: str,
+        prefixes: Iterable[str],
+        low: str,
+        high: str,
+        where: sa.ColumnElement[bool] | None = None,
+        conn: Connection | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Rows whose `id_column` lies in [prefix + low, prefix + high] for one of `prefixes`: one
+        range of the primary key per prefix, so a table keyed `meter|time` is read by meter and time
+        without an index of its own on (meter_id, time), which every batch would also have to write.
+
+        The ids must sort by code point (`binary` in SQLite, `COLLATE "C"` in PostgreSQL: the
+        tables declare it), or a range would not hold all of a prefix's ids."""
+        prefixes = sorted(set(prefixes))
+        if not prefixes:
+            return empty_frame(spec, columns)
+        t = self.table(spec)
+        key = t.c[id_column]
+        p = self.text_rows(prefixes, name="prefixes")  # one parameter, however many prefixes
+        prefix = sa.type_coerce(p.c.value, sa.Text)
+        bounded = sa.and_(key >= prefix.concat(low), key <= prefix.concat(high))
+        query = sa.select(*self.stored_columns(spec, columns)).select_from(p).join(t, bounded)
+        if where is not None:
+            query = query.where(where)
+        if conn is not None:
+            return rows_to_frame(spec, conn.execute(query).fetchall(), columns)
+        self.check_schema()
+        with self.engine.connect() as own:
+            return rows_to_frame(spec, own.execute(query).fetchall(), columns)
+
     def text_rows(self, values: Sequence[str], name: str = "ids") -> sa.FromClause:
         """A one-column table (column `value`) of these strings, to drive a join or a correlated
         subquery per value (an IN list only filters; it cannot be a correlated subquery's outer row).

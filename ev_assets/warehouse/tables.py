@@ -29,6 +29,9 @@ _SQL_TYPES: dict[pl.DataType, sa.types.TypeEngine] = {
     pl.Binary(): sa.LargeBinary(),
 }
 
+# Text that sorts by code point: SQLite's default (binary) collation; PostgreSQL's "C".
+_CODE_POINT_TEXT = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+
 _TYPE_NAMES: dict[pl.DataType, str] = {
     pl.String(): "text",
     pl.Int64(): "bigint",
@@ -72,6 +75,9 @@ class TableSpec:
     primary_key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
     partial_indexes: tuple[PartialIndex, ...] = ()
+    # Text columns whose ranges are read (Warehouse.read_id_ranges): they sort by code point in
+    # every database (SQLite's default; COLLATE "C" in PostgreSQL, whatever the database's own).
+    code_point_order: tuple[str, ...] = ()
     group: str = "warehouse"
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -93,7 +99,7 @@ class TableSpec:
         columns = [
             sa.Column(
                 c.name,
-                _SQL_TYPES[c.dtype],
+                _CODE_POINT_TEXT if c.name in self.code_point_order else _SQL_TYPES[c.dtype],
                 nullable=c.nullable and c.name not in self.primary_key,
                 primary_key=c.name in self.primary_key,
                 comment=c.description,
@@ -356,10 +362,11 @@ EV_CHARGING_SESSIONS = TableSpec(
         Col("updated_at", UTC_DATETIME, "When the session last changed: a re-pairing that finds a stored session the same (this column aside) leaves it as it is.", nullable=False),
     ),
     primary_key=("session_id",),
-    # (meter_id, start_time): the pairing window's lookups (and a meter's sessions);
+    code_point_order=("session_id",),
+    # A meter's sessions by start time: ranges of the primary key (`meter|start time`), not an
+    # index of (meter_id, start_time), which cost every batch a page per meter on a large history.
     # (status, start_time): open starts turning timed_out.
     indexes=(
-        ("meter_id", "start_time"),
         ("event_date",),
         ("transformer_id", "event_date"),
         ("status", "start_time"),

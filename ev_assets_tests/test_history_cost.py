@@ -266,9 +266,11 @@ def assert_sqlite_seeks(wh, statements) -> None:
     ]
     assert scans == []
     details = {detail for found in plans.values() for detail in found}
-    edge_seek = "SEARCH x USING COVERING INDEX ix_ev_charging_events_meter_id_message_time (meter_id=? AND message_time{}?)"
-    assert {edge_seek.format("<"), edge_seek.format(">")} <= details
     assert {
+        # the edges: a correlated max() / min() on the events' primary key (meter|type|time)
+        "SEARCH x USING COVERING INDEX sqlite_autoindex_ev_charging_events_1 (message_id>? AND message_id<?)",
+        # the window's events: a range of it per meter and type
+        "SEARCH ev_charging_events USING INDEX sqlite_autoindex_ev_charging_events_1 (message_id>? AND message_id<?)",
         # a range of the primary key (meter|start time) per meter
         "SEARCH ev_charging_sessions USING INDEX sqlite_autoindex_ev_charging_sessions_1 (session_id>? AND session_id<?)",
         "SEARCH ev_charging_sessions USING INDEX ix_ev_charging_sessions_end_only_meter_id_end_time (meter_id=? AND end_time>? AND end_time<?)",
@@ -281,18 +283,24 @@ def assert_postgres_seeks(wh, statements) -> None:
         (node["Relation Name"], " ".join(statement.split())[:160])
         for statement, nodes in plans.items()
         for node in nodes
-        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in GROWING
+        if node.get("Relation Name") in GROWING
+        # a sequential scan, or an index read whole (no condition bounds it)
+        and (node["Node Type"] == "Seq Scan" or ("Index" in node["Node Type"] and "Index Cond" not in node))
     ]
     assert scans == []
     conditions = {node.get("Index Cond", "") for nodes in plans.values() for node in nodes}
-    # Each edge: a backward (max) or forward (min) index scan bounded on both columns, stopped at
-    # its first row (the min/max optimisation turns the aggregate into LIMIT 1).
-    for bound in ("<", ">"):
+    # Each edge: a backward (max) or forward (min) scan of the events' primary key bounded on both
+    # sides within the meter and type, stopped at its first row (the min/max optimisation turns
+    # the aggregate into LIMIT 1).
+    for direction in ("Backward", "Forward"):
         edge = [
             nodes for nodes in plans.values()
-            if any(n.get("Alias") == "x" and f"message_time {bound}" in n.get("Index Cond", "") and "meter_id =" in n["Index Cond"] for n in nodes)
+            if any(n.get("Alias") == "x" and n.get("Scan Direction") == direction
+                   and "message_id >= " in n.get("Index Cond", "") and "message_id <= " in n["Index Cond"] for n in nodes)
         ]  # fmt: skip
-        assert edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge), bound
+        assert edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge), direction
+    # The window's events: a range of the primary key per meter and type.
+    assert any("message_id >= (" in c and "message_id <= (" in c for c in conditions), conditions
     # The replaced sessions: a range of start times within each meter, not the meter alone: of the
     # primary key (meter|start time) for those with a start, of the partial index by end time for
     # end_only ones.
@@ -507,3 +515,40 @@ def test_a_meters_sessions_are_read_by_id_range_and_no_other_meters(feed):
     rebuilt = pipeline.rebuild_sessions(wh, feed.settings, now=at(1, 9))
     assert (rebuilt.sessions_written, rebuilt.sessions_replaced) == (0, 0)
     assert feed.sessions().equals(after)
+
+
+def test_edges_at_the_millisecond_of_the_window_bounds(feed):
+    """Ids keep the millisecond, times the microsecond: the id at a bound's millisecond may be a
+    message on the other side of the bound. The edges are still the events nearest the window
+    from outside (the answers the (meter_id, message_time) query gave)."""
+
+    def micro(ts, us: int) -> str:
+        return (ts + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    first = at(12, 6)  # the batch: June 12 06:00:00.000500, so write_from is June 10 06:00:00.000500
+    feed.send(
+        [
+            # M7: its last event before the window is a start 0.3 ms before write_from.
+            start("M7", at(10, 6), 7000, ChargeStartTime=micro(at(10, 6), 200)),
+            # M8: an end 0.3 ms after write_from (inside), an earlier end before it: no open start.
+            start("M8", at(9, 18), 7000),
+            end("M8", at(9, 20), 14000, 2),
+            end("M8", at(10, 6), 9000, 3, ChargeEndTime=micro(at(10, 6), 800)),
+            # M9: an end 0.2 ms before write_to (inside), then an end after it: the edge.
+            end("M9", at(14, 6), 9000, 3, ChargeEndTime=micro(at(14, 6), 300)),
+            end("M9", at(14, 8), 9000, 3),
+            start("M9", at(14, 9), 7000),
+        ],
+        paired_at=at(9),
+    )
+    batch = [start(m, first, 7000, ChargeStartTime=micro(first, 500)) for m in ("M7", "M8", "M9")]
+    window = window_of(feed, ingest_only(feed, batch))
+    assert window.write_from == at(10, 6) + timedelta(microseconds=500)
+    wh = feed.warehouse
+    with wh.engine.connect() as conn:
+        edges = sessions.edge_events(wh, conn, window)
+        before = old_edge_events(wh, conn, window)
+    assert sorted(edges.select("meter_id", "message_type", "message_time").rows()) == [
+        ("M7", "start", at(10, 6) + timedelta(microseconds=200)), ("M9", "end", at(14, 8)),
+    ]  # fmt: skip
+    assert edges.sort("message_id").equals(before.sort("message_id"))

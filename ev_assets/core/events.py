@@ -12,7 +12,7 @@ record (the stored one, else the earliest received) is kept, the other is quaran
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -54,6 +54,42 @@ def message_id() -> pl.Expr:
         [pl.col("meter_id"), pl.col("message_type"), pl.col("message_time").dt.truncate("1ms").dt.strftime(ISO_MICROS)],
         separator="|",
     ).alias("message_id")
+
+
+# Ids begin with "meter|" and identifiers have no '|', so a meter's ids sort together, apart from
+# any other meter's (M1|... and M10|... do not interleave). After that prefix an id holds digits,
+# '-', ':', '.', 'T', 'Z', '|' and the words start and end: all sort before '~', so
+# [prefix, prefix + ID_END] holds every id under the prefix. The tables that read these ranges
+# keep the ids in code-point order (Warehouse.read_id_ranges).
+ID_END = "~"
+MESSAGE_TYPES = ("start", "end")
+
+
+def id_time(ts: datetime) -> str:
+    """A time as the ids write it (ISO_MICROS, UTC), to bound a range of ids."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def message_id_prefix(meter_id: str, message_type: str) -> str:
+    """`meter|type|`: what the ids of one meter's messages of one type begin with (by time after it)."""
+    return f"{meter_id}|{message_type}|"
+
+
+def message_id_prefixes(meter_ids: list[str]) -> list[str]:
+    return [message_id_prefix(meter, kind) for meter in meter_ids for kind in MESSAGE_TYPES]
+
+
+def message_id_range(meter_ids: list[str], time_from: datetime, time_to: datetime) -> tuple[list[str], str, str]:
+    """(prefixes, low, high) of the message ids of `meter_ids` whose time may lie in [time_from,
+    time_to] (Warehouse.read_id_ranges): ids keep the millisecond, so the low end is time_from
+    truncated to it; the range may hold a message a few microseconds early, never miss one."""
+    floor = time_from.replace(microsecond=time_from.microsecond // 1000 * 1000)
+    return message_id_prefixes(meter_ids), id_time(floor), id_time(time_to)
+
+
+def meter_prefixes(meter_ids: list[str]) -> tuple[list[str], str, str]:
+    """(prefixes, low, high) of every id of `meter_ids`, messages or sessions alike."""
+    return [f"{meter}|" for meter in meter_ids], "", ID_END
 
 
 def local_date(column: str, tz: str) -> pl.Expr:

@@ -21,12 +21,12 @@ before it, an end after it), so a session of any length is found.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 
 from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
-from ev_assets.core.events import ISO_MICROS
+from ev_assets.core.events import ISO_MICROS, id_time, meter_prefixes
 
 DEFAULT_MAX_SESSION = timedelta(hours=48)
 # Average power may exceed the session's own ChargeW by this factor (metering and rounding).
@@ -133,23 +133,12 @@ def session_id() -> pl.Expr:
     return pl.concat_str([pl.col("meter_id"), anchor], separator="|").alias("session_id")
 
 
-# After a meter's "meter|", its session ids hold digits, '-', ':', '.', 'T', 'Z' and "end|": all
-# sort before '~', so [meter|, meter|~] holds every session of the meter.
-_AFTER_EVERY_ID = "~"
-
-
 def session_id_range(meter_ids: list[str], start_from: datetime | None = None, start_to: datetime | None = None):
     """(prefixes, low, high) of the session ids of `meter_ids` that start in [start_from,
     start_to] (Warehouse.read_id_ranges), or of all their sessions when no times are given."""
-    prefixes = [f"{meter}|" for meter in meter_ids]
     if start_from is None or start_to is None:
-        return prefixes, "", _AFTER_EVERY_ID
-    return prefixes, _id_time(start_from), _id_time(start_to)
-
-
-def _id_time(ts: datetime) -> str:
-    """A time as session_id() writes it (ISO_MICROS, UTC)."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return meter_prefixes(meter_ids)
+    return [f"{meter}|" for meter in meter_ids], id_time(start_from), id_time(start_to)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import datetime
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets.core import enrich
+from ev_assets.core import enrich, events
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.pipeline.ingest import reference_for
 from ev_assets.pipeline.sessions import pending_meters, queue_load_days
@@ -87,7 +87,7 @@ def reattribute_pending_meters(
             chunk = pending_meters(warehouse, "attribute", limit=chunk_meters, conn=conn)
             if not chunk:
                 return changed_total
-            stored = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", chunk, conn=conn)
+            stored = warehouse.read_id_ranges(EV_CHARGING_EVENTS, "message_id", *events.meter_prefixes(chunk), conn=conn)
             again = EV_CHARGING_EVENTS.conform(
                 enrich.attribute(stored, reference_for(warehouse, stored, conn=conn), date_col="message_date")
             )
@@ -102,12 +102,10 @@ def reattribute_pending_meters(
 
 
 def _with_events(warehouse: Warehouse, conn, meters: list[str]) -> set[str]:
-    """Those of `meters` that have events (a first load, or new meters, need no re-attribution)."""
-    ev = warehouse.table(EV_CHARGING_EVENTS).c
-    found: set[str] = set()
-    for part in chunked(meters, IN_CHUNK):
-        found.update(warehouse.scalars(sa.select(ev.meter_id).where(ev.meter_id.in_(part)).distinct(), conn=conn))
-    return found
+    """Those of `meters` that have events (a first load, or new meters, need no re-attribution):
+    a seek per meter on the primary key (meter|type|time)."""
+    prefixes, _, _ = events.meter_prefixes(meters)
+    return {prefix[:-1] for prefix in warehouse.prefixes_with_rows(conn, EV_CHARGING_EVENTS, "message_id", prefixes)}
 
 
 def _waiting_meters(warehouse: Warehouse, conn, meters: pl.DataFrame) -> list[str]:

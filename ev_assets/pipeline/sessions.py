@@ -17,10 +17,10 @@ from datetime import date, datetime
 import polars as pl
 import sqlalchemy as sa
 
-from ev_assets.core import pairing, quality
+from ev_assets.core import events, pairing, quality
 from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.warehouse.store import Warehouse, empty_frame, rows_to_frame
+from ev_assets.warehouse.store import Warehouse, empty_frame
 from ev_assets.warehouse.tables import (
     EV_BATCH_PAIRING,
     EV_BATCHES_PENDING,
@@ -89,10 +89,12 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
     if window is None:
         return SessionsReport()
     ev = warehouse.table(EV_CHARGING_EVENTS).c
-    in_window = warehouse.read_in(
+    # A range of the primary key (meter|type|time) per meter and type; the time filter drops
+    # the few microseconds the millisecond ids let in before read_from.
+    in_window = warehouse.read_id_ranges(
         EV_CHARGING_EVENTS,
-        "meter_id",
-        window.meter_ids,
+        "message_id",
+        *events.message_id_range(window.meter_ids, window.read_from, window.read_to),
         ev.message_time.between(window.read_from, window.read_to),
         conn=conn,
         columns=PAIRING_COLUMNS,
@@ -184,36 +186,39 @@ def pair(events_: pl.DataFrame, settings: PipelineSettings, now: datetime) -> pl
 
 def edge_events(warehouse: Warehouse, conn, window: pairing.PairingWindow) -> pl.DataFrame:
     """Per meter of the window: its latest start before write_from, if that is its last event
-    there, and its earliest end after write_to, if that is its first event there.
+    there, and its earliest end after write_to, if that is its first event there (at equal times
+    the start, resp. the end, is the edge).
 
-    One index seek per meter and edge on the (meter_id, message_time) index, so the cost follows
-    the batch's meters, not the length of their history: each meter's edge time is a correlated
-    max() / min() under the window's bound, which SQLite and PostgreSQL both answer by descending
-    the index once to the first entry past the bound, and the event at that time is then looked
-    up on the same index. (A GROUP BY meter_id max() over `message_time < write_from` read each
-    meter's whole index range before the window instead: every event it ever had.)"""
-    t = warehouse.table(EV_CHARGING_EVENTS)
-    x = t.alias("x")
-    selected = warehouse.stored_columns(EV_CHARGING_EVENTS, PAIRING_COLUMNS)  # as rows_to_frame reads them
-    meters = warehouse.text_rows(window.meter_ids, name="m")
-    frames = [empty_frame(EV_CHARGING_EVENTS, PAIRING_COLUMNS)]
-    edges = (
-        (sa.func.max, x.c.message_time < window.write_from, "start"),
-        (sa.func.min, x.c.message_time > window.write_to, "end"),
+    A seek per meter, message type and edge on the primary key (meter|type|time), so the cost
+    follows the batch's meters, not the length of their history (`_nearest_events`)."""
+    before = _nearest_events(warehouse, conn, window.meter_ids, window.write_from, before=True)
+    after = _nearest_events(warehouse, conn, window.meter_ids, window.write_to, before=False)
+    time = pl.col("message_time")
+    return pl.concat(
+        [
+            empty_frame(EV_CHARGING_EVENTS, PAIRING_COLUMNS),
+            before.filter(time == time.max().over("meter_id"), pl.col("message_type") == "start"),
+            after.filter(time == time.min().over("meter_id"), pl.col("message_type") == "end"),
+        ]
     )
-    for agg, beyond, kind in edges:
-        edge_time = sa.select(agg(x.c.message_time)).where(x.c.meter_id == meters.c.value, beyond).scalar_subquery()
-        query = (
-            sa.select(*selected)
-            .select_from(meters)
-            .join(t, sa.and_(t.c.meter_id == meters.c.value, t.c.message_time == edge_time))
-        )
-        # The kind is kept here, not in the WHERE clause: with `message_type = ...` there, SQLite
-        # (without statistics) builds an automatic index over the whole event table instead of
-        # seeking on (meter_id, message_time). At most a few rows per meter come back.
-        rows = rows_to_frame(EV_CHARGING_EVENTS, conn.execute(query).fetchall(), PAIRING_COLUMNS)
-        frames.append(rows.filter(pl.col("message_type") == kind))
-    return pl.concat(frames)
+
+
+def _nearest_events(warehouse: Warehouse, conn, meters: list[str], bound: datetime, *, before: bool) -> pl.DataFrame:
+    """Per meter and message type, the stored event nearest `bound` strictly before it (or after).
+
+    Ids keep the millisecond, times the microsecond: the id at the bound's millisecond may be a
+    message at or past the bound itself. Those prefixes are asked once more with that id left out,
+    which finds the next one out: always strictly beyond the bound."""
+    prefixes, low, _ = events.message_id_range(meters, bound, bound)
+    kind = {"below": before, "columns": PAIRING_COLUMNS}
+    found = warehouse.read_nearest_ids(conn, EV_CHARGING_EVENTS, "message_id", prefixes, low, **kind)
+    beyond = pl.col("message_time") < bound if before else pl.col("message_time") > bound
+    inside = found.filter(~beyond)
+    if inside.is_empty():
+        return found
+    again = [events.message_id_prefix(m, k) for m, k in inside.select("meter_id", "message_type").rows()]
+    further = warehouse.read_nearest_ids(conn, EV_CHARGING_EVENTS, "message_id", again, low, inclusive=False, **kind)
+    return pl.concat([found.filter(beyond), further])
 
 
 def time_out_open_starts(warehouse: Warehouse, conn, settings: PipelineSettings, now: datetime) -> int:
@@ -232,7 +237,9 @@ def rebuild_sessions(
     warehouse: Warehouse, settings: PipelineSettings, *, chunk_meters: int = 2000, now: datetime | None = None
 ) -> SessionsReport:
     """Re-pair every meter's sessions from its events, `chunk_meters` meters per transaction, so
-    memory follows the chunk, not the history. Changed days are queued for their daily load."""
+    memory follows the chunk, not the history. Changed days are queued for their daily load. (The
+    meters are found in one pass over the events, as a rebuild reads them all anyway; each
+    chunk's events and sessions are then ranges of the primary keys.)"""
     now = now or utc_now()
     warehouse.ensure_timezone(settings.timezone)
     ev = warehouse.table(EV_CHARGING_EVENTS).c
@@ -274,7 +281,7 @@ def _repair_meters(
 ) -> None:
     """Replace all sessions of `meters` with those paired from all their events (inside the caller's
     transaction), queue the days whose load changed, and add the counts to `total`."""
-    events_ = warehouse.read_in(EV_CHARGING_EVENTS, "meter_id", meters, conn=conn)
+    events_ = warehouse.read_id_ranges(EV_CHARGING_EVENTS, "message_id", *events.meter_prefixes(meters), conn=conn)
     fresh = EV_CHARGING_SESSIONS.conform(pair(events_, settings, now))
     every = pairing.session_id_range(meters)
     previous = warehouse.read_id_ranges(EV_CHARGING_SESSIONS, "session_id", *every, conn=conn, columns=_STORED_CONTENT)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
+from ev_assets.core.events import ID_END
 from ev_assets.warehouse import migrate
 from ev_assets.warehouse.migrate import SchemaBehindError, SchemaError  # noqa: F401  (re-exported)
 from ev_assets.warehouse.tables import ALL_TABLES, EV_WAREHOUSE_SETTINGS, UTC_DATETIME, TableSpec
@@ -255,6 +256,52 @@ class Warehouse:
         self.check_schema()
         with self.engine.connect() as own:
             return rows_to_frame(spec, own.execute(query).fetchall(), columns)
+
+    def read_nearest_ids(
+        self,
+        conn: Connection,
+        spec: TableSpec,
+        id_column: str,
+        prefixes: Iterable[str],
+        bound: str,
+        *,
+        below: bool,
+        inclusive: bool = True,
+        columns: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Per prefix, the row with the greatest id at or below prefix + bound (`below`), or the
+        least at or above it; `inclusive=False` leaves prefix + bound itself out. One seek per
+        prefix on the primary key, however many ids the prefix holds: a correlated max() / min()
+        of the key within the prefix, which SQLite and PostgreSQL both answer by descending the
+        index once to the first entry past the bound; then the rows of those ids. Ordering as in
+        read_id_ranges."""
+        prefixes = sorted(set(prefixes))
+        if not prefixes:
+            return empty_frame(spec, columns)
+        x = self.table(spec).alias("x")
+        p = self.text_rows(prefixes, name="prefixes")
+        prefix = sa.type_coerce(p.c.value, sa.Text)
+        key, edge = x.c[id_column], prefix.concat(bound)
+        if below:
+            within = sa.and_(key >= prefix, key <= edge if inclusive else key < edge)
+        else:
+            within = sa.and_(key <= prefix.concat(ID_END), key >= edge if inclusive else key > edge)
+        nearest = sa.select((sa.func.max if below else sa.func.min)(key)).where(within).scalar_subquery()
+        # The ids first, then their rows by key: joined in one statement, PostgreSQL may hash the
+        # ids and scan the whole table for them.
+        ids = [i for i in self.scalars(sa.select(nearest).select_from(p), conn=conn) if i is not None]
+        return self.read_in(spec, id_column, ids, conn=conn, columns=columns)
+
+    def prefixes_with_rows(self, conn: Connection, spec: TableSpec, id_column: str, prefixes: Iterable[str]) -> list[str]:
+        """Those of `prefixes` under which the table holds an id (one seek each on the key)."""
+        prefixes = sorted(set(prefixes))
+        if not prefixes:
+            return []
+        key = self.table(spec).c[id_column]
+        p = self.text_rows(prefixes, name="prefixes")
+        prefix = sa.type_coerce(p.c.value, sa.Text)
+        held = sa.select(key).where(key >= prefix, key <= prefix.concat(ID_END)).exists()
+        return self.scalars(sa.select(p.c.value).where(held), conn=conn)
 
     def text_rows(self, values: Sequence[str], name: str = "ids") -> sa.FromClause:
         """A one-column table (column `value`) of these strings, to drive a join or a correlated

@@ -210,14 +210,14 @@ def _nearest_events(warehouse: Warehouse, conn, meters: list[str], bound: dateti
     message at or past the bound itself. Those prefixes are asked once more with that id left out,
     which finds the next one out: always strictly beyond the bound."""
     prefixes, low, _ = events.message_id_range(meters, bound, bound)
-    kind = {"below": before, "columns": PAIRING_COLUMNS}
-    found = warehouse.read_nearest_ids(conn, EV_CHARGING_EVENTS, "message_id", prefixes, low, **kind)
+    nearest = {"below": before, "columns": PAIRING_COLUMNS}
+    found = warehouse.read_nearest_ids(conn, EV_CHARGING_EVENTS, "message_id", prefixes, low, **nearest)
     beyond = pl.col("message_time") < bound if before else pl.col("message_time") > bound
     inside = found.filter(~beyond)
     if inside.is_empty():
         return found
     again = [events.message_id_prefix(m, k) for m, k in inside.select("meter_id", "message_type").rows()]
-    further = warehouse.read_nearest_ids(conn, EV_CHARGING_EVENTS, "message_id", again, low, inclusive=False, **kind)
+    further = warehouse.read_nearest_ids(conn, EV_CHARGING_EVENTS, "message_id", again, low, inclusive=False, **nearest)
     return pl.concat([found.filter(beyond), further])
 
 

@@ -130,7 +130,10 @@ def _write_changed(warehouse: Warehouse, conn, previous: pl.DataFrame, fresh: pl
 
     Deleted by primary key, the very rows just read: the caller's transaction holds the write
     lock, so they are still exactly the sessions it replaces."""
-    same = fresh.select(_STORED_CONTENT).join(previous.select(_STORED_CONTENT), on=list(_STORED_CONTENT), how="semi", nulls_equal=True)
+    # Only sessions stored under the same id can be the same: compare those whole (a batch's new
+    # sessions, most of them, are not compared at all).
+    stored_again = fresh.join(previous.select("session_id"), on="session_id", how="semi").select(_STORED_CONTENT)
+    same = stored_again.join(previous.select(_STORED_CONTENT), on=list(_STORED_CONTENT), how="semi", nulls_equal=True)
     unchanged = same["session_id"].implode()
     stale = previous.filter(~pl.col("session_id").is_in(unchanged))["session_id"]
     written = fresh.filter(~pl.col("session_id").is_in(unchanged))

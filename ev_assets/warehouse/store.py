@@ -8,6 +8,7 @@ The schema is Alembic's (`ev_assets.warehouse.migrate`): this module checks it, 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -189,10 +190,17 @@ class Warehouse:
         query = sa.select(*self.stored_columns(spec, columns))
         if where is not None:
             query = query.where(where)
-        if conn is not None:
+        return self.query_frame(spec, query, conn, columns)
+
+    def query_frame(self, spec: TableSpec, query: sa.Select, conn: Connection | None, columns: Sequence[str] | None) -> pl.DataFrame:
+        """A query of `spec`'s stored columns (`columns`, or all) as a frame with the declared types,
+        on `conn` or a connection of its own."""
+        if conn is None:
+            self.check_schema()
+            with self.engine.connect() as own:
+                return self.query_frame(spec, query, own, columns)
+        with gc_paused():
             return rows_to_frame(spec, conn.execute(query).fetchall(), columns)
-        with self.engine.connect() as own:
-            return rows_to_frame(spec, own.execute(query).fetchall(), columns)
 
     def stored_columns(self, spec: TableSpec, names: Sequence[str] | None = None) -> list[sa.ColumnElement]:
         """The table's columns as a read selects them. SQLite keeps timestamps and dates as text:
@@ -251,11 +259,7 @@ class Warehouse:
         query = sa.select(*self.stored_columns(spec, columns)).select_from(p).join(t, bounded)
         if where is not None:
             query = query.where(where)
-        if conn is not None:
-            return rows_to_frame(spec, conn.execute(query).fetchall(), columns)
-        self.check_schema()
-        with self.engine.connect() as own:
-            return rows_to_frame(spec, own.execute(query).fetchall(), columns)
+        return self.query_frame(spec, query, conn, columns)
 
     def read_nearest_ids(
         self,
@@ -287,8 +291,12 @@ class Warehouse:
         else:
             within = sa.and_(key <= prefix.concat(ID_END), key >= edge if inclusive else key > edge)
         nearest = sa.select((sa.func.max if below else sa.func.min)(key)).where(within).scalar_subquery()
-        # The ids first, then their rows by key: joined in one statement, PostgreSQL may hash the
-        # ids and scan the whole table for them.
+        if self.dialect == "sqlite":  # each prefix's row looked up by its id, in one statement
+            t = self.table(spec)
+            query = sa.select(*self.stored_columns(spec, columns)).select_from(p).join(t, t.c[id_column] == nearest)
+            return self.query_frame(spec, query, conn, columns)
+        # The ids first, then their rows by key: in one statement, PostgreSQL may hash the ids and
+        # read the whole table for them.
         ids = [i for i in self.scalars(sa.select(nearest).select_from(p), conn=conn) if i is not None]
         return self.read_in(spec, id_column, ids, conn=conn, columns=columns)
 
@@ -416,7 +424,8 @@ def _insert_sqlite(conn: Connection, table: sa.Table, frame: pl.DataFrame) -> No
     # Python tuples a chunk at a time: all of a month's 15-minute profile at once (660,000 rows)
     # would hold a few hundred MB of them.
     for start in range(0, as_stored.height, 20_000):
-        conn.exec_driver_sql(statement, as_stored.slice(start, 20_000).rows())
+        with gc_paused():
+            conn.exec_driver_sql(statement, as_stored.slice(start, 20_000).rows())
 
 
 # The CSV that polars writes for COPY: every non-numeric value quoted, so an unquoted \N is the only
@@ -455,6 +464,21 @@ def empty_frame(spec: TableSpec, columns: Sequence[str] | None = None) -> pl.Dat
     if columns is None:
         return pl.DataFrame(schema=spec.polars_schema)
     return pl.DataFrame(schema={c.name: c.dtype for c in spec.columns if c.name in columns})
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cycle collector paused while rows become tuples or tuples rows: a batch makes tens
+    of thousands of tuples of plain values, none of them in a cycle, and every full collection on
+    the way walks all the objects the process holds (about 0.06 s each in a run worker; two of
+    them made a 10,000-message batch 20 % slower, BENCHMARKS.md)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def rows_to_frame(spec: TableSpec, rows: Sequence[Any], columns: Sequence[str] | None = None) -> pl.DataFrame:

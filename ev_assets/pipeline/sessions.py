@@ -88,17 +88,15 @@ def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: Pipe
     window = pairing.pairing_window(changed, settings.max_session)
     if window is None:
         return SessionsReport()
-    ev = warehouse.table(EV_CHARGING_EVENTS).c
-    # A range of the primary key (meter|type|time) per meter and type; the time filter drops
-    # the few microseconds the millisecond ids let in before read_from.
+    # A range of the primary key (meter|type|time) per meter and type; the filter drops the few
+    # microseconds the millisecond ids let in before read_from.
     in_window = warehouse.read_id_ranges(
         EV_CHARGING_EVENTS,
         "message_id",
         *events.message_id_range(window.meter_ids, window.read_from, window.read_to),
-        ev.message_time.between(window.read_from, window.read_to),
         conn=conn,
         columns=PAIRING_COLUMNS,
-    )
+    ).filter(pl.col("message_time").is_between(window.read_from, window.read_to))
     # Each meter's open start before the window and end after it, however far: long sessions.
     edges = edge_events(warehouse, conn, window)
     edge_ids = pairing.edge_session_ids(edges)

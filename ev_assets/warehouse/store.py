@@ -53,6 +53,10 @@ def lock_wait_s() -> float:
 def make_engine(url: str) -> Engine:
     """An engine with the settings each dialect needs for this workload."""
     sa_url = sa.engine.make_url(url)
+    if sa_url.get_backend_name() == "postgresql":
+        # No JIT compilation: the pipeline's statements are short, and the cost estimates of its
+        # range seeks (read_id_ranges) passed the JIT threshold, which added 0.1 s to each.
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"options": "-c jit=off"})
     if sa_url.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
     if sa_url.database and sa_url.database != ":memory:":
@@ -238,7 +242,6 @@ class Warehouse:
         prefixes: Iterable[str],
         low: str,
         high: str,
-        where: sa.ColumnElement[bool] | None = None,
         conn: Connection | None = None,
         columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
@@ -247,7 +250,10 @@ class Warehouse:
         without an index of its own on (meter_id, time), which every batch would also have to write.
 
         The ids must sort by code point (`binary` in SQLite, `COLLATE "C"` in PostgreSQL: the
-        tables declare it), or a range would not hold all of a prefix's ids."""
+        tables declare it), or a range would not hold all of a prefix's ids. No other condition
+        is taken: given one on another column (a time, say), PostgreSQL read the whole table and
+        compared every row with every range instead (4.7 s for 4,000 ranges on 20,000 events);
+        filter the frame instead."""
         prefixes = sorted(set(prefixes))
         if not prefixes:
             return empty_frame(spec, columns)
@@ -256,9 +262,16 @@ class Warehouse:
         p = self.text_rows(prefixes, name="prefixes")  # one parameter, however many prefixes
         prefix = sa.type_coerce(p.c.value, sa.Text)
         bounded = sa.and_(key >= prefix.concat(low), key <= prefix.concat(high))
-        query = sa.select(*self.stored_columns(spec, columns)).select_from(p).join(t, bounded)
-        if where is not None:
-            query = query.where(where)
+        selected = self.stored_columns(spec, columns)
+        if self.dialect == "postgresql":
+            # A range scan of the key per prefix, always: PostgreSQL cannot estimate a range whose
+            # ends are computed from the other side, takes each for 0.5 % of the table, and as a
+            # plain join read the whole table (20 M events) instead. LATERAL alone is flattened
+            # into that join; OFFSET 0 keeps it a subquery run per prefix.
+            ranged = sa.select(*selected).where(bounded).offset(0).lateral("ranged")
+            query = sa.select(*[ranged.c[c.name] for c in selected]).select_from(p).join(ranged, sa.true())
+        else:
+            query = sa.select(*selected).select_from(p).join(t, bounded)
         return self.query_frame(spec, query, conn, columns)
 
     def read_nearest_ids(

@@ -946,17 +946,17 @@ def diagnose_batch(url: str, batch_id: str, paths: list[Path], diagnose: Callabl
         wh.dispose()
 
 
-def batch_pages(url: str, paths: list[Path]) -> dict[str, int]:
+def batch_pages(url: str, paths: list[Path], batch_id: str = "bench-pages") -> dict[str, int]:
     """The pages one batch dirties on a SQLite warehouse, per table or index."""
     import sqlalchemy as sa
 
     database = Path(sa.engine.make_url(url).database)
-    return diagnose_batch(url, "bench-pages", paths, lambda engine, batch: pages.dirtied_pages(database, engine, batch))
+    return diagnose_batch(url, batch_id, paths, lambda engine, batch: pages.dirtied_pages(database, engine, batch))
 
 
-def batch_statements(url: str, paths: list[Path]) -> dict[str, float]:
+def batch_statements(url: str, paths: list[Path], batch_id: str = "bench-statements") -> dict[str, float]:
     """Seconds one batch spends per kind of statement and in its commits."""
-    return diagnose_batch(url, "bench-statements", paths, statements.statement_times)
+    return diagnose_batch(url, batch_id, paths, statements.statement_times)
 
 
 def _statements_text(found: dict[str, dict[str, float]]) -> str:

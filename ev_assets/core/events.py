@@ -87,9 +87,14 @@ def message_id_range(meter_ids: list[str], time_from: datetime, time_to: datetim
     return message_id_prefixes(meter_ids), id_time(floor), id_time(time_to)
 
 
+def meter_id_prefixes(meter_ids: list[str]) -> list[str]:
+    """`meter|`: what every id of a meter begins with, messages and sessions alike."""
+    return [f"{meter}|" for meter in meter_ids]
+
+
 def meter_prefixes(meter_ids: list[str]) -> tuple[list[str], str, str]:
     """(prefixes, low, high) of every id of `meter_ids`, messages or sessions alike."""
-    return [f"{meter}|" for meter in meter_ids], "", ID_END
+    return meter_id_prefixes(meter_ids), "", ID_END
 
 
 def local_date(column: str, tz: str) -> pl.Expr:

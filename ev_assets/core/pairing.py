@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
-from ev_assets.core.events import ISO_MICROS, id_time, meter_prefixes
+from ev_assets.core.events import ISO_MICROS, id_time, meter_id_prefixes, meter_prefixes
 
 DEFAULT_MAX_SESSION = timedelta(hours=48)
 # Average power may exceed the session's own ChargeW by this factor (metering and rounding).
@@ -138,7 +138,7 @@ def session_id_range(meter_ids: list[str], start_from: datetime | None = None, s
     start_to] (Warehouse.read_id_ranges), or of all their sessions when no times are given."""
     if start_from is None or start_to is None:
         return meter_prefixes(meter_ids)
-    return [f"{meter}|" for meter in meter_ids], id_time(start_from), id_time(start_to)
+    return meter_id_prefixes(meter_ids), id_time(start_from), id_time(start_to)
 
 
 @dataclass(frozen=True)

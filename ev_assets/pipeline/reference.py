@@ -104,8 +104,8 @@ def reattribute_pending_meters(
 def _with_events(warehouse: Warehouse, conn, meters: list[str]) -> set[str]:
     """Those of `meters` that have events (a first load, or new meters, need no re-attribution):
     a seek per meter on the primary key (meter|type|time)."""
-    prefixes, _, _ = events.meter_prefixes(meters)
-    return {prefix[:-1] for prefix in warehouse.prefixes_with_rows(conn, EV_CHARGING_EVENTS, "message_id", prefixes)}
+    meter_of = dict(zip(events.meter_id_prefixes(meters), meters, strict=True))
+    return {meter_of[p] for p in warehouse.prefixes_with_rows(conn, EV_CHARGING_EVENTS, "message_id", meter_of)}
 
 
 def _waiting_meters(warehouse: Warehouse, conn, meters: pl.DataFrame) -> list[str]:

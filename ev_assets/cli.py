@@ -88,24 +88,28 @@ def cmd_init(_args: argparse.Namespace) -> int:
         console.print(str(e), style="red")
         return 2
     console.print(f"instance: {path} ({', '.join(changed) if changed else 'up to date'})")
-    if uses_postgres_storage(home):
-        if not s.dagster_storage_url:
-            console.print(f"{path} stores the instance in PostgreSQL: set {STORAGE_URL_VARIABLE} (in every process that opens it)", style="red")
-            return 2
-        _upgrade_postgres_instance(home, s.dagster_storage_url)
+    if uses_postgres_storage(home) and not s.dagster_storage_url:
+        console.print(f"{path} stores the instance in PostgreSQL: set {STORAGE_URL_VARIABLE} (in every process that opens it)", style="red")
+        return 2
+    _upgrade_instance(home, s.dagster_storage_url if uses_postgres_storage(home) else None)
     return cmd_db_upgrade(_args)
 
 
-def _upgrade_postgres_instance(home: Path, url: str) -> None:
-    """Create the instance's tables in PostgreSQL, or migrate them to the installed Dagster
-    (`dagster instance migrate`), once, here: not raced by the daemon, the webserver and the first
-    run all opening a blank database at the same moment."""
+def _upgrade_instance(home: Path, postgres_url: str | None) -> None:
+    """Create the instance's storage (SQLite files under DAGSTER_HOME, or tables in PostgreSQL),
+    or migrate it to the installed Dagster (`dagster instance migrate`), once, here. Left to the
+    processes that open it first, the daemon, its code server and the webserver create and stamp
+    a blank storage at the same moment: SQLite's `alembic_version` then holds two heads and no
+    process can open the instance again."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.upgrade()
-    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
-    console.print(f"instance storage: {shown} (PostgreSQL, tables up to date)")
+    if postgres_url:
+        shown = sa.engine.make_url(postgres_url).render_as_string(hide_password=True)
+        console.print(f"instance storage: {shown} (PostgreSQL, tables up to date)")
+    else:
+        console.print(f"instance storage: {home} (SQLite, up to date)")
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -575,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show the engine's own logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("init", help="write the Dagster instance configuration (DAGSTER_HOME) and upgrade the warehouse schema").set_defaults(func=cmd_init)
+    sub.add_parser("init", help="write the Dagster instance configuration (DAGSTER_HOME), create or migrate its storage, and upgrade the warehouse schema").set_defaults(func=cmd_init)
 
     db = sub.add_parser("db", help="the warehouse schema (Alembic migrations)").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="upgrade the warehouse to the code's schema").set_defaults(func=cmd_db_upgrade)

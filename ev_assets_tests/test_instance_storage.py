@@ -92,6 +92,7 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
         # A deployment that started on SQLite (the default), then switches: init upgrades dagster.yaml.
         cli(env, "init")
         assert not uses_postgres_storage(home)
+        sqlite_storages = sorted(home.rglob("*.db"))  # what the SQLite instance was
         with_storage = {**env, "EV_DAGSTER_STORAGE_URL": instance_url}
         out = cli(with_storage, "init")
         assert "+storage (postgres)" in out and "tables up to date" in out
@@ -117,10 +118,34 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
             assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one() == len(runs)
             assert conn.execute(sa.text("SELECT count(*) FROM event_logs")).scalar_one() > 0
         engine.dispose()
-        assert not list(home.rglob("*.db"))
+        assert sorted(home.rglob("*.db")) == sqlite_storages  # no run's event log file
+        engine = sa.create_engine(f"sqlite:///{home / 'history' / 'runs.db'}")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one() == 0
+        engine.dispose()
 
         # Without the URL, the CLI says what is missing instead of failing deep inside Dagster.
         monkeypatch.delenv("EV_DAGSTER_STORAGE_URL")
         assert "set EV_DAGSTER_STORAGE_URL" in cli(env, "init", expect=2)
     finally:
         drop()
+
+
+def test_init_creates_the_sqlite_instance_storage_before_any_process_opens_it(env):
+    """Dagster creates and stamps its SQLite storages when a process first opens a blank home;
+    the daemon and its code server doing it at the same moment left `alembic_version` with two
+    rows ("more than one head present") and a daemon that never ran a sensor. `init` creates them
+    once, so every process started afterwards opens storages that are already at head."""
+    home = env["DAGSTER_HOME"]
+    cli(env, "init")
+    storages = {p.relative_to(home).as_posix() for p in home.rglob("*.db")}
+    assert {"history/runs.db", "schedules/schedules.db"} <= storages, storages
+    for name in ("history/runs.db", "schedules/schedules.db"):
+        engine = sa.create_engine(f"sqlite:///{home / name}")
+        with engine.connect() as conn:
+            assert len(conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()) == 1, name
+        engine.dispose()
+    # Idempotent: a second init changes no storage.
+    stamps = {p: p.stat().st_mtime_ns for p in home.rglob("*.db")}
+    cli(env, "init")
+    assert {p: p.stat().st_mtime_ns for p in home.rglob("*.db")} == stamps

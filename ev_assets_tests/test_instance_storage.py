@@ -100,9 +100,18 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
         assert _config(home)["storage"] == POSTGRES_STORAGE
         assert "s3cret-not-in-files" not in (home / "dagster.yaml").read_text()
 
-        simulate(small_utility, env["EV_FEED_DIR"], days=1)
+        # Three days: the daily load runs over a range, whose per-partition materializations Dagster
+        # writes as one batch (DAGSTER_EVENT_BATCH_SIZE, set by the code location).
+        simulate(small_utility, env["EV_FEED_DIR"], days=3)
         cli(with_storage, "run")
-        assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_SESSIONS) > 0
+        warehouse = Warehouse(env["EV_WAREHOUSE_URL"])
+        assert warehouse.count(EV_CHARGING_SESSIONS) > 0
+        with warehouse.engine.connect() as conn:
+            load_days = {
+                d if isinstance(d, str) else d.isoformat()
+                for d in conn.execute(sa.text("SELECT DISTINCT load_date FROM transformer_daily_load")).scalars()
+            }
+        assert len(load_days) >= 3, load_days
 
         # The instance, opened from that home as the daemon and the webserver open it, reports the runs.
         monkeypatch.setenv("EV_DAGSTER_STORAGE_URL", instance_url)
@@ -112,6 +121,11 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
             assert {r.job_name for r in runs} == {"reference_job", "ingest_job", "daily_load_job"}
             assert all(r.is_success for r in runs)
             assert all(instance.all_logs(r.run_id) for r in runs)
+            # Batched, yet every asset of the load has one materialization per day, none lost.
+            for asset in ("transformer_daily_load", "feeder_daily_load", "substation_daily_load"):
+                records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+                partitions = [r.partition_key for r in records]
+                assert len(partitions) == len(set(partitions)) and load_days <= set(partitions), (asset, partitions)
         # Stored in that database, and in no SQLite file under DAGSTER_HOME.
         engine = sa.create_engine(instance_url)
         with engine.connect() as conn:

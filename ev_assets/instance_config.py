@@ -10,6 +10,9 @@ where missing and a user's own values are kept. What each key is for:
   of staying STARTED forever;
 - `run_retries`: the daemon retries a failed run (the owner of retries; README "Operations");
 - `telemetry` off, and `nux` off so the UI opens straight onto the assets;
+- `event_log_storage`, while the instance stays in SQLite: Dagster's SQLite event log with a batch
+  path (`ev_assets.dagster_event_log`), so a range run's per-partition materializations are
+  written in one transaction instead of one file commit each; same files, same schema;
 - `storage`, only when EV_DAGSTER_STORAGE_URL is set: runs, the event log, schedules and sensor
   cursors in PostgreSQL (`dagster-postgres`) instead of SQLite files under DAGSTER_HOME. The SQLite
   event log opens, commits and closes a file per event, a large share of a run's fixed cost; and
@@ -50,6 +53,16 @@ STORAGE_URL_VARIABLE = "EV_DAGSTER_STORAGE_URL"
 POSTGRES_STORAGE: dict[str, Any] = {"postgres": {"postgres_url": {"env": STORAGE_URL_VARIABLE}}}
 # Keys that also choose where the instance stores its data (Dagster refuses `storage` next to them).
 _STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+BATCHING_EVENT_LOG = {"module": "ev_assets.dagster_event_log", "class": "BatchingSqliteEventLogStorage"}
+
+
+def batching_event_log(home: Path) -> dict[str, Any]:
+    """The `event_log_storage` key: where Dagster's default keeps a home's event logs."""
+    return {**BATCHING_EVENT_LOG, "config": {"base_dir": str(home.resolve() / "history" / "runs")}}
+
+
+def _is_ours(value: Any) -> bool:
+    return isinstance(value, dict) and all(value.get(k) == v for k, v in BATCHING_EVENT_LOG.items())
 
 
 class StorageConflict(ValueError):
@@ -72,6 +85,9 @@ def write_instance_config(home: Path, *, postgres_storage: bool = False) -> tupl
     path = home / "dagster.yaml"
     current: dict[str, Any] = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     changed = []
+    if postgres_storage and _is_ours(current.get("event_log_storage")):
+        del current["event_log_storage"]  # PostgreSQL stores the event log; ours was SQLite's
+        changed.append("-event_log_storage (SQLite)")
     if postgres_storage and current.get("storage") != POSTGRES_STORAGE:
         chosen = [key for key in _STORAGE_KEYS if key in current]
         if chosen:
@@ -82,6 +98,14 @@ def write_instance_config(home: Path, *, postgres_storage: bool = False) -> tupl
             )
         current["storage"] = POSTGRES_STORAGE
         changed.append("+storage (postgres)")
+    if not postgres_storage:
+        wanted = batching_event_log(home)
+        if not any(key in current for key in _STORAGE_KEYS):
+            current["event_log_storage"] = wanted
+            changed.append("+event_log_storage (SQLite, batched)")
+        elif _is_ours(current.get("event_log_storage")) and current["event_log_storage"] != wanted:
+            current["event_log_storage"] = wanted  # the home moved: its event logs are here now
+            changed.append("~event_log_storage (SQLite, batched)")
     for key, obsolete in _OBSOLETE.items():
         if current.get(key) == obsolete:
             del current[key]

@@ -11,6 +11,7 @@ import yaml
 
 from ev_assets.instance_config import (
     POSTGRES_STORAGE,
+    batching_event_log,
     REQUIRED,
     StorageConflict,
     uses_postgres_storage,
@@ -33,6 +34,17 @@ def test_sqlite_stays_the_default(tmp_path):
     config = _config(tmp_path)
     assert "storage" not in config and set(REQUIRED) <= set(config)
     assert "+storage (postgres)" not in changed and not uses_postgres_storage(tmp_path)
+    # Dagster's SQLite event log, with a batch path, in the files Dagster's default would use.
+    assert config["event_log_storage"] == batching_event_log(tmp_path)
+    assert config["event_log_storage"]["config"]["base_dir"] == str(tmp_path.resolve() / "history" / "runs")
+    assert write_instance_config(tmp_path)[1] == []
+
+
+def test_a_moved_home_keeps_its_event_logs_in_itself(tmp_path):
+    write_instance_config(tmp_path / "old")
+    (tmp_path / "old").rename(tmp_path / "new")
+    assert write_instance_config(tmp_path / "new")[1] == ["~event_log_storage (SQLite, batched)"]
+    assert _config(tmp_path / "new")["event_log_storage"] == batching_event_log(tmp_path / "new")
 
 
 def test_postgres_storage_is_an_env_reference_and_upgrades_an_existing_file(tmp_path):
@@ -43,10 +55,11 @@ def test_postgres_storage_is_an_env_reference_and_upgrades_an_existing_file(tmp_
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
 
     _, changed = write_instance_config(tmp_path, postgres_storage=True)
-    assert changed == ["+storage (postgres)"]
+    assert changed == ["-event_log_storage (SQLite)", "+storage (postgres)"]
     upgraded = _config(tmp_path)
     # Dagster resolves `env:` when it opens the instance: the URL itself is in no file.
     assert upgraded["storage"] == {"postgres": {"postgres_url": {"env": "EV_DAGSTER_STORAGE_URL"}}} == POSTGRES_STORAGE
+    assert "event_log_storage" not in upgraded  # Dagster refuses it next to `storage`
     assert upgraded["run_coordinator"]["config"]["max_concurrent_runs"] == 2  # the user's value kept
     assert uses_postgres_storage(tmp_path)
     # Idempotent: nothing left to add.
@@ -63,6 +76,9 @@ def test_a_storage_the_user_chose_is_not_overwritten(tmp_path, key):
     with pytest.raises(StorageConflict, match=key):
         write_instance_config(tmp_path, postgres_storage=True)
     assert (tmp_path / "dagster.yaml").read_text() == before
+    # Staying on SQLite, init adds its own keys but not its event log next to the user's storage.
+    _, changed = write_instance_config(tmp_path)
+    assert _config(tmp_path)[key] == chosen and not [c for c in changed if "storage" in c]
 
 
 def test_the_storage_url_must_be_postgresql(monkeypatch):
@@ -163,3 +179,35 @@ def test_init_creates_the_sqlite_instance_storage_before_any_process_opens_it(en
     stamps = {p: p.stat().st_mtime_ns for p in home.rglob("*.db")}
     cli(env, "init")
     assert {p: p.stat().st_mtime_ns for p in home.rglob("*.db")} == stamps
+
+
+def test_a_range_run_on_the_sqlite_instance_stores_every_materialization_through_the_batch_path(env, small_utility):
+    """A daily-load run over a range hands its per-partition materializations to the event log as
+    batches (DAGSTER_EVENT_BATCH_SIZE); on SQLite `BatchingSqliteEventLogStorage` writes each batch
+    in one transaction. Every asset of the load keeps one materialization per day, in the run's own
+    log and in the cross-run index (its partition tags are what the UI's partition status reads)."""
+    home = env["DAGSTER_HOME"]
+    cli(env, "init")
+    simulate(small_utility, env["EV_FEED_DIR"], days=3)
+    cli(env, "run")
+    warehouse = Warehouse(env["EV_WAREHOUSE_URL"])
+    with warehouse.engine.connect() as conn:
+        load_days = set(conn.execute(sa.text("SELECT DISTINCT load_date FROM transformer_daily_load")).scalars())
+    load_days = {d if isinstance(d, str) else d.isoformat() for d in load_days}
+    assert len(load_days) >= 3, load_days
+    assets = [f"{level}_{kind}_load" for level in ("transformer", "feeder", "substation") for kind in ("daily", "interval")]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.event_log_storage).__name__ == "BatchingSqliteEventLogStorage"
+        (load_run,) = [r for r in instance.get_runs() if r.job_name == "daily_load_job"]
+        run_materializations = [
+            e.dagster_event for e in instance.all_logs(load_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        ]
+        partitions_in_run = {e.partition for e in run_materializations}
+        assert load_days <= partitions_in_run
+        assert len(run_materializations) == len(assets) * len(partitions_in_run)
+        for asset in assets:
+            key = dg.AssetKey(asset)
+            partitions = [r.partition_key for r in instance.fetch_materializations(key, limit=1000).records]
+            assert sorted(partitions) == sorted(partitions_in_run), asset
+            assert instance.get_materialized_partitions(key) == partitions_in_run, asset
+            assert instance.get_latest_materialization_event(key).dagster_event.partition == max(partitions_in_run)

@@ -12,8 +12,9 @@ one transaction on the index shard (the rows, their tags, the asset's latest eve
 statement on the run's shard. Same files and schema as Dagster's own, so a home switches to it and
 back freely. `ev-awareness init` configures it (`event_log_storage` in dagster.yaml) when the
 instance stays in SQLite. Anything but a batch of one run's materializations (or observations)
-takes Dagster's own path, and so does a batch whose write fails (Dagster falls back to storing
-the events one by one; the index transaction is written first and rolls back whole).
+takes Dagster's own path. When a batch's write fails Dagster stores its events one by one: the
+index transaction goes first and rolls back whole, so only a failure of the run file's single
+statement after it (a full disk) could leave that batch twice in the index.
 """
 
 from __future__ import annotations

@@ -25,6 +25,14 @@ from .conftest import POSTGRES_URL, _postgres_database, simulate
 from .test_end_to_end import cli
 
 
+def _load_days(env) -> set[str]:
+    """The days transformer_daily_load holds, as partition keys."""
+    warehouse = Warehouse(env["EV_WAREHOUSE_URL"])
+    with warehouse.engine.connect() as conn:
+        days = conn.execute(sa.text("SELECT DISTINCT load_date FROM transformer_daily_load")).scalars()
+        return {d if isinstance(d, str) else d.isoformat() for d in days}
+
+
 def _config(home) -> dict:
     return yaml.safe_load((home / "dagster.yaml").read_text())
 
@@ -120,13 +128,8 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
         # writes as one batch (DAGSTER_EVENT_BATCH_SIZE, set by the code location).
         simulate(small_utility, env["EV_FEED_DIR"], days=3)
         cli(with_storage, "run")
-        warehouse = Warehouse(env["EV_WAREHOUSE_URL"])
-        assert warehouse.count(EV_CHARGING_SESSIONS) > 0
-        with warehouse.engine.connect() as conn:
-            load_days = {
-                d if isinstance(d, str) else d.isoformat()
-                for d in conn.execute(sa.text("SELECT DISTINCT load_date FROM transformer_daily_load")).scalars()
-            }
+        assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_SESSIONS) > 0
+        load_days = _load_days(env)
         assert len(load_days) >= 3, load_days
 
         # The instance, opened from that home as the daemon and the webserver open it, reports the runs.
@@ -190,10 +193,7 @@ def test_a_range_run_on_the_sqlite_instance_stores_every_materialization_through
     cli(env, "init")
     simulate(small_utility, env["EV_FEED_DIR"], days=3)
     cli(env, "run")
-    warehouse = Warehouse(env["EV_WAREHOUSE_URL"])
-    with warehouse.engine.connect() as conn:
-        load_days = set(conn.execute(sa.text("SELECT DISTINCT load_date FROM transformer_daily_load")).scalars())
-    load_days = {d if isinstance(d, str) else d.isoformat() for d in load_days}
+    load_days = _load_days(env)
     assert len(load_days) >= 3, load_days
     assets = [f"{level}_{kind}_load" for level in ("transformer", "feeder", "substation") for kind in ("daily", "interval")]
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -8,26 +8,41 @@ file and on the cross-run index file, inserts, and commits, for every event: abo
 2 s of every 31-day run and more than half of a three-year backfill's daily load (BENCHMARKS.md).
 
 `BatchingSqliteEventLogStorage` is that SQLite event log with the batch path dagster-postgres has:
-one transaction on the index shard (the rows, their tags, the asset's latest event) and one
-statement on the run's shard. Same files and schema as Dagster's own, so a home switches to it and
-back freely. `ev-awareness init` configures it (`event_log_storage` in dagster.yaml) when the
-instance stays in SQLite. Anything but a batch of one run's materializations (or observations)
-takes Dagster's own path. When a batch's write fails Dagster stores its events one by one: the
-index transaction goes first and rolls back whole, so only a failure of the run file's single
-statement after it (a full disk) could leave that batch twice in the index.
+one transaction on the index shard (the rows, their tags, each asset's latest event) and one
+statement on the run's shard. It also takes the batch Dagster hands over when it creates a run:
+the run's planned materializations, one per asset and partition (188 for a 31-day range run, about
+2 s of its creation on Dagster's path), which dagster-postgres, too, stores one by one. Same files
+and schema as Dagster's own, so a home switches to it and back freely. `ev-awareness init`
+configures it (`event_log_storage` in dagster.yaml) when the instance stays in SQLite. Every other
+event of a batch (a check's planned evaluation, a failure) takes Dagster's own path, in the
+batch's order. When a group's write fails its events are stored one by one, as Dagster does with a
+failed batch (raising would make Dagster store the groups already written again): the index
+transaction goes first and rolls back whole, so only a failure of the run file's single statement
+after it (a full disk) could leave that group twice in the index.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from itertools import groupby
 
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 
-# The event kinds dagster-postgres batches: a step's per-partition asset events.
-_BATCHABLE = ({DagsterEventType.ASSET_MATERIALIZATION}, {DagsterEventType.ASSET_OBSERVATION})
+# The asset events mirrored in the index shard that are written a batch at a time: a step's
+# per-partition materializations or observations, and a run's planned materializations.
+_BATCHABLE = {
+    DagsterEventType.ASSET_MATERIALIZATION,
+    DagsterEventType.ASSET_OBSERVATION,
+    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+}
+
+
+def _batchable(event: EventLogEntry) -> bool:
+    return event.get_dagster_event().event_type in _BATCHABLE
 
 
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
@@ -38,11 +53,27 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         return cls(inst_data=inst_data, **config_value)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        kinds = {event.get_dagster_event().event_type for event in events}
-        runs = {event.run_id for event in events}
-        if len(events) < 2 or kinds not in _BATCHABLE or len(runs) != 1:
+        if len({event.run_id for event in events}) != 1:
             super().store_event_batch(events)
             return
+        # Consecutive batchable events are written together, anything else event by event: the
+        # run's log keeps the batch's order.
+        for batchable, group in groupby(events, key=_batchable):
+            group = list(group)
+            if batchable and len(group) > 1:
+                try:
+                    self._store_asset_events(group)
+                    continue
+                except Exception:  # noqa: BLE001 - Dagster's own fallback for a batch, kept to this group
+                    # Raising would make Dagster store the whole batch again, the groups already
+                    # written included.
+                    logging.getLogger("ev_assets").warning(
+                        "event batch not written as one; stored event by event", exc_info=True
+                    )
+            for event in group:
+                self.store_event(event)
+
+    def _store_asset_events(self, events: list[EventLogEntry]) -> None:
         insert = self.prepare_insert_event_batch(events)
         # The index shard first, in one transaction: if it fails nothing is written and Dagster
         # stores the batch event by event; the ids it returns key the asset tags.
@@ -51,7 +82,13 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             # unspecified, so the ids are put back in that order.
             ids = sorted(conn.execute(insert.returning(SqlEventLogStorageTable.c.id)).scalars())
             self._store_asset_event_tags(conn, events, ids)
-            # As dagster-postgres does: the asset's latest-event row needs only the last of them.
-            self._store_asset_event(conn, events[-1], ids[-1])
-        with self.run_connection(runs.pop()) as conn:
+            # Each asset's latest-event row holds what its last event of the batch sets (as
+            # dagster-postgres does for one asset's materializations): the others are overwritten.
+            last = {
+                event.get_dagster_event().asset_key: (event, event_id)
+                for event, event_id in zip(events, ids, strict=True)
+            }
+            for event, event_id in last.values():
+                self._store_asset_event(conn, event, event_id)
+        with self.run_connection(events[0].run_id) as conn:
             conn.execute(insert)

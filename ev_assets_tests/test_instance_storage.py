@@ -11,9 +11,9 @@ import yaml
 
 from ev_assets.instance_config import (
     POSTGRES_STORAGE,
-    batching_event_log,
     REQUIRED,
     StorageConflict,
+    batching_event_log,
     uses_postgres_storage,
     write_instance_config,
 )
@@ -109,7 +109,8 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
     instance_url, drop = _postgres_database()
     # Trust authentication ignores the password: it is here to show it is written nowhere.
     instance_url = (
-        sa.engine.make_url(instance_url).set(drivername="postgresql+psycopg2", password="s3cret-not-in-files")
+        sa.engine.make_url(instance_url)
+        .set(drivername="postgresql+psycopg2", password="s3cret-not-in-files")
         .render_as_string(hide_password=False)
     )
     try:
@@ -185,7 +186,7 @@ def test_init_creates_the_sqlite_instance_storage_before_any_process_opens_it(en
 
 
 def test_a_range_run_on_the_sqlite_instance_stores_every_materialization_through_the_batch_path(env, small_utility):
-    """A daily-load run over a range hands its per-partition materializations to the event log as
+    """A daily-load run over a range hands its planned and its per-partition materializations to the event log as
     batches (DAGSTER_EVENT_BATCH_SIZE); on SQLite `BatchingSqliteEventLogStorage` writes each batch
     in one transaction. Every asset of the load keeps one materialization per day, in the run's own
     log and in the cross-run index (its partition tags are what the UI's partition status reads)."""
@@ -195,12 +196,15 @@ def test_a_range_run_on_the_sqlite_instance_stores_every_materialization_through
     cli(env, "run")
     load_days = _load_days(env)
     assert len(load_days) >= 3, load_days
-    assets = [f"{level}_{kind}_load" for level in ("transformer", "feeder", "substation") for kind in ("daily", "interval")]
+    assets = [
+        f"{level}_{kind}_load" for level in ("transformer", "feeder", "substation") for kind in ("daily", "interval")
+    ]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.event_log_storage).__name__ == "BatchingSqliteEventLogStorage"
         (load_run,) = [r for r in instance.get_runs() if r.job_name == "daily_load_job"]
         run_materializations = [
-            e.dagster_event for e in instance.all_logs(load_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+            e.dagster_event
+            for e in instance.all_logs(load_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
         ]
         partitions_in_run = {e.partition for e in run_materializations}
         assert load_days <= partitions_in_run
@@ -211,3 +215,13 @@ def test_a_range_run_on_the_sqlite_instance_stores_every_materialization_through
             assert sorted(partitions) == sorted(partitions_in_run), asset
             assert instance.get_materialized_partitions(key) == partitions_in_run, asset
             assert instance.get_latest_materialization_event(key).dagster_event.partition == max(partitions_in_run)
+        # The run's planned materializations (written as one batch at its creation): every asset and
+        # day, in the run's log and in the index the UI and the sensors read.
+        planned = instance.all_logs(load_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+        assert sorted((e.dagster_event.asset_key.path[-1], e.dagster_event.partition) for e in planned) == sorted(
+            (asset, day) for asset in assets for day in partitions_in_run
+        )
+        for asset in assets:
+            for day in partitions_in_run:
+                info = instance.event_log_storage.get_latest_planned_materialization_info(dg.AssetKey(asset), day)
+                assert info.run_id == load_run.run_id, (asset, day)

@@ -31,6 +31,9 @@ from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from sqlalchemy import Connection
 
 # The asset events mirrored in the index shard that are written a batch at a time: a step's
 # per-partition materializations or observations, and a run's planned materializations.
@@ -45,19 +48,15 @@ def _batchable(event: EventLogEntry) -> bool:
     return event.get_dagster_event().event_type in _BATCHABLE
 
 
-class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
-    """SqliteEventLogStorage whose `store_event_batch` writes one run's asset events at once."""
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):  # the parent builds its own class
-        return cls(inst_data=inst_data, **config_value)
+class _AssetEventBatches:
+    """`store_event_batch` for one of Dagster's SQL event logs (a base class after this one):
+    consecutive asset events of one run are written together by `_store_asset_events`, anything
+    else event by event, so the run's log keeps the batch's order."""
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         if len({event.run_id for event in events}) != 1:
-            super().store_event_batch(events)
+            super().store_event_batch(events)  # type: ignore[misc]
             return
-        # Consecutive batchable events are written together, anything else event by event: the
-        # run's log keeps the batch's order.
         for batchable, group in groupby(events, key=_batchable):
             group = list(group)
             if batchable and len(group) > 1:
@@ -71,24 +70,65 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                         "event batch not written as one; stored event by event", exc_info=True
                     )
             for event in group:
-                self.store_event(event)
+                self.store_event(event)  # type: ignore[attr-defined]
+
+    def _store_asset_events(self, events: list[EventLogEntry]) -> None:
+        raise NotImplementedError
+
+    def _index_asset_events(self, conn: Connection, events: list[EventLogEntry], insert) -> list[int]:
+        """Insert the events into the index (cross-run) table, with their tags and each asset's
+        latest-event row; returns their ids in the events' order."""
+        # The database numbers one INSERT's rows in the order of its VALUES; RETURNING's own order
+        # is unspecified, so the ids are put back in that order.
+        ids = sorted(conn.execute(insert.returning(SqlEventLogStorageTable.c.id)).scalars())
+        self._store_asset_event_tags(conn, events, ids)  # type: ignore[attr-defined]
+        # Each asset's latest-event row holds what its last event of the batch sets (as
+        # dagster-postgres does for one asset's materializations): the others are overwritten.
+        last = {
+            event.get_dagster_event().asset_key: (event, event_id) for event, event_id in zip(events, ids, strict=True)
+        }
+        for event, event_id in last.values():
+            self._store_asset_event(conn, event, event_id)  # type: ignore[attr-defined]
+        return ids
+
+
+class BatchingSqliteEventLogStorage(_AssetEventBatches, SqliteEventLogStorage):
+    """SqliteEventLogStorage whose `store_event_batch` writes one run's asset events at once."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):  # the parent builds its own class
+        return cls(inst_data=inst_data, **config_value)
 
     def _store_asset_events(self, events: list[EventLogEntry]) -> None:
         insert = self.prepare_insert_event_batch(events)
-        # The index shard first, in one transaction: if it fails nothing is written and Dagster
-        # stores the batch event by event; the ids it returns key the asset tags.
+        # The index shard first, in one transaction: if it fails nothing is written and the group
+        # is stored event by event.
         with self.index_transaction() as conn:
-            # SQLite numbers one INSERT's rows in the order of its VALUES; RETURNING's own order is
-            # unspecified, so the ids are put back in that order.
-            ids = sorted(conn.execute(insert.returning(SqlEventLogStorageTable.c.id)).scalars())
-            self._store_asset_event_tags(conn, events, ids)
-            # Each asset's latest-event row holds what its last event of the batch sets (as
-            # dagster-postgres does for one asset's materializations): the others are overwritten.
-            last = {
-                event.get_dagster_event().asset_key: (event, event_id)
-                for event, event_id in zip(events, ids, strict=True)
-            }
-            for event, event_id in last.values():
-                self._store_asset_event(conn, event, event_id)
+            self._index_asset_events(conn, events, insert)
         with self.run_connection(events[0].run_id) as conn:
             conn.execute(insert)
+
+
+class BatchingPostgresEventLogStorage(_AssetEventBatches, PostgresEventLogStorage):
+    """dagster-postgres's event log whose `store_event_batch` also writes a run's planned
+    materializations at once (dagster-postgres opens a connection per event for them: about 15 ms
+    each, 2.9 s for a 31-day range run's 186)."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):  # the parent builds its own class
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
+
+    def _store_asset_events(self, events: list[EventLogEntry]) -> None:
+        insert = self.prepare_insert_event_batch(events)
+        # One table holds the run's log and the index: the rows, their tags and the assets' rows in
+        # one transaction (the engine autocommits each statement otherwise), so a failure leaves
+        # nothing to store twice.
+        with self._connect() as conn:
+            transactional = conn.execution_options(isolation_level="READ COMMITTED")
+            with transactional.begin():
+                self._index_asset_events(transactional, events, insert)

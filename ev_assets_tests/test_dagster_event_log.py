@@ -1,7 +1,8 @@
-"""`BatchingSqliteEventLogStorage` must leave exactly what Dagster's own SQLite event log leaves when
-it stores the same events one by one: the run's log in order, the cross-run index (planned and
-done materializations, per asset and partition) and each asset's latest run. Two real event logs in
-temporary folders, fed the batches Dagster hands over: a run's planned events at its creation
+"""`BatchingSqliteEventLogStorage` and `BatchingPostgresEventLogStorage` must leave exactly what
+Dagster's own event log (SQLite, dagster-postgres) leaves when it stores the same events one by
+one: the run's log in order, the cross-run index (planned and done materializations, per asset and
+partition) and each asset's latest run. Two real event logs of each kind (temporary folders, fresh
+PostgreSQL databases), fed the batches Dagster hands over: a run's planned events at its creation
 (every asset and partition of a range run, and its checks) and a step's per-partition
 materializations."""
 
@@ -11,6 +12,8 @@ import logging
 import time
 
 import dagster as dg
+import pytest
+import sqlalchemy as sa
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
 from dagster._core.events import (
     AssetMaterializationPlannedData,
@@ -20,8 +23,11 @@ from dagster._core.events import (
 )
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster_postgres.event_log import PostgresEventLogStorage
 
-from ev_assets.dagster_event_log import BatchingSqliteEventLogStorage
+from ev_assets.dagster_event_log import BatchingPostgresEventLogStorage, BatchingSqliteEventLogStorage
+
+from .conftest import BACKENDS, _postgres_database
 
 JOB = "daily_load_job"
 ASSETS = [dg.AssetKey("feeder_daily_load"), dg.AssetKey("transformer_daily_load")]
@@ -119,7 +125,28 @@ def _state(storage: SqliteEventLogStorage, run_ids: list[str]) -> dict:
     return {"logs": logs, "assets": assets}
 
 
-def test_batches_leave_what_dagsters_event_by_event_path_leaves(tmp_path):
+@pytest.fixture(params=BACKENDS)
+def event_logs(request, tmp_path):
+    """(Dagster's own event log, ours) of one kind, each on its own fresh storage."""
+    if request.param == "sqlite":
+        yield SqliteEventLogStorage(str(tmp_path / "plain")), BatchingSqliteEventLogStorage(str(tmp_path / "batching"))
+        return
+    databases = [_postgres_database(), _postgres_database()]
+    # dagster-postgres sends a NOTIFY with a bound parameter, which only psycopg2 can send.
+    plain_url, batching_url = (
+        sa.engine.make_url(url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+        for url, _ in databases
+    )
+    storages = PostgresEventLogStorage(plain_url), BatchingPostgresEventLogStorage(batching_url)
+    yield storages
+    for storage in storages:
+        storage.dispose()
+    for _, drop in databases:
+        drop()
+
+
+def test_batches_leave_what_dagsters_event_by_event_path_leaves(event_logs):
+    plain, batching = event_logs
     now = time.time()
     first, second = "a" * 8 + "-0000-0000-0000-000000000001", "b" * 8 + "-0000-0000-0000-000000000002"
     batches = [
@@ -129,8 +156,6 @@ def test_batches_leave_what_dagsters_event_by_event_path_leaves(tmp_path):
         # A later run plans the same days again: each asset's latest run moves to it.
         _planned(second, now + 3),
     ]
-    plain = SqliteEventLogStorage(str(tmp_path / "plain"))
-    batching = BatchingSqliteEventLogStorage(str(tmp_path / "batching"))
     for batch in batches:
         for event in batch:
             plain.store_event(event)
@@ -146,25 +171,26 @@ def test_batches_leave_what_dagsters_event_by_event_path_leaves(tmp_path):
     assert len(expected["logs"][first]) == 7 + 6 and len(expected["logs"][second]) == 7
 
 
-def test_a_run_creations_planned_events_are_written_as_batches(tmp_path):
-    """Statements on the run's file and the index: the planned events of a run over three days
-    take one INSERT into each, not one per event (Dagster's path: a new engine, an insert and a
-    commit per event, about 2 s of every 31-day run's creation)."""
-    storage = BatchingSqliteEventLogStorage(str(tmp_path / "batching"))
+def test_a_run_creations_planned_events_are_written_as_batches(event_logs):
+    """The planned events of a run over three days are written together, not one by one (Dagster's
+    path: a new engine or connection, an insert and a commit per event, 2 to 3 s of every 31-day
+    run's creation)."""
+    _, storage = event_logs
     run_id = "c" * 8 + "-0000-0000-0000-000000000003"
     events = _planned(run_id, time.time())
     stored_one_by_one = []
-    original = SqliteEventLogStorage.store_event
+    parent = type(storage).__mro__[2]  # Dagster's own class, after the batching mixin
+    original = parent.store_event
 
     def counting_store_event(self, event):
         stored_one_by_one.append(event.dagster_event_type)
         return original(self, event)
 
-    SqliteEventLogStorage.store_event = counting_store_event
+    parent.store_event = counting_store_event
     try:
         storage.store_event_batch(events)
     finally:
-        SqliteEventLogStorage.store_event = original
+        parent.store_event = original
     # Only the check's planned evaluation (its own table) goes Dagster's way.
     assert stored_one_by_one == [DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED]
     assert len(storage.get_records_for_run(run_id).records) == len(events)

@@ -309,7 +309,7 @@ def pipeline_env(month: Month, run_dir: Path, warehouse_url: str, instance_url: 
         DAGSTER_HOME=str(run_dir / "dagster_home"),
     )
     # The Dagster instance: SQLite files under DAGSTER_HOME unless a PostgreSQL database is given
-    # (`init` then writes `storage: postgres:` reading this variable).
+    # (`init` then writes the dagster-postgres storages, reading this variable).
     env.pop("EV_DAGSTER_STORAGE_URL", None)
     if instance_url:
         env["EV_DAGSTER_STORAGE_URL"] = instance_url

@@ -1,24 +1,25 @@
-"""Dagster's SQLite event log, writing a batch of asset events as one batch.
+"""Dagster's event logs (SQLite, and dagster-postgres's), writing a batch of asset events as one.
 
 A daily-load run over a range reports one materialization per asset and day (6 assets x 31 days:
-186 events). With DAGSTER_EVENT_BATCH_SIZE > 0 (set by the code location) Dagster hands a step's
-per-partition materializations to `store_event_batch`. dagster-postgres writes them with one
-INSERT; Dagster's SQLite event log loops over `store_event`, which opens a new engine on the run's
-file and on the cross-run index file, inserts, and commits, for every event: about 10 ms each,
-2 s of every 31-day run and more than half of a three-year backfill's daily load (BENCHMARKS.md).
+186 events), and Dagster records as many planned materializations when it creates the run. With
+DAGSTER_EVENT_BATCH_SIZE > 0 (set by the code location) Dagster hands a step's per-partition
+materializations, and a run's planned events, to `store_event_batch`. dagster-postgres writes the
+materializations with one INSERT, the planned events one connection each (about 15 ms each); Dagster's
+SQLite event log loops over `store_event`, which opens a new engine on the run's file and on the
+cross-run index file, inserts, and commits, for every event: about 10 ms each, 2 s of every 31-day
+run and more than half of a three-year backfill's daily load (BENCHMARKS.md).
 
-`BatchingSqliteEventLogStorage` is that SQLite event log with the batch path dagster-postgres has:
-one transaction on the index shard (the rows, their tags, each asset's latest event) and one
-statement on the run's shard. It also takes the batch Dagster hands over when it creates a run:
-the run's planned materializations, one per asset and partition (188 for a 31-day range run, about
-2 s of its creation on Dagster's path), which dagster-postgres, too, stores one by one. Same files
-and schema as Dagster's own, so a home switches to it and back freely. `ev-awareness init`
-configures it (`event_log_storage` in dagster.yaml) when the instance stays in SQLite. Every other
-event of a batch (a check's planned evaluation, a failure) takes Dagster's own path, in the
-batch's order. When a group's write fails its events are stored one by one, as Dagster does with a
-failed batch (raising would make Dagster store the groups already written again): the index
-transaction goes first and rolls back whole, so only a failure of the run file's single statement
-after it (a full disk) could leave that group twice in the index.
+`BatchingSqliteEventLogStorage` is that SQLite event log with a batch path: one transaction on the
+index shard (the rows, their tags, each asset's latest event) and one statement on the run's
+shard. `BatchingPostgresEventLogStorage` is dagster-postgres's with the same path for the planned
+events (one table holds the run's log and the index there: one transaction). Same files, tables
+and schema as Dagster's own, so a home switches to them and back freely. `ev-awareness init`
+configures one or the other (`event_log_storage` in dagster.yaml). Every other event of a batch (a
+check's planned evaluation, a failure) takes Dagster's own path, in the batch's order. When a
+group's write fails its events are stored one by one, as Dagster does with a failed batch (raising
+would make Dagster store the groups already written again): on SQLite the index transaction goes
+first and rolls back whole, so only a failure of the run file's single statement after it (a full
+disk) could leave that group twice in the index.
 """
 
 from __future__ import annotations

@@ -13,11 +13,14 @@ where missing and a user's own values are kept. What each key is for:
 - `event_log_storage`, while the instance stays in SQLite: Dagster's SQLite event log with a batch
   path (`ev_assets.dagster_event_log`), so a range run's per-partition materializations are
   written in one transaction instead of one file commit each; same files, same schema;
-- `storage`, only when EV_DAGSTER_STORAGE_URL is set: runs, the event log, schedules and sensor
-  cursors in PostgreSQL (`dagster-postgres`) instead of SQLite files under DAGSTER_HOME. The SQLite
+- `run_storage`, `event_log_storage` and `schedule_storage`, only when EV_DAGSTER_STORAGE_URL is
+  set: runs, the event log, schedules and sensor cursors in PostgreSQL (`dagster-postgres`) instead
+  of SQLite files under DAGSTER_HOME; what `storage: postgres:` configures, but with the event log
+  that writes a run's planned materializations at once (`ev_assets.dagster_event_log`). The SQLite
   event log opens, commits and closes a file per event, a large share of a run's fixed cost; and
   several processes (daemon, webserver, run workers) write it at once. The URL is written as an
-  `env:` reference, so the password stays in the environment and never lands in the file.
+  `env:` reference, so the password stays in the environment and never lands in the file. A file
+  an earlier `init` wrote with `storage: postgres:` is converted (same database, same tables).
 """
 
 from __future__ import annotations
@@ -50,7 +53,20 @@ REQUIRED: dict[str, Any] = {
 }
 
 STORAGE_URL_VARIABLE = "EV_DAGSTER_STORAGE_URL"
-POSTGRES_STORAGE: dict[str, Any] = {"postgres": {"postgres_url": {"env": STORAGE_URL_VARIABLE}}}
+
+
+def _postgres(module: str, class_name: str) -> dict[str, Any]:
+    return {"module": module, "class": class_name, "config": {"postgres_url": {"env": STORAGE_URL_VARIABLE}}}
+
+
+# The instance in PostgreSQL: dagster-postgres's storages, the event log's batch path ours.
+POSTGRES_STORAGE: dict[str, Any] = {
+    "run_storage": _postgres("dagster_postgres.run_storage", "PostgresRunStorage"),
+    "event_log_storage": _postgres("ev_assets.dagster_event_log", "BatchingPostgresEventLogStorage"),
+    "schedule_storage": _postgres("dagster_postgres.schedule_storage", "PostgresScheduleStorage"),
+}
+# What `init` wrote for PostgreSQL before: the same database and tables, Dagster's own event log.
+EARLIER_POSTGRES_STORAGE: dict[str, Any] = {"postgres": {"postgres_url": {"env": STORAGE_URL_VARIABLE}}}
 # Keys that also choose where the instance stores its data (Dagster refuses `storage` next to them).
 _STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
 BATCHING_EVENT_LOG = {"module": "ev_assets.dagster_event_log", "class": "BatchingSqliteEventLogStorage"}
@@ -88,7 +104,11 @@ def write_instance_config(home: Path, *, postgres_storage: bool = False) -> tupl
     if postgres_storage and _is_ours(current.get("event_log_storage")):
         del current["event_log_storage"]  # PostgreSQL stores the event log; ours was SQLite's
         changed.append("-event_log_storage (SQLite)")
-    if postgres_storage and current.get("storage") != POSTGRES_STORAGE:
+    if postgres_storage and current.get("storage") == EARLIER_POSTGRES_STORAGE:
+        del current["storage"]
+        current.update(POSTGRES_STORAGE)
+        changed.append("~storage (postgres, batched event log)")
+    if postgres_storage and not _postgres_chosen(current):
         chosen = [key for key in _STORAGE_KEYS if key in current]
         if chosen:
             raise StorageConflict(
@@ -96,7 +116,7 @@ def write_instance_config(home: Path, *, postgres_storage: bool = False) -> tupl
                 f"{'that key' if len(chosen) == 1 else 'those keys'} to store the instance in PostgreSQL "
                 f"({STORAGE_URL_VARIABLE}), or unset {STORAGE_URL_VARIABLE} to keep it"
             )
-        current["storage"] = POSTGRES_STORAGE
+        current.update(POSTGRES_STORAGE)
         changed.append("+storage (postgres)")
     if not postgres_storage:
         wanted = batching_event_log(home)
@@ -119,9 +139,15 @@ def write_instance_config(home: Path, *, postgres_storage: bool = False) -> tupl
     return path, changed
 
 
+def _postgres_chosen(config: dict[str, Any]) -> bool:
+    return all(config.get(key) == value for key, value in POSTGRES_STORAGE.items())
+
+
 def uses_postgres_storage(home: Path) -> bool:
-    """Whether `home/dagster.yaml` reads its storage URL from EV_DAGSTER_STORAGE_URL."""
+    """Whether `home/dagster.yaml` reads its storage URL from EV_DAGSTER_STORAGE_URL (as this
+    version writes it, or as an earlier `init` did)."""
     path = home / "dagster.yaml"
     if not path.exists():
         return False
-    return (yaml.safe_load(path.read_text()) or {}).get("storage") == POSTGRES_STORAGE
+    config = yaml.safe_load(path.read_text()) or {}
+    return _postgres_chosen(config) or config.get("storage") == EARLIER_POSTGRES_STORAGE

@@ -195,9 +195,10 @@ class Settings(BaseSettings):
         "PostgreSQL URL of the Dagster instance's storage (runs, event log, schedules, sensor cursors; "
         "`dagster-postgres`), e.g. `postgresql+psycopg2://user@host/dagster` (dagster-postgres needs the psycopg2 "
         "driver): the production setup. Unset: SQLite "
-        "files under DAGSTER_HOME. With it set, `ev-awareness init` writes `storage: postgres:` with "
-        "`postgres_url: {env: EV_DAGSTER_STORAGE_URL}` into `dagster.yaml` (the secret stays in the environment, "
-        "never in the file) and creates the instance's tables; every process that opens the instance needs it.",
+        "files under DAGSTER_HOME. With it set, `ev-awareness init` writes dagster-postgres's `run_storage` and "
+        "`schedule_storage` and the batching `event_log_storage` with `postgres_url: {env: EV_DAGSTER_STORAGE_URL}` "
+        "into `dagster.yaml` (the secret stays in the environment, never in the file) and creates the instance's "
+        "tables; every process that opens the instance needs it.",
         INSTANCE,
     )
     receiver_token_sha256s: str = _setting(

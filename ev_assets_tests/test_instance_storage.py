@@ -10,6 +10,7 @@ import sqlalchemy as sa
 import yaml
 
 from ev_assets.instance_config import (
+    EARLIER_POSTGRES_STORAGE,
     POSTGRES_STORAGE,
     REQUIRED,
     StorageConflict,
@@ -66,11 +67,31 @@ def test_postgres_storage_is_an_env_reference_and_upgrades_an_existing_file(tmp_
     assert changed == ["-event_log_storage (SQLite)", "+storage (postgres)"]
     upgraded = _config(tmp_path)
     # Dagster resolves `env:` when it opens the instance: the URL itself is in no file.
-    assert upgraded["storage"] == {"postgres": {"postgres_url": {"env": "EV_DAGSTER_STORAGE_URL"}}} == POSTGRES_STORAGE
-    assert "event_log_storage" not in upgraded  # Dagster refuses it next to `storage`
+    assert {key: upgraded[key] for key in POSTGRES_STORAGE} == POSTGRES_STORAGE
+    for key in ("run_storage", "event_log_storage", "schedule_storage"):
+        assert upgraded[key]["config"] == {"postgres_url": {"env": "EV_DAGSTER_STORAGE_URL"}}, key
+    assert upgraded["event_log_storage"]["class"] == "BatchingPostgresEventLogStorage"  # not SQLite's any more
+    assert "storage" not in upgraded  # Dagster refuses it next to the three
     assert upgraded["run_coordinator"]["config"]["max_concurrent_runs"] == 2  # the user's value kept
     assert uses_postgres_storage(tmp_path)
     # Idempotent: nothing left to add.
+    assert write_instance_config(tmp_path, postgres_storage=True)[1] == []
+
+
+def test_the_postgres_storage_an_earlier_init_wrote_is_converted(tmp_path):
+    """`storage: postgres:` (what init wrote before) becomes the same three storages, with the event
+    log that batches a run's planned events: same database, same tables."""
+    write_instance_config(tmp_path)
+    config = _config(tmp_path)
+    del config["event_log_storage"]
+    config["storage"] = EARLIER_POSTGRES_STORAGE
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    assert uses_postgres_storage(tmp_path)
+
+    assert write_instance_config(tmp_path, postgres_storage=True)[1] == ["~storage (postgres, batched event log)"]
+    converted = _config(tmp_path)
+    assert "storage" not in converted and {key: converted[key] for key in POSTGRES_STORAGE} == POSTGRES_STORAGE
+    assert uses_postgres_storage(tmp_path)
     assert write_instance_config(tmp_path, postgres_storage=True)[1] == []
 
 
@@ -122,7 +143,7 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
         out = cli(with_storage, "init")
         assert "+storage (postgres)" in out and "tables up to date" in out
         assert "s3cret-not-in-files" not in out
-        assert _config(home)["storage"] == POSTGRES_STORAGE
+        assert {key: _config(home)[key] for key in POSTGRES_STORAGE} == POSTGRES_STORAGE
         assert "s3cret-not-in-files" not in (home / "dagster.yaml").read_text()
 
         # Three days: the daily load runs over a range, whose per-partition materializations Dagster
@@ -137,15 +158,23 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
         monkeypatch.setenv("EV_DAGSTER_STORAGE_URL", instance_url)
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__module__.startswith("dagster_postgres")
+            assert type(instance.event_log_storage).__name__ == "BatchingPostgresEventLogStorage"
             runs = instance.get_runs()
             assert {r.job_name for r in runs} == {"reference_job", "ingest_job", "daily_load_job"}
             assert all(r.is_success for r in runs)
             assert all(instance.all_logs(r.run_id) for r in runs)
-            # Batched, yet every asset of the load has one materialization per day, none lost.
+            # Batched, yet every asset of the load has one materialization per day, and the load
+            # run one planned materialization per day (written as one batch at its creation).
+            (load_run,) = [r for r in runs if r.job_name == "daily_load_job"]
+            planned = instance.all_logs(load_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
             for asset in ("transformer_daily_load", "feeder_daily_load", "substation_daily_load"):
                 records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
                 partitions = [r.partition_key for r in records]
                 assert len(partitions) == len(set(partitions)) and load_days <= set(partitions), (asset, partitions)
+                planned_days = [
+                    e.dagster_event.partition for e in planned if e.dagster_event.asset_key.path[-1] == asset
+                ]
+                assert sorted(planned_days) == sorted(partitions), (asset, planned_days)
         # Stored in that database, and in no SQLite file under DAGSTER_HOME.
         engine = sa.create_engine(instance_url)
         with engine.connect() as conn:

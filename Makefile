@@ -31,8 +31,7 @@ validate: setup
 # DAGSTER_HOME must be set before dagster starts (else runs and cursors go to a temporary folder).
 ui: setup
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(UV) run ev-awareness init
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} DAGSTER_EVENT_BATCH_SIZE=$${DAGSTER_EVENT_BATCH_SIZE:-1000} \
-		$(UV) run dagster dev -w workspace.yaml
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(UV) run dagster dev -w workspace.yaml
 
 clean:
 	rm -rf data/landing data/warehouse .dagster_home

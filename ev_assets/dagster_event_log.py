@@ -25,6 +25,7 @@ disk) could leave that group twice in the index.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from itertools import groupby
 
@@ -35,6 +36,18 @@ from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 from sqlalchemy import Connection
+
+EVENT_BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
+
+
+def enable_event_batches() -> None:
+    """Dagster hands asset events to `store_event_batch` only when DAGSTER_EVENT_BATCH_SIZE > 0, read
+    in the process that records them: a run worker records a step's materializations, and the
+    process that creates a run (the daemon's sensors, the CLI) its planned ones. The code location
+    sets it for the first, and these event logs, built in every process that opens the instance
+    (the daemon included), for the second. An operator's own value wins (`0` turns batching off)."""
+    os.environ.setdefault(EVENT_BATCH_SIZE_VARIABLE, "1000")
+
 
 # The asset events mirrored in the index shard that are written a batch at a time: a step's
 # per-partition materializations or observations, and a run's planned materializations.
@@ -98,6 +111,7 @@ class BatchingSqliteEventLogStorage(_AssetEventBatches, SqliteEventLogStorage):
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):  # the parent builds its own class
+        enable_event_batches()
         return cls(inst_data=inst_data, **config_value)
 
     def _store_asset_events(self, events: list[EventLogEntry]) -> None:
@@ -117,6 +131,7 @@ class BatchingPostgresEventLogStorage(_AssetEventBatches, PostgresEventLogStorag
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):  # the parent builds its own class
+        enable_event_batches()
         return cls(
             inst_data=inst_data,
             postgres_url=pg_url_from_config(config_value),

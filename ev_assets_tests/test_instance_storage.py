@@ -4,6 +4,10 @@ fresh PostgreSQL database instead of SQLite files under DAGSTER_HOME."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import dagster as dg
 import pytest
 import sqlalchemy as sa
@@ -254,3 +258,26 @@ def test_a_range_run_on_the_sqlite_instance_stores_every_materialization_through
             for day in partitions_in_run:
                 info = instance.event_log_storage.get_latest_planned_materialization_info(dg.AssetKey(asset), day)
                 assert info.run_id == load_run.run_id, (asset, day)
+
+
+@pytest.mark.parametrize("exported", [None, "0"])
+def test_a_process_that_opens_the_instance_batches_the_events_of_the_runs_it_creates(env, exported):
+    """The daemon creates the runs its sensors request and records their planned materializations
+    (one per asset and partition) in its own process, which imports no code location: the event
+    log `init` configures turns Dagster's event batching on in any process that opens the
+    instance. A value the operator exports wins (0: off)."""
+    cli(env, "init")
+    environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_EVENT_BATCH_SIZE"}
+    environment.update({k: str(v) for k, v in env.items() if k.isupper()})
+    if exported is not None:
+        environment["DAGSTER_EVENT_BATCH_SIZE"] = exported
+    opens_the_instance = (
+        "import os, dagster as dg\n"
+        "with dg.DagsterInstance.get() as instance:\n"
+        "    print(type(instance.event_log_storage).__name__, os.environ.get('DAGSTER_EVENT_BATCH_SIZE'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", opens_the_instance], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["BatchingSqliteEventLogStorage", exported or "1000"]

@@ -281,3 +281,34 @@ def test_a_process_that_opens_the_instance_batches_the_events_of_the_runs_it_cre
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["BatchingSqliteEventLogStorage", exported or "1000"]
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs EV_TEST_POSTGRES_URL (a PostgreSQL server)")
+def test_a_postgres_instance_an_earlier_init_wrote_keeps_its_runs_once_converted(tmp_path, monkeypatch):
+    """`storage: postgres:` and the three storages init writes now read the same tables: the runs,
+    logs and materializations recorded before the conversion are there after it."""
+    url, drop = _postgres_database()
+    monkeypatch.setenv(
+        "EV_DAGSTER_STORAGE_URL",
+        sa.engine.make_url(url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False),
+    )
+
+    @dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date="2024-06-01"))
+    def probe() -> None:
+        return None
+
+    try:
+        (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({"storage": EARLIER_POSTGRES_STORAGE}))
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            before = dg.materialize([probe], instance=instance, partition_key="2024-06-02").run_id
+        assert write_instance_config(tmp_path, postgres_storage=True)[1][0] == "~storage (postgres, batched event log)"
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            assert type(instance.event_log_storage).__name__ == "BatchingPostgresEventLogStorage"
+            assert instance.get_run_by_id(before).is_success
+            after = dg.materialize([probe], instance=instance, partition_key="2024-06-03").run_id
+            assert [r.run_id for r in instance.get_runs()] == [after, before]
+            assert instance.get_materialized_partitions(probe.key) == {"2024-06-02", "2024-06-03"}
+            assert instance.all_logs(before, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    finally:
+        drop()

@@ -4,7 +4,7 @@ A daily-load run over a range reports one materialization per asset and day (6 a
 186 events), and Dagster records as many planned materializations when it creates the run. With
 DAGSTER_EVENT_BATCH_SIZE > 0 (set by the code location) Dagster hands a step's per-partition
 materializations, and a run's planned events, to `store_event_batch`. dagster-postgres writes the
-materializations with one INSERT, the planned events one connection each (about 15 ms each); Dagster's
+materializations with one INSERT, the planned events one connection each (10 to 15 ms each); Dagster's
 SQLite event log loops over `store_event`, which opens a new engine on the run's file and on the
 cross-run index file, inserts, and commits, for every event: about 10 ms each, 2 s of every 31-day
 run and more than half of a three-year backfill's daily load (BENCHMARKS.md).
@@ -126,8 +126,8 @@ class BatchingSqliteEventLogStorage(_AssetEventBatches, SqliteEventLogStorage):
 
 class BatchingPostgresEventLogStorage(_AssetEventBatches, PostgresEventLogStorage):
     """dagster-postgres's event log whose `store_event_batch` also writes a run's planned
-    materializations at once (dagster-postgres opens a connection per event for them: about 15 ms
-    each, 2.9 s for a 31-day range run's 186)."""
+    materializations at once (dagster-postgres opens a connection per event for them: 10 to 15 ms
+    each, 1.7 to 2.9 s for a 31-day range run's 186 here)."""
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):  # the parent builds its own class

@@ -600,9 +600,16 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
     rows = [("feed", f"{meters:,} meters, {days} days from {start or ctx.sizes.start}: {month.messages:,} messages, {month.files:,} files")]
     notes: list[str] = []
     metrics: dict[str, Any] = {}
+    # The ceiling on the same files: how the pipeline's ratio to it moves with the feed's size (its
+    # per-run costs spread over more messages). Shown, not judged: the goal is the 100k case's.
+    run_dir = fresh_dir(DATA / f"{name}-{ctx.mode}" / "ceiling")
+    ceiling_ = run_ceiling(month, run_dir, pipeline_env(month, run_dir / "env", sqlite_url(run_dir / "unused.sqlite")))
+    rows.append(("ceiling (bench/ceiling.py, own process)", f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, "
+                 f"peak RSS {ceiling_['peak_mb']:,.0f} MB"))  # fmt: skip
     for variant in pipelines(ctx) if ctx.pipelines else ["sqlite"]:
         backend, instance = PIPELINES[variant]
         r = pipeline_run(month, DATA / f"{name}-{ctx.mode}" / variant, backend, noop=False, instance=instance)
+        r["ratio_to_ceiling"] = r["msgs_per_s"] / ceiling_["msgs_per_s"]
         ingest_s = r["step_s"].get("ev_charging_events", 0.0) + r["step_s"].get("ev_charging_sessions", 0.0)
         load_s = sum(v for k, v in r["step_s"].items() if k.endswith("daily_load") or k == "daily_load")
         r["ingest_steps_s"], r["daily_load_steps_s"] = ingest_s, load_s
@@ -613,6 +620,7 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
         load_text = f"; other processes {load['others_cores']:.2f} cores during it" if load else ""
         rows += [
             (f"**{label}**: `ev-awareness run`", f"{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, CPU {r['cpu_s']:.1f} s{load_text}"),
+            (f"{label}: pipeline / ceiling (msgs/s)", f"{r['ratio_to_ceiling']:.3f}x (at this size; the goal's ratio is the 100k case's)"),
             (f"{label}: **peak RSS**", f"**{r['peak_mb']:,.0f} MB** (`wait4` from bench/launch.py{memory_goal})"),
             (f"{label}: peak RSS by process (VmHWM sampled every 0.25 s)", peaks_text(r)),
             (f"{label}: runs", ", ".join(f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs"))),
@@ -626,9 +634,10 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
             notes.append(f"WARNING ({label}): {r['sessions_complete']:,} complete sessions of {r['sessions_simulated']:,} simulated, "
                          f"{r['rejected']:,} messages rejected: the figures are not those of the whole feed "
                          "(`ev-awareness quarantine` on the run's warehouse says why).")  # fmt: skip
+        notes.append(f"{label}: " + _compare_peaks(Path(ceiling_["peaks_path"]), r))
     # results.json keeps the SQLite figures where earlier harness versions put them.
     first = metrics.get("sqlite") or next(iter(metrics.values()))
-    return Result({**first, "variants": metrics}, rows, notes)
+    return Result({**first, "ceiling": ceiling_, "variants": metrics}, rows, notes)
 
 
 def peaks_text(r: dict) -> str:

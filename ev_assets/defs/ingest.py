@@ -3,9 +3,10 @@
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
+from pydantic import AfterValidator
 
 from ev_assets import pipeline
 from ev_assets.core import feed
@@ -30,6 +31,20 @@ from ev_assets.settings import Settings
 from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REFERENCE_TABLES
 
 
+def _list_of_strings(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"expected a list of strings, got {type(value).__name__}: {str(value)[:200]}")
+    return value
+
+
+# A list of strings that Dagster's config system takes whole (config type Any) and pydantic checks.
+# Typed list[str], Dagster validates and post-processes each element as a StringSource (a string or
+# {env: ...}), and it builds a run's config several times (the sensor's request, run creation, the
+# execution plan, the step's context): 0.24 s per build for a batch of 8,836 files, under 1 ms
+# with Any.
+StringList = Annotated[Any, AfterValidator(_list_of_strings)]
+
+
 class IngestBatchConfig(dg.Config):
     """The micro-batch the feed sensor named: its id (the run key) and its files, in order. Without
     a batch (a reference_job run, a Materialize click) the step only attributes again the events of
@@ -41,8 +56,8 @@ class IngestBatchConfig(dg.Config):
     """
 
     batch_id: str | None = None
-    files: list[str] = []
-    replay_rejection_ids: list[str] = []
+    files: StringList = []
+    replay_rejection_ids: StringList = []
     replay_corrected_file: str | None = None
 
 

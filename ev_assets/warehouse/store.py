@@ -227,13 +227,28 @@ class Warehouse:
         conn: Connection | None = None,
         columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Rows whose `column` is in `values` (chunked, so any number of values works)."""
+        """Rows whose `column` is in `values` (any number of them).
+
+        Where an index starts with `column`, one statement joins the values (bound as one
+        parameter, text_rows) to it: a seek per value. An IN list costs a statement of IN_CHUNK
+        parameters per chunk: the deduplication of 101,498 new ids took 0.48 s that way, 0.10 s
+        joined. A column no index starts with keeps the IN lists, which the database answers with
+        one pass over the table rather than one per value."""
         col = self.table(spec).c[column]
+        distinct = sorted(set(values))
+        if not distinct:
+            return empty_frame(spec, columns)
+        if spec.leads_an_index(column) and all(isinstance(v, str) for v in distinct):
+            self.check_schema()
+            ids = self.text_rows(distinct)
+            joined = sa.select(*self.stored_columns(spec, columns)).select_from(ids)
+            joined = joined.join(self.table(spec), col == sa.type_coerce(ids.c.value, sa.Text))
+            return self.query_frame(spec, joined if where is None else joined.where(where), conn, columns)
         frames = [
             self.read(spec, col.in_(chunk) if where is None else sa.and_(col.in_(chunk), where), conn, columns)
-            for chunk in chunked(sorted(set(values)), IN_CHUNK)
+            for chunk in chunked(distinct, IN_CHUNK)
         ]
-        return pl.concat(frames) if frames else empty_frame(spec, columns)
+        return pl.concat(frames)
 
     def read_id_ranges(
         self,

@@ -95,6 +95,11 @@ class TableSpec:
         names = {f"ix_{self.name}_{'_'.join(cols)}" for cols in self.indexes}
         return names | {f"ix_{self.name}_{i.label}_{'_'.join(i.columns)}" for i in self.partial_indexes}
 
+    def leads_an_index(self, column: str) -> bool:
+        """Whether an index (the primary key's or a declared one, not a partial one) starts with
+        `column`: the database can seek to a value of it."""
+        return any(cols[0] == column for cols in (self.primary_key, *self.indexes))
+
     def sqlalchemy_table(self, metadata: sa.MetaData) -> sa.Table:
         columns = [
             sa.Column(

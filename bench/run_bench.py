@@ -300,8 +300,23 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ev_assets.cli"]
 
 
-def pipeline_env(month: Month, run_dir: Path, warehouse_url: str, instance_url: str | None = None) -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment of every child the harness times (the ceiling, imports, the pipeline).
+
+    Bytecode: this workplace sets PYTHONDONTWRITEBYTECODE=1 and uv installs no .pyc files, so
+    every child would compile ~4,300 modules from source (about 2 s) at each start. A deployed
+    image has its bytecode, so the children get a cache, kept out of the source tree and .venv."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(DATA / "pycache")
+    return env
+
+
+def pipeline_env(month: Month, run_dir: Path, warehouse_url: str, instance_url: str | None = None) -> dict[str, str]:
+    """child_env() for a pipeline run on its own landing copy, warehouse and DAGSTER_HOME.
+    Micro-batch size: the deployment's defaults (ev_assets/settings.py) unless the caller's
+    environment sets EV_BATCH_MAX_BYTES / _MESSAGES / _FILES; the report shows which were used."""
+    env = child_env()
     env.update(
         EV_FEED_DIR=str(landing_copy(month, run_dir)),
         EV_REFERENCE_DIR=str(month.reference),
@@ -313,13 +328,6 @@ def pipeline_env(month: Month, run_dir: Path, warehouse_url: str, instance_url: 
     env.pop("EV_DAGSTER_STORAGE_URL", None)
     if instance_url:
         env["EV_DAGSTER_STORAGE_URL"] = instance_url
-    # Micro-batch size: the deployment's defaults (ev_assets/settings.py) unless the caller's
-    # environment sets EV_BATCH_MAX_BYTES / _MESSAGES / _FILES; the report shows which were used.
-    # Bytecode: this workplace sets PYTHONDONTWRITEBYTECODE=1 and uv installs no .pyc files, so
-    # every child would compile ~4,300 modules from source (about 2 s) at each start. A deployed
-    # image has its bytecode, so the children get a cache, kept out of the source tree and .venv.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(DATA / "pycache")
     return env
 
 
@@ -467,7 +475,7 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
     s = ctx.sizes
     month = prepare_month(ctx, s.case_meters, s.case_days)
     run_dir = fresh_dir(DATA / f"ceiling_vs_pipeline-{ctx.mode}")
-    env = pipeline_env(month, run_dir / "env", sqlite_url(run_dir / "unused.sqlite"))
+    env = child_env()  # the ceiling and the import need no landing copy, warehouse or instance
     imports_s = import_time(env, run_dir / "logs")  # also warms the bytecode cache
     ceiling_ = run_ceiling(month, run_dir, env)
     runs = {}
@@ -603,7 +611,7 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
     # The ceiling on the same files: how the pipeline's ratio to it moves with the feed's size (its
     # per-run costs spread over more messages). Shown, not judged: the goal is the 100k case's.
     run_dir = fresh_dir(DATA / f"{name}-{ctx.mode}" / "ceiling")
-    ceiling_ = run_ceiling(month, run_dir, pipeline_env(month, run_dir / "env", sqlite_url(run_dir / "unused.sqlite")))
+    ceiling_ = run_ceiling(month, run_dir, child_env())
     rows.append(("ceiling (bench/ceiling.py, own process)", f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, "
                  f"peak RSS {ceiling_['peak_mb']:,.0f} MB"))  # fmt: skip
     for variant in pipelines(ctx) if ctx.pipelines else ["sqlite"]:

@@ -263,7 +263,15 @@ class _RunPrinter:
                     self.failed.append(f"{label} run {run.run_id[:8]} ({request.run_key}) failed: `dagster` UI or `ev-awareness status`")
                 progress.advance(task)
         ok = sum(r.is_success for r in runs)
-        console.print(f"{label:<12} {len(runs)} runs, {ok} ok" + (f", {len(runs) - ok} FAILED" if ok < len(runs) else ""))
+        # A run this process executed is finished; one it is not is a run key's run on its way in
+        # another process (another `ev-awareness run`, the daemon), left to it: not a failure.
+        elsewhere = sum(not r.is_finished for r in runs)
+        failed = len(runs) - ok - elsewhere
+        console.print(
+            f"{label:<12} {len(runs)} runs, {ok} ok"
+            + (f", {elsewhere} on its way in another process" if elsewhere else "")
+            + (f", {failed} FAILED" if failed else "")
+        )
         return runs
 
     def _on_event(self, event) -> None:

@@ -138,3 +138,35 @@ def test_quarantine_export_correct_and_replay(env):
     assert ": reconciles" in cli(env, "status")
     assert cli(env, "rejected", "list").startswith("0 quarantined records")
     assert wh.count(TRANSFORMER_DAILY_LOAD) > 0
+
+
+def test_a_run_on_its_way_in_another_process_is_not_reported_failed(env):
+    """Two `ev-awareness run` at once: the second finds a batch's run already on its way in the
+    first and leaves it to it. Its summary said `1 FAILED` for that run (seen with two runs on a
+    month's feed), which had not failed; it must say the run is on its way elsewhere, and exit 0."""
+    import socket
+
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from ev_assets.definitions import defs
+    from ev_assets.defs import ingest
+    from ev_assets.defs.metadata import WORKER_TAG
+    from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
+    from ev_assets.runner import RUN_KEY
+
+    cli(env, "init")
+    assert "reference    1 runs, 1 ok" in cli(env, "run")  # nothing to ingest yet
+    cli(env, "simulate", "--start", "2024-06-03", "--days", "1", "--seed", "5")
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(env["DAGSTER_HOME"])))
+    requests, _, _ = ingest.feed_run_requests(instance, FeedResource(), ReferenceResource(), WarehouseResource(), cursor=None)
+    assert requests and all(r.job_name == ingest.ingest_job.name for r in requests)
+    # The other process's run of the first batch: started, its worker (this test) alive.
+    instance.create_run_for_job(
+        defs.resolve_job_def(ingest.ingest_job.name),
+        tags={RUN_KEY: requests[0].run_key, WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}"},
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    out = cli(env, "run")
+    assert "FAILED" not in out, out
+    assert f"ingest       {len(requests)} runs, {len(requests) - 1} ok, 1 on its way in another process" in out, out

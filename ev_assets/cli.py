@@ -671,12 +671,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit code of a command stopped by a database that did not answer or failed (sysexits'
+# EX_TEMPFAIL): what wraps the command (cron, systemd, a scheduler) can try again later.
+EXIT_DATABASE_AWAY = 75
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ev_assets.warehouse.migrate import SchemaError
+
     args = build_parser().parse_args(argv)
     # The CLI and the runs it executes share one instance: the project's unless DAGSTER_HOME says.
     os.environ.setdefault("DAGSTER_HOME", str(settings_module.dagster_home()))
     _quiet_dagster(args.verbose)
-    return args.func(args)
+    # A step's own database errors are retried inside its run (retry_when_transient); these are
+    # the command's: the warehouse or the instance away before or between its runs. One message
+    # that names the setting, not a traceback.
+    try:
+        return args.func(args)
+    except SchemaError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+        print(_database_failed(e), file=sys.stderr)
+        return EXIT_DATABASE_AWAY
+
+
+def _database_failed(error: sa.exc.DBAPIError) -> str:
+    """What a person needs when a database stopped the command: the driver's reason, which
+    settings point where, and that trying again is safe."""
+    reason = (str(error.orig) if error.orig is not None else str(error)).strip().splitlines()[0]
+    # SQLAlchemy gives no statement for an error raised while connecting.
+    lost = error.statement is None or error.connection_invalidated
+    headline = f"a database did not answer: {reason}" if lost else f"a database failed a statement: {reason}"
+    s = Settings()
+    where = [f"the warehouse is EV_WAREHOUSE_URL={sa.engine.make_url(s.warehouse_url).render_as_string(hide_password=True)}"]
+    if s.dagster_storage_url:
+        shown = sa.engine.make_url(s.dagster_storage_url).render_as_string(hide_password=True)
+        where.append(f"the Dagster instance is EV_DAGSTER_STORAGE_URL={shown}")
+    return (
+        f"{headline}\n{'; '.join(where)}.\n"
+        "Nothing is half-written (every write is one transaction) and unread files stay in the landing "
+        f"folder: run the command again once the database answers (exit code {EXIT_DATABASE_AWAY}: try again later)."
+    )
 
 
 if __name__ == "__main__":

@@ -384,3 +384,39 @@ def test_premise_profile_snapshot_and_planning_pictures(env, small_utility, reso
     assert profile["session_count"].sum() == sessions.height
     materialized = {m.asset_key.path[-1] for m in result.asset_materializations_for_node("premise_ev_profile")}
     assert materialized == {"premise_ev_profile", "new_evs"}
+
+
+def test_the_warehouse_lost_after_a_batch_commit_retries_the_step_and_keeps_the_row_count_exact(
+    env, small_utility, resources, instance, monkeypatch
+):
+    """The warehouse lost just after a batch's commit (seen with PostgreSQL cut for a minute under
+    `ev-awareness run`: the step's read for its schema check was refused). The step failed at once,
+    without the retries its transaction gets, and a re-execution finds the batch committed: it
+    inserts nothing, and its row count must still be the table's, not the last count plus 0."""
+    import sqlalchemy as sa
+    from dagster._core.events import DagsterEventType
+
+    from ev_assets.defs import ingest as ingest_defs
+
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    first, second = sensor_result(instance, resources).run_requests[:2]
+    assert ingest(resources, instance, first).success
+
+    read_for_the_check = ingest_defs.stored_batch_conforms
+    refused = []
+
+    def refused_once(*args, **kwargs):
+        if not refused:  # the database away for this one read, back for the retry
+            refused.append(True)
+            raise sa.exc.OperationalError("SELECT count(*) FROM ev_charging_events", {}, ConnectionRefusedError("connection refused"))
+        return read_for_the_check(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_defs, "stored_batch_conforms", refused_once)
+    result = ingest(resources, instance, second)
+    assert refused and result.success
+    assert DagsterEventType.STEP_UP_FOR_RETRY in {e.event_type for e in result.all_events}
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    meta = result.asset_materializations_for_node("ev_charging_events")[0].metadata
+    assert meta["dagster/row_count"].value == wh.count(EV_CHARGING_EVENTS)
+    assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name in ("batch_reconciles", "schema_conforms"))

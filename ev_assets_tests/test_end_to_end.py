@@ -170,3 +170,41 @@ def test_a_run_on_its_way_in_another_process_is_not_reported_failed(env):
     out = cli(env, "run")
     assert "FAILED" not in out, out
     assert f"ingest       {len(requests)} runs, {len(requests) - 1} ok, 1 on its way in another process" in out, out
+
+
+def _away(url: str, tmp) -> str:
+    """The warehouse's URL as a process sees it while the database is away: a PostgreSQL server
+    that does not answer (the same database on a port nothing listens on), a SQLite file that
+    cannot be opened (a folder stands where the file should be)."""
+    from sqlalchemy.engine import make_url
+
+    from .receiver_server import free_port
+
+    if url.startswith("sqlite"):
+        (tmp / "unopenable.sqlite").mkdir()
+        return f"sqlite:///{tmp / 'unopenable.sqlite'}"
+    return make_url(url).set(port=free_port()).render_as_string(hide_password=False)
+
+
+def test_a_run_while_the_warehouse_is_away_stops_with_one_clear_message_then_a_run_gets_everything(env):
+    """The database away when `ev-awareness run` starts (seen with PostgreSQL cut for a minute
+    between two runs): the command printed a 100-line traceback from the planning of its runs. It
+    must stop with exit code 75 (try again later) and a message naming the setting, read nothing,
+    and the next run, the database back, must take every file."""
+    cli(env, "init")
+    cli(env, "simulate", "--start", "2024-06-03", "--days", "1", "--seed", "5")
+    landed = sorted(p.name for p in env["EV_FEED_DIR"].glob("*.json"))
+    away = {**env, "EV_WAREHOUSE_URL": _away(env["EV_WAREHOUSE_URL"], env["tmp"])}
+    for command in (("run",), ("status",)):
+        environment = {**os.environ, **{k: str(v) for k, v in away.items() if k.isupper()}, "COLUMNS": "200"}
+        done = subprocess.run([sys.executable, "-m", "ev_assets.cli", *command], env=environment,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        said = done.stdout + done.stderr
+        assert done.returncode == 75, said
+        assert "Traceback" not in said and "EV_WAREHOUSE_URL" in said and "again" in said, said
+        assert len(said.splitlines()) <= 8, said
+    assert sorted(p.name for p in env["EV_FEED_DIR"].glob("*.json")) == landed  # nothing read or moved
+
+    out = cli(env, "run")
+    assert "0 rejected" in out and not list(env["EV_FEED_DIR"].glob("*.json")), out
+    assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_SESSIONS) > 0

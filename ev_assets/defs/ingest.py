@@ -107,6 +107,9 @@ def ev_charging_events(
     run_id = context.run.run_id
     settings_ = pipeline_config.settings()
     record_worker(context)
+    # The whole step, its reads after the commit included: the database lost between the commit
+    # and the check's read must be retried like a lost transaction (the retry finds the batch
+    # committed and writes nothing).
     with retry_when_transient(context):
         if config.batch_id is None:
             report = pipeline.IngestReport(batch_id="")
@@ -119,19 +122,24 @@ def ev_charging_events(
         reattributed = pipeline.reattribute_pending_meters(
             wh, settings_, chunk_meters=pipeline_config.resolved().rebuild_chunk_meters
         )
-    # Committed: the files leave the landing folder, which then holds only what is still to read.
-    archived = feed.archive_files([Path(f) for f in config.files], feed_landing.path, utc_day())
-    rows_checked, verified, errors = stored_batch_conforms(wh, config.batch_id or "", report.accepted)
+        # Committed: the files leave the landing folder, which then holds only what is still to read.
+        archived = feed.archive_files([Path(f) for f in config.files], feed_landing.path, utc_day())
+        rows_checked, verified, errors = stored_batch_conforms(wh, config.batch_id or "", report.accepted)
+        reference_version = pipeline.loaded_reference_version(wh)
+        # A batch an earlier attempt committed may have no materialization to count on from: the
+        # table is counted (once, in that rare case).
+        rows = wh.count(EV_CHARGING_EVENTS) if report.committed_before else running_row_count(
+            context, EV_CHARGING_EVENTS, wh, added=report.accepted
+        )
     threshold = pipeline_config.resolved().rejection_rate_warn
     counts = report.counts()
-    reference_version = pipeline.loaded_reference_version(wh)
     unknown = report.enrichment.get("meter_unknown", 0)
     if reference_version is None:
         context.log.warning("no reference data is loaded: events are accepted as meter_unknown (EV_REFERENCE_DIR)")
     return dg.MaterializeResult(
         metadata=table_metadata(
             EV_CHARGING_EVENTS,
-            running_row_count(context, EV_CHARGING_EVENTS, wh, added=report.accepted),
+            rows,
             batch_id=config.batch_id or "",
             files_archived=archived,
             events_reattributed=reattributed,

@@ -49,6 +49,8 @@ class IngestReport:
     rejection_codes: dict[str, int] = field(default_factory=dict)
     message_types: dict[str, int] = field(default_factory=dict)
     enrichment: dict[str, int] = field(default_factory=dict)
+    # The batch was committed before this call (a re-execution of its step or run): nothing written.
+    committed_before: bool = False
 
     @property
     def records_reconcile(self) -> bool:
@@ -128,7 +130,7 @@ def ingest_batch(
         committed = _files_of_batch(warehouse, batch_id)
         paths = [p for p in paths if p.exists() or p.name not in committed]
         if not paths:
-            return IngestReport(batch_id=batch_id)
+            return IngestReport(batch_id=batch_id, committed_before=True)
     # The same file (name and content) twice in one batch is one file, read once.
     parsed, all_records = feed.parse_batch(paths)
     # Files are only ever added to the file ledger, so what is unread under the lock is a subset of
@@ -152,6 +154,7 @@ def ingest_batch(
                     [f"the batch is already in the ledger, yet {len(fresh)} of its files were never read: "
                      "a batch id must name its files' content (core.batching)"],
                 )
+            report.committed_before = True
             return report  # a replay of a batch already ingested: nothing to write
         report.files_quarantined = sum(p.quarantined for p in fresh)
         report.files_parsed = len(fresh) - report.files_quarantined

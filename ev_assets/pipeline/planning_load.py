@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -97,13 +98,24 @@ def update_daily_load(
     busiest: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
     # Read and write in one transaction: a session committed meanwhile waits for it, and the days
     # it queues stay queued (they are deleted here only together with the load computed from them).
-    with warehouse.transaction() as conn:
+    with warehouse.transaction() as conn, ThreadPoolExecutor(max_workers=1) as computer:
         # The range's sessions are read once (a month of 20,000 meters: 50,000 rows); what takes
         # memory is their 15-minute intervals, made a chunk at a time.
         complete = complete_sessions_for_days(warehouse, conn, settings, first_day, last_day)
-        for chunk_first, chunk_last in day_chunks(first_day, last_day, chunk_days):
-            overlapping = complete.filter(pl.col("event_date").is_between(*start_dates(settings, chunk_first, chunk_last)))
-            frames, profiles = _compute_days(warehouse, conn, settings, overlapping, chunk_first, chunk_last, now)
+        transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", complete["transformer_id"].drop_nulls().unique(), conn=conn)
+
+        def compute(span: tuple[date, date]) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+            overlapping = complete.filter(pl.col("event_date").is_between(*start_dates(settings, *span)))
+            return compute_days(settings, overlapping, transformers, *span, now)
+
+        spans = day_chunks(first_day, last_day, chunk_days)
+        # The next chunk is computed (polars, outside the GIL) while this one is written (SQLite):
+        # one chunk ahead at most, so memory still follows the chunk.
+        ahead = computer.submit(compute, spans[0]) if spans else None
+        for index, (chunk_first, chunk_last) in enumerate(spans):
+            frames, profiles = ahead.result()
+            if index + 1 < len(spans):
+                ahead = computer.submit(compute, spans[index + 1])
             for level, spec in DAILY_LOAD_TABLES.items():
                 warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(chunk_first, chunk_last))
                 report.rows[level] = report.rows.get(level, 0) + warehouse.insert(conn, spec, frames[level])
@@ -154,18 +166,18 @@ def complete_sessions_for_days(
     )
 
 
-def _compute_days(
-    warehouse: Warehouse,
-    conn: sa.Connection,
+def compute_days(
     settings: PipelineSettings,
     complete: pl.DataFrame,
+    transformers: pl.DataFrame,
     first_day: date,
     last_day: date,
     now: datetime,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
     """The daily rows and the 15-minute profile of every level for local days first..last, as the
     tables take them, from `complete`: the complete sessions that can overlap those days (those
-    that start up to the longest session before them)."""
+    that start up to the longest session before them), and `transformers`: the ref_transformers
+    rows (every version) of their transformers. Pure: no database."""
     intervals = load_profile.interval_loads(
         complete, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio
     )
@@ -182,7 +194,6 @@ def _compute_days(
             intervals, level=level, power_factor=settings.power_factor, per_interval=sums, **days
         )
         if level == "transformer":
-            transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", daily["transformer_id"], conn=conn)
             daily = load_profile.with_transformer_rating(daily, transformers, power_factor=settings.power_factor)
             # The transformer's own aging overrides (null: the settings).
             daily = as_of_join(

@@ -110,7 +110,7 @@ def update_daily_load(
 
         spans = day_chunks(first_day, last_day, chunk_days)
         # The next chunk is computed (polars, outside the GIL) while this one is written (SQLite):
-        # one chunk ahead at most, so memory still follows the chunk.
+        # one chunk ahead at most, so memory still follows the chunk (two of them, not the range).
         ahead = computer.submit(compute, spans[0]) if spans else None
         for index, (chunk_first, chunk_last) in enumerate(spans):
             frames, profiles = ahead.result()

@@ -208,3 +208,17 @@ def test_a_run_while_the_warehouse_is_away_stops_with_one_clear_message_then_a_r
     out = cli(env, "run")
     assert "0 rejected" in out and not list(env["EV_FEED_DIR"].glob("*.json")), out
     assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_SESSIONS) > 0
+
+
+def test_a_run_on_a_warehouse_without_the_schema_says_what_to_run_without_a_traceback(env):
+    """A warehouse URL pointing at a database nobody upgraded (a new server, a typo in the path):
+    the schema error's own message, which names the command to run, and exit code 1; it came out
+    at the end of a traceback."""
+    cli(env, "init")
+    blank = {**env, "EV_WAREHOUSE_URL": f"sqlite:///{env['tmp'] / 'never_upgraded.sqlite'}"}
+    environment = {**os.environ, **{k: str(v) for k, v in blank.items() if k.isupper()}, "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "ev_assets.cli", "run"], env=environment,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "Traceback" not in said and "has no schema" in said and "ev-awareness db upgrade" in said, said

@@ -22,11 +22,16 @@ from ev_assets.warehouse.tables import (
 from .helpers import assert_same_tables, complete_inside, snapshot
 
 
-def cli(env: dict, *args: str, expect: int = 0) -> str:
+def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    """`ev-awareness ...` in its own process, with the test project's settings."""
     environment = {**os.environ, **{k: str(v) for k, v in env.items() if k.isupper()}, "COLUMNS": "200"}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "ev_assets.cli", *args], env=environment, capture_output=True, text=True, timeout=600
     )
+
+
+def cli(env: dict, *args: str, expect: int = 0) -> str:
+    done = run_cli(env, *args)
     assert done.returncode == expect, done.stdout + done.stderr
     return done.stdout
 
@@ -196,9 +201,7 @@ def test_a_run_while_the_warehouse_is_away_stops_with_one_clear_message_then_a_r
     landed = sorted(p.name for p in env["EV_FEED_DIR"].glob("*.json"))
     away = {**env, "EV_WAREHOUSE_URL": _away(env["EV_WAREHOUSE_URL"], env["tmp"])}
     for command in (("run",), ("status",)):
-        environment = {**os.environ, **{k: str(v) for k, v in away.items() if k.isupper()}, "COLUMNS": "200"}
-        done = subprocess.run([sys.executable, "-m", "ev_assets.cli", *command], env=environment,
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        done = run_cli(away, *command)
         said = done.stdout + done.stderr
         assert done.returncode == 75, said
         assert "Traceback" not in said and "EV_WAREHOUSE_URL" in said and "again" in said, said
@@ -216,9 +219,7 @@ def test_a_run_on_a_warehouse_without_the_schema_says_what_to_run_without_a_trac
     at the end of a traceback."""
     cli(env, "init")
     blank = {**env, "EV_WAREHOUSE_URL": f"sqlite:///{env['tmp'] / 'never_upgraded.sqlite'}"}
-    environment = {**os.environ, **{k: str(v) for k, v in blank.items() if k.isupper()}, "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "ev_assets.cli", "run"], env=environment,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = run_cli(blank, "run")
     said = done.stdout + done.stderr
     assert done.returncode == 1, said
     assert "Traceback" not in said and "has no schema" in said and "ev-awareness db upgrade" in said, said

@@ -3,7 +3,7 @@
 Each table's columns are declared once here, with type, nullability and a description. From that
 single declaration come the SQLAlchemy `Table` (DDL and writes), the pandera schema (the
 schema-conformance checks), the Dagster `TableSchema` (column schema metadata in the UI), the
-polars schema (reads) and the README's data dictionary (a test keeps the README in step).
+polars schema (reads) and the data dictionary in docs/ (a test keeps it in step).
 Three hand-kept copies of a schema drift; one does not.
 """
 
@@ -621,7 +621,7 @@ EV_REJECTED_MESSAGES = TableSpec(
         Col("record_index", pl.Int64(), "Position of the record in its file (0-based).", nullable=False),
         Col("meter_id", pl.String(), "MeterID as received, when readable."),
         Col("raw_record", pl.String(), "The record as received, as JSON.", nullable=False),
-        Col("reason_codes", pl.String(), "Comma-separated codes of every failed rule (see README).", nullable=False),
+        Col("reason_codes", pl.String(), "Comma-separated codes of every failed rule (docs/operating.md, The feed contract).", nullable=False),
         Col("reasons", pl.String(), "JSON list of {code, field, message}: every failed rule in words.", nullable=False),
         Col("quarantined_at", UTC_DATETIME, "When it was quarantined.", nullable=False),
         Col("status", pl.String(), "quarantined, or replayed (accepted or counted as duplicate on a replay).", nullable=False),
@@ -758,5 +758,5 @@ ALL_TABLES: tuple[TableSpec, ...] = (
 
 
 def data_dictionary() -> str:
-    """The README's data dictionary, generated from the declarations above."""
+    """The data dictionary (docs/data-dictionary.md), generated from the declarations above."""
     return "\n\n".join(spec.markdown() for spec in ALL_TABLES)

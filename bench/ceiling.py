@@ -1,13 +1,18 @@
 """The ceiling: the least work that turns a landing folder into per-transformer daily peaks.
 
-json + polars only: no validation, no quarantine, no deduplication, no enrichment, no database,
-no Dagster. It answers "how fast could this machine go at all?", so the pipeline's throughput
-can be read as a multiple of it. It trusts the feed completely (the pipeline must not), so the
-gap between the two is the price of the pipeline's guarantees plus its overheads.
+json + polars only: no validation, no quarantine, no deduplication, no enrichment, no Dagster.
+It trusts the feed completely (the pipeline must not), so the gap between the two is the price of
+the pipeline's guarantees plus its overheads.
 
-    python bench/ceiling.py LANDING_DIR [--tz America/New_York] [--out peaks.parquet]
+With `--store URL` it also stores what planners query, as a tight script would: the core tables
+(events, sessions, the transformer 15-minute profile and daily peak) with their keys and the index a
+planner reads sessions by, in one bulk transaction on a fresh database (SQLite: executemany;
+PostgreSQL: COPY from CSV that polars writes). That is the ceiling the pipeline's goal is measured
+against (issue 29: storage, not bookkeeping, sets the floor); without it, the ceiling persists nothing.
 
-Prints one JSON object: counts, the read and compute times, and the sum of the peaks (a cheap
+    python bench/ceiling.py LANDING_DIR [--tz America/New_York] [--out peaks.parquet] [--store URL]
+
+Prints one JSON object: counts, the read, compute and store times, and the sum of the peaks (a cheap
 checksum the harness compares with the pipeline's transformer_daily_load).
 """
 
@@ -63,6 +68,7 @@ def pair_sessions(messages: pl.DataFrame) -> pl.DataFrame:
             & (pl.col("end") - pl.col("time") <= MAX_SESSION)
         )
         .select(
+            "meter",
             "transformer",
             pl.col("time").alias("start"),
             "end",
@@ -72,8 +78,8 @@ def pair_sessions(messages: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def daily_peaks(sessions: pl.DataFrame, tz: str) -> pl.DataFrame:
-    """Per transformer and local day: the largest 15-minute sum of overlap-weighted load."""
+def transformer_profile(sessions: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """Per transformer and 15-minute interval: the sum of overlap-weighted load, with its local day."""
     intervals = sessions.with_columns(
         pl.datetime_ranges(
             pl.col("start").dt.truncate(INTERVAL),
@@ -94,10 +100,81 @@ def daily_peaks(sessions: pl.DataFrame, tz: str) -> pl.DataFrame:
         )
         .group_by("transformer", "load_date", "interval_start")
         .agg(pl.col("kw").sum())
-        .group_by("transformer", "load_date")
-        .agg(pl.col("kw").max().alias("peak_kw"))
-        .sort("transformer", "load_date")
     )
+
+
+def daily_peaks(profile: pl.DataFrame) -> pl.DataFrame:
+    """Per transformer and local day: the largest 15-minute load."""
+    return profile.group_by("transformer", "load_date").agg(pl.col("kw").max().alias("peak_kw")).sort(
+        "transformer", "load_date"
+    )
+
+
+# The core tables, as a tight script would declare them: the keys the pipeline's tables have, and the
+# index a planner reads a transformer's sessions by.
+STORE_DDL = [
+    "CREATE TABLE events (meter TEXT NOT NULL, message_type TEXT NOT NULL, time TIMESTAMP NOT NULL, "
+    "transformer TEXT, charge_w DOUBLE PRECISION, energy_wh DOUBLE PRECISION, PRIMARY KEY (meter, message_type, time))",
+    "CREATE TABLE sessions (meter TEXT NOT NULL, start_time TIMESTAMP NOT NULL, end_time TIMESTAMP NOT NULL, "
+    "transformer TEXT, kw DOUBLE PRECISION, PRIMARY KEY (meter, start_time))",
+    "CREATE INDEX sessions_by_transformer ON sessions (transformer, start_time)",
+    "CREATE TABLE transformer_profile (transformer TEXT NOT NULL, interval_start TIMESTAMP NOT NULL, "
+    "load_date DATE NOT NULL, kw DOUBLE PRECISION, PRIMARY KEY (transformer, interval_start))",
+    "CREATE TABLE transformer_peak (transformer TEXT NOT NULL, load_date DATE NOT NULL, peak_kw DOUBLE PRECISION, "
+    "PRIMARY KEY (transformer, load_date))",
+]
+
+
+def store_frames(url: str, tables: dict[str, pl.DataFrame]) -> None:
+    """Create the core tables and fill them in one transaction."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        for ddl in STORE_DDL:
+            conn.execute(ddl)
+        for name, frame in tables.items():
+            marks = ", ".join("?" * frame.width)
+            conn.executemany(f"INSERT INTO {name} VALUES ({marks})", frame.iter_rows())
+        conn.execute("COMMIT")
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        for ddl in STORE_DDL:
+            conn.execute(ddl)
+        for name, frame in tables.items():
+            with conn.cursor().copy(f"COPY {name} FROM STDIN WITH (FORMAT csv)") as copy:
+                for start in range(0, frame.height, 100_000):
+                    copy.write(frame.slice(start, 100_000).write_csv(include_header=False).encode())
+        conn.commit()
+
+
+def core_tables(messages: pl.DataFrame, sessions: pl.DataFrame, profile: pl.DataFrame, peaks: pl.DataFrame) -> dict:
+    """The frames stored, in the tables' column order (SQLite takes datetimes as ISO text)."""
+    events = messages.select(
+        pl.col("MeterID").alias("meter"),
+        pl.when(pl.col("ChargeStartTime").is_not_null()).then(pl.lit("start")).otherwise(pl.lit("end")).alias("type"),
+        pl.coalesce(_utc("ChargeStartTime"), _utc("ChargeEndTime")).alias("time"),
+        pl.col("TransformerID").alias("transformer"),
+        pl.col("ChargeW").cast(pl.Float64, strict=False).alias("charge_w"),
+        pl.col("ChargeEnergy").cast(pl.Float64, strict=False).alias("energy_wh"),
+    ).unique(subset=["meter", "type", "time"], keep="first")
+    as_text = pl.selectors.datetime()
+    return {
+        "events": events.with_columns(as_text.dt.to_string("%Y-%m-%d %H:%M:%S%.6f")),
+        "sessions": sessions.select("meter", "start", "end", "transformer", "kw").with_columns(
+            as_text.dt.to_string("%Y-%m-%d %H:%M:%S%.6f")
+        ),
+        "transformer_profile": profile.select("transformer", "interval_start", "load_date", "kw").with_columns(
+            as_text.dt.to_string("%Y-%m-%d %H:%M:%S%.6f"), pl.col("load_date").cast(pl.String)
+        ),
+        "transformer_peak": peaks.with_columns(pl.col("load_date").cast(pl.String)),
+    }
 
 
 def main() -> None:
@@ -105,14 +182,21 @@ def main() -> None:
     parser.add_argument("landing", type=Path)
     parser.add_argument("--tz", default="America/New_York")
     parser.add_argument("--out", type=Path, help="write the per-transformer-day peaks here (Parquet)")
+    parser.add_argument("--store", help="also store the core tables in this fresh database (SQLAlchemy-style URL)")
     args = parser.parse_args()
 
     start = time.perf_counter()
     messages, files = read_messages(args.landing)
     read_s = time.perf_counter() - start
     sessions = pair_sessions(messages)
-    peaks = daily_peaks(sessions, args.tz)
+    profile = transformer_profile(sessions, args.tz)
+    peaks = daily_peaks(profile)
     compute_s = time.perf_counter() - start - read_s
+    store_s = None
+    if args.store:
+        before_store = time.perf_counter()
+        store_frames(args.store, core_tables(messages, sessions, profile, peaks))
+        store_s = time.perf_counter() - before_store
     if args.out:
         peaks.write_parquet(args.out)
     print(
@@ -125,6 +209,8 @@ def main() -> None:
                 "peak_kw_sum": peaks["peak_kw"].sum(),
                 "read_s": read_s,
                 "compute_s": compute_s,
+                "store_s": store_s,
+                "profile_rows": profile.height,
             }
         )
     )

@@ -435,15 +435,22 @@ def pipeline_run(
     }  # fmt: skip
 
 
-def run_ceiling(month: Month, run_dir: Path, env: dict[str, str]) -> dict[str, Any]:
-    """bench/ceiling.py in its own process on the same files."""
-    peaks_path = run_dir / "peaks.parquet"
+def run_ceiling(month: Month, run_dir: Path, env: dict[str, str], store: str | None = None) -> dict[str, Any]:
+    """bench/ceiling.py in its own process on the same files; with `store`, a backend ("sqlite" or
+    "postgresql"): the ceiling with storage, into a fresh database of that backend."""
+    peaks_path = run_dir / f"peaks{'-' + store if store else ''}.parquet"
     # Same footing as the pipeline's runs: polars' bytecode is cached before the clock starts.
     measure.run_child([sys.executable, "-c", "import polars"], env=env, log_prefix=run_dir / "warmup")
-    child = measure.run_child(
-        [sys.executable, str(BENCH_DIR / "ceiling.py"), str(month.landing), "--out", str(peaks_path)],
-        env=env, log_prefix=run_dir / "ceiling",
-    )  # fmt: skip
+    database = FreshWarehouse(store, run_dir / f"ceiling-{store}", upgrade=False) if store else None
+    try:
+        child = measure.run_child(
+            [sys.executable, str(BENCH_DIR / "ceiling.py"), str(month.landing), "--out", str(peaks_path),
+             *(["--store", database.url] if database else [])],
+            env=env, log_prefix=run_dir / f"ceiling{'-' + store if store else ''}",
+        )  # fmt: skip
+    finally:
+        if database:
+            database.drop()
     if child.returncode != 0:
         raise RuntimeError(f"ceiling.py exited {child.returncode}\n{child.tail()}")
     out = json.loads(child.stdout.strip().splitlines()[-1])
@@ -478,25 +485,32 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
     env = child_env()  # the ceiling and the import need no landing copy, warehouse or instance
     imports_s = import_time(env, run_dir / "logs")  # also warms the bytecode cache
     ceiling_ = run_ceiling(month, run_dir, env)
+    # The goal's ceiling (issue 29): the same core tables stored, on each backend the pipelines use.
+    stored = {b: run_ceiling(month, run_dir, env, store=b) for b in dict.fromkeys(PIPELINES[n][0] for n in pipelines(ctx))}
     runs = {}
     for name in pipelines(ctx):
         backend, instance = PIPELINES[name]
         runs[name] = pipeline_run(month, run_dir / name, backend, noop=ctx.mode == "full", instance=instance)
 
     metrics: dict[str, Any] = {"meters": s.case_meters, "days": s.case_days, "messages": month.messages,
-                               "files": month.files, "import_s": imports_s, "ceiling": ceiling_, "pipeline": runs}  # fmt: skip
+                               "files": month.files, "import_s": imports_s, "ceiling": ceiling_,
+                               "ceiling_with_storage": stored, "pipeline": runs}  # fmt: skip
     rows = [
         ("feed", f"{s.case_meters:,} meters, {s.case_days} days from {s.start}: {month.messages:,} messages, "
                  f"{month.files:,} files, {month.sessions:,} simulated sessions"),
         ("ceiling (bench/ceiling.py, own process)", f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, "
                  f"peak RSS {ceiling_['peak_mb']:,.0f} MB (read {ceiling_['read_s']:.2f} s, compute {ceiling_['compute_s']:.2f} s)"),
+        *[(f"ceiling with storage, {b} (core tables, one transaction)",
+           f"{c['wall_s']:.2f} s, {c['msgs_per_s']:,.0f} msgs/s (store {c['store_s']:.2f} s, {c['profile_rows']:,} profile rows)")
+          for b, c in stored.items()],
         ("importing ev_assets.cli (bytecode cached)", f"{imports_s:.1f} s"),
         ("micro-batch bounds", batch_bounds(env)),
     ]  # fmt: skip
     notes = []
     for name, r in runs.items():
         backend = PIPELINE_LABELS[name]
-        r["ratio_to_ceiling"] = ratio = r["msgs_per_s"] / ceiling_["msgs_per_s"]
+        r["ratio_to_ceiling"] = r["msgs_per_s"] / ceiling_["msgs_per_s"]
+        r["ratio_to_ceiling_with_storage"] = ratio = r["msgs_per_s"] / stored[PIPELINES[name][0]]["msgs_per_s"]
         runs_text = ", ".join(
             f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs")
         )
@@ -505,7 +519,8 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
         rows += [
             (f"**{backend}**: `ev-awareness run` (after `init`, {r['init_s']:.1f} s)",
              f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**, CPU {r['cpu_s']:.1f} s{load_text}"),
-            (f"{backend}: pipeline / ceiling (msgs/s)", f"**{ratio:.3f}x** (goal ≥ 0.3x)"),
+            (f"{backend}: pipeline / ceiling with storage on {PIPELINES[name][0]} (msgs/s)", f"**{ratio:.3f}x** (goal ≥ 0.5x)"),
+            (f"{backend}: pipeline / ceiling without storage", f"{r['ratio_to_ceiling']:.3f}x (retired goal, shown for comparison)"),
             (f"{backend}: peak RSS by process (VmHWM sampled every 0.25 s)", peaks_text(r)),
             (f"{backend}: runs", runs_text),
             (f"{backend}: inside steps", ", ".join(f"{k} {v:.1f} s" for k, v in r["step_s"].items())),

@@ -317,6 +317,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_requests, outside = planning.pending_load_run_requests(wh_res)
         printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
 
+        # The planning snapshots follow the daily load (daily_load_sensor's decision once no day waits).
+        for request in planning.snapshot_run_requests(instance):
+            printer.stage(request.job_name.removesuffix("_job").replace("_", " "), [request], request.job_name, instance, workspace)
+
         # The gap each ingested batch export filled (vendor_gap_sensor's decision).
         gap_requests, _ = vendor.gap_run_requests(instance, wh_res)
         gap_requests = [r for r in gap_requests if runner.existing_run(instance, r.run_key) is None]
@@ -394,10 +398,39 @@ def cmd_status(_args: argparse.Namespace) -> int:
     files = sum(len(b.files) for b in pending_feed(FeedResource(), WarehouseResource(), None))
     days = pipeline.pending_load_days(wh)
     console.print(f"pending: {files:,} files ({Settings().feed_dir}), {len(pipeline.pending_batches(wh)):,} batches to pair, {days.height:,} days of daily load")
+    for line in _snapshot_freshness(wh):
+        console.print(line)
     failed = _failed_runs()
     for line in failed:
         console.print(line, style="red")
     return 0 if t["reconciled"] and not failed else 1
+
+
+def _snapshot_freshness(wh) -> list[str]:
+    """Each planning snapshot's last refresh against the daily load's latest computation, from the
+    tables' own `updated_at` (what a planner querying them gets)."""
+    from ev_assets.warehouse import tables
+
+    def computed_at(spec):
+        column = wh.table(spec).c.updated_at
+        return wh.scalars(sa.select(sa.func.max(column)))[0]
+
+    load_at = computed_at(tables.TRANSFORMER_DAILY_LOAD)
+    lines = []
+    for spec in (tables.PREMISE_EV_PROFILE, tables.NEW_EVS, tables.TRANSFORMER_PLANNING_QUEUE):
+        refreshed = computed_at(spec)
+        if refreshed is None:
+            verdict = "no rows yet" + ("" if load_at is None else ": `ev-awareness run` refreshes it")
+        elif load_at is not None and _utc(refreshed) < _utc(load_at):
+            verdict = f"refreshed {_utc(refreshed):%Y-%m-%d %H:%M} UTC, STALE: the daily load changed at {_utc(load_at):%Y-%m-%d %H:%M} UTC"
+        else:
+            verdict = f"refreshed {_utc(refreshed):%Y-%m-%d %H:%M} UTC, current (after the latest daily load)"
+        lines.append(f"snapshot {spec.name}: {verdict}")
+    return lines
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _failed_runs() -> list[str]:
@@ -432,16 +465,32 @@ def cmd_top(args: argparse.Namespace) -> int:
     top = daily.sort("peak_kw", descending=True).head(args.limit).with_columns(
         pl.col("peak_interval_start").dt.convert_time_zone(Settings().timezone).dt.strftime("%H:%M").alias("peak_local")
     )
-    table = Table(title="busiest transformers by coincident 15-minute EV peak", title_justify="left")
-    for column in ("transformer", "day", "kVA", "sessions", "EVs", "kWh", "peak kW", "at", "utilization"):
-        table.add_column(column, justify="left" if column in ("transformer", "day", "at") else "right")
+    tz = Settings().timezone
+    table = Table(
+        title=f"busiest transformers by coincident 15-minute EV peak (local days and times, {tz})",
+        title_justify="left",
+        caption=TOP_CAPTION,
+        caption_justify="left",
+    )
+    for column in ("transformer", "day", "kVA", "sessions started", "EVs charging", "kWh", "peak kW", "peak at", "utilization"):
+        table.add_column(column, justify="left" if column in ("transformer", "day", "peak at") else "right")
     for row in top.iter_rows(named=True):
         table.add_row(
             row["transformer_id"], str(row["load_date"]), _num(row["kva_rating"], 1), str(row["session_count"]), str(row["ev_count"]),
-            _num(row["energy_kwh"], 1), _num(row["peak_kw"], 2), row["peak_local"], _num(row["utilization"], 2),
+            _num(row["energy_kwh"], 1), _num(row["peak_kw"], 2), row["peak_local"], _num(row["utilization"], 3),
         )  # fmt: skip
     console.print(table)
     return 0
+
+
+# What each column of `top` counts: EVs can exceed sessions, since a session that started the day
+# before and charges past midnight loads this day without starting on it.
+TOP_CAPTION = (
+    "sessions started: trusted sessions that started on the day; EVs charging: distinct meters with trusted load "
+    "in any 15-minute interval of the day (a car plugged in the evening before counts here, not in sessions); "
+    "kWh: trusted energy delivered in the day; peak kW: the largest 15-minute coincident EV load; "
+    "utilization: peak kW / (kVA x EV_POWER_FACTOR)."
+)
 
 
 def _num(value, digits: int) -> str:
@@ -462,6 +511,7 @@ EXPORTABLE: dict[str, tuple[str, ...]] = {
     "premise_ev_profile": ("first_charging_day", "last_charging_day"),
     "new_evs": ("first_charging_day",),
     "ev_charging_sessions": ("event_date",),
+    "ev_charging_events": ("message_date",),
 }
 
 
@@ -493,16 +543,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print("--from is after --to", style="red")
         return 2
     frame = export_frame(_warehouse(), args.table, first, last, args.transformer)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.format == "csv":
+    to_stdout = args.out == "-"
+    if to_stdout:
+        # The rows alone on stdout (a pipe into another tool); what was written goes to stderr.
+        out = sys.stdout.buffer
+    else:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_frame(frame, args.format, out)
+        if to_stdout:
+            sys.stdout.buffer.flush()
+    except OSError as exc:
+        # A reader that stopped early (`| head`) closes the pipe: that ends the export, quietly.
+        if not (to_stdout and (isinstance(exc, BrokenPipeError) or "os error 32" in str(exc))):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    where = "stdout" if to_stdout else str(out)
+    Console(stderr=True).print(f"exported {frame.height:,} rows of {args.table} to {where} ({args.format})")
+    return 0
+
+
+def _write_frame(frame: pl.DataFrame, file_format: str, out) -> None:
+    if file_format == "csv":
         frame.write_csv(out)
-    elif args.format == "parquet":
+    elif file_format == "parquet":
         frame.write_parquet(out)
     else:
         frame.write_json(out)
-    console.print(f"exported {frame.height:,} rows of {args.table} to {out} ({args.format})")
-    return 0
 
 
 # --- quarantine --------------------------------------------------------------------------------
@@ -644,13 +713,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10)
     p.set_defaults(func=cmd_top)
 
-    p = sub.add_parser("export", help="write a planning table (a range of local days, some transformers) to CSV, Parquet or JSON")
+    p = sub.add_parser("export", help="write a table (a range of local days, some transformers) to CSV, Parquet or JSON, to a file or stdout")
     p.add_argument("table", choices=sorted(EXPORTABLE))
     p.add_argument("--from", dest="date_from", help="first local day YYYY-MM-DD (default: the first)")
     p.add_argument("--to", dest="date_to", help="last local day YYYY-MM-DD, inclusive (default: the last)")
     p.add_argument("--format", choices=["csv", "parquet", "json"], default="csv", help="csv (header row, ISO-8601 times in UTC), parquet, or json (an array of row objects)")
     p.add_argument("--transformer", action="extend", nargs="+", metavar="ID", help="only these transformers (tables with transformer_id)")
-    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--out", required=True, help="output file, or - for stdout")
     p.set_defaults(func=cmd_export)
 
     rejected = sub.add_parser("rejected", help="inspect, export and replay quarantined records").add_subparsers(dest="action", required=True)

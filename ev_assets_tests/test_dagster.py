@@ -11,7 +11,14 @@ import pytest
 
 from ev_assets.definitions import defs
 from ev_assets.defs.ingest import ev_charging_events, ev_charging_sessions, ev_feed_sensor
-from ev_assets.defs.planning import RANGE_END, RANGE_START, daily_load, daily_load_sensor
+from ev_assets.defs.planning import (
+    RANGE_END,
+    RANGE_START,
+    daily_load,
+    daily_load_sensor,
+    premise_ev_profile,
+    transformer_planning_queue,
+)
 from ev_assets.defs.reference import reference_tables
 from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
 from ev_assets.warehouse.store import Warehouse
@@ -207,8 +214,14 @@ def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, 
     assert tags[RANGE_START] == "2024-06-03" and tags[RANGE_END] >= "2024-06-04"
     again = sensor_result(instance, resources, sensor=daily_load_sensor)
     assert [r.run_key for r in again.run_requests] == [load_sensor.run_requests[0].run_key]
-    # Once computed, the days leave the queue: nothing more is asked for.
+    # Once computed, the days leave the queue; the snapshots older than the daily load follow it,
+    # once each (the same daily load, the same run keys), and then nothing more is asked for.
     assert dg.materialize([daily_load], tags=tags, resources=resources, instance=instance).success
+    snapshots = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
+    assert {r.job_name for r in snapshots} == {"premise_profile_job", "planning_queue_job"}
+    again = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
+    assert [r.run_key for r in again] == [r.run_key for r in snapshots]
+    assert dg.materialize([premise_ev_profile, transformer_planning_queue], resources=resources, instance=instance).success
     assert not sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
 
 

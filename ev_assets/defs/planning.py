@@ -1,6 +1,7 @@
 """Planning area: daily transformer, feeder and substation load and their 15-minute profiles, its
-sensor, schedule and backfills; the premise EV profile and transformer planning queue snapshots and
-their daily schedules.
+sensor, schedule and backfills; the premise EV profile and transformer planning queue snapshots, which
+follow the daily load (the daily-load sensor asks for them once it has nothing left to load), and
+their daily schedules (a safety net).
 
 Which days to recompute is read from the warehouse (ev_load_days_pending: days whose sessions
 changed), not from run history: whoever paired the sessions, and whatever died since, the sensor
@@ -16,7 +17,7 @@ import polars as pl
 
 from ev_assets import pipeline
 from ev_assets.core.batching import contiguous_spans
-from ev_assets.defs.ingest import ev_charging_sessions
+from ev_assets.defs.ingest import IN_FLIGHT, ev_charging_sessions
 from ev_assets.defs.metadata import (
     markdown_table,
     profile_sparkline,
@@ -187,21 +188,6 @@ def pending_load_run_requests(warehouse: WarehouseResource) -> tuple[list[dg.Run
     return daily_load_run_requests(days_within_partitions(days), latest.strftime("%Y%m%dT%H%M%S%f")), days_outside_partitions(days)
 
 
-@dg.sensor(
-    job=daily_load_job,
-    minimum_interval_seconds=Settings().load_sensor_interval_s,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests the daily-load partitions whose sessions changed (ev_load_days_pending), late days included.",
-)
-def daily_load_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    requests, outside = pending_load_run_requests(warehouse)
-    if outside:
-        context.log.error(outside_partitions_message(outside))
-    if not requests:
-        return dg.SensorResult(skip_reason="no day waits for its daily load" if not outside else outside_partitions_message(outside))
-    return dg.SensorResult(run_requests=requests)
-
-
 @dg.schedule(
     cron_schedule="30 2 * * *",
     job=daily_load_job,
@@ -309,3 +295,68 @@ daily_planning_queue = daily_snapshot_schedule(
     "daily_planning_queue", "30 4 * * *", planning_queue_job, "queue",
     "Daily: re-rank the transformers (after the nightly daily load).",
 )  # fmt: skip
+
+
+# --- The snapshots follow the daily load ---------------------------------------------------------
+
+# Each snapshot asset and the job that refreshes it. premise_ev_profile reads the sessions, not the
+# daily load; refreshing it when the daily load changes is its debounce: every change to sessions
+# queues its days, and the daily load runs once those days are loaded, not per micro-batch.
+SNAPSHOT_JOBS = {tables.PREMISE_EV_PROFILE.name: premise_profile_job, tables.TRANSFORMER_PLANNING_QUEUE.name: planning_queue_job}
+SNAPSHOT_RUN_KEY = "snapshot"
+
+
+def latest_materialization_timestamp(instance: dg.DagsterInstance, asset_name: str) -> float | None:
+    """When the asset was last materialized (any partition), from the instance's event log."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset_name))
+    return event.timestamp if event else None
+
+
+def snapshot_run_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """A refresh of each snapshot materialized before the latest daily load (or never), once no
+    daily-load run is on its way. The run key is the daily load's time: one refresh per change."""
+    load_at = latest_materialization_timestamp(instance, tables.TRANSFORMER_DAILY_LOAD.name)
+    if load_at is None or instance.get_runs(dg.RunsFilter(job_name=daily_load_job.name, statuses=IN_FLIGHT), limit=1):
+        return []
+    requests = []
+    for asset_name, job in SNAPSHOT_JOBS.items():
+        refreshed_at = latest_materialization_timestamp(instance, asset_name)
+        if refreshed_at is not None and refreshed_at >= load_at:
+            continue
+        if instance.get_runs(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1):
+            continue
+        requests.append(dg.RunRequest(job_name=job.name, run_key=f"{SNAPSHOT_RUN_KEY}:{asset_name}:{load_at:.6f}"))
+    return requests
+
+
+def daily_load_sensor_requests(
+    instance: dg.DagsterInstance, warehouse: WarehouseResource
+) -> tuple[list[dg.RunRequest], list[date], str]:
+    """What the daily-load sensor asks for: the queued days' range runs; when none is queued, the
+    snapshot refreshes the latest daily load calls for (`snapshot_run_requests`). Also the days
+    outside the partitions, and a sentence saying why nothing is asked for."""
+    requests, outside = pending_load_run_requests(warehouse)
+    if requests:
+        return requests, outside, ""
+    if outside:
+        return [], outside, outside_partitions_message(outside)
+    snapshots = snapshot_run_requests(instance)
+    return snapshots, outside, "" if snapshots else "no day waits for its daily load, and the snapshots are current"
+
+
+@dg.sensor(
+    jobs=[daily_load_job, premise_profile_job, planning_queue_job],
+    minimum_interval_seconds=Settings().load_sensor_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests the daily-load partitions whose sessions changed (ev_load_days_pending), late days included; "
+    "once no day waits, refreshes the planning snapshots older than the latest daily load.",
+)
+def daily_load_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    requests, outside, reason = daily_load_sensor_requests(context.instance, warehouse)
+    if outside:
+        context.log.error(outside_partitions_message(outside))
+    if not requests:
+        return dg.SensorResult(skip_reason=reason)
+    return dg.SensorResult(run_requests=requests)
+
+

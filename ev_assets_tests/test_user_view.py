@@ -1,0 +1,87 @@
+"""What a person sees after a run, as a newcomer runs it through the CLI: every planning table,
+the snapshots included, has rows; `status` says how fresh each snapshot is; `top` says what its
+columns count; `export` writes any table, the events included, to a file or to stdout."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+
+import polars as pl
+
+from ev_assets.warehouse.store import Warehouse
+from ev_assets.warehouse.tables import (
+    EV_CHARGING_EVENTS,
+    NEW_EVS,
+    PREMISE_EV_PROFILE,
+    TRANSFORMER_DAILY_LOAD,
+    TRANSFORMER_INTERVAL_LOAD,
+    TRANSFORMER_PLANNING_QUEUE,
+)
+
+from .test_end_to_end import cli, run_cli
+
+PLANNING_TABLES = (TRANSFORMER_DAILY_LOAD, TRANSFORMER_INTERVAL_LOAD, PREMISE_EV_PROFILE, NEW_EVS, TRANSFORMER_PLANNING_QUEUE)
+
+
+def test_a_run_leaves_every_planning_table_current(env):
+    cli(env, "init")
+    cli(env, "simulate", "--start", "2024-06-03", "--days", "2", "--seed", "5")
+    out = cli(env, "run")
+    assert re.search(r"premise profile\s+1 runs, 1 ok", out) and re.search(r"planning queue\s+1 runs, 1 ok", out), out
+
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    assert {spec.name: wh.count(spec) > 0 for spec in PLANNING_TABLES} == {spec.name: True for spec in PLANNING_TABLES}
+    status = cli(env, "status")
+    for spec in (PREMISE_EV_PROFILE, NEW_EVS, TRANSFORMER_PLANNING_QUEUE):
+        assert f"snapshot {spec.name}: refreshed" in status and "current (after the latest daily load)" in status
+
+    # Nothing new: no snapshot is refreshed again.
+    again = cli(env, "run")
+    assert "premise profile" not in again and "planning queue" not in again
+
+    # A new day changes the daily load: the snapshots follow in the same run, and status says so.
+    before = wh.read(TRANSFORMER_PLANNING_QUEUE)["updated_at"].max()
+    cli(env, "simulate", "--start", "2024-06-05", "--days", "1", "--seed", "6")
+    cli(env, "run")
+    assert wh.read(TRANSFORMER_PLANNING_QUEUE)["updated_at"].max() > before
+    assert "STALE" not in cli(env, "status")
+
+
+def test_status_calls_a_snapshot_stale_when_the_daily_load_is_newer(env):
+    cli(env, "init")
+    cli(env, "simulate", "--start", "2024-06-03", "--days", "1", "--seed", "5")
+    cli(env, "run")
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    with wh.transaction() as conn:  # the daily load recomputed after the snapshots, as a later run would
+        t = wh.table(TRANSFORMER_DAILY_LOAD)
+        later = wh.read(TRANSFORMER_PLANNING_QUEUE)["updated_at"].max() + timedelta(hours=1)
+        conn.execute(t.update().values(updated_at=later))
+    status = cli(env, "status")
+    assert "snapshot transformer_planning_queue: refreshed" in status and "STALE: the daily load changed at" in status
+
+
+def test_top_says_what_each_column_counts(env):
+    cli(env, "init")
+    cli(env, "simulate", "--start", "2024-06-03", "--days", "2", "--seed", "5")
+    cli(env, "run")
+    top = " ".join(cli(env, "top", "--limit", "3").split())
+    assert "sessions started" in top and "EVs charging" in top and "local days and times" in top
+    assert "a car plugged in the evening before counts here, not in sessions" in top
+
+
+def test_export_writes_the_events_table_to_stdout(env):
+    cli(env, "init")
+    cli(env, "simulate", "--start", "2024-06-03", "--days", "1", "--seed", "5")
+    cli(env, "run")
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    done = run_cli(env, "export", "ev_charging_events", "--format", "csv", "--out", "-")
+    assert done.returncode == 0, done.stderr
+    exported = pl.read_csv(io.StringIO(done.stdout))
+    assert exported.height == wh.count(EV_CHARGING_EVENTS) and "message_id" in exported.columns
+    assert "exported" in done.stderr and "exported" not in done.stdout
+
+    out = env["tmp"] / "events.parquet"
+    cli(env, "export", "ev_charging_events", "--from", "2024-06-03", "--to", "2024-06-03", "--format", "parquet", "--out", str(out))
+    assert pl.read_parquet(out).height > 0

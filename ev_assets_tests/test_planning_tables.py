@@ -3,6 +3,7 @@ hand (time zone UTC, power factor 0.9)."""
 
 from __future__ import annotations
 
+import io
 from datetime import date, datetime
 
 import polars as pl
@@ -115,13 +116,28 @@ def test_check_finds_a_profile_that_disagrees_with_the_peak(feed):
     assert bad["profile_max_kw"].item() == pytest.approx(14.2)
 
 
-def test_sparkline_marks_the_hours_with_load():
-    from ev_assets.defs.metadata import profile_sparkline
+def test_the_busiest_profile_chart_is_a_png_in_local_time():
+    from datetime import datetime as dt
 
+    import matplotlib.image
+
+    from ev_assets.defs import charts
+
+    # 18:00 and 18:15 UTC on 3 June 2024 are 14:00 and 14:15 in New York (EDT, UTC-4).
     profile = pl.DataFrame({"interval_start": [at(3, 18), at(3, 18, 15)], "kw": [8.0, 4.0]})
-    text = profile_sparkline(profile, DAY, "UTC", "T1")
-    line = text.split("```\n")[1].splitlines()[0]
-    assert len(line) == 96 and line[72:74] == "█▄" and line.replace("█▄", "").strip() == ""
+    day = charts.local_day_profile(profile, DAY, "America/New_York")
+    assert day.height == 96 and day["kw"].sum() == 12.0
+    loaded = day.filter(pl.col("kw") > 0)
+    assert [ts.replace(tzinfo=None) for ts in loaded["local_start"]] == [dt(2024, 6, 3, 14, 0), dt(2024, 6, 3, 14, 15)]
+    # A DST day has 92 or 100 intervals.
+    assert charts.local_day_profile(profile.clear(), date(2024, 3, 10), "America/New_York").height == 92
+    assert charts.local_day_profile(profile.clear(), date(2024, 11, 3), "America/New_York").height == 100
+
+    png = charts.profile_chart_png(profile, DAY, "America/New_York", "T1", rating_kw=22.5)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(io.BytesIO(png), format="png").shape
+    assert (width, height) == (800, 320)
+    assert charts.markdown_image(png, "T1").startswith("![T1](data:image/png;base64,iVBOR")
 
 
 # --- item 5: premise_ev_profile and new_evs ---------------------------------------------------

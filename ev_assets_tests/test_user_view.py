@@ -4,10 +4,13 @@ columns count; `export` writes any table, the events included, to a file or to s
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from datetime import timedelta
 
+import dagster as dg
+import matplotlib.image
 import polars as pl
 
 from ev_assets.warehouse.store import Warehouse
@@ -36,6 +39,18 @@ def test_a_run_leaves_every_planning_table_current(env):
     status = cli(env, "status")
     for spec in (PREMISE_EV_PROFILE, NEW_EVS, TRANSFORMER_PLANNING_QUEUE):
         assert f"snapshot {spec.name}: refreshed" in status and "current (after the latest daily load)" in status
+
+    # The daily load's materialization shows a real chart (a PNG) and rounded, local-time tables.
+    with dg.DagsterInstance.get() as instance:
+        load = instance.get_latest_materialization_event(dg.AssetKey(TRANSFORMER_DAILY_LOAD.name)).asset_materialization
+        intervals = instance.get_latest_materialization_event(dg.AssetKey(TRANSFORMER_INTERVAL_LOAD.name)).asset_materialization
+    chart = load.metadata["busiest_profile"].value
+    png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", chart).group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(io.BytesIO(png), format="png").shape[1] >= 600
+    top = intervals.metadata["top_intervals"].value
+    assert "interval_start (America/New_York)" in top
+    kw_cells = [line.split(" | ")[3] for line in top.splitlines()[2:]]
+    assert kw_cells and all(len(cell.split(".")[-1]) <= 2 for cell in kw_cells), top
 
     # Nothing new: no snapshot is refreshed again.
     again = cli(env, "run")

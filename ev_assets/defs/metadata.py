@@ -110,39 +110,3 @@ def schema_errors(spec: TableSpec, frame: pl.DataFrame) -> str | None:
         return None
     except pa.errors.SchemaErrors as errors:
         return str(errors.failure_cases.head(20))
-
-
-
-
-SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
-
-
-def profile_sparkline(profile: pl.DataFrame, day: date, tz: str, title: str) -> str:
-    """A local day's 15-minute profile (interval_start, kw; intervals without a row are 0) as a
-    markdown code block: one character per interval (blank at 0, ▁ to █ scaled to the day's peak)
-    under an hour axis. Text, not an image: no plotting dependency, it renders in the UI's markdown,
-    in logs and in a terminal alike, and it is exact about when load happens (96 columns, 92 or
-    100 on DST change days)."""
-    from datetime import timedelta
-    from zoneinfo import ZoneInfo
-
-    zone = ZoneInfo(tz)
-    start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
-    following = day + timedelta(days=1)
-    end = datetime(following.year, following.month, following.day, tzinfo=zone).astimezone(UTC)
-    kw = {ts: v for ts, v in profile.select("interval_start", "kw").iter_rows()}
-    slots, ts = [], start
-    while ts < end:
-        slots.append(kw.get(ts, 0.0))
-        ts += timedelta(minutes=15)
-    peak = max(slots) if slots else 0.0
-    line = "".join(
-        " " if v <= 0 else SPARK_BLOCKS[min(len(SPARK_BLOCKS) - 1, int(v / peak * len(SPARK_BLOCKS) - 1e-9))] for v in slots
-    )
-    # Hour labels: the tens digit at the hour's column, the units digit after it (00, 03, ... 21).
-    labels = [" "] * len(slots)
-    for i in range(len(slots)):
-        local = (start + timedelta(minutes=15 * i)).astimezone(zone)
-        if local.minute == 0 and local.hour % 3 == 0 and i + 1 < len(labels):
-            labels[i], labels[i + 1] = f"{local.hour:02d}"
-    return f"**{title}**\n\n```\n{line}\n{''.join(labels)}\n```"

@@ -17,10 +17,10 @@ import polars as pl
 
 from ev_assets import pipeline
 from ev_assets.core.batching import contiguous_spans
+from ev_assets.defs import charts
 from ev_assets.defs.ingest import IN_FLIGHT, ev_charging_sessions
 from ev_assets.defs.metadata import (
     markdown_table,
-    profile_sparkline,
     record_worker,
     retry_when_transient,
     table_asset_spec,
@@ -81,15 +81,15 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         )
         mismatches = pipeline.profile_peak_mismatches(warehouse.get(), first, last)
     span = {"first_day": first.isoformat(), "last_day": last.isoformat()}
-    tz = pipeline_config.settings().timezone
+    settings = pipeline_config.settings()
     for level, spec in LOAD_SPECS.items():
         frame, busiest = report.frames[level], report.busiest_profiles[level]
-        extra = {**span, **planning_pictures(level, frame, busiest, tz)}
+        extra = {**span, **planning_pictures(level, frame, busiest, settings.timezone, settings.power_factor)}
         yield dg.MaterializeResult(asset_key=spec.name, metadata=table_metadata(spec, report.rows[level], **extra))
         interval_spec = INTERVAL_SPECS[level]
         extra = {**span}
         if report.top_intervals[level].height:
-            extra["top_intervals"] = dg.MetadataValue.md(markdown_table(report.top_intervals[level].drop("updated_at")))
+            extra["top_intervals"] = dg.MetadataValue.md(readable_intervals(report.top_intervals[level], settings.timezone))
         yield dg.MaterializeResult(
             asset_key=interval_spec.name, metadata=table_metadata(interval_spec, report.interval_rows[level], **extra)
         )
@@ -120,20 +120,44 @@ _TOP_COLUMNS = {
 }
 
 
-def planning_pictures(level: str, daily: pl.DataFrame, busiest_profile: pl.DataFrame, tz: str) -> dict:
-    """What a planner looks at in the UI: the top rows by peak (a markdown table) and the 15-minute
-    profile of the most loaded asset-day (`busiest_profile`, LoadReport.busiest_profiles) as a
-    text sparkline (`profile_sparkline`)."""
+def planning_pictures(level: str, daily: pl.DataFrame, busiest_profile: pl.DataFrame, tz: str, power_factor: float) -> dict:
+    """What a planner looks at in the UI: the top rows by peak (a markdown table, rounded) and the
+    15-minute profile of the most loaded asset-day (`busiest_profile`, LoadReport.busiest_profiles)
+    as a chart in local time, against the transformer's rating in kW."""
     if daily.is_empty():
         return {}
     key = LOAD_SPECS[level].primary_key[0]
     top = pipeline.by_peak(daily, key).head(TOP_ROWS).select(_TOP_COLUMNS[level])
-    out = {"top_rows": dg.MetadataValue.md(markdown_table(top.with_columns(pl.col(pl.Float64).round(3))))}
+    out = {"top_rows": dg.MetadataValue.md(markdown_table(rounded(top)))}
     if busiest_profile.height:
         asset, day, peak = busiest_profile[key][0], busiest_profile["load_date"][0], busiest_profile["kw"].max()
-        title = f"{level} {asset} on {day}: 15-minute EV kW, local time (peak {peak:.2f} kW)"
-        out["busiest_profile"] = dg.MetadataValue.md(profile_sparkline(busiest_profile, day, tz, title))
+        rating_kw = None
+        if "kva_rating" in daily.columns:
+            rated = daily.filter((pl.col(key) == asset) & (pl.col("load_date") == day))["kva_rating"]
+            rating_kw = float(rated[0]) * power_factor if rated.len() and rated[0] is not None else None
+        title = f"{level} {asset} on {day}: 15-minute EV load (peak {peak:,.2f} kW)"
+        png = charts.profile_chart_png(busiest_profile, day, tz, title, rating_kw)
+        out["busiest_profile"] = dg.MetadataValue.md(f"**{title}**\n\n" + charts.markdown_image(png, title))
     return out
+
+
+# How many digits a person reads of each kind of figure; anything else a float keeps 3.
+ROUNDING = {"kw": 2, "kva": 2, "utilization": 3}
+
+
+def rounded(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame's floats rounded for reading: kW and kVA to 0.01, utilization to 0.001, the rest to 0.001."""
+    digits = lambda name: next((d for part, d in ROUNDING.items() if part in name), 3)  # noqa: E731
+    return frame.with_columns(pl.col(c).round(digits(c)) for c, dtype in frame.schema.items() if dtype == pl.Float64)
+
+
+def readable_intervals(intervals: pl.DataFrame, tz: str) -> str:
+    """The largest 15-minute intervals as a markdown table: local start times, labelled, rounded."""
+    local = f"interval_start ({tz})"
+    shown = intervals.drop("updated_at").with_columns(
+        pl.col("interval_start").dt.convert_time_zone(tz).dt.strftime("%Y-%m-%d %H:%M").alias(local)
+    )
+    return markdown_table(rounded(shown.select(local, pl.exclude("interval_start", local))))
 
 
 def load_balance(frames: dict[str, pl.DataFrame]) -> dict[str, float]:

@@ -10,11 +10,12 @@ setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet --compile-bytecode
 
-# Init the instance and the warehouse, simulate two days of the committed 2,000-meter utility, run
-# the pipeline, show the busiest transformers.
+# Init the instance and the warehouse, simulate the two days before yesterday of the committed
+# 2,000-meter utility (recent days, inside the daily partitions init records), run the pipeline, show
+# the busiest transformers.
 demo: setup
 	$(UV) run ev-awareness init
-	$(UV) run ev-awareness simulate --start 2024-06-03 --days 2
+	$(UV) run ev-awareness simulate --start $$(date -d '3 days ago' +%F) --days 2
 	$(UV) run ev-awareness run
 	$(UV) run ev-awareness top --limit 10
 

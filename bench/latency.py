@@ -78,7 +78,7 @@ def main() -> int:
     env = dict(os.environ)
     env.update(
         EV_FEED_DIR=str(landing), EV_REFERENCE_DIR=str(folder / "reference"), EV_WAREHOUSE_URL=f"sqlite:///{db}",
-        DAGSTER_HOME=str(home), EV_FEED_SENSOR_INTERVAL_S="1", EV_LOAD_SENSOR_INTERVAL_S="1",
+        DAGSTER_HOME=str(home), EV_FEED_SENSOR_INTERVAL_S="1", EV_LOAD_SENSOR_INTERVAL_S="1", EV_PARTITIONS_START="2010-01-01",
         PYTHONPYCACHEPREFIX=str(PROJECT / "data" / "bench" / "pycache"),
     )  # fmt: skip
     env.pop("PYTHONDONTWRITEBYTECODE", None)

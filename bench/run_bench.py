@@ -309,6 +309,9 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(DATA / "pycache")
+    # The feeds are simulated in the past: their days must lie in the daily partitions whatever day
+    # `ev-awareness init` runs on (it records a week before today on an empty warehouse).
+    env.setdefault("EV_PARTITIONS_START", "2010-01-01")
     return env
 
 

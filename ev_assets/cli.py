@@ -92,7 +92,32 @@ def cmd_init(_args: argparse.Namespace) -> int:
         console.print(f"{path} stores the instance in PostgreSQL: set {STORAGE_URL_VARIABLE} (in every process that opens it)", style="red")
         return 2
     _upgrade_instance(home, s.dagster_storage_url if uses_postgres_storage(home) else None)
-    return cmd_db_upgrade(_args)
+    code = cmd_db_upgrade(_args)
+    if code == 0:
+        _record_partitions_start(s)
+    return code
+
+
+def _record_partitions_start(s: Settings) -> None:
+    """The first day of the daily partitions, recorded once in DAGSTER_HOME (unless
+    EV_PARTITIONS_START is set): the warehouse's first local event day, or, on an empty warehouse,
+    a week before today. The UI then lists this deployment's days, not every day since 2010."""
+    from zoneinfo import ZoneInfo
+
+    from ev_assets.defs import partitions
+    from ev_assets.warehouse.tables import EV_CHARGING_EVENTS
+
+    if settings_module.environment_variable("partitions_start") in os.environ:
+        console.print(f"daily partitions start {s.partitions_start} (EV_PARTITIONS_START)")
+        return
+    path = partitions.recorded_start_path()
+    if not path.exists():
+        wh = _warehouse()
+        first = wh.scalars(sa.select(sa.func.min(wh.table(EV_CHARGING_EVENTS).c.message_date)))[0]
+        today = datetime.now(ZoneInfo(s.timezone)).date()
+        start = first if first is not None else today - timedelta(days=partitions.NEW_DEPLOYMENT_HISTORY_DAYS)
+        path.write_text(f"{start.isoformat()}\n")
+    console.print(f"daily partitions start {path.read_text().strip()} (recorded in {path}; EV_PARTITIONS_START overrides)")
 
 
 def _upgrade_instance(home: Path, postgres_url: str | None) -> None:
@@ -317,7 +342,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_requests, outside = planning.pending_load_run_requests(wh_res)
         printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
 
-        # The planning snapshots follow the daily load (daily_load_sensor's decision once no day waits).
+        # Never-loaded days of the partitions (a short gap: days with no charging), then the planning
+        # snapshots, which follow the daily load (daily_load_sensor's decisions once no day waits).
+        fills, _ = planning.fill_run_requests(instance)
+        printer.stage("empty days", fills, planning.daily_load_job.name, instance, workspace)
         for request in planning.snapshot_run_requests(instance):
             printer.stage(request.job_name.removesuffix("_job").replace("_", " "), [request], request.job_name, instance, workspace)
 

@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     )
     partitions_start: date = _setting(
         date(2010, 1, 1),
-        "First local day of the daily partitions. A day before it is never dropped silently: the "
+        "First local day of the daily partitions. Unset, the day `ev-awareness init` recorded in "
+        "DAGSTER_HOME/ev_partitions_start is used (the warehouse's first event day, or a week before a new "
+        "deployment's init), else this default. A day before it is never dropped silently: the "
         "`load_days_within_partitions` check fails and names the days.",
         LOAD,
     )

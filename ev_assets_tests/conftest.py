@@ -84,6 +84,9 @@ def env(tmp_path: Path, warehouse_url: str, small_utility, monkeypatch):
         monkeypatch.setenv(name, str(path))
     monkeypatch.setenv("EV_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("EV_TIMEZONE", "America/New_York")
+    # The tests' feeds lie in the past (2024): the partitions start before them, whatever day
+    # `ev-awareness init` runs on (test_user_view checks what init records when this is unset).
+    monkeypatch.setenv("EV_PARTITIONS_START", "2010-01-01")
     write_reference_extracts(small_utility, paths["EV_REFERENCE_DIR"])
     return {**paths, "EV_WAREHOUSE_URL": warehouse_url, "tmp": tmp_path}
 

@@ -383,7 +383,7 @@ def test_premise_profile_snapshot_and_planning_pictures(env, small_utility, reso
     transformer = load.asset_materializations_for_node("daily_load")
     by_key = {m.asset_key.path[-1]: m.metadata for m in transformer}
     assert "top_rows" in by_key["transformer_daily_load"] and "busiest_profile" in by_key["transformer_daily_load"]
-    assert "█" in by_key["transformer_daily_load"]["busiest_profile"].value
+    assert "](data:image/png;base64," in by_key["transformer_daily_load"]["busiest_profile"].value
     assert "top_intervals" in by_key["transformer_interval_load"]
 
     result = dg.materialize([premise_ev_profile], resources=resources, instance=instance)

@@ -63,7 +63,7 @@ def test_after_a_cli_run_the_daemons_sensors_ask_for_nothing(env, small_utility)
     cli(env, "run")
     instance = instance_at(env["DAGSTER_HOME"])
     runs = instance.get_runs()
-    assert {r.job_name for r in runs} == {"reference_job", "ingest_job", "daily_load_job"}
+    assert {r.job_name for r in runs} == {"reference_job", "ingest_job", "daily_load_job", "premise_profile_job", "planning_queue_job"}
     for run in runs:
         # Recorded as the daemon records its own: with the code location's origin and a run key.
         assert run.is_success and run.remote_job_origin is not None

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import re
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import matplotlib.image
@@ -100,3 +101,30 @@ def test_export_writes_the_events_table_to_stdout(env):
     out = env["tmp"] / "events.parquet"
     cli(env, "export", "ev_charging_events", "--from", "2024-06-03", "--to", "2024-06-03", "--format", "parquet", "--out", str(out))
     assert pl.read_parquet(out).height > 0
+
+
+def test_the_ui_lists_the_deployments_days_and_none_is_missing(env, monkeypatch):
+    """No EV_PARTITIONS_START: `init` records the history's first day (a week before a new
+    deployment's init); a run over recent days loads every partition, the days without charging
+    included, and the partitions hold no day before that start (nothing reported missing)."""
+    monkeypatch.delenv("EV_PARTITIONS_START")
+    tz = ZoneInfo("America/New_York")
+    today = datetime.now(tz).date()
+    out = cli(env, "init")
+    recorded = (env["DAGSTER_HOME"] / "ev_partitions_start").read_text().strip()
+    assert recorded == (today - timedelta(days=7)).isoformat() and f"daily partitions start {recorded}" in out
+    first_day = today - timedelta(days=3)
+    cli(env, "simulate", "--start", first_day.isoformat(), "--days", "2", "--seed", "5")
+    cli(env, "run")
+
+    partition_days = [date.fromisoformat(recorded) + timedelta(days=n) for n in range((today - date.fromisoformat(recorded)).days + 1)]
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    data_days = set(wh.read(TRANSFORMER_DAILY_LOAD, columns=["load_date"])["load_date"].to_list())
+    assert {first_day, first_day + timedelta(days=1)} <= data_days <= set(partition_days)
+    with dg.DagsterInstance.get() as instance:
+        for name in (TRANSFORMER_DAILY_LOAD.name, TRANSFORMER_INTERVAL_LOAD.name, "substation_daily_load"):
+            materialized = instance.get_materialized_partitions(dg.AssetKey(name))
+            assert materialized == {d.isoformat() for d in partition_days}, name
+    # A second run asks for nothing more: the days are loaded, the snapshots current.
+    again = cli(env, "run")
+    assert "empty days" not in again and "daily load" not in again

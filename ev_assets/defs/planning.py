@@ -353,6 +353,27 @@ def snapshot_run_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     return requests
 
 
+# The sensor fills at most this many never-loaded days by itself; a longer gap (a history loaded,
+# or EV_PARTITIONS_START moved back) is a backfill a person starts, never hundreds of runs unasked.
+MAX_FILL_DAYS = 2 * MAX_DAYS_PER_RUN
+
+
+def unloaded_days(instance: dg.DagsterInstance) -> list[date]:
+    """Days of the daily partitions (to today) the daily load never materialized: a day with no
+    charging is a day of zero load, not a missing one, once it is computed."""
+    done = instance.get_materialized_partitions(dg.AssetKey(tables.TRANSFORMER_DAILY_LOAD.name))
+    return [date.fromisoformat(k) for k in DAILY_PARTITIONS.get_partition_keys() if k not in done]
+
+
+def fill_run_requests(instance: dg.DagsterInstance) -> tuple[list[dg.RunRequest], int]:
+    """Range runs for the never-loaded days, when there are at most MAX_FILL_DAYS of them; else
+    none, and how many wait for a backfill."""
+    days = unloaded_days(instance)
+    if len(days) > MAX_FILL_DAYS:
+        return [], len(days)
+    return daily_load_run_requests(days, "fill"), 0
+
+
 def daily_load_sensor_requests(
     instance: dg.DagsterInstance, warehouse: WarehouseResource
 ) -> tuple[list[dg.RunRequest], list[date], str]:
@@ -364,8 +385,14 @@ def daily_load_sensor_requests(
         return requests, outside, ""
     if outside:
         return [], outside, outside_partitions_message(outside)
+    fills, waiting = fill_run_requests(instance)
+    if fills:
+        return fills, outside, ""
     snapshots = snapshot_run_requests(instance)
-    return snapshots, outside, "" if snapshots else "no day waits for its daily load, and the snapshots are current"
+    said = "no day waits for its daily load, and the snapshots are current"
+    if waiting:
+        said += f"; {waiting:,} days were never loaded: more than {MAX_FILL_DAYS} is a backfill to start by hand"
+    return snapshots, outside, "" if snapshots else said
 
 
 @dg.sensor(

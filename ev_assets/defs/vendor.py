@@ -17,6 +17,7 @@ import dagster as dg
 
 from ev_assets import pipeline
 from ev_assets.defs.metadata import OWNERS
+from ev_assets.defs.partitions import PARTITIONS_START
 from ev_assets.defs.resources import FeedResource, WarehouseResource
 from ev_assets.settings import Settings
 from ev_assets.vendor.client import VendorClient, received_day_tokens
@@ -42,7 +43,7 @@ class VendorResource(dg.ConfigurableResource):
 
 
 RECEIVED_DAYS = dg.DailyPartitionsDefinition(
-    start_date=Settings().partitions_start.isoformat(), timezone="UTC", fmt="%Y-%m-%d"
+    start_date=PARTITIONS_START.isoformat(), timezone="UTC", fmt="%Y-%m-%d"
 )
 
 

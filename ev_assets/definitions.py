@@ -1,22 +1,15 @@
 """The Dagster code location: one short Definitions merging the areas under `ev_assets/defs/`.
 
-Importing this module reads settings and writes no file (`ev-awareness init` writes the instance
-configuration, `ev-awareness db upgrade` the schema). It sets one environment variable, Dagster's
-event batching, for the processes that run steps (see below).
+Importing this module reads settings and writes nothing: no file (`ev-awareness init` writes the
+instance configuration, `ev-awareness db upgrade` the schema), no environment variable. Dagster's
+event batching is configured by the instance: the event logs `init` writes into dagster.yaml turn it
+on in every process that opens the instance (ev_assets.dagster_event_log), run workers included.
 """
 
 import dagster as dg
 
-from ev_assets.dagster_event_log import enable_event_batches
 from ev_assets.defs import ingest, operations, planning, reference, vendor
 from ev_assets.defs.resources import environment_resources
-
-# A daily-load run over a range reports one materialization per asset and day: 6 assets x 31 days
-# is 186 events, which Dagster stores one at a time unless DAGSTER_EVENT_BATCH_SIZE > 0. Dagster
-# reads it in the process that runs the step: every run worker imports this module (the CLI runs
-# steps in its own process, the daemon's runs in workers spawned by the code server), so it is set
-# here too, whatever event log the instance uses (ev_assets.dagster_event_log).
-enable_event_batches()
 
 defs = dg.Definitions(
     assets=[

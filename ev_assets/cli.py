@@ -309,9 +309,8 @@ class _RunPrinter:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Every pending batch, the pairing a dead run may have left, then every queued day."""
-    import dagster as dg
 
-    from ev_assets import pipeline, runner
+    from ev_assets import runner
     from ev_assets.defs import ingest, planning, vendor
     from ev_assets.defs.operations import fail_dead_runs
     from ev_assets.defs.partitions import outside_partitions_message
@@ -333,10 +332,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(reason)
         printer.stage("ingest", requests, ingest.ingest_job.name, instance, workspace)
 
-        # Batches committed by a run that died before pairing them.
-        leftover = pipeline.pending_batches(wh_res.get())
-        if leftover:
-            pairing = dg.RunRequest(run_key=f"pair:{leftover[-1]}", job_name=ingest.sessions_job.name)
+        # Batches committed by a run that died before pairing them (the feed sensor's own request).
+        pairing = ingest.pairing_run_request(instance, wh_res)
+        if pairing is not None:
             printer.stage("pairing", [pairing], ingest.sessions_job.name, instance, workspace)
 
         load_requests, outside = planning.pending_load_run_requests(wh_res)
@@ -466,18 +464,9 @@ def _failed_runs() -> list[str]:
     home = settings_module.dagster_home()
     if not (home / "dagster.yaml").exists():
         return []
-    import dagster as dg
+    from ev_assets.defs.operations import exhausted_failures, failure_report
 
-    instance = _instance()
-    lines = []
-    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=200):
-        retried = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}), limit=1)
-        later_ok = run.tags.get("dagster/run_key") and any(
-            r.is_success for r in instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": run.tags["dagster/run_key"]}), limit=10)
-        )
-        if not retried and not later_ok:
-            lines.append(f"failed run {run.run_id[:8]} {run.job_name} {run.tags.get('dagster/run_key', '')}: retries exhausted; see the UI, then `ev-awareness run`")
-    return lines
+    return [failure_report(run) for run in exhausted_failures(_instance())]
 
 
 def cmd_top(args: argparse.Namespace) -> int:

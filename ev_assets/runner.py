@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import cast
@@ -30,7 +29,7 @@ from dagster._grpc.impl import core_execute_run
 from dagster._utils.hosted_user_process import recon_job_from_origin
 from dagster_shared.cli import WorkspaceOpts
 
-from ev_assets.defs.metadata import WORKER_TAG
+from ev_assets.defs.metadata import IN_FLIGHT, WORKER_TAG, this_worker
 from ev_assets.settings import PROJECT_ROOT
 
 LAUNCHED_BY = "ev/launched_by"
@@ -50,10 +49,9 @@ def existing_run(instance: dg.DagsterInstance, run_key: str | None) -> dg.Dagste
     """The latest run of a run key that succeeded or is still on its way (None: run it)."""
     if not run_key:
         return None
-    for run in instance.get_runs(dg.RunsFilter(tags={RUN_KEY: run_key}), limit=5):
-        if run.status not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-            return run
-    return None
+    statuses = [*IN_FLIGHT, dg.DagsterRunStatus.SUCCESS]
+    runs = instance.get_runs(dg.RunsFilter(tags={RUN_KEY: run_key}, statuses=statuses), limit=1)
+    return runs[0] if runs else None
 
 
 def create_run(
@@ -101,7 +99,7 @@ def execute(
     """Execute a created run in this process, as the daemon's run worker would, and return it as
     recorded at the end (status SUCCESS or FAILURE)."""
     recon_job = recon_job_from_origin(cast(JobPythonOrigin, run.job_code_origin))
-    instance.add_run_tags(run.run_id, {WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}"})
+    instance.add_run_tags(run.run_id, {WORKER_TAG: this_worker()})
     instance.report_engine_event(f"Started process for run (pid: {os.getpid()}).", run, EngineEventData.in_process(os.getpid()))
     try:
         for event in core_execute_run(recon_job, run, instance, inject_env_vars=False):

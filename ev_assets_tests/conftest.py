@@ -19,6 +19,11 @@ from ev_assets.warehouse import migrate
 from ev_assets.warehouse.store import Warehouse
 
 POSTGRES_URL = os.environ.get("EV_TEST_POSTGRES_URL")
+
+# The tests' feeds lie in the past (2024): the daily partitions start before them in every process
+# a test starts, whatever day `ev-awareness init` runs on (test_user_view checks what init records
+# when this is unset).
+os.environ.setdefault("EV_PARTITIONS_START", "2010-01-01")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 SIM_START = date(2024, 6, 3)
@@ -84,9 +89,6 @@ def env(tmp_path: Path, warehouse_url: str, small_utility, monkeypatch):
         monkeypatch.setenv(name, str(path))
     monkeypatch.setenv("EV_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("EV_TIMEZONE", "America/New_York")
-    # The tests' feeds lie in the past (2024): the partitions start before them, whatever day
-    # `ev-awareness init` runs on (test_user_view checks what init records when this is unset).
-    monkeypatch.setenv("EV_PARTITIONS_START", "2010-01-01")
     write_reference_extracts(small_utility, paths["EV_REFERENCE_DIR"])
     return {**paths, "EV_WAREHOUSE_URL": warehouse_url, "tmp": tmp_path}
 

@@ -13,6 +13,7 @@ from ev_assets.core import feed
 from ev_assets.core.batching import Batch, FeedCursor, plan_batches, settled
 from ev_assets.defs.metadata import (
     BATCH_TAG,
+    IN_FLIGHT,
     OWNERS,
     TOUCHED_DATES,
     record_worker,
@@ -406,13 +407,6 @@ def feed_run_requests(
 
 
 PAIR_FOR_TAG = "ev/pair_for"
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def pairing_run_request(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> dg.RunRequest | None:

@@ -27,10 +27,25 @@ def utc_day() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
+# Runs on their way: a request for the same work waits for them.
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def this_worker() -> str:
+    """The WORKER_TAG value of this process: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def record_worker(context: dg.AssetExecutionContext) -> None:
     """Tag the run with the host and process executing it, so a run left STARTED by a process that
-    died (kill -9) can be told from one still working (`ev_assets.runner.fail_dead_runs`)."""
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    died (kill -9) can be told from one still working (`ev_assets.defs.operations.fail_dead_runs`)."""
+    worker = this_worker()
     if context.run.tags.get(WORKER_TAG) != worker:
         context.instance.add_run_tags(context.run.run_id, {WORKER_TAG: worker})
 

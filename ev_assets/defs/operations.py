@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ev_assets.defs.metadata import WORKER_TAG
+from ev_assets.defs.metadata import BATCH_TAG, WORKER_TAG
 
 ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
@@ -64,19 +64,38 @@ def dead_run_sensor(context: dg.SensorEvaluationContext):
     return dg.SkipReason(f"{len(dead)} runs whose worker died marked failed" if dead else "no run lost its worker")
 
 
+def exhausted_failures(instance: dg.DagsterInstance, limit: int = 200) -> list[dg.DagsterRun]:
+    """Failed runs whose work nobody finished: no retry was made of them and no later run of their
+    run key succeeded. What a person must look at (`ev-awareness status`, the failure sensor's log)."""
+    exhausted = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=limit):
+        if instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}), limit=1):
+            continue
+        run_key = run.tags.get("dagster/run_key")
+        succeeded = dg.RunsFilter(tags={"dagster/run_key": run_key}, statuses=[dg.DagsterRunStatus.SUCCESS])
+        if run_key and instance.get_runs(succeeded, limit=1):
+            continue
+        exhausted.append(run)
+    return exhausted
+
+
+def failure_report(run: dg.DagsterRun) -> str:
+    """One line on a failed run that will not be retried, and what to do."""
+    what = f"batch {run.tags[BATCH_TAG]}" if BATCH_TAG in run.tags else run.job_name
+    return (
+        f"failed run {run.run_id[:8]} ({what}) {run.tags.get('dagster/run_key', '')}: retries exhausted; its work stays "
+        "pending in the warehouse (ev-awareness status): see the run in the UI, fix the cause, then `ev-awareness run`"
+    )
+
+
 @dg.run_failure_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Says, for each failed run, whether the daemon retries it and what to do when retries are exhausted.",
 )
 def failed_run_sensor(context: dg.RunFailureSensorContext):
     run = context.dagster_run
-    retrying = run.tags.get("dagster/will_retry") == "true"
-    what = f"batch {run.tags['ev/batch_id']}" if "ev/batch_id" in run.tags else run.job_name
-    if retrying:
+    if run.tags.get("dagster/will_retry") == "true":
+        what = f"batch {run.tags[BATCH_TAG]}" if BATCH_TAG in run.tags else run.job_name
         context.log.warning(f"run {run.run_id} ({what}) failed: the daemon retries it ({context.failure_event.message})")
     else:
-        context.log.error(
-            f"run {run.run_id} ({what}) failed and will not be retried: {context.failure_event.message} "
-            "Its work stays pending in the warehouse (ev-awareness status); fix the cause, then `ev-awareness run` "
-            "or re-execute the run in the UI."
-        )
+        context.log.error(f"{failure_report(run)} ({context.failure_event.message})")

@@ -18,8 +18,9 @@ import polars as pl
 from ev_assets import pipeline
 from ev_assets.core.batching import contiguous_spans
 from ev_assets.defs import charts
-from ev_assets.defs.ingest import IN_FLIGHT, ev_charging_sessions
+from ev_assets.defs.ingest import ev_charging_sessions
 from ev_assets.defs.metadata import (
+    IN_FLIGHT,
     markdown_table,
     record_worker,
     retry_when_transient,

@@ -621,7 +621,7 @@ EV_REJECTED_MESSAGES = TableSpec(
         Col("record_index", pl.Int64(), "Position of the record in its file (0-based).", nullable=False),
         Col("meter_id", pl.String(), "MeterID as received, when readable."),
         Col("raw_record", pl.String(), "The record as received, as JSON.", nullable=False),
-        Col("reason_codes", pl.String(), "Comma-separated codes of every failed rule (docs/operating.md, The feed contract).", nullable=False),
+        Col("reason_codes", pl.String(), "Comma-separated codes of every failed rule (see README).", nullable=False),
         Col("reasons", pl.String(), "JSON list of {code, field, message}: every failed rule in words.", nullable=False),
         Col("quarantined_at", UTC_DATETIME, "When it was quarantined.", nullable=False),
         Col("status", pl.String(), "quarantined, or replayed (accepted or counted as duplicate on a replay).", nullable=False),

@@ -105,8 +105,10 @@ def transformer_profile(sessions: pl.DataFrame, tz: str) -> pl.DataFrame:
 
 def daily_peaks(profile: pl.DataFrame) -> pl.DataFrame:
     """Per transformer and local day: the largest 15-minute load."""
-    return profile.group_by("transformer", "load_date").agg(pl.col("kw").max().alias("peak_kw")).sort(
-        "transformer", "load_date"
+    return (
+        profile.group_by("transformer", "load_date")
+        .agg(pl.col("kw").max().alias("peak_kw"))
+        .sort("transformer", "load_date")
     )
 
 

@@ -50,9 +50,17 @@ def main() -> int:
     parser.add_argument("--every", type=float, default=2.0, help="seconds between two landed files")
     parser.add_argument("--meters", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
-    parser.add_argument("--dev", action="store_true", help="run under `dagster dev` (webserver + daemon) instead of `dagster-daemon run`")
-    parser.add_argument("--push", action="store_true", help="deliver each payload through `ev-awareness receive` over HTTP")
-    parser.add_argument("--port", type=int, default=18300, help="--dev: the webserver's port; --push: the receiver's is the next one")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="run under `dagster dev` (webserver + daemon) instead of `dagster-daemon run`",
+    )
+    parser.add_argument(
+        "--push", action="store_true", help="deliver each payload through `ev-awareness receive` over HTTP"
+    )
+    parser.add_argument(
+        "--port", type=int, default=18300, help="--dev: the webserver's port; --push: the receiver's is the next one"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the daemon on the way out (finally)
 
@@ -94,7 +102,9 @@ def main() -> int:
         [str(bindir / "dagster"), "dev", "-w", workspace, "-h", "127.0.0.1", "-p", str(args.port)] if args.dev
         else [str(bindir / "dagster-daemon"), "run", "-w", workspace]
     )  # fmt: skip
-    daemon = subprocess.Popen(command, env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = subprocess.Popen(
+        command, env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     receiver = _start_receiver(env, landing, args.port + 1, folder) if args.push else None
     engine = sa.create_engine(f"sqlite:///{db}")
     contention = measure.Contention()
@@ -179,7 +189,9 @@ class _Receiver:
         self.client = httpx.Client(headers={"Authorization": f"Bearer {self.TOKEN}"}, timeout=30)
 
     def post(self, body: bytes) -> dict:
-        answer = self.client.post(f"{self.base}/ev-charging-events", content=body, headers={"Content-Type": "application/json"})
+        answer = self.client.post(
+            f"{self.base}/ev-charging-events", content=body, headers={"Content-Type": "application/json"}
+        )
         answer.raise_for_status()
         return answer.json()
 

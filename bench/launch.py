@@ -27,7 +27,9 @@ def main() -> int:
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = returncode = os.waitstatus_to_exitcode(status)
     with open(result_path, "w") as out:
-        json.dump({"returncode": returncode, "peak_kib": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}, out)
+        json.dump(
+            {"returncode": returncode, "peak_kib": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}, out
+        )
     return returncode if returncode >= 0 else 128 - returncode
 
 

@@ -87,7 +87,11 @@ def run_child(cmd: list[str], *, env: dict[str, str], log_prefix: Path, cwd: Pat
         usage = {"returncode": proc.returncode, "peak_kib": float("nan"), "cpu_s": float("nan")}
     # Linux reports ru_maxrss in KiB (macOS in bytes; this harness targets the Linux machine).
     # wait4's rusage includes the grandchildren the command waited for (Dagster's log tailers).
-    own = sampler.descendant_peaks_mb.pop(sampler.first_child_name, float("nan")) if sampler.first_child_name else float("nan")
+    own = (
+        sampler.descendant_peaks_mb.pop(sampler.first_child_name, float("nan"))
+        if sampler.first_child_name
+        else float("nan")
+    )
     return ChildRun(usage["returncode"], wall, usage["peak_kib"] / 1024, stdout_path, stderr_path, usage["cpu_s"],
                     own, sampler.descendant_peaks_mb)  # fmt: skip
 
@@ -144,7 +148,13 @@ class ProcessTreeSampler:
                 if peak is None:
                     continue
                 try:
-                    name = Path(f"/proc/{kid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+                    name = (
+                        Path(f"/proc/{kid}/cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode(errors="replace")
+                        .strip()[:80]
+                    )
                 except OSError:
                     continue
                 name = name or f"pid {kid}"

@@ -62,7 +62,12 @@ def wait_ready(base: str, process: subprocess.Popen) -> None:
 
 def measure(per_payload: int, count: int, fmt: str, port: int) -> dict:
     with tempfile.TemporaryDirectory(dir=ROOT / "data") as landing:
-        env = {**os.environ, "EV_FEED_DIR": landing, "EV_RECEIVER_TOKEN_SHA256S": token_hash(TOKEN), "EV_RECEIVER_RATE_PER_S": "0"}
+        env = {
+            **os.environ,
+            "EV_FEED_DIR": landing,
+            "EV_RECEIVER_TOKEN_SHA256S": token_hash(TOKEN),
+            "EV_RECEIVER_RATE_PER_S": "0",
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "ev_assets.cli", "receive", "--host", "127.0.0.1", "--port", str(port)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
@@ -73,10 +78,14 @@ def measure(per_payload: int, count: int, fmt: str, port: int) -> dict:
             bodies = [push.encode(records(per_payload, n * per_payload), fmt) for n in range(count)]
             with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
                 for body, content_type in bodies[:20]:  # warm-up
-                    client.post(f"{base}/ev-charging-events", content=body, headers={"Content-Type": content_type}).raise_for_status()
+                    client.post(
+                        f"{base}/ev-charging-events", content=body, headers={"Content-Type": content_type}
+                    ).raise_for_status()
                 started = time.perf_counter()
                 for body, content_type in bodies:
-                    client.post(f"{base}/ev-charging-events", content=body, headers={"Content-Type": content_type}).raise_for_status()
+                    client.post(
+                        f"{base}/ev-charging-events", content=body, headers={"Content-Type": content_type}
+                    ).raise_for_status()
                 seconds = time.perf_counter() - started
             landed = len(list(Path(landing).glob("stream-*.json")))
         finally:
@@ -84,7 +93,13 @@ def measure(per_payload: int, count: int, fmt: str, port: int) -> dict:
             process.wait(10)
             process.stderr.close()
     assert landed == count + 20, landed
-    return {"per_payload": per_payload, "payloads": count, "seconds": round(seconds, 2), "payloads_per_s": round(count / seconds), "messages_per_s": round(count * per_payload / seconds)}
+    return {
+        "per_payload": per_payload,
+        "payloads": count,
+        "seconds": round(seconds, 2),
+        "payloads_per_s": round(count / seconds),
+        "messages_per_s": round(count * per_payload / seconds),
+    }
 
 
 def main() -> int:

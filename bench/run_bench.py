@@ -466,7 +466,9 @@ def batch_bounds(env: dict[str, str]) -> str:
     from ev_assets.settings import Settings
 
     fields = Settings.model_fields
-    names = [n for n in ("batch_max_bytes", "batch_max_messages", "batch_max_files") if n in fields]  # older code: fewer
+    names = [
+        n for n in ("batch_max_bytes", "batch_max_messages", "batch_max_files") if n in fields
+    ]  # older code: fewer
     return ", ".join(f"EV_{n.upper()}={env.get(f'EV_{n.upper()}', fields[n].default)}" for n in names)
 
 
@@ -489,7 +491,9 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
     imports_s = import_time(env, run_dir / "logs")  # also warms the bytecode cache
     ceiling_ = run_ceiling(month, run_dir, env)
     # The goal's ceiling (issue 29): the same core tables stored, on each backend the pipelines use.
-    stored = {b: run_ceiling(month, run_dir, env, store=b) for b in dict.fromkeys(PIPELINES[n][0] for n in pipelines(ctx))}
+    stored = {
+        b: run_ceiling(month, run_dir, env, store=b) for b in dict.fromkeys(PIPELINES[n][0] for n in pipelines(ctx))
+    }
     runs = {}
     for name in pipelines(ctx):
         backend, instance = PIPELINES[name]
@@ -623,7 +627,12 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
     # Each scenario is the size of one goal: the other figure is shown, not judged.
     memory_goal = "; goal ≤ 1,536 MB for this year of 20,000 meters" if name == "year_backfill" else ""
     range_goal = " (goal ≤ 2x for these three years of 2,000 meters)" if name == "long_range" else ""
-    rows = [("feed", f"{meters:,} meters, {days} days from {start or ctx.sizes.start}: {month.messages:,} messages, {month.files:,} files")]
+    rows = [
+        (
+            "feed",
+            f"{meters:,} meters, {days} days from {start or ctx.sizes.start}: {month.messages:,} messages, {month.files:,} files",
+        )
+    ]
     notes: list[str] = []
     metrics: dict[str, Any] = {}
     # The ceiling on the same files: how the pipeline's ratio to it moves with the feed's size (its
@@ -911,10 +920,14 @@ def batch_cost_vs_history(ctx: Context) -> Result:
             hist = [run_batch(full.url, f"bench-{k}", paths) for k, paths in enumerate(batches)]
             scans = full_scans(full.url, frames, run_dir / "batch_c", s) if backend == "sqlite" else []
             # One more batch each side, apart from the timed ones: where its time goes per statement.
-            batch_e = batch_files(frames, run_dir / "batch_e", s.history_batch, s.seed + 5, feedgen.BASE + timedelta(days=70))
+            batch_e = batch_files(
+                frames, run_dir / "batch_e", s.history_batch, s.seed + 5, feedgen.BASE + timedelta(days=70)
+            )
             spent = {side: batch_statements(made[k].url, batch_e) for side, k in (("empty", 1), ("history", -1))}
             if backend == "sqlite":  # and one more each side, untimed: the pages it dirties, per index
-                batch_d = batch_files(frames, run_dir / "batch_d", s.history_batch, s.seed + 4, feedgen.BASE + timedelta(days=60))
+                batch_d = batch_files(
+                    frames, run_dir / "batch_d", s.history_batch, s.seed + 4, feedgen.BASE + timedelta(days=60)
+                )
                 dirtied = {side: batch_pages(made[k].url, batch_d) for side, k in (("empty", 1), ("history", -1))}
         finally:
             for wh in made:
@@ -962,7 +975,9 @@ def _with_reference(backend: str, folder: Path, frames: dict, made: list, name: 
     return fresh
 
 
-def diagnose_batch(url: str, batch_id: str, paths: list[Path], diagnose: Callable[[Any, Callable[[], None]], Any]) -> Any:
+def diagnose_batch(
+    url: str, batch_id: str, paths: list[Path], diagnose: Callable[[Any, Callable[[], None]], Any]
+) -> Any:
     """One batch (ingest and pairing, as an ingest run does them) on `url`, run by `diagnose(engine,
     batch)`, which watches it (the engine is not connected yet) and returns what it saw."""
     from ev_assets import pipeline

@@ -89,7 +89,10 @@ def cmd_init(_args: argparse.Namespace) -> int:
         return 2
     console.print(f"instance: {path} ({', '.join(changed) if changed else 'up to date'})")
     if uses_postgres_storage(home) and not s.dagster_storage_url:
-        console.print(f"{path} stores the instance in PostgreSQL: set {STORAGE_URL_VARIABLE} (in every process that opens it)", style="red")
+        console.print(
+            f"{path} stores the instance in PostgreSQL: set {STORAGE_URL_VARIABLE} (in every process that opens it)",
+            style="red",
+        )
         return 2
     _upgrade_instance(home, s.dagster_storage_url if uses_postgres_storage(home) else None)
     code = cmd_db_upgrade(_args)
@@ -117,7 +120,9 @@ def _record_partitions_start(s: Settings) -> None:
         today = datetime.now(ZoneInfo(s.timezone)).date()
         start = first if first is not None else today - timedelta(days=partitions.NEW_DEPLOYMENT_HISTORY_DAYS)
         path.write_text(f"{start.isoformat()}\n")
-    console.print(f"daily partitions start {path.read_text().strip()} (recorded in {path}; EV_PARTITIONS_START overrides)")
+    console.print(
+        f"daily partitions start {path.read_text().strip()} (recorded in {path}; EV_PARTITIONS_START overrides)"
+    )
 
 
 def _upgrade_instance(home: Path, postgres_url: str | None) -> None:
@@ -143,7 +148,9 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     s = Settings()
     before, after = migrate.upgrade(s.warehouse_url)
     shown = sa.engine.make_url(s.warehouse_url).render_as_string(hide_password=True)
-    console.print(f"warehouse: {shown} at schema {after}" + (f" (upgraded from {before or 'empty'})" if before != after else ""))
+    console.print(
+        f"warehouse: {shown} at schema {after}" + (f" (upgraded from {before or 'empty'})" if before != after else "")
+    )
     return 0
 
 
@@ -151,7 +158,9 @@ def cmd_db_current(_args: argparse.Namespace) -> int:
     from ev_assets.warehouse import migrate
 
     current, head = migrate.schema_status(Settings().warehouse_url)
-    console.print(f"current: {current or 'none'}; head: {head}" + ("" if current == head else "  (run `ev-awareness db upgrade`)"))
+    console.print(
+        f"current: {current or 'none'}; head: {head}" + ("" if current == head else "  (run `ev-awareness db upgrade`)")
+    )
     return 0 if current == head else 1
 
 
@@ -184,7 +193,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.meters is not None:
         cmd_reference(args)
     elif not (s.reference_dir / "meters.csv").exists():
-        console.print(f"no reference data in {s.reference_dir}: run `ev-awareness reference` or pass --meters", style="red")
+        console.print(
+            f"no reference data in {s.reference_dir}: run `ev-awareness reference` or pass --meters", style="red"
+        )
         return 2
     frames = read_reference_extracts(s.reference_dir)
     if args.follow and args.push:
@@ -212,8 +223,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"in {done.seconds:.1f} s ({done.payloads_per_s:,.0f} payloads/s, {done.messages_per_s:,.0f} messages/s)"
         )
         return 0
-    summary = simulator.simulate_to_folder(frames, s.feed_dir, date.fromisoformat(args.start), args.days, args.seed, ground_truth=truth)
-    console.print(f"simulated {summary.sessions:,} sessions: {summary.messages:,} messages in {summary.files:,} files in {s.feed_dir}")
+    summary = simulator.simulate_to_folder(
+        frames, s.feed_dir, date.fromisoformat(args.start), args.days, args.seed, ground_truth=truth
+    )
+    console.print(
+        f"simulated {summary.sessions:,} sessions: {summary.messages:,} messages in {summary.files:,} files in {s.feed_dir}"
+    )
     return 0
 
 
@@ -225,7 +240,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
     s = Settings()
     if not s.receiver_token_hashes:
-        console.print("EV_RECEIVER_TOKEN_SHA256S is empty: every push will be refused (`ev-awareness receiver-token` makes a token)", style="yellow")
+        console.print(
+            "EV_RECEIVER_TOKEN_SHA256S is empty: every push will be refused (`ev-awareness receiver-token` makes a token)",
+            style="yellow",
+        )
     scheme = "https" if s.receiver_tls_cert else "http"
     console.print(f"receiving on {scheme}://{args.host}:{args.port}/ev-charging-events into {s.feed_dir}")
     serve(args.host, args.port, s, log_level="info" if args.verbose else "warning")
@@ -238,7 +256,9 @@ def cmd_receiver_token(_args: argparse.Namespace) -> int:
     token, digest = new_token()
     console.print(f"token:  {token}")
     console.print(f"sha256: {digest}")
-    console.print("give the token to the sender; add the hash to EV_RECEIVER_TOKEN_SHA256S (comma-separated). The token is not stored anywhere.")
+    console.print(
+        "give the token to the sender; add the hash to EV_RECEIVER_TOKEN_SHA256S (comma-separated). The token is not stored anywhere."
+    )
     return 0
 
 
@@ -250,7 +270,9 @@ def cmd_emulate_vendor(args: argparse.Namespace) -> int:
     frames = read_reference_extracts(s.reference_dir)
     sessions = simulator.simulate_sessions(frames, date.fromisoformat(args.start), args.days, args.seed)
     rows = vendor_emulator.export_frame(simulator.session_messages(sessions, args.seed))
-    config = vendor_emulator.EmulatorConfig(client_id=args.client_id, client_secret=args.client_secret, delay_s=args.delay)
+    config = vendor_emulator.EmulatorConfig(
+        client_id=args.client_id, client_secret=args.client_secret, delay_s=args.delay
+    )
     console.print(
         f"vendor emulator on http://{args.host}:{args.port}: {rows.height:,} messages of {args.days} days from {args.start}; "
         f"token URL /oauth2/token (client {config.client_id}), jobs /subscriptions/<id>/batch-request, ready after {config.delay_s:g} s"
@@ -281,11 +303,18 @@ class _RunPrinter:
             task = progress.add_task(label, total=len(requests))
             for request in requests:
                 run = runner.run_request(
-                    instance, workspace, request, request.job_name or job_name, self._on_event, "DEBUG" if self.verbose else "WARNING"
+                    instance,
+                    workspace,
+                    request,
+                    request.job_name or job_name,
+                    self._on_event,
+                    "DEBUG" if self.verbose else "WARNING",
                 )
                 runs.append(run)
                 if not run.is_success and run.is_finished:
-                    self.failed.append(f"{label} run {run.run_id[:8]} ({request.run_key}) failed: `dagster` UI or `ev-awareness status`")
+                    self.failed.append(
+                        f"{label} run {run.run_id[:8]} ({request.run_key}) failed: `dagster` UI or `ev-awareness status`"
+                    )
                 progress.advance(task)
         ok = sum(r.is_success for r in runs)
         # A run this process executed is finished; one it is not is a run key's run on its way in
@@ -318,7 +347,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     instance = _instance()
     for dead in fail_dead_runs(instance):
-        console.print(f"run {dead.run_id[:8]} ({dead.job_name}) lost its worker: marked failed; its work is redone below")
+        console.print(
+            f"run {dead.run_id[:8]} ({dead.job_name}) lost its worker: marked failed; its work is redone below"
+        )
     printer = _RunPrinter(args.verbose)
     feed_res, ref_res, wh_res = FeedResource(), ReferenceResource(), WarehouseResource()
     with runner.code_location_workspace(instance) as workspace:
@@ -345,7 +376,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         fills, _ = planning.fill_run_requests(instance)
         printer.stage("empty days", fills, planning.daily_load_job.name, instance, workspace)
         for request in planning.snapshot_run_requests(instance):
-            printer.stage(request.job_name.removesuffix("_job").replace("_", " "), [request], request.job_name, instance, workspace)
+            printer.stage(
+                request.job_name.removesuffix("_job").replace("_", " "),
+                [request],
+                request.job_name,
+                instance,
+                workspace,
+            )
 
         # The gap each ingested batch export filled (vendor_gap_sensor's decision).
         gap_requests, _ = vendor.gap_run_requests(instance, wh_res)
@@ -381,13 +418,21 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
     outside = [d for d in days if d not in keys]
     if outside:
-        console.print(f"received days outside the partitions (EV_PARTITIONS_START .. today, UTC): {', '.join(outside[:5])}", style="red")
+        console.print(
+            f"received days outside the partitions (EV_PARTITIONS_START .. today, UTC): {', '.join(outside[:5])}",
+            style="red",
+        )
         return 2
     filetype = {"parquet": "Parquet", "json": "Json", "csv": "Csv", "orc": "Orc"}[args.format] if args.format else ""
     run_config = {"ops": {vendor.vendor_export_files.op.name: {"config": {"filetype": filetype}}}}
     requests = [
         # No run key: a backfill asked for again is requested again (its messages are duplicates).
-        dg.RunRequest(job_name=vendor.vendor_export_job.name, partition_key=day, run_config=run_config, tags={"dagster/partition": day, "ev/backfill": f"{first}..{last}"})
+        dg.RunRequest(
+            job_name=vendor.vendor_export_job.name,
+            partition_key=day,
+            run_config=run_config,
+            tags={"dagster/partition": day, "ev/backfill": f"{first}..{last}"},
+        )
         for day in days
     ]
     instance = _instance()
@@ -423,7 +468,9 @@ def cmd_status(_args: argparse.Namespace) -> int:
     )
     files = sum(len(b.files) for b in pending_feed(FeedResource(), WarehouseResource(), None))
     days = pipeline.pending_load_days(wh)
-    console.print(f"pending: {files:,} files ({Settings().feed_dir}), {len(pipeline.pending_batches(wh)):,} batches to pair, {days.height:,} days of daily load")
+    console.print(
+        f"pending: {files:,} files ({Settings().feed_dir}), {len(pipeline.pending_batches(wh)):,} batches to pair, {days.height:,} days of daily load"
+    )
     for line in _snapshot_freshness(wh):
         console.print(line)
     failed = _failed_runs()
@@ -479,8 +526,15 @@ def cmd_top(args: argparse.Namespace) -> int:
     if daily.is_empty():
         console.print("transformer_daily_load is empty: has `ev-awareness run` processed a feed?", style="red")
         return 1
-    top = daily.sort("peak_kw", descending=True).head(args.limit).with_columns(
-        pl.col("peak_interval_start").dt.convert_time_zone(Settings().timezone).dt.strftime("%H:%M").alias("peak_local")
+    top = (
+        daily.sort("peak_kw", descending=True)
+        .head(args.limit)
+        .with_columns(
+            pl.col("peak_interval_start")
+            .dt.convert_time_zone(Settings().timezone)
+            .dt.strftime("%H:%M")
+            .alias("peak_local")
+        )
     )
     tz = Settings().timezone
     table = Table(
@@ -489,7 +543,17 @@ def cmd_top(args: argparse.Namespace) -> int:
         caption=TOP_CAPTION,
         caption_justify="left",
     )
-    for column in ("transformer", "day", "kVA", "sessions started", "EVs charging", "kWh", "peak kW", "peak at", "utilization"):
+    for column in (
+        "transformer",
+        "day",
+        "kVA",
+        "sessions started",
+        "EVs charging",
+        "kWh",
+        "peak kW",
+        "peak at",
+        "utilization",
+    ):
         table.add_column(column, justify="left" if column in ("transformer", "day", "peak at") else "right")
     for row in top.iter_rows(named=True):
         table.add_row(
@@ -615,7 +679,9 @@ def cmd_rejected_list(args: argparse.Namespace) -> int:
         for code, n in counts.iter_rows():
             console.print(f"  {code:28s} {n:>8,d}")
         table = Table("rejection_id", "reason_codes", "raw_record", box=None)
-        for rejection_id, codes, raw in rows.select("rejection_id", "reason_codes", "raw_record").head(args.limit).iter_rows():
+        for rejection_id, codes, raw in (
+            rows.select("rejection_id", "reason_codes", "raw_record").head(args.limit).iter_rows()
+        ):
             table.add_row(rejection_id, codes, raw[:120])
         console.print(table)
     return 0
@@ -626,9 +692,15 @@ def cmd_rejected_export(args: argparse.Namespace) -> int:
     records = []
     for rejection_id, raw in rows.select("rejection_id", "raw_record").iter_rows():
         record = json.loads(raw)
-        records.append({"_rejection_id": rejection_id, **record} if isinstance(record, dict) else {"_rejection_id": rejection_id, "_record": record})
+        records.append(
+            {"_rejection_id": rejection_id, **record}
+            if isinstance(record, dict)
+            else {"_rejection_id": rejection_id, "_record": record}
+        )
     Path(args.out).write_text(json.dumps({"EVChargingEvents": records}, indent=1, ensure_ascii=False))
-    console.print(f"exported {len(records):,} quarantined records to {args.out}: correct them, then `ev-awareness rejected replay --file {args.out}`")
+    console.print(
+        f"exported {len(records):,} quarantined records to {args.out}: correct them, then `ev-awareness rejected replay --file {args.out}`"
+    )
     return 0
 
 
@@ -655,13 +727,20 @@ def cmd_rejected_replay(args: argparse.Namespace) -> int:
         config["replay_corrected_file"] = str(Path(args.file).resolve())
     instance = _instance()
     printer = _RunPrinter(args.verbose)
-    request = dg.RunRequest(run_key=batch_id, job_name=ingest.ingest_job.name, run_config={"ops": {"ev_charging_events": {"config": config}}}, tags={BATCH_TAG: batch_id})
+    request = dg.RunRequest(
+        run_key=batch_id,
+        job_name=ingest.ingest_job.name,
+        run_config={"ops": {"ev_charging_events": {"config": config}}},
+        tags={BATCH_TAG: batch_id},
+    )
     with runner.code_location_workspace(instance) as workspace:
         (run,) = printer.stage("replay", [request], ingest.ingest_job.name, instance, workspace)
         load_requests, _ = planning.pending_load_run_requests(WarehouseResource())
         printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
     t = printer.totals
-    console.print(f"{batch_id}: {t['records_read']:,} records replayed = {t['accepted']:,} accepted + {t['duplicates']:,} duplicates + {t['rejected']:,} still quarantined")
+    console.print(
+        f"{batch_id}: {t['records_read']:,} records replayed = {t['accepted']:,} accepted + {t['duplicates']:,} duplicates + {t['rejected']:,} still quarantined"
+    )
     return 0 if run.is_success and not printer.failed else 1
 
 
@@ -673,9 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show the engine's own logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("init", help="write the Dagster instance configuration (DAGSTER_HOME), create or migrate its storage, and upgrade the warehouse schema").set_defaults(func=cmd_init)
+    sub.add_parser(
+        "init",
+        help="write the Dagster instance configuration (DAGSTER_HOME), create or migrate its storage, and upgrade the warehouse schema",
+    ).set_defaults(func=cmd_init)
 
-    db = sub.add_parser("db", help="the warehouse schema (Alembic migrations)").add_subparsers(dest="action", required=True)
+    db = sub.add_parser("db", help="the warehouse schema (Alembic migrations)").add_subparsers(
+        dest="action", required=True
+    )
     db.add_parser("upgrade", help="upgrade the warehouse to the code's schema").set_defaults(func=cmd_db_upgrade)
     db.add_parser("current", help="the warehouse's schema revision and the code's").set_defaults(func=cmd_db_current)
     db.add_parser("history", help="the migrations, newest first").set_defaults(func=cmd_db_history)
@@ -694,7 +778,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="follow the wall clock instead of a span of days")
     p.add_argument("--speedup", type=float, default=1.0)
     p.add_argument("--stop-after-minutes", type=float)
-    p.add_argument("--push", metavar="URL", help="push the feed to a stream receiver (e.g. http://127.0.0.1:8080/ev-charging-events) instead of writing files")
+    p.add_argument(
+        "--push",
+        metavar="URL",
+        help="push the feed to a stream receiver (e.g. http://127.0.0.1:8080/ev-charging-events) instead of writing files",
+    )
     p.add_argument("--format", choices=["json", "avro"], default="json", help="with --push: the payload encoding")
     p.add_argument("--token", help="with --push: the bearer token (default: EV_PUSH_TOKEN)")
     p.set_defaults(func=cmd_simulate)
@@ -703,9 +791,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_receive)
-    sub.add_parser("receiver-token", help="print a new random receiver token and its SHA-256 hash (for EV_RECEIVER_TOKEN_SHA256S)").set_defaults(func=cmd_receiver_token)
+    sub.add_parser(
+        "receiver-token", help="print a new random receiver token and its SHA-256 hash (for EV_RECEIVER_TOKEN_SHA256S)"
+    ).set_defaults(func=cmd_receiver_token)
 
-    p = sub.add_parser("emulate-vendor", help="serve an emulation of the vendor's batch-export API over a simulated feed (tests, demo)")
+    p = sub.add_parser(
+        "emulate-vendor", help="serve an emulation of the vendor's batch-export API over a simulated feed (tests, demo)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--start", default="2024-06-03", help="first simulated local day")
@@ -716,30 +808,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-secret", default="emulator-secret")
     p.set_defaults(func=cmd_emulate_vendor)
 
-    p = sub.add_parser("backfill", help="request the vendor's batch export of each received day (UTC) of a range, then `run` to ingest it")
+    p = sub.add_parser(
+        "backfill",
+        help="request the vendor's batch export of each received day (UTC) of a range, then `run` to ingest it",
+    )
     p.add_argument("--received-from", required=True, metavar="YYYY-MM-DD", help="first received day (UTC)")
     p.add_argument("--received-to", required=True, metavar="YYYY-MM-DD", help="last received day (UTC), included")
-    p.add_argument("--format", choices=["parquet", "json", "csv", "orc"], help="export file type (default: the vendor resource's, Parquet)")
+    p.add_argument(
+        "--format",
+        choices=["parquet", "json", "csv", "orc"],
+        help="export file type (default: the vendor resource's, Parquet)",
+    )
     p.set_defaults(func=cmd_backfill)
 
-    sub.add_parser("run", help="process everything pending: reference data, ingest batches, pairing, daily load").set_defaults(func=cmd_run)
-    sub.add_parser("status", help="row counts, the ledger's reconciliation, pending work and failed runs").set_defaults(func=cmd_status)
+    sub.add_parser(
+        "run", help="process everything pending: reference data, ingest batches, pairing, daily load"
+    ).set_defaults(func=cmd_run)
+    sub.add_parser("status", help="row counts, the ledger's reconciliation, pending work and failed runs").set_defaults(
+        func=cmd_status
+    )
 
     p = sub.add_parser("top", help="the busiest transformers by coincident peak")
     p.add_argument("--date", help="local day YYYY-MM-DD (default: all days)")
     p.add_argument("--limit", type=int, default=10)
     p.set_defaults(func=cmd_top)
 
-    p = sub.add_parser("export", help="write a table (a range of local days, some transformers) to CSV, Parquet or JSON, to a file or stdout")
+    p = sub.add_parser(
+        "export",
+        help="write a table (a range of local days, some transformers) to CSV, Parquet or JSON, to a file or stdout",
+    )
     p.add_argument("table", choices=sorted(EXPORTABLE))
     p.add_argument("--from", dest="date_from", help="first local day YYYY-MM-DD (default: the first)")
     p.add_argument("--to", dest="date_to", help="last local day YYYY-MM-DD, inclusive (default: the last)")
-    p.add_argument("--format", choices=["csv", "parquet", "json"], default="csv", help="csv (header row, ISO-8601 times in UTC), parquet, or json (an array of row objects)")
-    p.add_argument("--transformer", action="extend", nargs="+", metavar="ID", help="only these transformers (tables with transformer_id)")
+    p.add_argument(
+        "--format",
+        choices=["csv", "parquet", "json"],
+        default="csv",
+        help="csv (header row, ISO-8601 times in UTC), parquet, or json (an array of row objects)",
+    )
+    p.add_argument(
+        "--transformer",
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        help="only these transformers (tables with transformer_id)",
+    )
     p.add_argument("--out", required=True, help="output file, or - for stdout")
     p.set_defaults(func=cmd_export)
 
-    rejected = sub.add_parser("rejected", help="inspect, export and replay quarantined records").add_subparsers(dest="action", required=True)
+    rejected = sub.add_parser("rejected", help="inspect, export and replay quarantined records").add_subparsers(
+        dest="action", required=True
+    )
     for name, func, helptext in (
         ("list", cmd_rejected_list, "count and show quarantined records"),
         ("export", cmd_rejected_export, "write quarantined records to a JSON payload to correct"),
@@ -790,7 +909,9 @@ def _database_failed(error: sa.exc.DBAPIError) -> str:
     lost = error.statement is None or error.connection_invalidated
     headline = f"a database did not answer: {reason}" if lost else f"a database failed a statement: {reason}"
     s = Settings()
-    where = [f"the warehouse is EV_WAREHOUSE_URL={sa.engine.make_url(s.warehouse_url).render_as_string(hide_password=True)}"]
+    where = [
+        f"the warehouse is EV_WAREHOUSE_URL={sa.engine.make_url(s.warehouse_url).render_as_string(hide_password=True)}"
+    ]
     if s.dagster_storage_url:
         shown = sa.engine.make_url(s.dagster_storage_url).render_as_string(hide_password=True)
         where.append(f"the Dagster instance is EV_DAGSTER_STORAGE_URL={shown}")

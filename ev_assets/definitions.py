@@ -39,7 +39,13 @@ defs = dg.Definitions(
         operations.failed_run_sensor,
         vendor.vendor_gap_sensor,
     ],
-    schedules=[planning.nightly_daily_load, planning.daily_premise_profile, planning.daily_planning_queue, reference.nightly_reference, vendor.nightly_gap_fill],
+    schedules=[
+        planning.nightly_daily_load,
+        planning.daily_premise_profile,
+        planning.daily_planning_queue,
+        reference.nightly_reference,
+        vendor.nightly_gap_fill,
+    ],
     resources={**environment_resources(), "vendor": vendor.vendor_resource_from_environment()},
     # A run's steps follow one another and each works in the warehouse: running them in the run's
     # own process saves a Python start (seconds) per step.

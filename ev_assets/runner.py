@@ -41,7 +41,9 @@ def code_location_workspace(instance: dg.DagsterInstance, *, in_process: bool = 
     """The workspace of `workspace.yaml`, loaded in this process (no gRPC server to start), or as
     the daemon loads it (a code server, which the instance's run launcher needs)."""
     opts = WorkspaceOpts(workspace=[str(PROJECT_ROOT / "workspace.yaml")])
-    with get_workspace_from_cli_opts(instance, version="", workspace_opts=opts, allow_in_process=in_process) as workspace:
+    with get_workspace_from_cli_opts(
+        instance, version="", workspace_opts=opts, allow_in_process=in_process
+    ) as workspace:
         yield workspace
 
 
@@ -69,7 +71,9 @@ def create_run(
     tags = {**remote_job.tags, **request.tags, LAUNCHED_BY: "cli"}
     if request.run_key:
         tags[RUN_KEY] = request.run_key
-    plan = location.get_execution_plan(remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=instance)
+    plan = location.get_execution_plan(
+        remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=instance
+    )
     snapshot = plan.execution_plan_snapshot
     return instance.create_run(
         job_name=job_name,
@@ -100,7 +104,9 @@ def execute(
     recorded at the end (status SUCCESS or FAILURE)."""
     recon_job = recon_job_from_origin(cast(JobPythonOrigin, run.job_code_origin))
     instance.add_run_tags(run.run_id, {WORKER_TAG: this_worker()})
-    instance.report_engine_event(f"Started process for run (pid: {os.getpid()}).", run, EngineEventData.in_process(os.getpid()))
+    instance.report_engine_event(
+        f"Started process for run (pid: {os.getpid()}).", run, EngineEventData.in_process(os.getpid())
+    )
     try:
         for event in core_execute_run(recon_job, run, instance, inject_env_vars=False):
             if on_event is not None:

@@ -87,7 +87,9 @@ class Settings(BaseSettings):
         gt=0,
     )
     feed_sensor_interval_s: int = _setting(30, "How often the feed sensor looks for new files, s.", LOAD, gt=0)
-    load_sensor_interval_s: int = _setting(30, "How often the daily-load sensor looks for days to recompute, s.", LOAD, gt=0)
+    load_sensor_interval_s: int = _setting(
+        30, "How often the daily-load sensor looks for days to recompute, s.", LOAD, gt=0
+    )
     lock_wait_s: float = _setting(
         60.0,
         "How long a writer waits for the warehouse's write lock before its step fails (and retries "
@@ -95,7 +97,9 @@ class Settings(BaseSettings):
         RUN,
         gt=0,
     )
-    charge_w_min: float = _setting(900.0, "Plausible ChargeW, lower bound, W (home chargers 1-19.2 kW with a margin).", RUN)
+    charge_w_min: float = _setting(
+        900.0, "Plausible ChargeW, lower bound, W (home chargers 1-19.2 kW with a margin).", RUN
+    )
     charge_w_max: float = _setting(21_120.0, "Plausible ChargeW, upper bound, W.", RUN)
     max_session_wh: float = _setting(150_000.0, "Largest plausible ChargeEnergy, Wh.", RUN)
     clock_skew_s: float = _setting(600.0, "How far ReceivedTime may precede the event, or lie in the future, s.", RUN)
@@ -125,7 +129,9 @@ class Settings(BaseSettings):
     power_factor: float = _setting(0.9, "Peak kW -> kVA for utilization.", RUN, gt=0, le=1)
     rejection_rate_warn: float = _setting(0.05, "Rejection rate above which the `rejection_rate` check warns.", RUN)
     flagged_share_warn: float = _setting(
-        0.02, "Share of the written complete sessions with quality flags above which the `flagged_share` check warns.", RUN
+        0.02,
+        "Share of the written complete sessions with quality flags above which the `flagged_share` check warns.",
+        RUN,
     )
     load_shape: Literal["charge_w_then_idle", "even"] = _setting(
         "charge_w_then_idle",
@@ -160,14 +166,21 @@ class Settings(BaseSettings):
         1.0, "Multiplies EV_BASE_LOAD_PU_PROFILE (e.g. 0.8 for a lightly loaded service area).", RUN, ge=0
     )
     planning_window_days: int = _setting(
-        90, "transformer_planning_queue: the rolling window, local days up to the latest day of transformer_daily_load.", RUN, gt=1
+        90,
+        "transformer_planning_queue: the rolling window, local days up to the latest day of transformer_daily_load.",
+        RUN,
+        gt=1,
     )
-    risk_weight_utilization: float = _setting(1.0, "transformer_planning_queue: weight of peak_utilization in risk_score.", RUN)
+    risk_weight_utilization: float = _setting(
+        1.0, "transformer_planning_queue: weight of peak_utilization in risk_score.", RUN
+    )
     risk_weight_hours_over_rating: float = _setting(
         1.0, "transformer_planning_queue: weight of the hours over rating per day of the window.", RUN
     )
     risk_weight_loss_of_life: float = _setting(
-        1.0, "transformer_planning_queue: weight of the window's equivalent aging, loss_of_life_h / (24 x window days).", RUN
+        1.0,
+        "transformer_planning_queue: weight of the window's equivalent aging, loss_of_life_h / (24 x window days).",
+        RUN,
     )
     risk_weight_ev_growth: float = _setting(
         0.1, "transformer_planning_queue: weight of ev_count_growth (EVs added between the window's halves).", RUN
@@ -213,7 +226,10 @@ class Settings(BaseSettings):
         10_000_000, "Stream receiver: largest request body, bytes (larger: 413).", RECEIVER, gt=0
     )
     receiver_rate_per_s: float = _setting(
-        50.0, "Stream receiver: pushes per second per token, sustained (token bucket; more: 429). 0: unlimited.", RECEIVER, ge=0
+        50.0,
+        "Stream receiver: pushes per second per token, sustained (token bucket; more: 429). 0: unlimited.",
+        RECEIVER,
+        ge=0,
     )
     receiver_rate_burst: float = _setting(
         100.0, "Stream receiver: pushes a token may make at once before EV_RECEIVER_RATE_PER_S applies.", RECEIVER, ge=1

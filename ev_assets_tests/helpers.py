@@ -8,7 +8,16 @@ from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import ALL_TABLES
 
 # Columns that record when a row was written, not what it says.
-_WRITE_TIMES = {"ingested_at", "updated_at", "read_at", "processed_at", "quarantined_at", "replayed_at", "paired_at", "queued_at"}
+_WRITE_TIMES = {
+    "ingested_at",
+    "updated_at",
+    "read_at",
+    "processed_at",
+    "quarantined_at",
+    "replayed_at",
+    "paired_at",
+    "queued_at",
+}
 
 
 def snapshot(warehouse: Warehouse, *, ignore_write_times: bool = False) -> dict[str, pl.DataFrame]:

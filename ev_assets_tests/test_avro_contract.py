@@ -48,7 +48,11 @@ def test_avro_spellings_and_typed_values_pass_the_contract():
     assert isinstance(stored[1]["ChargeEnergy"], float) and stored[0]["ChargeStartTime"].endswith(".410Z")
     accepted = accepted_of("avro.json", content).sort("message_type", descending=True)
     start, end = accepted.to_dicts()
-    assert (start["service_point_id"], start["transformer_id"], start["premise_id"]) == ("5000000012", "4000000012-05694882", "P1000000008")
+    assert (start["service_point_id"], start["transformer_id"], start["premise_id"]) == (
+        "5000000012",
+        "4000000012-05694882",
+        "P1000000008",
+    )
     assert start["charge_w"] == 6912.35 and end["charge_duration"] == 2.0 and end["charge_energy_wh"] == 14400.5
     assert end["charge_end_time"] == datetime(2024, 6, 4, 1, 5, 3, 410_000, tzinfo=UTC)
 

@@ -52,9 +52,7 @@ def build(warehouse, tmp_path) -> dict[str, str]:
         pipeline.pair_pending_batches(warehouse, settings, now=NOW)
     days = pipeline.pending_load_days(warehouse)["load_date"]
     pipeline.update_daily_load(warehouse, settings, days.min(), days.max(), now=NOW)
-    return {
-        spec.name: table_digest(warehouse.read(spec)) for spec in (EV_CHARGING_SESSIONS, TRANSFORMER_DAILY_LOAD)
-    }
+    return {spec.name: table_digest(warehouse.read(spec)) for spec in (EV_CHARGING_SESSIONS, TRANSFORMER_DAILY_LOAD)}
 
 
 def test_session_and_load_tables_unchanged(warehouse, tmp_path):

@@ -48,8 +48,15 @@ _WINNER_COLUMNS = {
     EV_BATCH_PAIRING.name: ["sessions_written"],
 }
 _LEDGER_COUNTS = [
-    "files_read", "files_parsed", "files_repaired", "files_quarantined", "files_already_read",
-    "records_read", "accepted", "duplicates", "rejected",
+    "files_read",
+    "files_parsed",
+    "files_repaired",
+    "files_quarantined",
+    "files_already_read",
+    "records_read",
+    "accepted",
+    "duplicates",
+    "rejected",
 ]
 
 

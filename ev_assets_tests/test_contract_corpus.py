@@ -105,12 +105,16 @@ def quarantined(error: str) -> FileOutcome:
     return FileOutcome("quarantined", error=error)
 
 
-NOT_AN_OBJECT = R("record_not_readable", "missing_required_field@MeterID", "missing_required_field@ReceivedTime", "no_charge_fields")
+NOT_AN_OBJECT = R(
+    "record_not_readable", "missing_required_field@MeterID", "missing_required_field@ReceivedTime", "no_charge_fields"
+)
 BAD_W = R("invalid_number@ChargeW")
 
 EXPECTED: dict[str, FileOutcome] = {
     # file level: repaired or quarantined whole
-    "trailing_comma_spec_example.json": repaired(R("ambiguous_message_type"), A),  # the spec's own record carries both types
+    "trailing_comma_spec_example.json": repaired(
+        R("ambiguous_message_type"), A
+    ),  # the spec's own record carries both types
     "trailing_commas_everywhere.json": repaired(A, A),
     "not_json_single_quotes.json": quarantined("invalid JSON"),
     "not_json_comment.json": quarantined("invalid JSON"),
@@ -132,7 +136,9 @@ EXPECTED: dict[str, FileOutcome] = {
     "field_case_conflict.json": parsed(R("record_not_readable"), R("ambiguous_message_type"), A, A, A),
     "chargeduratjion_misspelling.json": parsed(A, A),
     "json_numbers.json": parsed(A, A, A, A),
-    "blank_strings_as_null.json": parsed(A, R("missing_required_field@MeterID"), A, R("missing_required_field@ReceivedTime")),
+    "blank_strings_as_null.json": parsed(
+        A, R("missing_required_field@MeterID"), A, R("missing_required_field@ReceivedTime")
+    ),
     "whitespace_padded_values.json": parsed(A, A),
     "offset_plus_0530.json": parsed(A, A),
     "offsets_other_than_z.json": parsed(A, A, A, A, A),
@@ -154,7 +160,9 @@ EXPECTED: dict[str, FileOutcome] = {
     "invalid_number.json": parsed(
         BAD_W, BAD_W, BAD_W, BAD_W, R("invalid_number@ChargeEnergy"), R("invalid_number@ChargeDuration"), A
     ),
-    "nan_infinity.json": parsed(BAD_W, BAD_W, BAD_W, R("invalid_number@ChargeEnergy"), R("invalid_number@ChargeEnergy"), A),
+    "nan_infinity.json": parsed(
+        BAD_W, BAD_W, BAD_W, R("invalid_number@ChargeEnergy"), R("invalid_number@ChargeEnergy"), A
+    ),
     # ranges and plausibility
     "non_positive_charge_w.json": parsed(
         R("non_positive_value@ChargeW", "charge_w_implausible@ChargeW"),
@@ -183,7 +191,9 @@ EXPECTED: dict[str, FileOutcome] = {
     ),
     # identity
     "missing_meter_id.json": parsed(R("missing_required_field@MeterID"), R("missing_required_field@MeterID"), A),
-    "missing_received_time.json": parsed(R("missing_required_field@ReceivedTime"), R("missing_required_field@ReceivedTime"), A),
+    "missing_received_time.json": parsed(
+        R("missing_required_field@ReceivedTime"), R("missing_required_field@ReceivedTime"), A
+    ),
     "identifier_length.json": parsed(U, R("invalid_identifier@MeterID"), R("invalid_identifier@ESN")),
     "unknown_meter.json": parsed(U, A),
     "multiple_failures.json": parsed(
@@ -238,14 +248,23 @@ def _slot(name: str) -> datetime:
 # Typed values of some accepted records (pure level): what normalisation must produce.
 ACCEPTED_VALUES: dict[tuple[str, int], dict[str, Any]] = {
     ("field_case_variants.json", 0): {
-        "message_type": "start", "meter_id": "2000000003", "service_point_id": "5000000015",
-        "meter_number": "9100000003", "esn": "1.18.240.3.416733.23.63.9100000003",
-        "transformer_id": "4000000002-80462809", "premise_id": "P1000000032",
-        "charge_w": 7200.5, "charge_start_time": _slot("field_case_variants.json"),
+        "message_type": "start",
+        "meter_id": "2000000003",
+        "service_point_id": "5000000015",
+        "meter_number": "9100000003",
+        "esn": "1.18.240.3.416733.23.63.9100000003",
+        "transformer_id": "4000000002-80462809",
+        "premise_id": "P1000000032",
+        "charge_w": 7200.5,
+        "charge_start_time": _slot("field_case_variants.json"),
     },
     ("field_case_variants.json", 1): {
-        "message_type": "end", "meter_id": "2000000015", "service_point_id": "5000000015",
-        "charge_duration": 3.0, "charge_energy_wh": 21600.0, "charge_end_time": _slot("field_case_variants.json") + 10 * M,
+        "message_type": "end",
+        "meter_id": "2000000015",
+        "service_point_id": "5000000015",
+        "charge_duration": 3.0,
+        "charge_energy_wh": 21600.0,
+        "charge_end_time": _slot("field_case_variants.json") + 10 * M,
     },
     ("field_case_conflict.json", 2): {"meter_id": "2000000003"},
     ("field_case_conflict.json", 3): {"charge_w": 7200.5, "extra_fields": None},
@@ -255,12 +274,17 @@ ACCEPTED_VALUES: dict[tuple[str, int], dict[str, Any]] = {
     ("json_numbers.json", 2): {"charge_energy_wh": 21600.0, "charge_duration": 3.0},
     ("json_numbers.json", 3): {"meter_id": "2000000042", "charge_w": 7200.0},
     ("blank_strings_as_null.json", 0): {
-        "message_type": "start", "meter_number": None, "premise_id": None,
-        "charge_end_time": None, "charge_duration": None, "charge_energy_wh": None,
+        "message_type": "start",
+        "meter_number": None,
+        "premise_id": None,
+        "charge_end_time": None,
+        "charge_duration": None,
+        "charge_energy_wh": None,
     },
     ("blank_strings_as_null.json", 2): {"message_type": "end", "charge_start_time": None, "charge_w": None},
     ("whitespace_padded_values.json", 0): {
-        "meter_id": "2000000003", "charge_w": 7200.5,
+        "meter_id": "2000000003",
+        "charge_w": 7200.5,
         "received_time": _slot("whitespace_padded_values.json") + timedelta(seconds=5.12),
     },
     ("offset_plus_0530.json", 0): {
@@ -268,9 +292,13 @@ ACCEPTED_VALUES: dict[tuple[str, int], dict[str, Any]] = {
         "received_time": _slot("offset_plus_0530.json") + timedelta(seconds=7),
         "message_time": _slot("offset_plus_0530.json"),
     },
-    ("offsets_other_than_z.json", 0): {"charge_start_time": _slot("offsets_other_than_z.json") + timedelta(seconds=0.25)},
+    ("offsets_other_than_z.json", 0): {
+        "charge_start_time": _slot("offsets_other_than_z.json") + timedelta(seconds=0.25)
+    },
     ("offsets_other_than_z.json", 1): {"charge_start_time": _slot("offsets_other_than_z.json") + 10 * M},
-    ("offsets_other_than_z.json", 2): {"charge_start_time": _slot("offsets_other_than_z.json") + 20 * M + timedelta(seconds=0.5)},
+    ("offsets_other_than_z.json", 2): {
+        "charge_start_time": _slot("offsets_other_than_z.json") + 20 * M + timedelta(seconds=0.5)
+    },
     ("offsets_other_than_z.json", 3): {"charge_start_time": _slot("offsets_other_than_z.json") + 30 * M},
     ("offsets_other_than_z.json", 4): {
         "charge_end_time": _slot("offsets_other_than_z.json") + 40 * M + timedelta(microseconds=123_456),
@@ -282,7 +310,9 @@ ACCEPTED_VALUES: dict[tuple[str, int], dict[str, Any]] = {
         "extra_fields": json.dumps({"Note": "kept as is: ,} and , ] stay inside strings"}, separators=(",", ":"))
     },
     ("unicode_in_extra_field.json", 0): {
-        "extra_fields": json.dumps({"Notiz": "Ladung über Nacht ⚡", "備考": "夜間充電 🚗"}, ensure_ascii=False, separators=(",", ":"))
+        "extra_fields": json.dumps(
+            {"Notiz": "Ladung über Nacht ⚡", "備考": "夜間充電 🚗"}, ensure_ascii=False, separators=(",", ":")
+        )
     },
     ("injection_sql.json", 2): {
         "extra_fields": json.dumps({"Comment": "'); DELETE FROM ev_rejected_messages; --"}, separators=(",", ":"))
@@ -295,7 +325,11 @@ ACCEPTED_VALUES: dict[tuple[str, int], dict[str, Any]] = {
 # Extra fields the contract must keep aside (as JSON text per field) rather than reject.
 EXTRA_FIELDS: dict[tuple[str, int], dict[str, Any]] = {
     ("unknown_extra_fields.json", 0): {"FirmwareVersion": "4.2.1", "SignalStrength": "-67"},
-    ("unknown_extra_fields.json", 1): {"IsDCFast": "false", "Location": '{"lat": "35.66", "lon": "-79.1"}', "Tags": '["home", "l2"]'},
+    ("unknown_extra_fields.json", 1): {
+        "IsDCFast": "false",
+        "Location": '{"lat": "35.66", "lon": "-79.1"}',
+        "Tags": '["home", "l2"]',
+    },
     ("lone_surrogate.json", 1): {"Note\\udc00": "x"},
 }
 
@@ -496,8 +530,13 @@ def test_corpus_in_warehouse(reference_loaded):
     assert events["message_id"].n_unique() == events.height
     injected = stored[("injection_sql.json", 2)]
     assert json.loads(injected["extra_fields"]) == {"Comment": "'); DELETE FROM ev_rejected_messages; --"}
-    assert json.loads(stored[("nul_and_control_characters.json", 2)]["extra_fields"]) == {"Note": "bell \u0007 nul \u0000 end"}
-    assert json.loads(stored[("unicode_in_extra_field.json", 0)]["extra_fields"]) == {"Notiz": "Ladung über Nacht ⚡", "備考": "夜間充電 🚗"}
+    assert json.loads(stored[("nul_and_control_characters.json", 2)]["extra_fields"]) == {
+        "Note": "bell \u0007 nul \u0000 end"
+    }
+    assert json.loads(stored[("unicode_in_extra_field.json", 0)]["extra_fields"]) == {
+        "Notiz": "Ladung über Nacht ⚡",
+        "備考": "夜間充電 🚗",
+    }
 
     # rejected records: in ev_rejected_messages with the raw record as received and every reason
     rejected = warehouse.read(EV_REJECTED_MESSAGES)
@@ -570,7 +609,10 @@ def test_reingesting_the_corpus_changes_nothing(reference_loaded):
     assert after[EV_BATCHES_PENDING.name]["batch_id"].to_list() == ["corpus", "corpus-again"]
     ledger = _ledger_row(warehouse, "corpus-again")
     assert {k: ledger[k] for k in ("files_read", "files_already_read", "files_parsed", "files_quarantined")} == {
-        "files_read": len(paths), "files_already_read": len(paths), "files_parsed": 0, "files_quarantined": 0,
+        "files_read": len(paths),
+        "files_already_read": len(paths),
+        "files_parsed": 0,
+        "files_quarantined": 0,
     }
     assert (ledger["records_read"], ledger["accepted"], ledger["duplicates"], ledger["rejected"]) == (0, 0, 0, 0)
     _assert_ledger_reconciles(ledger)
@@ -585,7 +627,9 @@ def test_duplicates_across_batches_and_restarts(warehouse, tmp_path):
     # repeats one of the stored messages (received later, so a duplicate, not a new event)
     restarted = Warehouse(warehouse.url)
     try:
-        second = pipeline.ingest_batch(restarted, "b2", [CORPUS_DIR / "duplicate_of_other_file.json"], settings, now=NOW)
+        second = pipeline.ingest_batch(
+            restarted, "b2", [CORPUS_DIR / "duplicate_of_other_file.json"], settings, now=NOW
+        )
         assert (second.records_read, second.accepted, second.duplicates, second.rejected) == (2, 1, 1, 0)
         _assert_ledger_reconciles(_ledger_row(restarted, "b2"))
         # the same message again under another file name and offset: still the same event
@@ -619,7 +663,11 @@ def test_replay_with_wider_bounds_releases_the_record(warehouse):
     _assert_ledger_reconciles(_ledger_row(warehouse, "replay-1"))
     after = {r["record_index"]: r for r in warehouse.read(EV_REJECTED_MESSAGES).iter_rows(named=True)}
     assert (after[1]["status"], after[1]["replayed_at"]) == ("replayed", first_replay)
-    assert (after[0]["status"], after[0]["replayed_at"], after[0]["reason_codes"]) == ("quarantined", None, "charge_w_implausible")
+    assert (after[0]["status"], after[0]["replayed_at"], after[0]["reason_codes"]) == (
+        "quarantined",
+        None,
+        "charge_w_implausible",
+    )
 
     # wide enough: record 0 is accepted too
     second_replay = NOW + timedelta(days=2)

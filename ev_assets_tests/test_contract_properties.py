@@ -143,13 +143,26 @@ CORRUPTIONS: dict[str, Any] = {
     "drop_meter": lambda m, r, d: _drop(r, "MeterID"),
     "drop_received_time": lambda m, r, d: _drop(r, "ReceivedTime"),
     "bad_identifier": lambda m, r, d: _set(r, "MeterID", d(st.sampled_from(["meter 1", "x" * 65, "Zähler", "1';--"]))),
-    "garble_number": lambda m, r, d: _set(r, _number_field(m), d(st.sampled_from(["12abc", "1,5", "NaN", "inf", "--1"]))),
+    "garble_number": lambda m, r, d: _set(
+        r, _number_field(m), d(st.sampled_from(["12abc", "1,5", "NaN", "inf", "--1"]))
+    ),
     "negative_value": lambda m, r, d: _set(r, _number_field(m), d(st.sampled_from(["-1", "0", "-0.0"]))),
     "wrong_type": lambda m, r, d: _set(r, _number_field(m), d(st.sampled_from([True, {"v": "1"}, ["1"]]))),
     "drop_offset": lambda m, r, d: _set(r, _time_field(m), m.time.replace(tzinfo=None).isoformat()),
-    "bad_timestamp": lambda m, r, d: _set(r, _time_field(m), d(st.sampled_from(["soon", "2024-06-31T00:00:00Z", "1717444800"]))),
+    "bad_timestamp": lambda m, r, d: _set(
+        r, _time_field(m), d(st.sampled_from(["soon", "2024-06-31T00:00:00Z", "1717444800"]))
+    ),
     "make_ambiguous": lambda m, r, d: r | ({"ChargeEnergy": "100"} if m.kind == "start" else {"ChargeW": "7200"}),
-    "drop_required": lambda m, r, d: _drop(r, d(st.sampled_from(["ChargeW", "ChargeStartTime"] if m.kind == "start" else ["ChargeEnergy", "ChargeDuration", "ChargeEndTime"]))),
+    "drop_required": lambda m, r, d: _drop(
+        r,
+        d(
+            st.sampled_from(
+                ["ChargeW", "ChargeStartTime"]
+                if m.kind == "start"
+                else ["ChargeEnergy", "ChargeDuration", "ChargeEndTime"]
+            )
+        ),
+    ),
     "no_charge_fields": lambda m, r, d: {k: v for k, v in r.items() if not k.lower().startswith("charge")},
     "implausible": lambda m, r, d: _set(r, _number_field(m), "50000" if m.kind == "start" else "1000000"),
     "received_before_event": lambda m, r, d: _set(r, "ReceivedTime", _timestamp(m.time - timedelta(hours=1), 0, True)),
@@ -179,7 +192,13 @@ def mixtures(draw, max_records: int = 25):
             messages.append(Message(original.meter, original.kind, original.time, again))
     messages = draw(st.permutations(messages))
     n_files = draw(st.integers(1, min(3, len(messages))))
-    cuts = sorted(draw(st.lists(st.integers(1, len(messages) - 1), min_size=n_files - 1, max_size=n_files - 1, unique=True))) if n_files > 1 else []
+    cuts = (
+        sorted(
+            draw(st.lists(st.integers(1, len(messages) - 1), min_size=n_files - 1, max_size=n_files - 1, unique=True))
+        )
+        if n_files > 1
+        else []
+    )
     bounds = [0, *cuts, len(messages)]
     files = []
     for i in range(len(bounds) - 1):
@@ -216,8 +235,13 @@ def test_every_record_is_accepted_or_rejected_and_valid_ones_are_accepted(files)
 
     for position, message in by_position.items():
         if message.corruption is None:
-            assert position in accepted, (position, message.record, result.rejected.filter(
-                (pl.col("file_name") == position[0]) & (pl.col("record_index") == position[1]))["reasons"].to_list())
+            assert position in accepted, (
+                position,
+                message.record,
+                result.rejected.filter((pl.col("file_name") == position[0]) & (pl.col("record_index") == position[1]))[
+                    "reasons"
+                ].to_list(),
+            )
         else:
             assert position in rejected, (position, message.corruption, message.record)
     # identified by meaning too: the accepted identities are exactly the valid messages'
@@ -262,7 +286,9 @@ def test_ingest_ledger_reconciles_with_duplicates_across_batches(files, split):
             messages = [m for _, chunk, _ in files for m in chunk]
             valid = [m for m in messages if m.corruption is None]
             distinct = {m.identity for m in valid}
-            total = {k: sum(r[k] for r in ledger.values()) for k in ("records_read", "accepted", "duplicates", "rejected")}
+            total = {
+                k: sum(r[k] for r in ledger.values()) for k in ("records_read", "accepted", "duplicates", "rejected")
+            }
             # the first file, read again in b2, is already read: not counted twice
             assert total["records_read"] == len(messages)
             assert total["accepted"] == len(distinct)

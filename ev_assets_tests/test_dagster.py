@@ -74,7 +74,11 @@ def test_feed_sensor_loads_new_reference_data_before_events(env, small_utility, 
     (request,) = sensor_result(instance, resources).run_requests
     assert request.job_name == "reference_job" and request.run_key.startswith("reference:")
     # While that run has not finished, no ingest run starts (its events would miss the reference).
-    instance.create_run_for_job(defs.resolve_job_def("reference_job"), tags={"dagster/run_key": request.run_key}, status=dg.DagsterRunStatus.STARTED)
+    instance.create_run_for_job(
+        defs.resolve_job_def("reference_job"),
+        tags={"dagster/run_key": request.run_key},
+        status=dg.DagsterRunStatus.STARTED,
+    )
     waiting = sensor_result(instance, resources)
     assert not waiting.run_requests and "waiting for the reference load" in waiting.skip_reason.skip_message
     load_reference(resources, instance)
@@ -90,8 +94,13 @@ def test_feed_sensor_loads_new_reference_data_before_events(env, small_utility, 
 def test_definitions_load():
     repo = defs.get_repository_def()
     assert {"ingest_job", "daily_load_job", "reference_job", "sessions_job"} <= {j.name for j in repo.get_all_jobs()}
-    assert {s.name for s in repo.sensor_defs} == {"ev_feed_sensor", "daily_load_sensor", "dead_run_sensor", "failed_run_sensor", "vendor_gap_sensor"}
-
+    assert {s.name for s in repo.sensor_defs} == {
+        "ev_feed_sensor",
+        "daily_load_sensor",
+        "dead_run_sensor",
+        "failed_run_sensor",
+        "vendor_gap_sensor",
+    }
 
 
 def test_batch_file_lists_are_taken_whole_by_dagster_and_checked_by_pydantic():
@@ -112,12 +121,15 @@ def test_batch_file_lists_are_taken_whole_by_dagster_and_checked_by_pydantic():
 
     job = defs.resolve_job_def(ingest_job.name)
     files = [f"/landing/{i:06d}.json" for i in range(20_000)]
-    resolved = ResolvedRunConfig.build(job, {"ops": {"ev_charging_events": {"config": {"batch_id": "b", "files": files}}}})
+    resolved = ResolvedRunConfig.build(
+        job, {"ops": {"ev_charging_events": {"config": {"batch_id": "b", "files": files}}}}
+    )
     assert resolved.ops["ev_charging_events"].config["files"] == files
     assert IngestBatchConfig(batch_id="b", files=files).files == files
     for wrong in ("/landing/a.json", ["/landing/a.json", 7], None):
         with pytest.raises(ValueError, match="(?s)files.*expected a list of strings"):
             IngestBatchConfig(batch_id="b", files=wrong)
+
 
 def test_sensor_batches_new_files_once(env, small_utility, resources, instance):
     load_reference(resources, instance)
@@ -141,7 +153,10 @@ def test_sensor_waits_for_files_to_settle(env, small_utility, resources, instanc
     newest = sorted(env["EV_FEED_DIR"].glob("*.json"))[-1]
     late = newest.with_name("ev_zz_late.json")
     late.write_bytes(newest.read_bytes())
-    waiting = {**resources, "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), max_files_per_batch=20, settle_seconds=3600)}
+    waiting = {
+        **resources,
+        "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), max_files_per_batch=20, settle_seconds=3600),
+    }
     assert not sensor_result(instance, waiting, cursor=first.cursor).run_requests
     (request,) = sensor_result(instance, resources, cursor=first.cursor).run_requests
     assert request.run_config["ops"]["ev_charging_events"]["config"]["files"] == [str(late)]
@@ -168,7 +183,13 @@ def test_redelivered_file_under_a_known_name_is_read_again(env, small_utility, r
     target = env["EV_FEED_DIR"] / archived[0].name
     payload = json.loads(archived[0].read_text())
     extra = dict(payload["EVChargingEvents"][0], MeterID="9999999999", ChargeStartTime="2024-06-03T12:00:00.00Z")
-    extra.update(ChargeW="7200", ChargeEndTime=None, ChargeDuration=None, ChargeEnergy=None, ReceivedTime="2024-06-03T12:00:05.00Z")
+    extra.update(
+        ChargeW="7200",
+        ChargeEndTime=None,
+        ChargeDuration=None,
+        ChargeEnergy=None,
+        ReceivedTime="2024-06-03T12:00:05.00Z",
+    )
     payload["EVChargingEvents"].append(extra)
     target.write_text(json.dumps(payload))
     requests = sensor_result(instance, resources).run_requests
@@ -176,7 +197,11 @@ def test_redelivered_file_under_a_known_name_is_read_again(env, small_utility, r
     assert ingest(resources, instance, requests[0]).success
     ledger = Warehouse(env["EV_WAREHOUSE_URL"]).read(EV_INGEST_BATCHES).sort("processed_at").row(-1, named=True)
     # The records already accepted from the first delivery are recognised as duplicates.
-    assert (ledger["accepted"], ledger["duplicates"], ledger["rejected"]) == (1, len(payload["EVChargingEvents"]) - 1, 0)
+    assert (ledger["accepted"], ledger["duplicates"], ledger["rejected"]) == (
+        1,
+        len(payload["EVChargingEvents"]) - 1,
+        0,
+    )
 
 
 def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, resources, instance):
@@ -221,7 +246,9 @@ def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, 
     assert {r.job_name for r in snapshots} == {"premise_profile_job", "planning_queue_job"}
     again = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
     assert [r.run_key for r in again] == [r.run_key for r in snapshots]
-    assert dg.materialize([premise_ev_profile, transformer_planning_queue], resources=resources, instance=instance).success
+    assert dg.materialize(
+        [premise_ev_profile, transformer_planning_queue], resources=resources, instance=instance
+    ).success
     assert not sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
 
 
@@ -266,7 +293,9 @@ def test_sessions_rebuild_in_chunks_equals_incremental_pairing(env, small_utilit
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     before = wh.read(EV_CHARGING_SESSIONS).drop("updated_at").sort("session_id")
     # A click on Materialize in the UI (default config): nothing is pending, nothing changes.
-    clicked = dg.materialize([ev_charging_sessions], resources=resources, instance=instance, selection=[ev_charging_sessions])
+    clicked = dg.materialize(
+        [ev_charging_sessions], resources=resources, instance=instance, selection=[ev_charging_sessions]
+    )
     assert clicked.success
     assert clicked.asset_materializations_for_node("ev_charging_sessions")[0].metadata["sessions_written"].value == 0
     # A full rebuild, 7 meters per transaction, gives the same sessions.
@@ -292,7 +321,9 @@ def test_events_committed_by_a_dead_run_are_paired_by_the_next(env, small_utilit
         assert only_events.success
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     assert wh.count(EV_CHARGING_SESSIONS) == 0
-    assert dg.materialize([ev_charging_sessions], resources=resources, instance=instance, selection=[ev_charging_sessions]).success
+    assert dg.materialize(
+        [ev_charging_sessions], resources=resources, instance=instance, selection=[ev_charging_sessions]
+    ).success
     assert wh.read(EV_CHARGING_SESSIONS).filter(pl.col("status") == "complete").height == truth.height
 
 
@@ -303,7 +334,9 @@ def test_days_before_the_partitions_fail_loudly(env, small_utility, resources, i
     simulate(small_utility, env["EV_FEED_DIR"], days=1)
     monkeypatch.setattr(partitions, "PARTITIONS_START", date(2024, 6, 4))
     results = [ingest(resources, instance, r) for r in sensor_result(instance, resources).run_requests]
-    checks = [c for r in results for c in r.get_asset_check_evaluations() if c.check_name == "load_days_within_partitions"]
+    checks = [
+        c for r in results for c in r.get_asset_check_evaluations() if c.check_name == "load_days_within_partitions"
+    ]
     assert checks and not all(c.passed for c in checks)
     failed = next(c for c in checks if not c.passed)
     assert "2024-06-03" in failed.metadata["days_outside"].value
@@ -322,7 +355,9 @@ def events_schema_check(result):
     return check
 
 
-def test_schema_check_reports_the_validated_rows_and_reads_back_rows_it_did_not_write(env, small_utility, resources, instance):
+def test_schema_check_reports_the_validated_rows_and_reads_back_rows_it_did_not_write(
+    env, small_utility, resources, instance
+):
     """schema_conforms: a batch the step inserts reports the pre-commit validation of exactly those
     rows; a re-execution of the committed batch (its files archived, nothing inserted) reads the
     batch's stored rows back and validates them."""
@@ -333,7 +368,9 @@ def test_schema_check_reports_the_validated_rows_and_reads_back_rows_it_did_not_
     accepted = first.asset_materializations_for_node("ev_charging_events")[0].metadata["accepted"].value
     check = events_schema_check(first)
     assert check.passed and accepted > 0
-    assert check.metadata["rows_checked"].value == accepted and check.metadata["verified"].value.startswith("before commit")
+    assert check.metadata["rows_checked"].value == accepted and check.metadata["verified"].value.startswith(
+        "before commit"
+    )
 
     again = ingest(resources, instance, request)  # the same batch, committed and archived
     check = events_schema_check(again)
@@ -355,9 +392,18 @@ def test_failing_blocking_check_stops_pairing(env, small_utility, resources, ins
             wh.table(EV_CHARGING_EVENTS).insert(),
             [
                 {
-                    "message_id": "bad|start|x", "message_type": "bogus", "meter_id": "bad", "enrichment_status": "enriched",
-                    "message_time": date(2024, 6, 3), "message_date": date(2024, 6, 3), "received_time": date(2024, 6, 3),
-                    "charge_w": -5.0, "batch_id": batch_id, "file_name": "manual", "record_index": 0, "ingested_at": date(2024, 6, 3),
+                    "message_id": "bad|start|x",
+                    "message_type": "bogus",
+                    "meter_id": "bad",
+                    "enrichment_status": "enriched",
+                    "message_time": date(2024, 6, 3),
+                    "message_date": date(2024, 6, 3),
+                    "received_time": date(2024, 6, 3),
+                    "charge_w": -5.0,
+                    "batch_id": batch_id,
+                    "file_name": "manual",
+                    "record_index": 0,
+                    "ingested_at": date(2024, 6, 3),
                 }
             ],
         )
@@ -422,7 +468,9 @@ def test_the_warehouse_lost_after_a_batch_commit_retries_the_step_and_keeps_the_
     def refused_once(*args, **kwargs):
         if not refused:  # the database away for this one read, back for the retry
             refused.append(True)
-            raise sa.exc.OperationalError("SELECT count(*) FROM ev_charging_events", {}, ConnectionRefusedError("connection refused"))
+            raise sa.exc.OperationalError(
+                "SELECT count(*) FROM ev_charging_events", {}, ConnectionRefusedError("connection refused")
+            )
         return read_for_the_check(*args, **kwargs)
 
     monkeypatch.setattr(ingest_defs, "stored_batch_conforms", refused_once)
@@ -432,4 +480,8 @@ def test_the_warehouse_lost_after_a_batch_commit_retries_the_step_and_keeps_the_
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     meta = result.asset_materializations_for_node("ev_charging_events")[0].metadata
     assert meta["dagster/row_count"].value == wh.count(EV_CHARGING_EVENTS)
-    assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name in ("batch_reconciles", "schema_conforms"))
+    assert all(
+        c.passed
+        for c in result.get_asset_check_evaluations()
+        if c.check_name in ("batch_reconciles", "schema_conforms")
+    )

@@ -57,17 +57,27 @@ def test_every_chunk_size_writes_what_one_pass_writes(warehouse, small_utility, 
         report = pipeline.update_daily_load(warehouse, settings, FIRST, LAST, now=NOW, chunk_days=chunk_days)
         assert report.chunks == len(day_chunks(FIRST, LAST, chunk_days))
         for name, frame in _tables(warehouse).items():
-            assert_frame_equal(frame, expected[name], check_exact=False, rel_tol=1e-12, abs_tol=1e-12), (name, chunk_days)
+            (
+                assert_frame_equal(frame, expected[name], check_exact=False, rel_tol=1e-12, abs_tol=1e-12),
+                (name, chunk_days),
+            )
         assert report.rows == one_pass.rows and report.interval_rows == one_pass.interval_rows
         for level in pipeline.DAILY_LOAD_TABLES:
             assert_frame_equal(report.frames[level], one_pass.frames[level], check_exact=False, rel_tol=1e-12)
-            assert_frame_equal(report.top_intervals[level], one_pass.top_intervals[level], check_exact=False, rel_tol=1e-12)
-            assert_frame_equal(report.busiest_profiles[level], one_pass.busiest_profiles[level], check_exact=False, rel_tol=1e-12)
+            assert_frame_equal(
+                report.top_intervals[level], one_pass.top_intervals[level], check_exact=False, rel_tol=1e-12
+            )
+            assert_frame_equal(
+                report.busiest_profiles[level], one_pass.busiest_profiles[level], check_exact=False, rel_tol=1e-12
+            )
     # The busiest asset-day's profile is that day's whole profile, and its maximum is that day's peak.
     busiest = one_pass.busiest_profiles["transformer"]
     daily = one_pass.frames["transformer"]
     assert busiest["kw"].max() == pytest.approx(daily["peak_kw"].max())
     day = busiest.row(0, named=True)
-    assert busiest.height == expected["transformer_interval_load"].filter(
-        (pl.col("transformer_id") == day["transformer_id"]) & (pl.col("load_date") == day["load_date"])
-    ).height
+    assert (
+        busiest.height
+        == expected["transformer_interval_load"]
+        .filter((pl.col("transformer_id") == day["transformer_id"]) & (pl.col("load_date") == day["load_date"]))
+        .height
+    )

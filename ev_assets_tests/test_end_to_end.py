@@ -164,7 +164,9 @@ def test_a_run_on_its_way_in_another_process_is_not_reported_failed(env):
     assert "reference    1 runs, 1 ok" in cli(env, "run")  # nothing to ingest yet
     cli(env, "simulate", "--start", "2024-06-03", "--days", "1", "--seed", "5")
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(env["DAGSTER_HOME"])))
-    requests, _, _ = ingest.feed_run_requests(instance, FeedResource(), ReferenceResource(), WarehouseResource(), cursor=None)
+    requests, _, _ = ingest.feed_run_requests(
+        instance, FeedResource(), ReferenceResource(), WarehouseResource(), cursor=None
+    )
     assert requests and all(r.job_name == ingest.ingest_job.name for r in requests)
     # The other process's run of the first batch: started, its worker (this test) alive.
     instance.create_run_for_job(

@@ -39,10 +39,18 @@ def charge_messages(first: int, n: int) -> list[dict]:
     for i in range(first, first + n):
         start, end = T0 + timedelta(minutes=i), T0 + timedelta(minutes=i, hours=2)
         meter = {"MeterID": f"29{i:08d}", "ServicePointID": f"59{i:08d}", "TransformerID": "4000000002-1"}
-        out.append(meter | {"ReceivedTime": _iso(start + timedelta(seconds=5)), "ChargeStartTime": _iso(start), "ChargeW": "7200"})
         out.append(
             meter
-            | {"ReceivedTime": _iso(end + timedelta(seconds=5)), "ChargeEndTime": _iso(end), "ChargeDuration": "2", "ChargeEnergy": "14400"}
+            | {"ReceivedTime": _iso(start + timedelta(seconds=5)), "ChargeStartTime": _iso(start), "ChargeW": "7200"}
+        )
+        out.append(
+            meter
+            | {
+                "ReceivedTime": _iso(end + timedelta(seconds=5)),
+                "ChargeEndTime": _iso(end),
+                "ChargeDuration": "2",
+                "ChargeEnergy": "14400",
+            }
         )
     return out
 
@@ -172,7 +180,9 @@ def test_a_batch_re_executed_after_its_files_were_archived_is_a_no_op(warehouse,
         pipeline.ingest_batch(warehouse, "b2", [landing / "never-landed.json"], settings, now=NOW)
 
 
-def test_files_another_writer_reads_while_a_batch_is_parsed_are_not_read_twice(warehouse, settings, tmp_path, monkeypatch):
+def test_files_another_writer_reads_while_a_batch_is_parsed_are_not_read_twice(
+    warehouse, settings, tmp_path, monkeypatch
+):
     """The contract runs outside the write lock on the files unread at that moment; a writer that
     commits one of them before this batch takes the lock leaves it to that writer: under the lock
     the batch keeps only its still-unread files' records, and counts the other as already read."""
@@ -198,4 +208,7 @@ def test_files_another_writer_reads_while_a_batch_is_parsed_are_not_read_twice(w
     assert warehouse.count(EV_CHARGING_EVENTS) == 10
     assert pipeline.ledger_totals(warehouse)["reconciled"]
     files = warehouse.read(EV_FEED_FILES)
-    assert dict(zip(files["file_name"], files["batch_id"], strict=True)) == {"agent-a.json": "other", "agent-b.json": "this"}
+    assert dict(zip(files["file_name"], files["batch_id"], strict=True)) == {
+        "agent-a.json": "other",
+        "agent-b.json": "this",
+    }

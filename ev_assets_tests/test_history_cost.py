@@ -470,7 +470,10 @@ def test_a_batch_rewrites_only_the_sessions_it_changes(feed):
     they are not deleted and written again (which would cost each a write in every index, bloat
     PostgreSQL with dead rows and move their updated_at though nothing changed)."""
     # M1 charged on June 1 evening (complete); M2 started on June 1 and is still open.
-    feed.send([start("M1", at(1, 18), 7000), end("M1", at(1, 20), 14000, 2), start("M2", at(1, 19), 7000)], paired_at=at(1, 21))
+    feed.send(
+        [start("M1", at(1, 18), 7000), end("M1", at(1, 20), 14000, 2), start("M2", at(1, 19), 7000)],
+        paired_at=at(1, 21),
+    )
     # June 2 morning (within max_session, 48 h, of both): M1 starts again, M2's end arrives.
     _, report = feed.send([start("M1", at(2, 7), 7000), end("M2", at(2, 9), 14000, 14)], paired_at=at(2, 10))
     rows = feed.sessions().select("session_id", "status", "updated_at").rows()
@@ -480,7 +483,10 @@ def test_a_batch_rewrites_only_the_sessions_it_changes(feed):
         ("M2|2024-06-01T19:00:00.000000Z", "complete", at(2, 10)),  # changed: start_only -> complete
     ]
     assert (report.sessions_written, report.sessions_replaced) == (2, 1)
-    assert report.written["session_id"].to_list() == ["M1|2024-06-02T07:00:00.000000Z", "M2|2024-06-01T19:00:00.000000Z"]
+    assert report.written["session_id"].to_list() == [
+        "M1|2024-06-02T07:00:00.000000Z",
+        "M2|2024-06-01T19:00:00.000000Z",
+    ]
     # Only the days of changed sessions are queued for their load: June 2 (M1's new start) and
     # June 1 to 2 (M2's session); M1's June 1 session alone would not have queued June 1.
     assert [d.isoformat() for d in report.touched_dates] == ["2024-06-01", "2024-06-02"]

@@ -164,7 +164,13 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
             assert type(instance.run_storage).__module__.startswith("dagster_postgres")
             assert type(instance.event_log_storage).__name__ == "BatchingPostgresEventLogStorage"
             runs = instance.get_runs()
-            assert {r.job_name for r in runs} == {"reference_job", "ingest_job", "daily_load_job", "premise_profile_job", "planning_queue_job"}
+            assert {r.job_name for r in runs} == {
+                "reference_job",
+                "ingest_job",
+                "daily_load_job",
+                "premise_profile_job",
+                "planning_queue_job",
+            }
             assert all(r.is_success for r in runs)
             assert all(instance.all_logs(r.run_id) for r in runs)
             # Batched, yet every asset of the load has one materialization per day, and the load

@@ -39,7 +39,18 @@ def _forbidden(paths: list[Path], prefixes: tuple[str, ...]) -> dict[str, list[s
 @pytest.mark.parametrize(
     ("folder", "forbidden"),
     [
-        ("core", ("dagster", "sqlalchemy", "alembic", "ev_assets.warehouse", "ev_assets.pipeline", "ev_assets.defs", "ev_assets.synthetic")),
+        (
+            "core",
+            (
+                "dagster",
+                "sqlalchemy",
+                "alembic",
+                "ev_assets.warehouse",
+                "ev_assets.pipeline",
+                "ev_assets.defs",
+                "ev_assets.synthetic",
+            ),
+        ),
         ("warehouse", ("dagster", "ev_assets.pipeline", "ev_assets.defs", "ev_assets.synthetic")),
         ("pipeline", ("dagster", "ev_assets.defs", "ev_assets.synthetic")),
         ("defs", ("ev_assets.synthetic", "ev_assets.cli", "ev_assets.runner")),

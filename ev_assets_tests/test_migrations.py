@@ -109,7 +109,11 @@ def test_a_pre_migration_warehouse_is_adopted_with_every_row(old_code, blank_war
     files = _run_old_pipeline(old_code, url, out)
     before = _row_counts(url)
     assert set(before) == set(migrate.initial_tables())
-    assert before["ev_charging_sessions"] > 0 and before["ev_quarantined_files"] == 1 and before["ev_rejected_messages"] == 1
+    assert (
+        before["ev_charging_sessions"] > 0
+        and before["ev_quarantined_files"] == 1
+        and before["ev_rejected_messages"] == 1
+    )
     assert migrate.current(url) is None
     with pytest.raises(SchemaBehindError, match="from before schema migrations.*ev-awareness db upgrade"):
         Warehouse(url).read(EV_CHARGING_SESSIONS)
@@ -131,7 +135,9 @@ def test_a_pre_migration_warehouse_is_adopted_with_every_row(old_code, blank_war
                 continue
             old = pl.read_parquet(out / f"{spec.name}.parquet")
             # The old columns hold the old values; columns later revisions add hold their defaults.
-            assert _sorted(wh.read(spec).select(old.columns), spec.primary_key).equals(_sorted(old, spec.primary_key)), spec.name
+            assert _sorted(wh.read(spec).select(old.columns), spec.primary_key).equals(
+                _sorted(old, spec.primary_key)
+            ), spec.name
         # and the new code carries on: the same files again are already read, nothing changes
         paths = sorted((out / "landing").glob("*.json"))
         report = pipeline.ingest_batch(wh, "new-1", paths, pipeline.PipelineSettings())
@@ -203,7 +209,9 @@ def test_the_declarations_and_the_migrations_agree(warehouse_url):
             inspector = sa.inspect(conn)
             found = set(inspector.get_table_names()) - {migrate.VERSION_TABLE}
             declared = {spec.name for spec in ALL_TABLES}
-            assert found == declared, f"{hint}: tables only declared {sorted(declared - found)}, only migrated {sorted(found - declared)}"
+            assert found == declared, (
+                f"{hint}: tables only declared {sorted(declared - found)}, only migrated {sorted(found - declared)}"
+            )
             for spec in ALL_TABLES:
                 columns = {c["name"]: c for c in inspector.get_columns(spec.name)}
                 assert set(columns) == set(spec.column_names), (

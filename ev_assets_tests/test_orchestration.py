@@ -47,11 +47,17 @@ def test_importing_the_code_location_writes_nothing(tmp_path):
     )
     # Nothing inherited that the import could have set itself (the test process's own event logs
     # set Dagster's batching variable): the subprocess starts without it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EV_") and k not in ("DAGSTER_HOME", "DAGSTER_EVENT_BATCH_SIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("EV_") and k not in ("DAGSTER_HOME", "DAGSTER_EVENT_BATCH_SIZE")
+    }
     watched = [tmp_path, PROJECT_ROOT / ".dagster_home", PROJECT_ROOT / "data"]
     before = {str(p) for root in watched if root.exists() for p in root.rglob("*")}
     home_existed = (PROJECT_ROOT / ".dagster_home").exists()
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     after = {str(p) for root in watched if root.exists() for p in root.rglob("*")}
     assert after == before
@@ -65,7 +71,13 @@ def test_after_a_cli_run_the_daemons_sensors_ask_for_nothing(env, small_utility)
     cli(env, "run")
     instance = instance_at(env["DAGSTER_HOME"])
     runs = instance.get_runs()
-    assert {r.job_name for r in runs} == {"reference_job", "ingest_job", "daily_load_job", "premise_profile_job", "planning_queue_job"}
+    assert {r.job_name for r in runs} == {
+        "reference_job",
+        "ingest_job",
+        "daily_load_job",
+        "premise_profile_job",
+        "planning_queue_job",
+    }
     for run in runs:
         # Recorded as the daemon records its own: with the code location's origin and a run key.
         assert run.is_success and run.remote_job_origin is not None
@@ -99,7 +111,10 @@ def test_a_failed_cli_run_is_retried_by_the_daemon(env, small_utility, monkeypat
     with runner.code_location_workspace(instance, in_process=False) as workspace:
         retry_run(failed, workspace.process_context)
         (retry,) = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": failed.run_id}))
-        assert retry.status == dg.DagsterRunStatus.QUEUED and retry.tags["dagster/run_key"] == failed.tags["dagster/run_key"]
+        assert (
+            retry.status == dg.DagsterRunStatus.QUEUED
+            and retry.tags["dagster/run_key"] == failed.tags["dagster/run_key"]
+        )
         # What the daemon's run queue then does: launch it through the instance's run launcher.
         instance.launch_run(retry.run_id, workspace)
         deadline = time.monotonic() + 120

@@ -36,7 +36,10 @@ def refed(utility: dict[str, pl.DataFrame], service_point: str, change) -> dict[
         pl.lit(change).alias("effective_from"), pl.lit(NEW_TRANSFORMER).alias("transformer_id")
     )
     closed = points.with_columns(
-        pl.when(pl.col("service_point_id") == service_point).then(pl.lit(change)).otherwise(pl.col("effective_to")).alias("effective_to")
+        pl.when(pl.col("service_point_id") == service_point)
+        .then(pl.lit(change))
+        .otherwise(pl.col("effective_to"))
+        .alias("effective_to")
     )
     transformers = utility["transformers"]
     new_tx = transformers.head(1).with_columns(pl.lit(NEW_TRANSFORMER).alias("transformer_id"))
@@ -92,7 +95,9 @@ def test_late_end_closes_an_open_session(warehouse, settings, small_utility, tmp
     early, late = files[: len(files) // 2], files[len(files) // 2 :]
     pipeline.ingest_batch(warehouse, "early", early, settings)
     pipeline.pair_pending_batches(warehouse, settings)
-    open_before = warehouse.read(EV_CHARGING_SESSIONS).filter(pl.col("status").is_in(["start_only", "timed_out"])).height
+    open_before = (
+        warehouse.read(EV_CHARGING_SESSIONS).filter(pl.col("status").is_in(["start_only", "timed_out"])).height
+    )
     assert open_before > 0
     pipeline.ingest_batch(warehouse, "late", late, settings)
     report = pipeline.pair_pending_batches(warehouse, settings)
@@ -130,8 +135,15 @@ def test_point_in_time_attribution_follows_the_event_date(warehouse, settings, s
         pl.col("start_time").dt.convert_time_zone(settings.timezone).dt.date().alias("local_date")
     )
     # A service point that charged on at least two different days; the GIS change falls between.
-    days = truth.group_by("service_point_id").agg(pl.col("local_date").min().alias("first"), pl.col("local_date").max().alias("last"))
-    sp, first_day = days.filter(pl.col("last") > pl.col("first")).sort("service_point_id").select("service_point_id", "first").row(0)
+    days = truth.group_by("service_point_id").agg(
+        pl.col("local_date").min().alias("first"), pl.col("local_date").max().alias("last")
+    )
+    sp, first_day = (
+        days.filter(pl.col("last") > pl.col("first"))
+        .sort("service_point_id")
+        .select("service_point_id", "first")
+        .row(0)
+    )
     session = truth.filter(pl.col("service_point_id") == sp).sort("start_time").row(0, named=True)
     change = first_day + timedelta(days=1)
     reference = refed(small_utility, sp, change)
@@ -163,8 +175,15 @@ def test_a_backdated_transformer_correction_moves_the_sessions_and_days(warehous
         pipeline.update_daily_load(warehouse, settings, day, day)
     assert pipeline.pending_load_days(warehouse).is_empty()
 
-    days = truth.group_by("service_point_id").agg(pl.col("local_date").min().alias("first"), pl.col("local_date").max().alias("last"))
-    sp, first_day = days.filter(pl.col("last") > pl.col("first")).sort("service_point_id").select("service_point_id", "first").row(0)
+    days = truth.group_by("service_point_id").agg(
+        pl.col("local_date").min().alias("first"), pl.col("local_date").max().alias("last")
+    )
+    sp, first_day = (
+        days.filter(pl.col("last") > pl.col("first"))
+        .sort("service_point_id")
+        .select("service_point_id", "first")
+        .row(0)
+    )
     old_tx = truth.filter(pl.col("service_point_id") == sp)["transformer_id"][0]
     change = first_day + timedelta(days=1)
     corrected = refed(small_utility, sp, change)
@@ -177,8 +196,11 @@ def test_a_backdated_transformer_correction_moves_the_sessions_and_days(warehous
     assert set(mine.filter(pl.col("event_date") >= change)["transformer_id"]) == {NEW_TRANSFORMER}
     # Nobody else moved.
     others = ["session_id", "transformer_id", "energy_wh"]
-    assert after.filter(pl.col("service_point_id") != sp).select(others).sort("session_id").equals(
-        before.filter(pl.col("service_point_id") != sp).select(others).sort("session_id")
+    assert (
+        after.filter(pl.col("service_point_id") != sp)
+        .select(others)
+        .sort("session_id")
+        .equals(before.filter(pl.col("service_point_id") != sp).select(others).sort("session_id"))
     )
     # Exactly the local days the moved sessions span are queued, and their load follows.
     moved_sessions = mine.filter(pl.col("event_date") >= change)

@@ -74,14 +74,22 @@ def test_interval_profile_and_overload_by_hand(feed):
     assert feeder["kw"].to_list() == pytest.approx(profile["kw"].to_list())
 
     day = feed.warehouse.read(TRANSFORMER_DAILY_LOAD).row(0, named=True)
-    assert (day["peak_kw"], day["peak_interval_start"], day["energy_kwh"]) == (pytest.approx(16.2), at(3, 18, 45), pytest.approx(18.2))
+    assert (day["peak_kw"], day["peak_interval_start"], day["energy_kwh"]) == (
+        pytest.approx(16.2),
+        at(3, 18, 45),
+        pytest.approx(18.2),
+    )
     assert day["peak_kw"] == pytest.approx(profile["kw"].max())
     # Rating 10 kVA x 0.9 = 9 kW: 18:30 (14.2) and 18:45 (16.2) exceed it: 30 min,
     # (5.2 + 7.2) x 0.25 h = 3.1 kWh.
     assert (day["minutes_above_rating"], day["kwh_above_rating"]) == (30, pytest.approx(3.1))
     # Threshold 60 % of 9 kW = 5.4 kW: 18:00-19:30 (6 intervals) and 21:00-21:30 (2) exceed it:
     # 120 min, longest 90 min; excess (1.8 + 1.8 + 8.8 + 10.8 + 0.6 + 0.6 + 2.6 + 2.6) x 0.25 = 7.4 kWh.
-    assert (day["planning_threshold"], day["minutes_above_threshold"], day["longest_above_threshold_minutes"]) == (0.6, 120, 90)
+    assert (day["planning_threshold"], day["minutes_above_threshold"], day["longest_above_threshold_minutes"]) == (
+        0.6,
+        120,
+        90,
+    )
     assert day["kwh_above_threshold"] == pytest.approx(7.4)
     assert pipeline.profile_peak_mismatches(feed.warehouse, DAY, DAY).is_empty()
 
@@ -95,7 +103,11 @@ def test_overload_is_null_without_a_rating_and_zero_below_it(feed):
     send_hand_sessions(feed)  # T1 not in the reference data
     pipeline.update_daily_load(feed.warehouse, feed.settings, DAY, DAY, now=NOW)
     day = feed.warehouse.read(TRANSFORMER_DAILY_LOAD).row(0, named=True)
-    assert day["kva_rating"] is None and day["minutes_above_rating"] is None and day["longest_above_threshold_minutes"] is None
+    assert (
+        day["kva_rating"] is None
+        and day["minutes_above_rating"] is None
+        and day["longest_above_threshold_minutes"] is None
+    )
 
     from ev_assets.core import load_profile
 
@@ -176,7 +188,12 @@ def test_premise_profile_and_new_evs_by_hand(feed):
     # 3 June..17 June is 15 days = 15/7 weeks: 3 / (15/7) = 1.4 sessions a week. Median ChargeW of
     # 7200, 7200, 6000 is 7200: level 2. Start hours 20, 17, 20: 20. Energy 14.4 + 7.2 + 3 = 24.6 kWh,
     # on peak (weekdays 16-21): 20:00-21:00 of 3 June (7.2) and all of 17 June (3): 10.2 kWh.
-    assert (pm1["first_charging_day"], pm1["last_charging_day"], pm1["session_count"], pm1["meter_count"]) == (d(3), d(17), 3, 1)
+    assert (pm1["first_charging_day"], pm1["last_charging_day"], pm1["session_count"], pm1["meter_count"]) == (
+        d(3),
+        d(17),
+        3,
+        1,
+    )
     assert (pm1["active_weeks"], pm1["sessions_per_week"]) == (pytest.approx(15 / 7), pytest.approx(1.4))
     assert (pm1["median_charge_w"], pm1["charger_level"], pm1["typical_start_hour"]) == (7200.0, "level_2", 20)
     assert (pm1["energy_kwh"], pm1["on_peak_energy_share"]) == (pytest.approx(24.6), pytest.approx(10.2 / 24.6))
@@ -184,8 +201,19 @@ def test_premise_profile_and_new_evs_by_hand(feed):
     pm2 = rows["PM2"]
     # One day: at least a week, so 2 sessions a week; 1.4 kW: level 1; start hours 1 and 2 (a tie): 1;
     # all energy (2.8 + 1.4) at night: on-peak share 0.
-    assert (pm2["first_charging_day"], pm2["session_count"], pm2["meter_count"], pm2["active_weeks"], pm2["sessions_per_week"]) == (d(20), 2, 2, 1.0, 2.0)
-    assert (pm2["charger_level"], pm2["typical_start_hour"], pm2["energy_kwh"], pm2["on_peak_energy_share"]) == ("level_1", 1, pytest.approx(4.2), 0.0)
+    assert (
+        pm2["first_charging_day"],
+        pm2["session_count"],
+        pm2["meter_count"],
+        pm2["active_weeks"],
+        pm2["sessions_per_week"],
+    ) == (d(20), 2, 2, 1.0, 2.0)
+    assert (pm2["charger_level"], pm2["typical_start_hour"], pm2["energy_kwh"], pm2["on_peak_energy_share"]) == (
+        "level_1",
+        1,
+        pytest.approx(4.2),
+        0.0,
+    )
     # new_evs: first seen in the 10 days up to 20 June (11..20 June): PM2 only.
     new = feed.warehouse.read(NEW_EVS)
     assert new.select("premise_id", "first_charging_day", "as_of_date", "session_count", "charger_level").rows() == [
@@ -232,6 +260,9 @@ def test_export_selects_days_and_transformers(feed, tmp_path, monkeypatch, fmt):
     assert read.height == 8 and set(read["transformer_id"].to_list()) == {"T1"}
     assert read["kw"].to_list() == pytest.approx([kw for _, kw, _ in HAND_PROFILE])
     # The day range alone: 4 June holds T2's hour (4 intervals).
-    assert cli.main(["export", "transformer_interval_load", "--from", "2024-06-04", "--format", fmt, "--out", str(out)]) == 0
+    assert (
+        cli.main(["export", "transformer_interval_load", "--from", "2024-06-04", "--format", fmt, "--out", str(out)])
+        == 0
+    )
     read = {"csv": pl.read_csv, "parquet": pl.read_parquet, "json": pl.read_json}[fmt](out)
     assert read["transformer_id"].to_list() == ["T2"] * 4

@@ -44,7 +44,23 @@ def test_cli_simulate_push(small_utility, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     landing = tmp_path / "landing"
     with running_receiver(landing) as (base, _):
-        code = cli.main(["simulate", "--start", str(SIM_START), "--days", "1", "--push", f"{base}/ev-charging-events", "--format", "avro", "--token", TOKEN])
+        code = cli.main(
+            [
+                "simulate",
+                "--start",
+                str(SIM_START),
+                "--days",
+                "1",
+                "--push",
+                f"{base}/ev-charging-events",
+                "--format",
+                "avro",
+                "--token",
+                TOKEN,
+            ]
+        )
     assert code == 0
-    records = pl.concat([feed.records_frame([feed.parse_payload(f.name, f.path.read_bytes())]) for f in feed.list_landing(landing)])
+    records = pl.concat(
+        [feed.records_frame([feed.parse_payload(f.name, f.path.read_bytes())]) for f in feed.list_landing(landing)]
+    )
     assert records.height > 0 and records["TransformerID"].null_count() == 0

@@ -157,7 +157,9 @@ class TestLoadShape:
         iv = load_profile.interval_loads(sessions([("a", "T1", t(18), t(21), 7000, 2625)])).sort("interval_start")
         assert iv["kw"].to_list() == pytest.approx([7.0, 3.5])
         # No ChargeW (null): nothing to shape by, spread evenly.
-        frame = sessions([("a", "T1", t(18), t(21), 7000, 2625)]).with_columns(pl.lit(None, dtype=pl.Float64).alias("charge_w"))
+        frame = sessions([("a", "T1", t(18), t(21), 7000, 2625)]).with_columns(
+            pl.lit(None, dtype=pl.Float64).alias("charge_w")
+        )
         assert load_profile.interval_loads(frame).height == 12
 
     def test_settings(self):
@@ -202,12 +204,7 @@ class TestMinimalReferenceExtract:
     """Issue 8 item 6: meters.csv alone (meter -> transformer) is enough; meter_key is generated,
     stable across reloads."""
 
-    MINIMAL = (
-        "meter_id,transformer_id,feeder_id,substation_id,kva_rating\n"
-        "M1,T1,F1,S1,25\n"
-        "M2,T1,F1,S1,25\n"
-        "M3,T2,,,50\n"
-    )
+    MINIMAL = "meter_id,transformer_id,feeder_id,substation_id,kva_rating\nM1,T1,F1,S1,25\nM2,T1,F1,S1,25\nM3,T2,,,50\n"
 
     def write(self, folder, text: str, name: str = "meters.csv"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -224,16 +221,21 @@ class TestMinimalReferenceExtract:
             assert frame["effective_to"].null_count() == frame.height, name
         meters = frames["meters"]
         assert meters.select("meter_id", "service_point_id", "meter_number").rows() == [
-            ("M1", "M1", None), ("M2", "M2", None), ("M3", "M3", None)
+            ("M1", "M1", None),
+            ("M2", "M2", None),
+            ("M3", "M3", None),
         ]
         assert meters["meter_key"].n_unique() == 3 and meters["meter_key"].min() >= 0
         assert frames["service_points"].select("service_point_id", "premise_id", "transformer_id").rows() == [
-            ("M1", "M1", "T1"), ("M2", "M2", "T1"), ("M3", "M3", "T2")
+            ("M1", "M1", "T1"),
+            ("M2", "M2", "T1"),
+            ("M3", "M3", "T2"),
         ]
         assert frames["premises"]["premise_id"].to_list() == ["M1", "M2", "M3"]
         # T2 has no feeder or substation: the placeholders keep every join (and load level) whole.
         assert frames["transformers"].select("transformer_id", "feeder_id", "kva_rating").rows() == [
-            ("T1", "F1", 25.0), ("T2", "unknown", 50.0)
+            ("T1", "F1", 25.0),
+            ("T2", "unknown", 50.0),
         ]
         assert frames["feeders"].select("feeder_id", "substation_id").rows() == [("F1", "S1"), ("unknown", "unknown")]
         assert frames["substations"]["substation_id"].to_list() == ["S1", "unknown"]
@@ -264,12 +266,16 @@ class TestMinimalReferenceExtract:
             "M1,T2,S1,SP1,P1,N1,E1,2021-06-01,\n"
         )
         frames = reference_extracts.read_reference_extracts(self.write(tmp_path, text))
-        assert frames["meters"].select("meter_id", "meter_number", "esn", "service_point_id", "effective_from", "effective_to").rows() == [
+        assert frames["meters"].select(
+            "meter_id", "meter_number", "esn", "service_point_id", "effective_from", "effective_to"
+        ).rows() == [
             ("M1", "N1", "E1", "SP1", date(1900, 1, 1), date(2021, 6, 1)),
             ("M1", "N1", "E1", "SP1", date(2021, 6, 1), None),
         ]
         assert frames["meters"]["meter_key"].n_unique() == 2
-        assert frames["service_points"].select("service_point_id", "premise_id", "transformer_id", "effective_from").rows() == [
+        assert frames["service_points"].select(
+            "service_point_id", "premise_id", "transformer_id", "effective_from"
+        ).rows() == [
             ("SP1", "P1", "T1", date(1900, 1, 1)),
             ("SP1", "P1", "T2", date(2021, 6, 1)),
         ]
@@ -282,7 +288,9 @@ class TestMinimalReferenceExtract:
         first = reference_extracts.read_reference_extracts(self.write(tmp_path / "a", self.MINIMAL))["meters"]
         again = reference_extracts.read_reference_extracts(self.write(tmp_path / "a", self.MINIMAL))["meters"]
         assert first.equals(again)
-        grown = "meter_id,transformer_id,feeder_id,substation_id,kva_rating\nM0,T2,,,50\n" + self.MINIMAL.split("\n", 1)[1]
+        grown = (
+            "meter_id,transformer_id,feeder_id,substation_id,kva_rating\nM0,T2,,,50\n" + self.MINIMAL.split("\n", 1)[1]
+        )
         added = reference_extracts.read_reference_extracts(self.write(tmp_path / "b", grown))["meters"]
         keys = dict(added.select("meter_id", "meter_key").rows())
         assert dict(first.select("meter_id", "meter_key").rows()) == {m: keys[m] for m in ("M1", "M2", "M3")}

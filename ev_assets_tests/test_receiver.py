@@ -100,17 +100,45 @@ def test_bad_input_gets_the_documented_answer_and_writes_nothing(tmp_path):
         cases = {
             "no token": (post(url, content=good, headers=JSON), 401, "unauthorized"),
             "wrong token": (post(url, content=good, headers={**JSON, **auth("nope")}), 401, "unauthorized"),
-            "basic auth": (post(url, content=good, headers={**JSON, "Authorization": f"Basic {TOKEN}"}), 401, "unauthorized"),
+            "basic auth": (
+                post(url, content=good, headers={**JSON, "Authorization": f"Basic {TOKEN}"}),
+                401,
+                "unauthorized",
+            ),
             "oversize": (post(url, content=b" " * 1001, headers={**JSON, **auth()}), 413, "too_large"),
-            "oversize, chunked": (post(url, content=iter([b" " * 600, b" " * 600]), headers={**JSON, **auth()}), 413, "too_large"),
+            "oversize, chunked": (
+                post(url, content=iter([b" " * 600, b" " * 600]), headers={**JSON, **auth()}),
+                413,
+                "too_large",
+            ),
             "not JSON": (post(url, content=b"EVChargingEvents,a,b", headers={**JSON, **auth()}), 400, "not_json"),
             "no events list": (post(url, content=b'{"events": []}', headers={**JSON, **auth()}), 400, "no_events_list"),
-            "events not a list": (post(url, content=b'{"EVChargingEvents": {}}', headers={**JSON, **auth()}), 400, "no_events_list"),
+            "events not a list": (
+                post(url, content=b'{"EVChargingEvents": {}}', headers={**JSON, **auth()}),
+                400,
+                "no_events_list",
+            ),
             "a list": (post(url, content=b"[]", headers={**JSON, **auth()}), 400, "no_events_list"),
             "not Avro": (post(url, content=b"{}", headers={**AVRO, **auth()}), 400, "undecodable_avro"),
-            "truncated Avro": (post(url, content=avro_schema.SINGLE_OBJECT_MARKER + avro_schema.FINGERPRINT + b"\x02", headers={**AVRO, **auth()}), 400, "undecodable_avro"),
-            "other schema": (post(url, content=avro_schema.SINGLE_OBJECT_MARKER + b"\x00" * 8, headers={**AVRO, **auth()}), 400, "undecodable_avro"),
-            "text/plain": (post(url, content=good, headers={"Content-Type": "text/plain", **auth()}), 415, "unsupported_media_type"),
+            "truncated Avro": (
+                post(
+                    url,
+                    content=avro_schema.SINGLE_OBJECT_MARKER + avro_schema.FINGERPRINT + b"\x02",
+                    headers={**AVRO, **auth()},
+                ),
+                400,
+                "undecodable_avro",
+            ),
+            "other schema": (
+                post(url, content=avro_schema.SINGLE_OBJECT_MARKER + b"\x00" * 8, headers={**AVRO, **auth()}),
+                400,
+                "undecodable_avro",
+            ),
+            "text/plain": (
+                post(url, content=good, headers={"Content-Type": "text/plain", **auth()}),
+                415,
+                "unsupported_media_type",
+            ),
             "metrics without token": (client.get("/metrics"), 401, "unauthorized"),
         }
         for case, (answer, status, reason) in cases.items():
@@ -128,8 +156,13 @@ def test_bad_input_gets_the_documented_answer_and_writes_nothing(tmp_path):
 def test_rate_limit_per_token(tmp_path):
     landing = tmp_path / "landing"
     body = json.dumps({"EVChargingEvents": []}).encode()
-    with running_receiver(landing, EV_RECEIVER_RATE_PER_S="1", EV_RECEIVER_RATE_BURST="3") as (base, _), httpx.Client(base_url=base) as client:
-        first = [client.post("/ev-charging-events", content=body, headers={**JSON, **auth()}).status_code for _ in range(5)]
+    with (
+        running_receiver(landing, EV_RECEIVER_RATE_PER_S="1", EV_RECEIVER_RATE_BURST="3") as (base, _),
+        httpx.Client(base_url=base) as client,
+    ):
+        first = [
+            client.post("/ev-charging-events", content=body, headers={**JSON, **auth()}).status_code for _ in range(5)
+        ]
         other = client.post("/ev-charging-events", content=body, headers={**JSON, **auth(OTHER_TOKEN)})
         limited = client.post("/ev-charging-events", content=body, headers={**JSON, **auth()})
     assert first[:3] == [202, 202, 202] and first[3:] == [429, 429]
@@ -186,7 +219,9 @@ def test_avro_round_trip_keeps_values_and_millisecond_times(encode):
         "ChargeStartTime": "2024-01-01T23:05:03.41Z", "ChargeEndTime": None, "ChargeW": "6912.35",
         "ChargeDuration": None, "ChargeEnergy": None,
     }  # fmt: skip
-    payload = json.loads(avro_schema.to_json_payload(avro_schema.decode(encode([avro_schema.from_json_record(record)]))))
+    payload = json.loads(
+        avro_schema.to_json_payload(avro_schema.decode(encode([avro_schema.from_json_record(record)])))
+    )
     (got,) = payload["EVChargingEvents"]
     assert got["TransformerId"] == "4000000012-05694882" and got["ServicePointId"] == "5000000012"
     assert got["ReceivedTime"] == "2024-01-01T23:05:11.080Z" and got["ChargeStartTime"] == "2024-01-01T23:05:03.410Z"
@@ -209,7 +244,14 @@ def test_tls_when_a_certificate_is_configured(tmp_path):
     body = json.dumps({"EVChargingEvents": []}).encode()
     with running_receiver(landing, EV_RECEIVER_TLS_CERT=str(cert), EV_RECEIVER_TLS_KEY=str(key)) as (base, _):
         assert base.startswith("https://")
-        answer = httpx.post(f"{base}/ev-charging-events", content=body, headers={**JSON, **auth()}, verify=ssl.create_default_context(cafile=str(cert)))
+        answer = httpx.post(
+            f"{base}/ev-charging-events",
+            content=body,
+            headers={**JSON, **auth()},
+            verify=ssl.create_default_context(cafile=str(cert)),
+        )
         with pytest.raises(httpx.TransportError):
-            httpx.post(base.replace("https://", "http://") + "/ev-charging-events", content=body, headers={**JSON, **auth()})
+            httpx.post(
+                base.replace("https://", "http://") + "/ev-charging-events", content=body, headers={**JSON, **auth()}
+            )
     assert answer.status_code == 202 and len(landed(landing)) == 1

@@ -474,7 +474,11 @@ def test_thousands_of_queued_days_are_all_requested_in_ranges(warehouse):
             conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": queued, "queued_at": [now] * len(queued)})
         )
 
-    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"warehouse": WarehouseResource(url=warehouse.url)}, definitions=defs)
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"warehouse": WarehouseResource(url=warehouse.url)},
+        definitions=defs,
+    )
     result = daily_load_sensor(context)
     requested: list[date] = []
     for request in result.run_requests:

@@ -26,17 +26,32 @@ def iso(ts: datetime) -> str:
 
 def start(meter: str, ts: datetime, watts: float, **extra) -> dict:
     return {
-        "ServicePointID": f"SP{meter}", "MeterID": meter, "MeterNumber": f"N{meter}", "ESN": f"E{meter}",
-        "TransformerID": "T1", "PremiseID": f"P{meter}", "ReceivedTime": iso(ts + timedelta(minutes=1)),
-        "ChargeStartTime": iso(ts), "ChargeW": str(watts), **extra,
+        "ServicePointID": f"SP{meter}",
+        "MeterID": meter,
+        "MeterNumber": f"N{meter}",
+        "ESN": f"E{meter}",
+        "TransformerID": "T1",
+        "PremiseID": f"P{meter}",
+        "ReceivedTime": iso(ts + timedelta(minutes=1)),
+        "ChargeStartTime": iso(ts),
+        "ChargeW": str(watts),
+        **extra,
     }
 
 
 def end(meter: str, ts: datetime, wh: float, hours: float, **extra) -> dict:
     return {
-        "ServicePointID": f"SP{meter}", "MeterID": meter, "MeterNumber": f"N{meter}", "ESN": f"E{meter}",
-        "TransformerID": "T1", "PremiseID": f"P{meter}", "ReceivedTime": iso(ts + timedelta(minutes=1)),
-        "ChargeEndTime": iso(ts), "ChargeDuration": str(hours), "ChargeEnergy": str(wh), **extra,
+        "ServicePointID": f"SP{meter}",
+        "MeterID": meter,
+        "MeterNumber": f"N{meter}",
+        "ESN": f"E{meter}",
+        "TransformerID": "T1",
+        "PremiseID": f"P{meter}",
+        "ReceivedTime": iso(ts + timedelta(minutes=1)),
+        "ChargeEndTime": iso(ts),
+        "ChargeDuration": str(hours),
+        "ChargeEnergy": str(wh),
+        **extra,
     }
 
 
@@ -84,13 +99,17 @@ class TestLongSessions:
         ]
         assert m1["session_id"].to_list() == ["M1|2024-06-03T18:00:00.000000Z"]
         # The session's days (June 3 to 13) are queued for their daily load.
-        assert report.touched_dates[0].isoformat() == "2024-06-03" and report.touched_dates[-1].isoformat() == "2024-06-13"
+        assert (
+            report.touched_dates[0].isoformat() == "2024-06-03" and report.touched_dates[-1].isoformat() == "2024-06-13"
+        )
 
     def test_end_stored_before_its_long_ago_start_arrives(self, feed):
         feed.send([end("M1", at(13, 18), 40000, 240)])
         assert feed.sessions()["status"].to_list() == ["end_only"]
         feed.send([start("M1", at(3, 18), 7000)])
-        assert feed.sessions().select("status", "start_time", "end_time").rows() == [("complete", at(3, 18), at(13, 18))]
+        assert feed.sessions().select("status", "start_time", "end_time").rows() == [
+            ("complete", at(3, 18), at(13, 18))
+        ]
 
     def test_inconsistent_energy_does_not_pair_beyond_max_session(self, feed):
         # 1,000 W for 100 h is at most 110 kWh with the 1.1 tolerance: 120 kWh cannot be this start's.
@@ -109,7 +128,9 @@ class TestLongSessions:
         pipeline.rebuild_sessions(feed.warehouse, feed.settings, now=at(20, 2))
         assert feed.sessions().drop("updated_at").equals(incremental)
         assert incremental.select("meter_id", "status").rows() == [
-            ("M1", "complete"), ("M1", "timed_out"), ("M2", "complete")
+            ("M1", "complete"),
+            ("M1", "timed_out"),
+            ("M2", "complete"),
         ]
 
 
@@ -124,12 +145,16 @@ class TestImpossibleSessions:
                 # M1, two overlapping sessions' records: start 17:00, start 23:17, end 00:00 (the
                 # first session's, 44 kWh), end 01:00. The start at 23:17 pairs with the end at
                 # 00:00: 44 kWh in 43 min = 61.40 kW on a 7 kW charger.
-                start("M1", at(3, 17), 7000), start("M1", at(3, 23, 17), 7000),
-                end("M1", at(4, 0), 44000, 7), end("M1", at(4, 1), 7000, 1.7),
+                start("M1", at(3, 17), 7000),
+                start("M1", at(3, 23, 17), 7000),
+                end("M1", at(4, 0), 44000, 7),
+                end("M1", at(4, 1), 7000, 1.7),
                 # M2, trusted: 7.2 kW for 1 h.
-                start("M2", at(3, 19), 7200), end("M2", at(3, 20), 7200, 1),
+                start("M2", at(3, 19), 7200),
+                end("M2", at(3, 20), 7200, 1),
                 # M3: 4 kWh in 1 h is 4 kW on a 3 kW charger (> 3 x 1.1), below EV_CHARGE_W_MAX.
-                start("M3", at(3, 20), 3000), end("M3", at(3, 21), 4000, 1),
+                start("M3", at(3, 20), 3000),
+                end("M3", at(3, 21), 4000, 1),
             ],
             paired_at=at(4, 2),
         )
@@ -148,17 +173,29 @@ class TestImpossibleSessions:
         day = report.frames["transformer"].row(0, named=True)
         # Trusted: M2 alone, 7.2 kWh, peak 7.2 kW at 19:00. Flagged: M1's 44 kWh (all before
         # midnight) and M3's 4 kWh.
-        assert (day["peak_kw"], day["peak_interval_start"], day["energy_kwh"], day["session_count"], day["ev_count"]) == (
-            pytest.approx(7.2), at(3, 19), pytest.approx(7.2), 1, 1
-        )
+        assert (
+            day["peak_kw"],
+            day["peak_interval_start"],
+            day["energy_kwh"],
+            day["session_count"],
+            day["ev_count"],
+        ) == (pytest.approx(7.2), at(3, 19), pytest.approx(7.2), 1, 1)
         assert (day["flagged_energy_kwh"], day["flagged_session_count"]) == (pytest.approx(48.0), 2)
 
     def test_overlap_is_strict_and_back_to_back_is_not(self):
         from ev_assets.core import quality
 
         def session(meter, s, e):
-            return {"meter_id": meter, "status": "complete", "start_time": s, "end_time": e, "charge_w": 7000.0,
-                    "average_kw": 3.0, "duration_h": (e - s).total_seconds() / 3600, "reported_duration": 1.0}
+            return {
+                "meter_id": meter,
+                "status": "complete",
+                "start_time": s,
+                "end_time": e,
+                "charge_w": 7000.0,
+                "average_kw": 3.0,
+                "duration_h": (e - s).total_seconds() / 3600,
+                "reported_duration": 1.0,
+            }
 
         frame = pl.DataFrame(
             [
@@ -180,9 +217,18 @@ class TestImpossibleSessions:
         assert unverified.sessions()["quality_flags"].to_list() == [None]
         verified = Feed(warehouse, tmp_path, pipeline.PipelineSettings(timezone="UTC", duration_unit_verified=True))
         verified.n = 10
-        verified.send([start("M2", at(3, 18), 7000), end("M2", at(3, 21), 9000, 5), start("M3", at(3, 18), 7000), end("M3", at(3, 21), 9000, 3)])
+        verified.send(
+            [
+                start("M2", at(3, 18), 7000),
+                end("M2", at(3, 21), 9000, 5),
+                start("M3", at(3, 18), 7000),
+                end("M3", at(3, 21), 9000, 3),
+            ]
+        )
         assert verified.sessions().select("meter_id", "quality_flags").rows() == [
-            ("M1", None), ("M2", "duration_mismatch"), ("M3", None)
+            ("M1", None),
+            ("M2", "duration_mismatch"),
+            ("M3", None),
         ]
 
 
@@ -201,17 +247,30 @@ class TestConflictingDuplicates:
         again["ServicePointId"] = again.pop("ServicePointID")
         again["ChargeEndTime"] = "2024-06-03T22:00:00.000+02:00"
         ingest, _ = feed.send([end("M1", at(3, 20), 22300, 2), again])
-        assert (ingest.records_read, ingest.accepted, ingest.duplicates, ingest.rejected, ingest.conflicts) == (2, 0, 1, 1, 1)
+        assert (ingest.records_read, ingest.accepted, ingest.duplicates, ingest.rejected, ingest.conflicts) == (
+            2,
+            0,
+            1,
+            1,
+            1,
+        )
         assert ingest.rejection_codes == {"conflicting_duplicate": 1}
         row = feed.warehouse.read(EV_INGEST_BATCHES).filter(pl.col("batch_id") == "b2").row(0, named=True)
         assert (row["rejected"], row["duplicates"], row["reconciled"]) == (1, 1, True)
         assert ledger_totals(feed.warehouse)["reconciled"]
 
         rejected = feed.warehouse.read(EV_REJECTED_MESSAGES).row(0, named=True)
-        assert (rejected["reason_codes"], rejected["record_index"], rejected["meter_id"]) == ("conflicting_duplicate", 0, "M1")
+        assert (rejected["reason_codes"], rejected["record_index"], rejected["meter_id"]) == (
+            "conflicting_duplicate",
+            0,
+            "M1",
+        )
         (reason,) = json.loads(rejected["reasons"])
         assert reason["field"] == "ChargeEnergy"
-        assert "ChargeEnergy 22300 differs from 14400 in the accepted message M1|end|2024-06-03T20:00:00.000000Z (batch b1)" in reason["message"]
+        assert (
+            "ChargeEnergy 22300 differs from 14400 in the accepted message M1|end|2024-06-03T20:00:00.000000Z (batch b1)"
+            in reason["message"]
+        )
         # The session keeps the first accepted value.
         assert feed.sessions().select("status", "energy_wh").rows() == [("complete", 14400.0)]
 

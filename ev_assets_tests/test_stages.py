@@ -128,7 +128,13 @@ class TestLoad:
 
     def daily(self, frame, level="transformer", tz="UTC"):
         return load_profile.daily_load(
-            load_profile.interval_loads(frame), frame, level=level, tz=tz, first_day=date(2024, 6, 3), last_day=date(2024, 6, 4), updated_at=NOW
+            load_profile.interval_loads(frame),
+            frame,
+            level=level,
+            tz=tz,
+            first_day=date(2024, 6, 3),
+            last_day=date(2024, 6, 4),
+            updated_at=NOW,
         )
 
     def test_partial_intervals_are_weighted_by_overlap(self):
@@ -171,7 +177,12 @@ class TestLoad:
     def test_utilization_uses_power_factor_and_rating(self):
         frame = self.sessions_frame([("a", "T1", t(18), t(19), 9.0)])
         transformers = pl.DataFrame(
-            {"transformer_id": ["T1"], "kva_rating": [25.0], "effective_from": [date(2024, 1, 1)], "effective_to": [None]},
+            {
+                "transformer_id": ["T1"],
+                "kva_rating": [25.0],
+                "effective_from": [date(2024, 1, 1)],
+                "effective_to": [None],
+            },
             schema_overrides={"effective_to": pl.Date},
         )
         rated = load_profile.with_transformer_rating(self.daily(frame), transformers, power_factor=0.9)
@@ -189,28 +200,78 @@ class TestAsOfJoin:
                 "effective_to": [date(2024, 6, 4), None],
             }
         )
-        left = pl.DataFrame({"sp": ["sp", "sp", "sp", "x"], "d": [date(2023, 12, 31), date(2024, 6, 3), date(2024, 6, 4), date(2024, 6, 4)]})
-        out = enrich.as_of_join(left, right, left_on="sp", right_on="service_point_id", date_col="d", columns={"transformer_id": "tx"})
+        left = pl.DataFrame(
+            {
+                "sp": ["sp", "sp", "sp", "x"],
+                "d": [date(2023, 12, 31), date(2024, 6, 3), date(2024, 6, 4), date(2024, 6, 4)],
+            }
+        )
+        out = enrich.as_of_join(
+            left, right, left_on="sp", right_on="service_point_id", date_col="d", columns={"transformer_id": "tx"}
+        )
         assert out["tx"].to_list() == [None, "T_old", "T_new", None]
 
     def test_unknown_meter_keeps_reported_attribution(self):
         empty = {
-            "meters": pl.DataFrame(schema={"meter_id": pl.String, "meter_key": pl.Int64, "service_point_id": pl.String, "effective_from": pl.Date, "effective_to": pl.Date}),
-            "service_points": pl.DataFrame(schema={"service_point_id": pl.String, "premise_id": pl.String, "transformer_id": pl.String, "effective_from": pl.Date, "effective_to": pl.Date}),
-            "transformers": pl.DataFrame(schema={"transformer_id": pl.String, "feeder_id": pl.String, "effective_from": pl.Date, "effective_to": pl.Date}),
-            "feeders": pl.DataFrame(schema={"feeder_id": pl.String, "substation_id": pl.String, "effective_from": pl.Date, "effective_to": pl.Date}),
+            "meters": pl.DataFrame(
+                schema={
+                    "meter_id": pl.String,
+                    "meter_key": pl.Int64,
+                    "service_point_id": pl.String,
+                    "effective_from": pl.Date,
+                    "effective_to": pl.Date,
+                }
+            ),
+            "service_points": pl.DataFrame(
+                schema={
+                    "service_point_id": pl.String,
+                    "premise_id": pl.String,
+                    "transformer_id": pl.String,
+                    "effective_from": pl.Date,
+                    "effective_to": pl.Date,
+                }
+            ),
+            "transformers": pl.DataFrame(
+                schema={
+                    "transformer_id": pl.String,
+                    "feeder_id": pl.String,
+                    "effective_from": pl.Date,
+                    "effective_to": pl.Date,
+                }
+            ),
+            "feeders": pl.DataFrame(
+                schema={
+                    "feeder_id": pl.String,
+                    "substation_id": pl.String,
+                    "effective_from": pl.Date,
+                    "effective_to": pl.Date,
+                }
+            ),
         }
         msgs = pl.DataFrame(
-            {"meter_id": ["m9"], "message_date": [date(2024, 6, 3)], "reported_service_point_id": ["SP9"], "reported_premise_id": ["P9"], "reported_transformer_id": ["T9"]}
+            {
+                "meter_id": ["m9"],
+                "message_date": [date(2024, 6, 3)],
+                "reported_service_point_id": ["SP9"],
+                "reported_premise_id": ["P9"],
+                "reported_transformer_id": ["T9"],
+            }
         )
         out = enrich.attribute(msgs, empty, date_col="message_date").row(0, named=True)
         assert out["enrichment_status"] == "meter_unknown"
-        assert (out["service_point_id"], out["premise_id"], out["transformer_id"], out["meter_key"]) == ("SP9", "P9", "T9", None)
+        assert (out["service_point_id"], out["premise_id"], out["transformer_id"], out["meter_key"]) == (
+            "SP9",
+            "P9",
+            "T9",
+            None,
+        )
 
 
 class TestDuplicates:
     def test_earliest_received_wins_and_known_ids_are_duplicates(self):
-        rows = event_rows([("m1", "start", t(18), 7200.0), ("m1", "start", t(18), 7200.0), ("m2", "start", t(18), 7200.0)])
+        rows = event_rows(
+            [("m1", "start", t(18), 7200.0), ("m1", "start", t(18), 7200.0), ("m2", "start", t(18), 7200.0)]
+        )
         rows = rows.with_columns(
             pl.Series("received_time", [t(18, 2), t(18, 1), t(18, 1)], dtype=pl.Datetime("us", "UTC")),
             pl.lit("f").alias("file_name"),
@@ -314,5 +375,11 @@ def test_parse_batch_builds_the_same_frame_a_group_of_files_at_a_time(tmp_path):
         assert frame.equals(whole), group
         assert [p.name for p in parsed] == ["a.json", "b.json", "c.json", "d.json", "e.json"]
         assert all(p.records == [] for p in parsed)
-        assert {p.name: bool(p.content) for p in parsed} == {"a.json": False, "b.json": False, "c.json": True, "d.json": False, "e.json": False}
+        assert {p.name: bool(p.content) for p in parsed} == {
+            "a.json": False,
+            "b.json": False,
+            "c.json": True,
+            "d.json": False,
+            "e.json": False,
+        }
         assert next(p for p in parsed if p.name == "a.json").text == files["a.json"]

@@ -26,7 +26,13 @@ from ev_assets.warehouse.tables import (
 
 from .test_end_to_end import cli, run_cli
 
-PLANNING_TABLES = (TRANSFORMER_DAILY_LOAD, TRANSFORMER_INTERVAL_LOAD, PREMISE_EV_PROFILE, NEW_EVS, TRANSFORMER_PLANNING_QUEUE)
+PLANNING_TABLES = (
+    TRANSFORMER_DAILY_LOAD,
+    TRANSFORMER_INTERVAL_LOAD,
+    PREMISE_EV_PROFILE,
+    NEW_EVS,
+    TRANSFORMER_PLANNING_QUEUE,
+)
 
 
 def test_a_run_leaves_every_planning_table_current(env):
@@ -44,7 +50,9 @@ def test_a_run_leaves_every_planning_table_current(env):
     # The daily load's materialization shows a real chart (a PNG) and rounded, local-time tables.
     with dg.DagsterInstance.get() as instance:
         load = instance.get_latest_materialization_event(dg.AssetKey(TRANSFORMER_DAILY_LOAD.name)).asset_materialization
-        intervals = instance.get_latest_materialization_event(dg.AssetKey(TRANSFORMER_INTERVAL_LOAD.name)).asset_materialization
+        intervals = instance.get_latest_materialization_event(
+            dg.AssetKey(TRANSFORMER_INTERVAL_LOAD.name)
+        ).asset_materialization
     chart = load.metadata["busiest_profile"].value
     png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", chart).group(1))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(io.BytesIO(png), format="png").shape[1] >= 600
@@ -99,7 +107,19 @@ def test_export_writes_the_events_table_to_stdout(env):
     assert "exported" in done.stderr and "exported" not in done.stdout
 
     out = env["tmp"] / "events.parquet"
-    cli(env, "export", "ev_charging_events", "--from", "2024-06-03", "--to", "2024-06-03", "--format", "parquet", "--out", str(out))
+    cli(
+        env,
+        "export",
+        "ev_charging_events",
+        "--from",
+        "2024-06-03",
+        "--to",
+        "2024-06-03",
+        "--format",
+        "parquet",
+        "--out",
+        str(out),
+    )
     assert pl.read_parquet(out).height > 0
 
 
@@ -117,7 +137,9 @@ def test_the_ui_lists_the_deployments_days_and_none_is_missing(env, monkeypatch)
     cli(env, "simulate", "--start", first_day.isoformat(), "--days", "2", "--seed", "5")
     cli(env, "run")
 
-    partition_days = [date.fromisoformat(recorded) + timedelta(days=n) for n in range((today - date.fromisoformat(recorded)).days + 1)]
+    partition_days = [
+        date.fromisoformat(recorded) + timedelta(days=n) for n in range((today - date.fromisoformat(recorded)).days + 1)
+    ]
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     data_days = set(wh.read(TRANSFORMER_DAILY_LOAD, columns=["load_date"])["load_date"].to_list())
     assert {first_day, first_day + timedelta(days=1)} <= data_days <= set(partition_days)

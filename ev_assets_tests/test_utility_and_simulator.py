@@ -141,12 +141,7 @@ def test_utility_identifier_formats_and_structure(utility):
     assert meters["meter_key"].to_list() == list(range(1, meters.height + 1))
     assert meters["meter_id"].is_unique().all() and meters["esn"].is_unique().all()
     # As built (before any re-feed): 4-10 homes per transformer.
-    homes = (
-        utility["service_points"]
-        .filter(pl.col("effective_from") == START)
-        .group_by("transformer_id")
-        .len()
-    )
+    homes = utility["service_points"].filter(pl.col("effective_from") == START).group_by("transformer_id").len()
     assert homes["len"].min() >= 4 and homes["len"].max() <= 10
     assert set(utility["transformers"]["kva_rating"].unique()) <= {
         25.0,
@@ -156,10 +151,7 @@ def test_utility_identifier_formats_and_structure(utility):
         100.0,
         167.0,
     }
-    assert (
-        utility["premises"]["premise_type"].value_counts().sort("count")["premise_type"][-1]
-        == "residential"
-    )
+    assert utility["premises"]["premise_type"].value_counts().sort("count")["premise_type"][-1] == "residential"
 
 
 def test_utility_scales_to_many_meters():
@@ -177,9 +169,7 @@ def test_point_in_time_changes_exist_and_never_overlap(utility):
     assert 0 < len(refed) <= 0.03 * 1500
     for frame in (meters, service_points):
         changes = frame.filter(pl.col("effective_from") > START)["effective_from"]
-        assert changes.min() >= START + timedelta(days=30) and changes.max() <= START + timedelta(
-            days=360
-        )
+        assert changes.min() >= START + timedelta(days=30) and changes.max() <= START + timedelta(days=360)
         # Intervals per service point are back to back, never overlapping.
         ordered = frame.sort("service_point_id", "effective_from").with_columns(
             next_from=pl.col("effective_from").shift(-1).over("service_point_id")
@@ -209,9 +199,7 @@ def test_sessions_columns_and_span(sessions):
         assert sessions.schema[column] == pl.Float64
     assert sessions["session_id"].is_unique().all()
     local_day = sessions["start_time"].dt.convert_time_zone(LOCAL).dt.date()
-    assert local_day.min() == SPAN_START and local_day.max() == SPAN_START + timedelta(
-        days=SPAN_DAYS - 1
-    )
+    assert local_day.min() == SPAN_START and local_day.max() == SPAN_START + timedelta(days=SPAN_DAYS - 1)
     hours = (sessions["end_time"] - sessions["start_time"]).dt.total_microseconds() / 3.6e9
     assert (hours - sessions["duration_h"]).abs().max() < 1e-9
     assert (sessions["start_time"].dt.microsecond() % 10_000 == 0).all()  # centiseconds
@@ -219,9 +207,7 @@ def test_sessions_columns_and_span(sessions):
 
 def test_sessions_of_a_meter_never_overlap(sessions):
     for key in ("meter_id", "service_point_id"):
-        ordered = sessions.sort(key, "start_time").with_columns(
-            previous_end=pl.col("end_time").shift(1).over(key)
-        )
+        ordered = sessions.sort(key, "start_time").with_columns(previous_end=pl.col("end_time").shift(1).over(key))
         assert ordered.filter(pl.col("start_time") <= pl.col("previous_end")).height == 0
 
 
@@ -231,12 +217,10 @@ def test_sessions_use_reference_data_as_of_event_date(utility):
     for table, changed_column in (("meters", "meter_id"), ("service_points", "transformer_id")):
         rows = utility[table].filter(pl.col("effective_from") > START).sort("effective_from")
         change = rows.row(0, named=True)
-        around = simulate_sessions(
-            utility, change["effective_from"] - timedelta(days=7), 14, SEED, config
+        around = simulate_sessions(utility, change["effective_from"] - timedelta(days=7), 14, SEED, config)
+        around = around.filter(pl.col("service_point_id") == change["service_point_id"]).with_columns(
+            day=pl.col("start_time").dt.convert_time_zone(LOCAL).dt.date()
         )
-        around = around.filter(
-            pl.col("service_point_id") == change["service_point_id"]
-        ).with_columns(day=pl.col("start_time").dt.convert_time_zone(LOCAL).dt.date())
         after = around.filter(pl.col("day") >= change["effective_from"])
         before = around.filter(pl.col("day") < change["effective_from"])
         assert before.height and after.height
@@ -285,10 +269,7 @@ def test_one_start_and_one_end_message_per_session(sessions, messages):
     assert messages["ReceivedTime"].is_sorted()
     starts = messages.filter(pl.col("message_type") == "start")
     ends = messages.filter(pl.col("message_type") == "end")
-    assert (
-        starts.select("ChargeEndTime", "ChargeDuration", "ChargeEnergy").null_count().row(0)
-        == (starts.height,) * 3
-    )
+    assert starts.select("ChargeEndTime", "ChargeDuration", "ChargeEnergy").null_count().row(0) == (starts.height,) * 3
     assert ends.select("ChargeStartTime", "ChargeW").null_count().row(0) == (ends.height,) * 2
     assert (
         starts.join(
@@ -325,15 +306,11 @@ def test_feed_files_match_the_spec(messages, tmp_path):
         for record in payload["EVChargingEvents"]:
             records += 1
             assert tuple(record) == FEED_FIELDS
-            received = datetime.strptime(record["ReceivedTime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                tzinfo=UTC
-            )
+            received = datetime.strptime(record["ReceivedTime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
             assert window_start <= received < window_start + timedelta(minutes=5)
             is_start = record["ChargeStartTime"] is not None
             present = (
-                ("ChargeStartTime", "ChargeW")
-                if is_start
-                else ("ChargeEndTime", "ChargeDuration", "ChargeEnergy")
+                ("ChargeStartTime", "ChargeW") if is_start else ("ChargeEndTime", "ChargeDuration", "ChargeEnergy")
             )
             for field in FEED_FIELDS[7:]:
                 assert (record[field] is not None) == (field in present), (field, record)
@@ -367,9 +344,7 @@ def test_ground_truth_round_trip(sessions, tmp_path):
 def test_follow_wall_clock_writes_closed_windows(utility, tmp_path):
     config = replace(SimulationConfig(), ev_share=1.0)
     began = datetime.now(UTC)
-    follow_wall_clock(
-        utility, tmp_path / "live", SEED, config, speedup=36_000, stop_after=timedelta(seconds=1)
-    )
+    follow_wall_clock(utility, tmp_path / "live", SEED, config, speedup=36_000, stop_after=timedelta(seconds=1))
     live = sorted((tmp_path / "live").iterdir())
     assert live and not [p for p in live if p.suffix != ".json"]
     # Same content as a batch simulation of the local days around now.

@@ -27,7 +27,9 @@ from .test_receiver import events_of
 @contextmanager
 def running_emulator(messages: pl.DataFrame, config: EmulatorConfig):
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(export_frame(messages), config), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(export_frame(messages), config), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -61,7 +63,9 @@ def test_every_format_lands_as_the_streamed_events(day_feed, settings, tmp_path)
     with running_emulator(day_feed, EmulatorConfig(delay_s=0.3, rows_per_file=10)) as base, client_for(base) as client:
         for filetype in ("Parquet", "Csv", "Json", "Orc"):
             landing = tmp_path / f"landing-{filetype}"
-            paths = client.export_to_landing(received_day_tokens(day), landing, filetype=filetype, label=f"export-{day}", first_wait_s=0.05)
+            paths = client.export_to_landing(
+                received_day_tokens(day), landing, filetype=filetype, label=f"export-{day}", first_wait_s=0.05
+            )
             assert len(paths) > 1 and all(p.name.endswith(".json") for p in paths)
             assert [p.name for p in sorted(landing.iterdir())] == sorted(p.name for p in paths)  # no temporaries left
             got = events_of(paths, tmp_path, f"export-{filetype}", settings)
@@ -113,6 +117,8 @@ def test_received_day_asset_lands_the_export(day_feed, tmp_path):
     assert result.success
     metadata = result.asset_materializations_for_node("vendor_export_files")[0].metadata
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    expected = day_feed.filter(pl.col("ReceivedTime").is_between(start, start + timedelta(days=1), closed="left")).height
+    expected = day_feed.filter(
+        pl.col("ReceivedTime").is_between(start, start + timedelta(days=1), closed="left")
+    ).height
     assert metadata["records"].value == expected
     assert all(f.name.startswith(f"export-{day}") for f in feed.list_landing(landing))

@@ -92,9 +92,18 @@ def test_stream_then_every_export_format_adds_only_duplicates(fmt, small_utility
         "StartReceivedDateTime": first.isoformat(),
         "EndReceivedDateTime": (messages["ReceivedTime"].max() + timedelta(days=1)).isoformat(),
     }
-    with running_emulator(messages, EmulatorConfig(delay_s=0.2, rows_per_file=500)) as vendor, client_for(vendor) as client:
+    with (
+        running_emulator(messages, EmulatorConfig(delay_s=0.2, rows_per_file=500)) as vendor,
+        client_for(vendor) as client,
+    ):
         for filetype in ("Parquet", "Csv", "Json", "Orc"):
-            exported = client.export_to_landing(tokens, tmp_path / f"export-{filetype}", filetype=filetype, label=f"export-{SIM_START}", first_wait_s=0.05)
+            exported = client.export_to_landing(
+                tokens,
+                tmp_path / f"export-{filetype}",
+                filetype=filetype,
+                label=f"export-{SIM_START}",
+                first_wait_s=0.05,
+            )
             again = ingest_and_pair(wh, f"export-{filetype}", exported, settings)
             assert (again.accepted, again.duplicates, again.rejected) == (0, messages.height, 0), filetype
             assert sessions_of(wh).equals(expected), filetype
@@ -116,7 +125,12 @@ def test_nightly_gap_fill_after_a_lossy_stream(two_days, small_utility, warehous
     with running_receiver(landing) as (base, _), httpx.Client(headers=auth()) as http:
         for records in kept:
             body, content_type = push.encode(records, "avro")
-            assert http.post(f"{base}/ev-charging-events", content=body, headers={"Content-Type": content_type}).status_code == 202
+            assert (
+                http.post(
+                    f"{base}/ev-charging-events", content=body, headers={"Content-Type": content_type}
+                ).status_code
+                == 202
+            )
     wh = fresh_warehouse(warehouse_url, small_utility, settings)
     ingest_and_pair(wh, "stream", [f.path for f in feed.list_landing(landing)], settings)
     assert sessions_of(wh).height < expected.height or not sessions_of(wh).equals(expected)
@@ -125,7 +139,10 @@ def test_nightly_gap_fill_after_a_lossy_stream(two_days, small_utility, warehous
     from ev_assets.definitions import defs
 
     tick = defs.resolve_schedule_def("nightly_gap_fill").evaluate_tick(
-        dg.build_schedule_context(scheduled_execution_time=datetime.combine(DAY + timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=3, minutes=15))
+        dg.build_schedule_context(
+            scheduled_execution_time=datetime.combine(DAY + timedelta(days=1), datetime.min.time(), UTC)
+            + timedelta(hours=3, minutes=15)
+        )
     )
     (request,) = tick.run_requests
     assert request.partition_key == DAY.isoformat()
@@ -153,7 +170,9 @@ def test_nightly_gap_fill_after_a_lossy_stream(two_days, small_utility, warehous
 
     (gap_request,) = gap_run_requests(instance, resource)[0]
     assert gap_request.partition_key == DAY.isoformat() and gap_request.tags["dagster/partition"] == DAY.isoformat()
-    result = dg.materialize([vendor_export_gap], partition_key=DAY.isoformat(), instance=instance, resources={"warehouse": resource})
+    result = dg.materialize(
+        [vendor_export_gap], partition_key=DAY.isoformat(), instance=instance, resources={"warehouse": resource}
+    )
     assert result.success
     metadata = result.asset_materializations_for_node("vendor_export_gap")[0].metadata
     assert metadata["export_only"].value == dropped
@@ -184,5 +203,7 @@ def test_cli_backfill_lands_ingests_and_counts_the_gap(two_days, env, monkeypatc
     finally:
         wh.dispose()
     instance = dg.DagsterInstance.get()
-    (gap,) = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=vendor_export_gap.key, asset_partitions=[str(DAY)]), limit=5).records
+    (gap,) = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=vendor_export_gap.key, asset_partitions=[str(DAY)]), limit=5
+    ).records
     assert gap.asset_materialization.metadata["export_only"].value == events.height

@@ -46,15 +46,28 @@ SCHEMA: dict[str, Any] = {
     "name": RECORD_NAME,
     "namespace": NAMESPACE,
     "fields": [
-        *({"name": name, "type": _nullable("string"), "default": None} for name in (
-            "ServicePointId", "MeterID", "MeterNumber", "ESN", "TransformerId", "PremiseId",
-        )),  # fmt: skip
+        *(
+            {"name": name, "type": _nullable("string"), "default": None}
+            for name in (
+                "ServicePointId",
+                "MeterID",
+                "MeterNumber",
+                "ESN",
+                "TransformerId",
+                "PremiseId",
+            )
+        ),  # fmt: skip
         {"name": "ReceivedTime", "type": _TIMESTAMP_MILLIS},
         {"name": "ChargeStartTime", "type": _nullable(_TIMESTAMP_MILLIS), "default": None},
         {"name": "ChargeEndTime", "type": _nullable(_TIMESTAMP_MILLIS), "default": None},
-        *({"name": name, "type": ["null", "double", "string"], "default": None} for name in (
-            "ChargeW", "ChargeDuration", "ChargeEnergy",
-        )),  # fmt: skip
+        *(
+            {"name": name, "type": ["null", "double", "string"], "default": None}
+            for name in (
+                "ChargeW",
+                "ChargeDuration",
+                "ChargeEnergy",
+            )
+        ),  # fmt: skip
     ],
 }
 PARSED_SCHEMA = parse_schema(SCHEMA)
@@ -98,7 +111,9 @@ def _decode_single_objects(body: bytes) -> list[dict[str, Any]]:
     while stream.tell() < len(body):
         header = stream.read(10)
         if len(header) < 10 or header[:2] != SINGLE_OBJECT_MARKER:
-            raise AvroPayloadError(f"single-object encoding: no C3 01 marker and fingerprint at byte {stream.tell() - len(header)}")
+            raise AvroPayloadError(
+                f"single-object encoding: no C3 01 marker and fingerprint at byte {stream.tell() - len(header)}"
+            )
         if header[2:] != FINGERPRINT:
             raise AvroPayloadError(
                 f"single-object encoding: unknown schema fingerprint {header[2:].hex()} "
@@ -107,7 +122,9 @@ def _decode_single_objects(body: bytes) -> list[dict[str, Any]]:
         try:
             records.append(fastavro.schemaless_reader(stream, PARSED_SCHEMA, None))
         except Exception as exc:
-            raise AvroPayloadError(f"undecodable single-object record #{len(records)}: {type(exc).__name__}: {exc}") from exc
+            raise AvroPayloadError(
+                f"undecodable single-object record #{len(records)}: {type(exc).__name__}: {exc}"
+            ) from exc
     return records
 
 

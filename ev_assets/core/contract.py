@@ -46,7 +46,11 @@ REJECTION_CODES: dict[str, str] = {
 
 IDENTIFIER_FIELDS = ("ServicePointID", "MeterID", "MeterNumber", "ESN", "TransformerID", "PremiseID")
 NUMBER_FIELDS = {"ChargeW": "charge_w", "ChargeDuration": "charge_duration", "ChargeEnergy": "charge_energy_wh"}
-TIME_FIELDS = {"ReceivedTime": "received_time", "ChargeStartTime": "charge_start_time", "ChargeEndTime": "charge_end_time"}
+TIME_FIELDS = {
+    "ReceivedTime": "received_time",
+    "ChargeStartTime": "charge_start_time",
+    "ChargeEndTime": "charge_end_time",
+}
 START_FIELDS = ("ChargeStartTime", "ChargeW")
 END_FIELDS = ("ChargeEndTime", "ChargeDuration", "ChargeEnergy")
 
@@ -122,7 +126,9 @@ def coerce(records: pl.DataFrame) -> pl.DataFrame:
     for spec, typed_name in NUMBER_FIELDS.items():
         number = pl.col(spec).cast(pl.Float64, strict=False)
         typed.append(pl.when(number.is_finite()).then(number).otherwise(None).alias(typed_name))
-        problems.append(_problem(pl.col(spec).is_not_null() & ~number.is_finite().fill_null(False), "invalid_number", spec))
+        problems.append(
+            _problem(pl.col(spec).is_not_null() & ~number.is_finite().fill_null(False), "invalid_number", spec)
+        )
     for spec, typed_name in TIME_FIELDS.items():
         text = pl.col(spec)
         with_offset = text.str.replace(r"(?i)z$", "+00:00").str.to_datetime(
@@ -131,11 +137,21 @@ def coerce(records: pl.DataFrame) -> pl.DataFrame:
         has_offset = text.str.contains(_HAS_OFFSET)
         naive = text.str.to_datetime(_ISO_NAIVE, strict=False, time_unit="us")
         typed.append(pl.when(has_offset).then(with_offset).otherwise(None).alias(typed_name))
-        problems.append(_problem(text.is_not_null() & ~has_offset & naive.is_not_null(), "timestamp_without_offset", spec))
-        problems.append(_problem(text.is_not_null() & with_offset.is_null() & ~(~has_offset & naive.is_not_null()), "invalid_timestamp", spec))
+        problems.append(
+            _problem(text.is_not_null() & ~has_offset & naive.is_not_null(), "timestamp_without_offset", spec)
+        )
+        problems.append(
+            _problem(
+                text.is_not_null() & with_offset.is_null() & ~(~has_offset & naive.is_not_null()),
+                "invalid_timestamp",
+                spec,
+            )
+        )
     for spec in IDENTIFIER_FIELDS:
         typed.append(pl.col(spec).alias(TYPED_NAME[spec]))
-        problems.append(_problem(pl.col(spec).is_not_null() & ~pl.col(spec).str.contains(_IDENTIFIER), "invalid_identifier", spec))
+        problems.append(
+            _problem(pl.col(spec).is_not_null() & ~pl.col(spec).str.contains(_IDENTIFIER), "invalid_identifier", spec)
+        )
     # Identity fields every message needs, whatever its type (checked again by pandera per type).
     for spec in ("MeterID", "ReceivedTime"):
         problems.append(_problem(pl.col(spec).is_null(), "missing_required_field", spec))
@@ -160,7 +176,9 @@ def parse_failures(frame: pl.DataFrame) -> pl.DataFrame:
             "_row",
             rule.struct.field("field_0").alias("code"),
             pl.when(rule.struct.field("field_1") != "").then(rule.struct.field("field_1")).alias("field"),
-            pl.when(rule.struct.field("field_0") == "record_not_readable").then(pl.col("record_problems")).alias("detail"),
+            pl.when(rule.struct.field("field_0") == "record_not_readable")
+            .then(pl.col("record_problems"))
+            .alias("detail"),
         )
         .sort("_row", maintain_order=True)
     )
@@ -258,13 +276,10 @@ def _schema_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> pl.Data
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
     codes = pl.col("check").replace({"not_nullable": "missing_required_field"})
-    return (
-        cases.filter(pl.col("index").is_not_null())
-        .select(
-            frame["_row"].gather(cases.filter(pl.col("index").is_not_null())["index"].cast(pl.Int64)).alias("_row"),
-            codes.alias("code"),
-            pl.col("column").replace_strict(SPEC_NAME, default=None).alias("field"),
-        )
+    return cases.filter(pl.col("index").is_not_null()).select(
+        frame["_row"].gather(cases.filter(pl.col("index").is_not_null())["index"].cast(pl.Int64)).alias("_row"),
+        codes.alias("code"),
+        pl.col("column").replace_strict(SPEC_NAME, default=None).alias("field"),
     )
 
 
@@ -317,7 +332,9 @@ def apply_contract(records: pl.DataFrame, bounds: ContractBounds, now: datetime 
         )
     )
     flagged = frame.join(reasons, on="_row", how="left")
-    accepted = flagged.filter(pl.col("reason_codes").is_null()).drop("_row", "reason_codes", "_reasons", cs.starts_with(FLAG_PREFIX))
+    accepted = flagged.filter(pl.col("reason_codes").is_null()).drop(
+        "_row", "reason_codes", "_reasons", cs.starts_with(FLAG_PREFIX)
+    )
     rejected = flagged.filter(pl.col("reason_codes").is_not_null()).select(
         "file_name",
         "file_sha256",
@@ -329,4 +346,3 @@ def apply_contract(records: pl.DataFrame, bounds: ContractBounds, now: datetime 
         pl.concat_str([pl.lit("["), pl.col("_reasons"), pl.lit("]")]).alias("reasons"),
     )
     return ContractResult(accepted=accepted, rejected=rejected)
-

@@ -52,9 +52,12 @@ def as_of_join(
         .unique("_left_row", keep="first")
     )
     added = matches.select("_left_row", *[pl.col(src).alias(dst) for src, dst in columns.items()])
-    return keyed.drop([dst for dst in columns.values() if dst in keyed.columns]).join(
-        added, on="_left_row", how="left"
-    ).sort("_left_row").drop("_left_row")
+    return (
+        keyed.drop([dst for dst in columns.values() if dst in keyed.columns])
+        .join(added, on="_left_row", how="left")
+        .sort("_left_row")
+        .drop("_left_row")
+    )
 
 
 def attribute(
@@ -87,17 +90,21 @@ def attribute(
     )
     known = pl.col("meter_key").is_not_null()
     out = out.with_columns(
-        pl.when(known).then(pl.col("_ref_service_point_id")).otherwise(pl.col("reported_service_point_id")).alias("service_point_id"),
+        pl.when(known)
+        .then(pl.col("_ref_service_point_id"))
+        .otherwise(pl.col("reported_service_point_id"))
+        .alias("service_point_id"),
         pl.when(known).then(pl.col("_ref_premise_id")).otherwise(pl.col("reported_premise_id")).alias("premise_id"),
-        pl.when(known).then(pl.col("_ref_transformer_id")).otherwise(pl.col("reported_transformer_id")).alias("transformer_id"),
+        pl.when(known)
+        .then(pl.col("_ref_transformer_id"))
+        .otherwise(pl.col("reported_transformer_id"))
+        .alias("transformer_id"),
         pl.when(known).then(pl.lit("enriched")).otherwise(pl.lit("meter_unknown")).alias("enrichment_status"),
     ).drop("_ref_service_point_id", "_ref_premise_id", "_ref_transformer_id")
     return add_grid_hierarchy(out, reference, date_col=date_col)
 
 
-def add_grid_hierarchy(
-    frame: pl.DataFrame, reference: dict[str, pl.DataFrame], *, date_col: str
-) -> pl.DataFrame:
+def add_grid_hierarchy(frame: pl.DataFrame, reference: dict[str, pl.DataFrame], *, date_col: str) -> pl.DataFrame:
     """feeder_id and substation_id of the frame's transformer_id as of `date_col`."""
     out = as_of_join(
         frame,

@@ -204,8 +204,14 @@ def _conflict_rows(conflicts: pl.DataFrame, content: list[str]) -> pl.DataFrame:
                 "reasons": json.dumps(reasons, ensure_ascii=False),
             }
         )
-    schema = {"file_name": pl.String, "file_sha256": pl.String, "record_index": pl.Int64, "meter_id": pl.String,
-              "reason_codes": pl.String, "reasons": pl.String}
+    schema = {
+        "file_name": pl.String,
+        "file_sha256": pl.String,
+        "record_index": pl.Int64,
+        "meter_id": pl.String,
+        "reason_codes": pl.String,
+        "reasons": pl.String,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 

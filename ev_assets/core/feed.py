@@ -34,9 +34,7 @@ FIELDS: tuple[str, ...] = (
 )
 # Field names match case-insensitively (the vendor's schema spells both ServicePointID and
 # ServicePointId), and the spec's data-values table misspells ChargeDuration (DOMAIN.md).
-CANONICAL_FIELD: dict[str, str] = {name.lower(): name for name in FIELDS} | {
-    "chargeduratjion": "ChargeDuration"
-}
+CANONICAL_FIELD: dict[str, str] = {name.lower(): name for name in FIELDS} | {"chargeduratjion": "ChargeDuration"}
 PAYLOAD_KEY = "EVChargingEvents"
 FEED_GLOB = "*.json"
 
@@ -177,8 +175,7 @@ def parse_payload(name: str, content: bytes) -> ParsedFile:
     records = _payload_records(payload)
     if records is None:
         return quarantine(
-            f"wrong top-level shape: expected an object with an {PAYLOAD_KEY!r} list, "
-            f"got {_shape(payload)}"
+            f"wrong top-level shape: expected an object with an {PAYLOAD_KEY!r} list, got {_shape(payload)}"
         )
     return ParsedFile(name, sha256, len(content), status, records, None, content, text)
 
@@ -301,7 +298,9 @@ def _records_to_frame(records: list[Any], origin: pl.DataFrame) -> pl.DataFrame:
     for f in FIELDS:
         columns = by_field.get(f, [])
         if len(columns) <= 1:
-            fields.append(pl.col(columns[0]).cast(pl.String).alias(f) if columns else pl.lit(None, dtype=pl.String).alias(f))
+            fields.append(
+                pl.col(columns[0]).cast(pl.String).alias(f) if columns else pl.lit(None, dtype=pl.String).alias(f)
+            )
             continue
         # The same field under two spellings (MeterID and meterid): the one with a value wins, and
         # two different values are a problem of the record, never a choice made for it.
@@ -314,7 +313,11 @@ def _records_to_frame(records: list[Any], origin: pl.DataFrame) -> pl.DataFrame:
         problem = pl.when(conflicting != "").then(
             pl.lit("fields given more than once (in different letter case) with different values: ") + conflicting
         )
-        combined = pl.concat_str([pl.lit(problems) if isinstance(problems, pl.Series) else problems, problem], separator="; ", ignore_nulls=True)
+        combined = pl.concat_str(
+            [pl.lit(problems) if isinstance(problems, pl.Series) else problems, problem],
+            separator="; ",
+            ignore_nulls=True,
+        )
         problems = pl.when(combined != "").then(combined)
     extra = _extra_fields_json(extras) if extras else pl.lit(None, dtype=pl.String)
     return raw.hstack(origin).select(
@@ -376,7 +379,9 @@ def _sanitize(record: Any) -> tuple[dict[str, str | None], str | None]:
                 wrong.append(key)
     problems = []
     if wrong:
-        problems.append(f"fields with a JSON object, array or boolean where a string or number belongs: {', '.join(wrong)}")
+        problems.append(
+            f"fields with a JSON object, array or boolean where a string or number belongs: {', '.join(wrong)}"
+        )
     if not_unicode:
         problems.append(f"fields with text that is not valid Unicode: {', '.join(not_unicode)}")
     return flat, "; ".join(problems) or None

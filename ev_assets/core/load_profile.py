@@ -53,7 +53,9 @@ DEFAULT_LOAD_SHAPE = "charge_w_then_idle"
 DEFAULT_IDLE_RATIO = 0.8
 
 
-def load_until_and_kw(load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = DEFAULT_IDLE_RATIO) -> tuple[pl.Expr, pl.Expr]:
+def load_until_and_kw(
+    load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = DEFAULT_IDLE_RATIO
+) -> tuple[pl.Expr, pl.Expr]:
     """(end of the load, power while loading in kW) of each session under `load_shape`."""
     if load_shape not in LOAD_SHAPES:
         raise ValueError(f"load_shape must be one of {', '.join(LOAD_SHAPES)}; got {load_shape!r}")
@@ -65,7 +67,9 @@ def load_until_and_kw(load_shape: str = DEFAULT_LOAD_SHAPE, idle_ratio: float = 
         & (pl.col("energy_wh") > 0)
         & (pl.col("average_kw") * 1000 < idle_ratio * pl.col("charge_w"))
     ).fill_null(False)
-    until = pl.when(idles).then(pl.col("start_time") + pl.duration(microseconds=charging_us)).otherwise(pl.col("end_time"))
+    until = (
+        pl.when(idles).then(pl.col("start_time") + pl.duration(microseconds=charging_us)).otherwise(pl.col("end_time"))
+    )
     # Energy over the (microsecond-rounded) charging time: ChargeW to 1e-12, and exact kWh.
     charging_h = (until - pl.col("start_time")).dt.total_microseconds() / 3.6e9
     kw = pl.when(idles).then(pl.col("energy_wh") / 1000 / charging_h).otherwise(pl.col("average_kw"))
@@ -105,7 +109,8 @@ def interval_loads(
     ).explode("interval_start")
     interval_end = pl.col("interval_start") + INTERVAL
     overlap_h = (
-        pl.min_horizontal(pl.col("_load_until"), interval_end) - pl.max_horizontal(pl.col("start_time"), pl.col("interval_start"))
+        pl.min_horizontal(pl.col("_load_until"), interval_end)
+        - pl.max_horizontal(pl.col("start_time"), pl.col("interval_start"))
     ).dt.total_microseconds() / 3.6e9
     kwh = pl.col("_load_kw") * overlap_h
     return exploded.select(
@@ -230,7 +235,9 @@ def _trusted_in_days(intervals: pl.DataFrame, key: str, tz: str, first_day: date
     )
 
 
-def level_per_interval(intervals: pl.DataFrame, *, level: str, tz: str, first_day: date, last_day: date) -> pl.DataFrame:
+def level_per_interval(
+    intervals: pl.DataFrame, *, level: str, tz: str, first_day: date, last_day: date
+) -> pl.DataFrame:
     """Summed trusted kW and distinct charging EVs per key of `level` and 15-minute interval of
     local days first..last: what both `daily_load` (the peak) and `interval_profile` start from."""
     key, _ = LEVELS[level]
@@ -348,9 +355,7 @@ def local_day_hours(day: pl.Expr, tz: str) -> pl.Expr:
     return hours.fill_null(24.0)
 
 
-def with_transformer_rating(
-    daily: pl.DataFrame, transformers: pl.DataFrame, *, power_factor: float
-) -> pl.DataFrame:
+def with_transformer_rating(daily: pl.DataFrame, transformers: pl.DataFrame, *, power_factor: float) -> pl.DataFrame:
     """kva_rating as of the day, peak kVA at the given power factor, and utilization."""
     rated = as_of_join(
         daily,

@@ -54,7 +54,6 @@ def pair_sessions(
     nxt = lambda c: pl.col(c).shift(-1).over("meter_id")  # noqa: E731
     prv = lambda c: pl.col(c).shift(1).over("meter_id")  # noqa: E731
 
-
     def gap_ok(later: pl.Expr, earlier: pl.Expr, energy_wh: pl.Expr, charge_w: pl.Expr) -> pl.Expr:
         # Within max_session: a pair. Further apart: a pair only if the energy fits the charger.
         hours = (later - earlier).dt.total_microseconds() / 3.6e9
@@ -127,9 +126,11 @@ def session_id() -> pl.Expr:
     A meter's ids therefore sort together and, those with a start, by start time (identifiers
     have no '|', so no meter's ids fall among another's): the primary key reads a meter's
     sessions by start time (`session_id_range`)."""
-    anchor = pl.when(pl.col("start_time").is_not_null()).then(
-        pl.col("start_time").dt.strftime(ISO_MICROS)
-    ).otherwise(pl.concat_str([pl.lit("end|"), pl.col("end_time").dt.strftime(ISO_MICROS)]))
+    anchor = (
+        pl.when(pl.col("start_time").is_not_null())
+        .then(pl.col("start_time").dt.strftime(ISO_MICROS))
+        .otherwise(pl.concat_str([pl.lit("end|"), pl.col("end_time").dt.strftime(ISO_MICROS)]))
+    )
     return pl.concat_str([pl.col("meter_id"), anchor], separator="|").alias("session_id")
 
 
@@ -193,7 +194,9 @@ def edge_session_ids(edge_events: pl.DataFrame) -> list[str]:
         pl.when(pl.col("message_type") == "start")
         .then(pl.concat_str([pl.col("meter_id"), pl.col("message_time").dt.strftime(ISO_MICROS)], separator="|"))
         .otherwise(
-            pl.concat_str([pl.col("meter_id"), pl.lit("end"), pl.col("message_time").dt.strftime(ISO_MICROS)], separator="|")
+            pl.concat_str(
+                [pl.col("meter_id"), pl.lit("end"), pl.col("message_time").dt.strftime(ISO_MICROS)], separator="|"
+            )
         )
         .alias("session_id")
     )

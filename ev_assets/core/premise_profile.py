@@ -96,15 +96,19 @@ def premise_profile(
     `intervals` (`interval_loads(..., keep=("premise_id",))`)."""
     sessions = sessions.drop_nulls("premise_id")
     local_start = pl.col("start_time").dt.convert_time_zone(tz)
-    per_premise = sessions.sort("start_time").group_by("premise_id").agg(
-        pl.col("transformer_id").last(),
-        pl.col("feeder_id").last(),
-        pl.col("meter_id").n_unique().cast(pl.Int64).alias("meter_count"),
-        pl.col("event_date").min().alias("first_charging_day"),
-        pl.col("event_date").max().alias("last_charging_day"),
-        pl.len().cast(pl.Int64).alias("session_count"),
-        (pl.col("energy_wh").sum() / 1000).alias("energy_kwh"),
-        pl.col("charge_w").median().alias("median_charge_w"),
+    per_premise = (
+        sessions.sort("start_time")
+        .group_by("premise_id")
+        .agg(
+            pl.col("transformer_id").last(),
+            pl.col("feeder_id").last(),
+            pl.col("meter_id").n_unique().cast(pl.Int64).alias("meter_count"),
+            pl.col("event_date").min().alias("first_charging_day"),
+            pl.col("event_date").max().alias("last_charging_day"),
+            pl.len().cast(pl.Int64).alias("session_count"),
+            (pl.col("energy_wh").sum() / 1000).alias("energy_kwh"),
+            pl.col("charge_w").median().alias("median_charge_w"),
+        )
     )
     hours = (
         sessions.with_columns(local_start.dt.hour().cast(pl.Int64).alias("hour"))
@@ -115,8 +119,10 @@ def premise_profile(
         .agg(pl.col("hour").first().alias("typical_start_hour"))
     )
     on_peak = in_windows(pl.col("interval_start").dt.convert_time_zone(tz), windows)
-    peak_energy = intervals.drop_nulls("premise_id").group_by("premise_id").agg(
-        pl.col("kwh").filter(on_peak).sum().alias("_on_peak_kwh"), pl.col("kwh").sum().alias("_interval_kwh")
+    peak_energy = (
+        intervals.drop_nulls("premise_id")
+        .group_by("premise_id")
+        .agg(pl.col("kwh").filter(on_peak).sum().alias("_on_peak_kwh"), pl.col("kwh").sum().alias("_interval_kwh"))
     )
     span_days = (pl.col("last_charging_day") - pl.col("first_charging_day")).dt.total_days() + 1
     return (
@@ -125,7 +131,9 @@ def premise_profile(
         .with_columns(
             (pl.max_horizontal(span_days, pl.lit(7)) / 7).cast(pl.Float64).alias("active_weeks"),
             charger_level(pl.col("median_charge_w")).alias("charger_level"),
-            pl.when(pl.col("_interval_kwh") > 0).then(pl.col("_on_peak_kwh") / pl.col("_interval_kwh")).alias("on_peak_energy_share"),
+            pl.when(pl.col("_interval_kwh") > 0)
+            .then(pl.col("_on_peak_kwh") / pl.col("_interval_kwh"))
+            .alias("on_peak_energy_share"),
             pl.lit(updated_at).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
         )
         .with_columns((pl.col("session_count") / pl.col("active_weeks")).alias("sessions_per_week"))

@@ -43,7 +43,9 @@ def flag_sessions(
     given, so give every session of a meter that can neighbour the ones to be written."""
     complete = (pl.col("status") == "complete") & pl.col("start_time").is_not_null() & pl.col("end_time").is_not_null()
     avg_w = pl.col("average_kw") * 1000
-    ordered = sessions.with_columns(pl.int_range(pl.len()).alias("_row")).sort("meter_id", "start_time", nulls_last=True)
+    ordered = sessions.with_columns(pl.int_range(pl.len()).alias("_row")).sort(
+        "meter_id", "start_time", nulls_last=True
+    )
     closed = pl.when(complete)
     prev_end = closed.then(pl.col("end_time")).cum_max().shift(1).over("meter_id")
     next_start = closed.then(pl.col("start_time")).reverse().cum_min().reverse().shift(-1).over("meter_id")
@@ -51,15 +53,26 @@ def flag_sessions(
         (
             "power_above_charger_max",
             avg_w > charge_w_max,
-            pl.concat_str([pl.lit("average power "), _round(pl.col("average_kw")), pl.lit(f" kW exceeds EV_CHARGE_W_MAX ({charge_w_max / 1000:g} kW)")]),
+            pl.concat_str(
+                [
+                    pl.lit("average power "),
+                    _round(pl.col("average_kw")),
+                    pl.lit(f" kW exceeds EV_CHARGE_W_MAX ({charge_w_max / 1000:g} kW)"),
+                ]
+            ),
         ),
         (
             "power_above_charge_w",
             avg_w > pl.col("charge_w") * charge_w_tolerance,
-            pl.concat_str([
-                pl.lit("average power "), _round(pl.col("average_kw")), pl.lit(" kW exceeds the session's ChargeW "),
-                _round(pl.col("charge_w") / 1000), pl.lit(f" kW x {charge_w_tolerance:g}"),
-            ]),
+            pl.concat_str(
+                [
+                    pl.lit("average power "),
+                    _round(pl.col("average_kw")),
+                    pl.lit(" kW exceeds the session's ChargeW "),
+                    _round(pl.col("charge_w") / 1000),
+                    pl.lit(f" kW x {charge_w_tolerance:g}"),
+                ]
+            ),
         ),
         (
             "overlapping",
@@ -73,10 +86,15 @@ def flag_sessions(
             (
                 "duration_mismatch",
                 (pl.col("reported_duration") - derived).abs() > 0.5 + 0.05 * derived,
-                pl.concat_str([
-                    pl.lit("reported duration "), _round(pl.col("reported_duration")), pl.lit(" disagrees with end - start, "),
-                    _round(derived), pl.lit(" in the configured unit"),
-                ]),
+                pl.concat_str(
+                    [
+                        pl.lit("reported duration "),
+                        _round(pl.col("reported_duration")),
+                        pl.lit(" disagrees with end - start, "),
+                        _round(derived),
+                        pl.lit(" in the configured unit"),
+                    ]
+                ),
             )
         )
     flagged = ordered.with_columns(prev_end.alias("_prev_end"), next_start.alias("_next_start")).with_columns(
@@ -103,4 +121,3 @@ def flag_sessions(
         .sort("_row")
         .drop("_row", "_prev_end", "_next_start", pl.selectors.starts_with("_flag_", "_why_"))
     )
-

@@ -171,7 +171,6 @@ DEFAULT_EFFECTIVE_FROM = date(1900, 1, 1)
 UNKNOWN = "unknown"
 
 
-
 def write_reference_extracts(frames: dict[str, pl.DataFrame], directory: Path) -> None:
     """Write one CSV per table (``<stem>.csv``) into ``directory`` (created if missing)."""
     directory = Path(directory)
@@ -237,9 +236,7 @@ def derive_tables(minimal: pl.DataFrame) -> dict[str, pl.DataFrame]:
     }
     out = {}
     for name in TABLES:
-        frame = frames[name].with_columns(
-            **{c: v for c, v in timeless.items() if c not in frames[name].columns}
-        )
+        frame = frames[name].with_columns(**{c: v for c, v in timeless.items() if c not in frames[name].columns})
         out[name] = _conform(frame, SCHEMAS[name]).sort(list(SCHEMAS[name])[0], "effective_from")
     _refuse_duplicates(out["service_points"], ("service_point_id", "effective_from"), "meters.csv (service points)")
     return out
@@ -314,6 +311,4 @@ def _refuse_duplicates(frame: pl.DataFrame, key: tuple[str, ...], what: str) -> 
 
 def valid_on(on: pl.Expr) -> pl.Expr:
     """Filter expression: the row is in effect on the date ``on`` (``[from, to)``)."""
-    return (pl.col("effective_from") <= on) & (
-        pl.col("effective_to").is_null() | (pl.col("effective_to") > on)
-    )
+    return (pl.col("effective_from") <= on) & (pl.col("effective_to").is_null() | (pl.col("effective_to") > on))

@@ -30,7 +30,9 @@ def local_day_profile(profile: pl.DataFrame, day: date, tz: str) -> pl.DataFrame
     start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
     following = day + timedelta(days=1)
     end = datetime(following.year, following.month, following.day, tzinfo=zone).astimezone(UTC)
-    slots = pl.DataFrame({"interval_start": pl.datetime_range(start, end - INTERVAL, INTERVAL, time_zone="UTC", eager=True)})
+    slots = pl.DataFrame(
+        {"interval_start": pl.datetime_range(start, end - INTERVAL, INTERVAL, time_zone="UTC", eager=True)}
+    )
     loads = profile.select(pl.col("interval_start").dt.convert_time_zone("UTC"), pl.col("kw").cast(pl.Float64))
     return slots.join(loads, on="interval_start", how="left").select(
         "interval_start",

@@ -1,6 +1,5 @@
 """Ingest area: landing files -> ev_charging_events -> ev_charging_sessions, the feed sensor and its jobs."""
 
-
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -118,7 +117,9 @@ def ev_charging_events(
             replays = pipeline.replay_selection(wh, config.replay_rejection_ids, config.replay_corrected_file)
             report = pipeline.replay_rejected(wh, settings_, replays, config.batch_id, run_id=run_id)
         else:
-            report = pipeline.ingest_batch(wh, config.batch_id, [Path(f) for f in config.files], settings_, run_id=run_id)
+            report = pipeline.ingest_batch(
+                wh, config.batch_id, [Path(f) for f in config.files], settings_, run_id=run_id
+            )
         # Meters a reference load queued (a correction may reach back in time): their events again.
         reattributed = pipeline.reattribute_pending_meters(
             wh, settings_, chunk_meters=pipeline_config.resolved().rebuild_chunk_meters
@@ -129,8 +130,10 @@ def ev_charging_events(
         reference_version = pipeline.loaded_reference_version(wh)
         # A batch an earlier attempt committed may have no materialization to count on from: the
         # table is counted (once, in that rare case).
-        rows = wh.count(EV_CHARGING_EVENTS) if report.committed_before else running_row_count(
-            context, EV_CHARGING_EVENTS, wh, added=report.accepted
+        rows = (
+            wh.count(EV_CHARGING_EVENTS)
+            if report.committed_before
+            else running_row_count(context, EV_CHARGING_EVENTS, wh, added=report.accepted)
         )
     threshold = pipeline_config.resolved().rejection_rate_warn
     counts = report.counts()
@@ -191,7 +194,11 @@ def stored_batch_conforms(wh, batch_id: str, inserted: int) -> tuple[int, str, s
     if stored == inserted:
         return stored, "before commit, the rows inserted (the table holds exactly those under the batch id)", None
     rows = wh.read(EV_CHARGING_EVENTS, batch)
-    return rows.height, f"stored rows read back ({stored} under the batch id, {inserted} inserted by this step)", schema_errors(EV_CHARGING_EVENTS, rows)
+    return (
+        rows.height,
+        f"stored rows read back ({stored} under the batch id, {inserted} inserted by this step)",
+        schema_errors(EV_CHARGING_EVENTS, rows),
+    )
 
 
 # --- sessions ----------------------------------------------------------------------------------
@@ -254,7 +261,9 @@ def ev_charging_sessions(
         else:
             report = pipeline.pair_pending_batches(wh, settings_)
             # Meters whose events a reference correction attributed again: all their sessions.
-            report = report.merged(pipeline.repair_reattributed_meters(wh, settings_, chunk_meters=resolved.rebuild_chunk_meters))
+            report = report.merged(
+                pipeline.repair_reattributed_meters(wh, settings_, chunk_meters=resolved.rebuild_chunk_meters)
+            )
     errors = schema_errors(EV_CHARGING_SESSIONS, report.written)
     agreement = report.duration_agreement or {"sessions": 0, "agreeing": 0, "share": 1.0}
     flagged = flagged_share(report.written)
@@ -264,8 +273,11 @@ def ev_charging_sessions(
     return dg.MaterializeResult(
         metadata=table_metadata(
             EV_CHARGING_SESSIONS,
-            wh.count(EV_CHARGING_SESSIONS) if config.mode == "rebuild" else
-            running_row_count(context, EV_CHARGING_SESSIONS, wh, added=report.sessions_written - report.sessions_replaced),
+            wh.count(EV_CHARGING_SESSIONS)
+            if config.mode == "rebuild"
+            else running_row_count(
+                context, EV_CHARGING_SESSIONS, wh, added=report.sessions_written - report.sessions_replaced
+            ),
             mode=config.mode,
             batches_paired=dg.MetadataValue.json(report.batches),
             sessions_written=report.sessions_written,
@@ -294,8 +306,10 @@ def ev_charging_sessions(
             dg.AssetCheckResult(
                 check_name="load_days_within_partitions",
                 passed=not outside,
-                metadata={"days_outside": dg.MetadataValue.json([d.isoformat() for d in outside]),
-                          "message": outside_partitions_message(outside) if outside else ""},
+                metadata={
+                    "days_outside": dg.MetadataValue.json([d.isoformat() for d in outside]),
+                    "message": outside_partitions_message(outside) if outside else "",
+                },
             ),
         ],
     )
@@ -310,7 +324,12 @@ def flagged_share(written) -> dict:
         for code in codes.split(","):
             per_flag[code] = per_flag.get(code, 0) + 1
     share = flags.len() / complete.height if complete.height else 0.0
-    return {"sessions": complete.height, "flagged": flags.len(), "share": share, "flags": dg.MetadataValue.json(per_flag)}
+    return {
+        "sessions": complete.height,
+        "flagged": flags.len(),
+        "share": share,
+        "flags": dg.MetadataValue.json(per_flag),
+    }
 
 
 ingest_job = dg.define_asset_job(
@@ -330,12 +349,19 @@ def ingest_run_request(batch: Batch) -> dg.RunRequest:
         run_key=batch.batch_id,
         job_name=ingest_job.name,
         run_config={"ops": {"ev_charging_events": {"config": {"batch_id": batch.batch_id, "files": batch.paths}}}},
-        tags={BATCH_TAG: batch.batch_id, "ev/files": str(len(batch.files)), "ev/messages": str(batch.messages), "ev/bytes": str(batch.bytes)},
+        tags={
+            BATCH_TAG: batch.batch_id,
+            "ev/files": str(len(batch.files)),
+            "ev/messages": str(batch.messages),
+            "ev/bytes": str(batch.bytes),
+        },
     )
 
 
 def reference_run_request(version: str) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"reference:{version[:16]}", job_name=reference_job.name, tags={"ev/reference_sha256": version})
+    return dg.RunRequest(
+        run_key=f"reference:{version[:16]}", job_name=reference_job.name, tags={"ev/reference_sha256": version}
+    )
 
 
 def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None) -> list[Batch]:
@@ -359,7 +385,9 @@ def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor
         (done if f.name in names and (f.name, feed.file_sha256(f.path)) in known else todo).append(f)
     # Committed by a run that died before archiving them: archive now (the ledger holds them).
     feed.archive_files([f.path for f in done], feed_res.path, utc_day())
-    return plan_batches(todo, max_files=feed_res.max_files, max_messages=feed_res.max_messages, max_bytes=feed_res.max_bytes)
+    return plan_batches(
+        todo, max_files=feed_res.max_files, max_messages=feed_res.max_messages, max_bytes=feed_res.max_bytes
+    )
 
 
 def reference_to_load(reference_res: ReferenceResource, warehouse: WarehouseResource) -> str | None:
@@ -397,12 +425,18 @@ def feed_run_requests(
         else:
             reason = ""
     else:
-        reason = "" if reference_version(reference_res.path) else (
-            f"no reference extracts in {reference_res.path}: events are accepted as meter_unknown"
+        reason = (
+            ""
+            if reference_version(reference_res.path)
+            else (f"no reference extracts in {reference_res.path}: events are accepted as meter_unknown")
         )
     batches = pending_batches(feed_res, warehouse, cursor)
     requests = [ingest_run_request(b) for b in batches]
-    said = f"{len(batches)} batches of {sum(len(b.files) for b in batches)} new files" if batches else "no new files in the landing folder"
+    said = (
+        f"{len(batches)} batches of {sum(len(b.files) for b in batches)} new files"
+        if batches
+        else "no new files in the landing folder"
+    )
     return requests, batches, "; ".join(x for x in (said, reason) if x)
 
 
@@ -442,7 +476,10 @@ def ev_feed_sensor(
     cursor = FeedCursor.from_json(context.cursor) if context.cursor else None
     requests, batches, reason = feed_run_requests(context.instance, feed_landing, reference, warehouse, cursor)
     if not requests and (pairing := pairing_run_request(context.instance, warehouse)) is not None:
-        requests, reason = [pairing], f"pairing {pairing.tags[PAIR_FOR_TAG]} and the batches before it, committed by a run that ended before pairing them"
+        requests, reason = (
+            [pairing],
+            f"pairing {pairing.tags[PAIR_FOR_TAG]} and the batches before it, committed by a run that ended before pairing them",
+        )
     context.log.info(reason)
     if not requests:
         return dg.SensorResult(skip_reason=reason, cursor=context.cursor)

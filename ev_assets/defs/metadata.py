@@ -59,7 +59,9 @@ def retry_when_transient(context: dg.AssetExecutionContext) -> Iterator[None]:
         yield
     except sa.exc.OperationalError as error:
         wait = 2 ** (context.retry_number + 1)
-        context.log.warning(f"transient database error, retry {context.retry_number + 1} of {TRANSIENT_RETRIES} in {wait} s: {error.orig}")
+        context.log.warning(
+            f"transient database error, retry {context.retry_number + 1} of {TRANSIENT_RETRIES} in {wait} s: {error.orig}"
+        )
         raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=wait) from error
 
 
@@ -92,7 +94,11 @@ def running_row_count(context: dg.AssetExecutionContext, spec: TableSpec, wh, *,
     whole table each micro-batch would make its cost grow with history; the first
     materialization counts once. `ev-awareness status` always counts exactly."""
     latest = context.instance.get_latest_materialization_event(dg.AssetKey(spec.name))
-    previous = latest.asset_materialization.metadata.get("dagster/row_count") if latest and latest.asset_materialization else None
+    previous = (
+        latest.asset_materialization.metadata.get("dagster/row_count")
+        if latest and latest.asset_materialization
+        else None
+    )
     return previous.value + added if previous is not None else wh.count(spec)
 
 

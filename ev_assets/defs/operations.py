@@ -47,7 +47,9 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
         worker_host, _, pid = worker.rpartition(":")
         if worker_host != host or not pid.isdigit() or process_alive(int(pid)):
             continue
-        instance.report_run_failed(run, f"Run worker {worker} is gone (killed or crashed): marked failed so it can be retried.")
+        instance.report_run_failed(
+            run, f"Run worker {worker} is gone (killed or crashed): marked failed so it can be retried."
+        )
         failed.append(run)
     return failed
 
@@ -96,6 +98,8 @@ def failed_run_sensor(context: dg.RunFailureSensorContext):
     run = context.dagster_run
     if run.tags.get("dagster/will_retry") == "true":
         what = f"batch {run.tags[BATCH_TAG]}" if BATCH_TAG in run.tags else run.job_name
-        context.log.warning(f"run {run.run_id} ({what}) failed: the daemon retries it ({context.failure_event.message})")
+        context.log.warning(
+            f"run {run.run_id} ({what}) failed: the daemon retries it ({context.failure_event.message})"
+        )
     else:
         context.log.error(f"{failure_report(run)} ({context.failure_event.message})")

@@ -78,7 +78,11 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     # reported twice.
     with retry_when_transient(context):
         report = pipeline.update_daily_load(
-            warehouse.get(), pipeline_config.settings(), first, last, chunk_days=pipeline_config.resolved().load_chunk_days
+            warehouse.get(),
+            pipeline_config.settings(),
+            first,
+            last,
+            chunk_days=pipeline_config.resolved().load_chunk_days,
         )
         mismatches = pipeline.profile_peak_mismatches(warehouse.get(), first, last)
     span = {"first_day": first.isoformat(), "last_day": last.isoformat()}
@@ -90,7 +94,9 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         interval_spec = INTERVAL_SPECS[level]
         extra = {**span}
         if report.top_intervals[level].height:
-            extra["top_intervals"] = dg.MetadataValue.md(readable_intervals(report.top_intervals[level], settings.timezone))
+            extra["top_intervals"] = dg.MetadataValue.md(
+                readable_intervals(report.top_intervals[level], settings.timezone)
+            )
         yield dg.MaterializeResult(
             asset_key=interval_spec.name, metadata=table_metadata(interval_spec, report.interval_rows[level], **extra)
         )
@@ -101,7 +107,11 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
         metadata={
             "transformer_days": report.rows["transformer"],
             "mismatches": mismatches.height,
-            **({"first_mismatches": dg.MetadataValue.md(markdown_table(mismatches.head(10)))} if mismatches.height else {}),
+            **(
+                {"first_mismatches": dg.MetadataValue.md(markdown_table(mismatches.head(10)))}
+                if mismatches.height
+                else {}
+            ),
         },
     )
     balance = load_balance(report.frames)
@@ -115,13 +125,27 @@ def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
 
 TOP_ROWS = 5
 _TOP_COLUMNS = {
-    "transformer": ("transformer_id", "load_date", "peak_kw", "peak_kva", "kva_rating", "utilization", "minutes_above_threshold", "kwh_above_threshold", "hot_spot_max_c", "loss_of_life_h", "ev_count"),
+    "transformer": (
+        "transformer_id",
+        "load_date",
+        "peak_kw",
+        "peak_kva",
+        "kva_rating",
+        "utilization",
+        "minutes_above_threshold",
+        "kwh_above_threshold",
+        "hot_spot_max_c",
+        "loss_of_life_h",
+        "ev_count",
+    ),
     "feeder": ("feeder_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
     "substation": ("substation_id", "load_date", "peak_kw", "energy_kwh", "ev_count", "session_count"),
 }
 
 
-def planning_pictures(level: str, daily: pl.DataFrame, busiest_profile: pl.DataFrame, tz: str, power_factor: float) -> dict:
+def planning_pictures(
+    level: str, daily: pl.DataFrame, busiest_profile: pl.DataFrame, tz: str, power_factor: float
+) -> dict:
     """What a planner looks at in the UI: the top rows by peak (a markdown table, rounded) and the
     15-minute profile of the most loaded asset-day (`busiest_profile`, LoadReport.busiest_profiles)
     as a chart in local time, against the transformer's rating in kW."""
@@ -210,7 +234,9 @@ def pending_load_run_requests(warehouse: WarehouseResource) -> tuple[list[dg.Run
         return [], []
     days = queued["load_date"].to_list()
     latest = queued["queued_at"].max()
-    return daily_load_run_requests(days_within_partitions(days), latest.strftime("%Y%m%dT%H%M%S%f")), days_outside_partitions(days)
+    return daily_load_run_requests(
+        days_within_partitions(days), latest.strftime("%Y%m%dT%H%M%S%f")
+    ), days_outside_partitions(days)
 
 
 @dg.schedule(
@@ -233,7 +259,9 @@ PREMISE_SPECS = (tables.PREMISE_EV_PROFILE, tables.NEW_EVS)
 @dg.multi_asset(
     specs=[table_asset_spec(spec, "planning", deps=[ev_charging_sessions]) for spec in PREMISE_SPECS],
 )
-def premise_ev_profile(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
+def premise_ev_profile(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig
+):
     """premise_ev_profile (one row per premise with trusted sessions: first and last charging day,
     sessions per week, charger level, typical start hour, on-peak energy share) and new_evs (premises
     first seen in the last EV_NEW_EV_DAYS days): a snapshot of the whole history, computed premise
@@ -297,7 +325,9 @@ daily_premise_profile = daily_snapshot_schedule(
         )
     ],
 )
-def transformer_planning_queue(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
+def transformer_planning_queue(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig
+):
     """Transformers ranked by the risk score over the last EV_PLANNING_WINDOW_DAYS days of
     transformer_daily_load (peak utilization, hours over rating, loss of life, EV growth; weights
     EV_RISK_WEIGHT_*): a snapshot replaced in one transaction."""
@@ -327,7 +357,10 @@ daily_planning_queue = daily_snapshot_schedule(
 # Each snapshot asset and the job that refreshes it. premise_ev_profile reads the sessions, not the
 # daily load; refreshing it when the daily load changes is its debounce: every change to sessions
 # queues its days, and the daily load runs once those days are loaded, not per micro-batch.
-SNAPSHOT_JOBS = {tables.PREMISE_EV_PROFILE.name: premise_profile_job, tables.TRANSFORMER_PLANNING_QUEUE.name: planning_queue_job}
+SNAPSHOT_JOBS = {
+    tables.PREMISE_EV_PROFILE.name: premise_profile_job,
+    tables.TRANSFORMER_PLANNING_QUEUE.name: planning_queue_job,
+}
 SNAPSHOT_RUN_KEY = "snapshot"
 
 
@@ -410,5 +443,3 @@ def daily_load_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     if not requests:
         return dg.SensorResult(skip_reason=reason)
     return dg.SensorResult(run_requests=requests)
-
-

@@ -1,6 +1,5 @@
 """Reference area: the utility's extracts -> ref_* tables, and the schedule that reloads them."""
 
-
 import hashlib
 from pathlib import Path
 
@@ -71,9 +70,11 @@ def reference_tables(
 # the daily-load sensor).
 reference_job = dg.define_asset_job(
     "reference_job",
-    selection=dg.AssetSelection.assets(reference_tables) | dg.AssetSelection.assets("ev_charging_events", "ev_charging_sessions"),
+    selection=dg.AssetSelection.assets(reference_tables)
+    | dg.AssetSelection.assets("ev_charging_events", "ev_charging_sessions"),
     description="Reload the reference extracts, attribute again the events of the meters the change affects, re-pair their sessions.",
 )
+
 
 @dg.schedule(
     cron_schedule="0 1 * * *",
@@ -83,4 +84,3 @@ reference_job = dg.define_asset_job(
 )
 def nightly_reference(_context: dg.ScheduleEvaluationContext):
     return dg.RunRequest()
-

@@ -39,12 +39,12 @@ class VendorResource(dg.ConfigurableResource):
     first_poll_s: float = 5.0
 
     def client(self) -> VendorClient:
-        return VendorClient(self.base_url, self.subscription_id, self.subscriber_id, self.token_url, self.client_id, self.client_secret)
+        return VendorClient(
+            self.base_url, self.subscription_id, self.subscriber_id, self.token_url, self.client_id, self.client_secret
+        )
 
 
-RECEIVED_DAYS = dg.DailyPartitionsDefinition(
-    start_date=PARTITIONS_START.isoformat(), timezone="UTC", fmt="%Y-%m-%d"
-)
+RECEIVED_DAYS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START.isoformat(), timezone="UTC", fmt="%Y-%m-%d")
 
 
 class ExportConfig(dg.Config):
@@ -105,7 +105,9 @@ vendor_export_job = dg.define_asset_job("vendor_export_job", selection=[vendor_e
 # --- the gap each export filled -----------------------------------------------------------------
 
 
-def latest_exports(instance: dg.DagsterInstance, partitions: list[str] | None = None, limit: int = 200) -> dict[str, dict]:
+def latest_exports(
+    instance: dg.DagsterInstance, partitions: list[str] | None = None, limit: int = 200
+) -> dict[str, dict]:
     """Per received day, the newest materialization of `vendor_export_files`: its job_id,
     file_prefix and files (from its metadata)."""
     records_filter = dg.AssetRecordsFilter(asset_key=vendor_export_files.key, asset_partitions=partitions)
@@ -156,9 +158,14 @@ def vendor_export_gap(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     day_key = context.partition_key
     export = latest_exports(context.instance, [day_key], limit=1).get(day_key)
     if export is None:
-        raise dg.Failure(f"no export of received day {day_key} has landed: materialize vendor_export_files for it first")
+        raise dg.Failure(
+            f"no export of received day {day_key} has landed: materialize vendor_export_files for it first"
+        )
     gap = pipeline.export_gap(
-        warehouse.get(), RECEIVED_DAYS.time_window_for_partition_key(day_key).start.date(), export["file_prefix"], export["files"]
+        warehouse.get(),
+        RECEIVED_DAYS.time_window_for_partition_key(day_key).start.date(),
+        export["file_prefix"],
+        export["files"],
     )
     if not gap.ingested:
         raise dg.Failure(
@@ -166,7 +173,10 @@ def vendor_export_gap(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             "the feed sensor (or `ev-awareness run`) ingests them, then the gap sensor asks again"
         )
     figures = {k: v for k, v in gap.as_dict().items() if k != "received_day"}
-    reconciles = gap.export_records == gap.export_accepted + gap.export_duplicates + gap.export_rejected and gap.export_duplicates >= 0
+    reconciles = (
+        gap.export_records == gap.export_accepted + gap.export_duplicates + gap.export_rejected
+        and gap.export_duplicates >= 0
+    )
     context.log.info(
         f"received day {day_key}: stream delivered {gap.stream_delivered:,}, the export alone {gap.export_only:,} "
         f"({gap.gap_share:.2%}); export {export['job_id']}: {gap.export_records:,} records = {gap.export_accepted:,} new "
@@ -175,7 +185,9 @@ def vendor_export_gap(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     return dg.MaterializeResult(
         metadata={"job_id": export["job_id"], **figures},
         check_results=[
-            dg.AssetCheckResult(check_name="export_reconciles", passed=reconciles, metadata={"job_id": export["job_id"], **figures}),
+            dg.AssetCheckResult(
+                check_name="export_reconciles", passed=reconciles, metadata={"job_id": export["job_id"], **figures}
+            ),
             dg.AssetCheckResult(
                 check_name="stream_complete",
                 passed=gap.export_only == 0,
@@ -212,7 +224,9 @@ def gap_run_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource)
                 tags={"dagster/partition": day_key, "ev/export_job_id": export["job_id"]},
             )
         )
-    reason = f"{len(requests)} exports ingested" + (f"; waiting for the ingest of {', '.join(waiting)}" if waiting else "")
+    reason = f"{len(requests)} exports ingested" + (
+        f"; waiting for the ingest of {', '.join(waiting)}" if waiting else ""
+    )
     return requests, reason
 
 
@@ -227,6 +241,7 @@ def vendor_gap_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     if not requests:
         return dg.SkipReason(reason)
     return dg.SensorResult(run_requests=requests)
+
 
 nightly_gap_fill = dg.build_schedule_from_partitioned_job(
     vendor_export_job,

@@ -51,7 +51,12 @@ class ExportGap:
         return self.export_only / self.day_messages if self.day_messages else 0.0
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "received_day": self.received_day.isoformat(), "day_messages": self.day_messages, "gap_share": round(self.gap_share, 6)}
+        return {
+            **asdict(self),
+            "received_day": self.received_day.isoformat(),
+            "day_messages": self.day_messages,
+            "gap_share": round(self.gap_share, 6),
+        }
 
 
 def export_files_ingested(warehouse: Warehouse, file_prefix: str) -> int:
@@ -60,7 +65,9 @@ def export_files_ingested(warehouse: Warehouse, file_prefix: str) -> int:
     with warehouse.engine.connect() as conn:
         return int(
             conn.execute(
-                sa.select(sa.func.count(sa.distinct(f.file_name))).where(f.file_name.startswith(file_prefix, autoescape=True))
+                sa.select(sa.func.count(sa.distinct(f.file_name))).where(
+                    f.file_name.startswith(file_prefix, autoescape=True)
+                )
             ).scalar_one()
         )
 

@@ -74,7 +74,15 @@ class IngestReport:
 
     def ledger_row(self, run_id: str | None, processed_at: datetime) -> pl.DataFrame:
         return pl.DataFrame(
-            [{"batch_id": self.batch_id, "run_id": run_id, **self.counts(), "reconciled": self.reconciled, "processed_at": processed_at}]
+            [
+                {
+                    "batch_id": self.batch_id,
+                    "run_id": run_id,
+                    **self.counts(),
+                    "reconciled": self.reconciled,
+                    "processed_at": processed_at,
+                }
+            ]
         )
 
 
@@ -151,8 +159,10 @@ def ingest_batch(
             if fresh:
                 raise BatchRejected(
                     batch_id,
-                    [f"the batch is already in the ledger, yet {len(fresh)} of its files were never read: "
-                     "a batch id must name its files' content (core.batching)"],
+                    [
+                        f"the batch is already in the ledger, yet {len(fresh)} of its files were never read: "
+                        "a batch id must name its files' content (core.batching)"
+                    ],
                 )
             report.committed_before = True
             return report  # a replay of a batch already ingested: nothing to write
@@ -195,7 +205,9 @@ def _judge(
     """The duplicate rule and enrichment on the contract's result (inside the writing
     transaction, whose reads decide them): the new events to store, the rejected records (the
     contract's, then the conflicting duplicates), and the report's record counts filled in."""
-    new_events, report.duplicates, conflicts = _new_events(warehouse, conn, result.accepted, report.batch_id, settings, now)
+    new_events, report.duplicates, conflicts = _new_events(
+        warehouse, conn, result.accepted, report.batch_id, settings, now
+    )
     rejected = pl.concat([result.rejected, conflicts], how="vertical_relaxed")
     report.records_read = records.height
     report.accepted = new_events.height
@@ -230,7 +242,9 @@ def _verify(report: IngestReport, new_events: pl.DataFrame) -> None:
         raise BatchRejected(report.batch_id, problems)
 
 
-def _record_in_ledger(warehouse: Warehouse, conn: Connection, report: IngestReport, run_id: str | None, now: datetime) -> None:
+def _record_in_ledger(
+    warehouse: Warehouse, conn: Connection, report: IngestReport, run_id: str | None, now: datetime
+) -> None:
     """Insert the batch's ledger row and queue the batch for pairing, inside the batch's own
     transaction: its events are never committed without their pairing queued. The ledger is
     insert-only: a batch id already there is a no-op before this point, never a rewrite."""
@@ -287,9 +301,7 @@ def reference_for(
     return {"meters": meters, "service_points": points, "transformers": transformers, "feeders": feeders}
 
 
-def _rejected_rows(
-    parsed: list[feed.ParsedFile], rejected: pl.DataFrame, batch_id: str, now: datetime
-) -> pl.DataFrame:
+def _rejected_rows(parsed: list[feed.ParsedFile], rejected: pl.DataFrame, batch_id: str, now: datetime) -> pl.DataFrame:
     if rejected.is_empty():
         return pl.DataFrame(schema=EV_REJECTED_MESSAGES.polars_schema)
     with_raw = feed.raw_records(parsed, rejected)
@@ -401,9 +413,7 @@ def replay_rejected(
     return report
 
 
-def replay_selection(
-    warehouse: Warehouse, rejection_ids: list[str], corrected_file: str | None = None
-) -> pl.DataFrame:
+def replay_selection(warehouse: Warehouse, rejection_ids: list[str], corrected_file: str | None = None) -> pl.DataFrame:
     """rejection_id and raw_record of the records to replay: as stored, or as corrected in an
     export file (`ev-awareness rejected export`) whose records keep their `_rejection_id`."""
     if corrected_file is None:

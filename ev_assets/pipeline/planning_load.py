@@ -102,7 +102,9 @@ def update_daily_load(
         # The range's sessions are read once (a month of 20,000 meters: 50,000 rows); what takes
         # memory is their 15-minute intervals, made a chunk at a time.
         complete = complete_sessions_for_days(warehouse, conn, settings, first_day, last_day)
-        transformers = warehouse.read_in(REF_TRANSFORMERS, "transformer_id", complete["transformer_id"].drop_nulls().unique(), conn=conn)
+        transformers = warehouse.read_in(
+            REF_TRANSFORMERS, "transformer_id", complete["transformer_id"].drop_nulls().unique(), conn=conn
+        )
 
         def compute(span: tuple[date, date]) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
             overlapping = complete.filter(pl.col("event_date").is_between(*start_dates(settings, *span)))
@@ -120,14 +122,18 @@ def update_daily_load(
                 warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(chunk_first, chunk_last))
                 report.rows[level] = report.rows.get(level, 0) + warehouse.insert(conn, spec, frames[level])
                 interval_spec = INTERVAL_LOAD_TABLES[level]
-                warehouse.delete(conn, interval_spec, warehouse.column(interval_spec, "load_date").between(chunk_first, chunk_last))
+                warehouse.delete(
+                    conn, interval_spec, warehouse.column(interval_spec, "load_date").between(chunk_first, chunk_last)
+                )
                 written = warehouse.insert(conn, interval_spec, profiles[level])
                 report.interval_rows[level] = report.interval_rows.get(level, 0) + written
                 daily[level].append(frames[level])
                 tops[level].append(_top_intervals(level, profiles[level]))
                 busiest[level].append(_busiest_day_profile(level, frames[level], profiles[level]))
             report.chunks += 1
-        warehouse.delete(conn, EV_LOAD_DAYS_PENDING, warehouse.column(EV_LOAD_DAYS_PENDING, "load_date").between(first_day, last_day))
+        warehouse.delete(
+            conn, EV_LOAD_DAYS_PENDING, warehouse.column(EV_LOAD_DAYS_PENDING, "load_date").between(first_day, last_day)
+        )
     for level, spec in DAILY_LOAD_TABLES.items():
         report.frames[level] = pl.concat(daily[level]).sort(spec.primary_key[0], "load_date")
         report.top_intervals[level] = _top_intervals(level, pl.concat(tops[level]))
@@ -269,12 +275,19 @@ def profile_peak_mismatches(warehouse: Warehouse, first_day: date, last_day: dat
         )  # fmt: skip
         maxima_rows = conn.execute(maxima_query).fetchall()
     maxima = pl.DataFrame(
-        maxima_rows, schema={"transformer_id": pl.String, "load_date": pl.Date, "profile_max_kw": pl.Float64}, orient="row"
+        maxima_rows,
+        schema={"transformer_id": pl.String, "load_date": pl.Date, "profile_max_kw": pl.Float64},
+        orient="row",
     )
     both = daily.select(*key, "peak_kw").join(maxima, on=key, how="full", coalesce=True)
-    return both.with_columns(pl.col("peak_kw").fill_null(0.0), pl.col("profile_max_kw").fill_null(0.0)).filter(
-        (pl.col("peak_kw") - pl.col("profile_max_kw")).abs() > 1e-9 * pl.max_horizontal(pl.col("peak_kw"), pl.lit(1.0))
-    ).sort(key)
+    return (
+        both.with_columns(pl.col("peak_kw").fill_null(0.0), pl.col("profile_max_kw").fill_null(0.0))
+        .filter(
+            (pl.col("peak_kw") - pl.col("profile_max_kw")).abs()
+            > 1e-9 * pl.max_horizontal(pl.col("peak_kw"), pl.lit(1.0))
+        )
+        .sort(key)
+    )
 
 
 @dataclass
@@ -284,7 +297,9 @@ class QueueReport:
     top: pl.DataFrame | None = None
 
 
-def refresh_planning_queue(warehouse: Warehouse, settings: PipelineSettings, *, now: datetime | None = None) -> QueueReport:
+def refresh_planning_queue(
+    warehouse: Warehouse, settings: PipelineSettings, *, now: datetime | None = None
+) -> QueueReport:
     """Replace transformer_planning_queue (delete, then insert, one transaction) from the
     transformer_daily_load rows of the window ending on its latest load_date
     (ev_assets.core.planning_queue)."""

@@ -47,7 +47,9 @@ def refresh_premise_profile(
     report = PremiseReport()
     profiles, news = [], []
     with warehouse.transaction() as conn:
-        premises = warehouse.scalars(sa.select(s.premise_id).where(trusted).distinct().order_by(s.premise_id), conn=conn)
+        premises = warehouse.scalars(
+            sa.select(s.premise_id).where(trusted).distinct().order_by(s.premise_id), conn=conn
+        )
         report.as_of = warehouse.scalars(sa.select(sa.func.max(s.event_date)).where(trusted), conn=conn)[0]
         if isinstance(report.as_of, str):  # SQLite hands aggregates of dates back as text
             report.as_of = datetime.fromisoformat(report.as_of).date()
@@ -56,7 +58,10 @@ def refresh_premise_profile(
         for chunk in chunked(premises, chunk_premises):
             sessions = warehouse.read_in(EV_CHARGING_SESSIONS, "premise_id", chunk, where=trusted, conn=conn)
             intervals = load_profile.interval_loads(
-                sessions, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio, keep=("premise_id",)
+                sessions,
+                load_shape=settings.load_shape,
+                idle_ratio=settings.load_shape_idle_ratio,
+                keep=("premise_id",),
             )
             profile = premise_profile.premise_profile(
                 sessions, intervals, tz=settings.timezone, windows=windows, updated_at=now

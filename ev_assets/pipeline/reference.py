@@ -62,7 +62,9 @@ def load_reference(
             warehouse.put_setting(conn, REFERENCE_VERSION_KEY, version)
         new = {name: warehouse.read(spec, conn=conn) for name, spec in REFERENCE_TABLES.items()}
         affected = _with_events(warehouse, conn, enrich.meters_affected_by_change(old, new))
-        meters_queued = _queue_meters(warehouse, conn, affected | set(_waiting_meters(warehouse, conn, new["meters"])), now)
+        meters_queued = _queue_meters(
+            warehouse, conn, affected | set(_waiting_meters(warehouse, conn, new["meters"])), now
+        )
         days = _days_of_rerated_transformers(warehouse, conn, old["transformers"], new["transformers"])
         queue_load_days(warehouse, conn, days, now)
     return ReferenceReport(rows=counts, meters_queued=meters_queued, days_queued=len(days))
@@ -87,7 +89,9 @@ def reattribute_pending_meters(
             chunk = pending_meters(warehouse, "attribute", limit=chunk_meters, conn=conn)
             if not chunk:
                 return changed_total
-            stored = warehouse.read_id_ranges(EV_CHARGING_EVENTS, "message_id", *events.meter_prefixes(chunk), conn=conn)
+            stored = warehouse.read_id_ranges(
+                EV_CHARGING_EVENTS, "message_id", *events.meter_prefixes(chunk), conn=conn
+            )
             again = EV_CHARGING_EVENTS.conform(
                 enrich.attribute(stored, reference_for(warehouse, stored, conn=conn), date_col="message_date")
             )
@@ -123,7 +127,9 @@ def _queue_meters(warehouse: Warehouse, conn, meters: set[str], now: datetime) -
         return 0
     ordered = sorted(meters)
     warehouse.delete_in(conn, EV_METERS_PENDING, "meter_id", ordered)
-    warehouse.insert(conn, EV_METERS_PENDING, pl.DataFrame({"meter_id": ordered, "stage": "attribute", "queued_at": now}))
+    warehouse.insert(
+        conn, EV_METERS_PENDING, pl.DataFrame({"meter_id": ordered, "stage": "attribute", "queued_at": now})
+    )
     return len(ordered)
 
 

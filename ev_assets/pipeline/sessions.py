@@ -84,7 +84,9 @@ def pending_batches(warehouse: Warehouse, *, conn=None, limit: int | None = None
     return warehouse.scalars(sa.select(q.batch_id).order_by(q.queued_at, q.batch_id).limit(limit), conn=conn)
 
 
-def _repair_in(warehouse: Warehouse, conn, changed: pl.DataFrame, settings: PipelineSettings, now: datetime) -> SessionsReport:
+def _repair_in(
+    warehouse: Warehouse, conn, changed: pl.DataFrame, settings: PipelineSettings, now: datetime
+) -> SessionsReport:
     window = pairing.pairing_window(changed, settings.max_session)
     if window is None:
         return SessionsReport()
@@ -158,7 +160,9 @@ def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow,
     end_only = sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to))
     frames = [
         warehouse.read_id_ranges(EV_CHARGING_SESSIONS, "session_id", *starts, conn=conn, columns=_STORED_CONTENT),
-        warehouse.read_in(EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, end_only, conn=conn, columns=_STORED_CONTENT),
+        warehouse.read_in(
+            EV_CHARGING_SESSIONS, "meter_id", window.meter_ids, end_only, conn=conn, columns=_STORED_CONTENT
+        ),
         warehouse.read_in(EV_CHARGING_SESSIONS, "session_id", edge_ids, conn=conn, columns=_STORED_CONTENT),
     ]
     return pl.concat(frames).unique("session_id", keep="first", maintain_order=True)
@@ -305,7 +309,15 @@ def queue_load_days(warehouse: Warehouse, conn, days: list[date], now: datetime)
 
 # What a session's part in the daily load depends on: _changed compares these to queue load days.
 _SESSION_CONTENT = (
-    "session_id", "status", "start_time", "end_time", "energy_wh", "transformer_id", "feeder_id", "substation_id", "quality_flags",
+    "session_id",
+    "status",
+    "start_time",
+    "end_time",
+    "energy_wh",
+    "transformer_id",
+    "feeder_id",
+    "substation_id",
+    "quality_flags",
 )
 # What makes a stored session the same as a re-paired one: every column but updated_at.
 _STORED_CONTENT = tuple(c for c in EV_CHARGING_SESSIONS.column_names if c != "updated_at")

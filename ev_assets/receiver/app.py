@@ -168,7 +168,12 @@ def create_app(config: ReceiverConfig) -> Starlette:
             token = authenticate(request)
             wait = buckets.take(token)
             if wait:
-                raise Refused(429, "rate_limited", f"over {config.rate_per_s:g} pushes/s for this token", {"Retry-After": str(max(1, round(wait + 0.5)))})
+                raise Refused(
+                    429,
+                    "rate_limited",
+                    f"over {config.rate_per_s:g} pushes/s for this token",
+                    {"Retry-After": str(max(1, round(wait + 0.5)))},
+                )
             media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type not in JSON_TYPES + AVRO_TYPES:
                 raise Refused(
@@ -228,5 +233,3 @@ def serve(host: str, port: int, settings=None, log_level: str = "warning") -> No
             raise SystemExit("EV_RECEIVER_TLS_CERT and EV_RECEIVER_TLS_KEY go together")
         tls = {"ssl_certfile": str(s.receiver_tls_cert), "ssl_keyfile": str(s.receiver_tls_key)}
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, access_log=False, **tls)
-
-

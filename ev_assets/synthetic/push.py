@@ -57,10 +57,17 @@ def encode(records: list[dict], fmt: PushFormat) -> tuple[bytes, str]:
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
-    return isinstance(exc, httpx.HTTPStatusError) and (exc.response.status_code == 429 or exc.response.status_code >= 500)
+    return isinstance(exc, httpx.HTTPStatusError) and (
+        exc.response.status_code == 429 or exc.response.status_code >= 500
+    )
 
 
-@retry(retry=retry_if_exception(_transient), wait=wait_exponential(multiplier=0.2, max=10), stop=stop_after_attempt(8), reraise=True)
+@retry(
+    retry=retry_if_exception(_transient),
+    wait=wait_exponential(multiplier=0.2, max=10),
+    stop=stop_after_attempt(8),
+    reraise=True,
+)
 def _post(client: httpx.Client, url: str, body: bytes, content_type: str) -> httpx.Response:
     answer = client.post(url, content=body, headers={"Content-Type": content_type})
     if answer.status_code == 429 or answer.status_code >= 500:

@@ -174,10 +174,7 @@ def _entity_keys(ids: pl.Series) -> np.ndarray:
     if numeric.null_count() == 0:
         return numeric.to_numpy()
     return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
-            for s in ids
-        ],
+        [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in ids],
         dtype=np.uint64,
     )
 
@@ -199,9 +196,7 @@ def ev_population(
     has_ev = _uniform(seed, _EV, keys) < config.ev_share
     keys, sp_ids = keys[has_ev], sp_ids.filter(pl.Series(has_ev))
     weights = np.asarray(config.charger_weights, dtype=float)
-    charger = np.searchsorted(
-        np.cumsum(weights) / weights.sum(), _uniform(seed, _CHARGER, keys), side="right"
-    )
+    charger = np.searchsorted(np.cumsum(weights) / weights.sum(), _uniform(seed, _CHARGER, keys), side="right")
     charger = np.minimum(charger, len(weights) - 1)
     return pl.DataFrame(
         {
@@ -238,9 +233,7 @@ def simulate_sessions(
     # One day of look-back: yesterday's session decides whether today's can start.
     candidates = _candidate_sessions(evs, first_day - 1, days + 1, seed, config)
     sessions = _drop_overlapping(candidates, config).filter(pl.col("day") >= first_day)
-    return (
-        _attach_identity(sessions, utility).select(SESSION_COLUMNS).sort("start_time", "session_id")
-    )
+    return _attach_identity(sessions, utility).select(SESSION_COLUMNS).sort("start_time", "session_id")
 
 
 def _candidate_sessions(
@@ -269,10 +262,7 @@ def _candidate_sessions(
                 "charge_w": charge_w,
             }
         )
-        .with_columns(
-            end_time=pl.col("start_time")
-            + pl.duration(microseconds=pl.col("duration_cs") * CENTISECOND_US)
-        )
+        .with_columns(end_time=pl.col("start_time") + pl.duration(microseconds=pl.col("duration_cs") * CENTISECOND_US))
         .with_columns(
             duration_h=pl.col("duration_cs") / 360_000,
             # Energy consistent with power x duration, to the reported centiwatt-hour.
@@ -327,9 +317,7 @@ def _local_to_utc(day: np.ndarray, seconds_cs: np.ndarray, timezone: str) -> pl.
     local_us = day.astype(np.int64) * 86_400_000_000 + seconds_cs * CENTISECOND_US
     naive = pl.Series("start_time", local_us).cast(pl.Datetime("us"))
     localized = naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-    shifted = (naive + timedelta(hours=1)).dt.replace_time_zone(
-        timezone, ambiguous="earliest", non_existent="null"
-    )
+    shifted = (naive + timedelta(hours=1)).dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
     return localized.fill_null(shifted).dt.convert_time_zone("UTC")
 
 
@@ -364,9 +352,7 @@ def _attach_identity(sessions: pl.DataFrame, utility: dict[str, pl.DataFrame]) -
         .join(meters, on="service_point_id")
         .filter(valid_on(event_date))
         .with_columns(
-            session_id=pl.concat_str(
-                pl.lit("EV-"), "service_point_id", pl.lit("-"), event_date.dt.strftime("%Y%m%d")
-            )
+            session_id=pl.concat_str(pl.lit("EV-"), "service_point_id", pl.lit("-"), event_date.dt.strftime("%Y%m%d"))
         )
     )
 
@@ -374,9 +360,7 @@ def _attach_identity(sessions: pl.DataFrame, utility: dict[str, pl.DataFrame]) -
 # --------------------------------------------------------------------------- messages
 
 
-def session_messages(
-    sessions: pl.DataFrame, seed: int, config: SimulationConfig = SimulationConfig()
-) -> pl.DataFrame:
+def session_messages(sessions: pl.DataFrame, seed: int, config: SimulationConfig = SimulationConfig()) -> pl.DataFrame:
     """The feed's messages for ``sessions``: a start and an end message each.
 
     ReceivedTime is the event time plus a seeded network delay (lognormal, seconds to a
@@ -399,9 +383,7 @@ def session_messages(
         start_received=pl.col("start_time") + pl.duration(microseconds=pl.Series(start_delay)),
         end_received=pl.col("end_time") + pl.duration(microseconds=pl.Series(end_delay)),
     ).with_columns(
-        end_received=pl.max_horizontal(
-            "end_received", pl.col("start_received") + timedelta(milliseconds=10)
-        )
+        end_received=pl.max_horizontal("end_received", pl.col("start_received") + timedelta(milliseconds=10))
     )
     null_time, null_number = pl.lit(None, dtype=UTC_US), pl.lit(None, dtype=pl.Float64)
     starts = timed.select(
@@ -439,9 +421,7 @@ def _network_delay_us(
     start_us: np.ndarray,
     config: SimulationConfig,
 ) -> np.ndarray:
-    seconds = config.delay_median_s * np.exp(
-        config.delay_sigma * _normal(seed, streams, keys, start_us)
-    )
+    seconds = config.delay_median_s * np.exp(config.delay_sigma * _normal(seed, streams, keys, start_us))
     seconds = np.clip(seconds, config.delay_min_s, config.delay_max_s)
     return (np.round(seconds * 100) * CENTISECOND_US).astype(np.int64)  # centiseconds
 
@@ -449,16 +429,12 @@ def _network_delay_us(
 # --------------------------------------------------------------------------- payload files
 
 
-def write_feed(
-    messages: pl.DataFrame, landing_dir: Path, config: SimulationConfig = SimulationConfig()
-) -> list[Path]:
+def write_feed(messages: pl.DataFrame, landing_dir: Path, config: SimulationConfig = SimulationConfig()) -> list[Path]:
     """Write the messages as payload files, one per ``file_minutes`` window of ReceivedTime.
 
     Returns the written paths in chronological order. See the module docstring for the format.
     """
-    return _write_windows(
-        _payload_lines(messages, config.file_minutes), Path(landing_dir), config.file_minutes
-    )
+    return _write_windows(_payload_lines(messages, config.file_minutes), Path(landing_dir), config.file_minutes)
 
 
 def _iso_utc(column: str) -> pl.Expr:
@@ -473,10 +449,7 @@ def _payload_lines(messages: pl.DataFrame, file_minutes: int) -> pl.DataFrame:
     window_us = file_minutes * 60_000_000
     record = pl.struct(
         *[pl.col(name) for name in FEED_FIELDS[:6]],
-        *[
-            _iso_utc(name).alias(name)
-            for name in ("ReceivedTime", "ChargeStartTime", "ChargeEndTime")
-        ],
+        *[_iso_utc(name).alias(name) for name in ("ReceivedTime", "ChargeStartTime", "ChargeEndTime")],
         pl.col("ChargeW").cast(pl.String),
         pl.col("ChargeDuration").round(0).cast(pl.Int64).cast(pl.String),
         pl.col("ChargeEnergy").cast(pl.String),
@@ -490,11 +463,7 @@ def _payload_lines(messages: pl.DataFrame, file_minutes: int) -> pl.DataFrame:
 def _write_windows(lines: pl.DataFrame, landing_dir: Path, file_minutes: int) -> list[Path]:
     """Write one payload file per window in ``lines`` (columns window, record)."""
     landing_dir.mkdir(parents=True, exist_ok=True)
-    files = (
-        lines.group_by("window", maintain_order=True)
-        .agg(body=pl.col("record").str.join(",\n"))
-        .sort("window")
-    )
+    files = lines.group_by("window", maintain_order=True).agg(body=pl.col("record").str.join(",\n")).sort("window")
     window_seconds = file_minutes * 60
     paths = []
     for window_us, body in files.iter_rows():
@@ -560,9 +529,7 @@ class _SimulatedClock:
         self._anchor_monotonic = time.monotonic()
 
     def now(self) -> datetime:
-        return self.anchor + timedelta(
-            seconds=(time.monotonic() - self._anchor_monotonic) * self.speedup
-        )
+        return self.anchor + timedelta(seconds=(time.monotonic() - self._anchor_monotonic) * self.speedup)
 
     def real_seconds_until(self, moment: datetime) -> float:
         return max((moment - self.now()).total_seconds() / self.speedup, 0.0)
@@ -604,9 +571,7 @@ def follow_wall_clock(
             next_day += timedelta(days=1)
         closed_until = _window_start(now, window)
         messages = pl.concat(pending)
-        due = messages.filter(
-            pl.col("ReceivedTime").is_between(written_until, closed_until, closed="left")
-        )
+        due = messages.filter(pl.col("ReceivedTime").is_between(written_until, closed_until, closed="left"))
         write_feed(due, landing_dir, config)
         pending = [messages.filter(pl.col("ReceivedTime") >= closed_until)]
         written_until = max(written_until, closed_until)

@@ -77,9 +77,7 @@ LARGE_KVA_SHARE = 0.05
 # --------------------------------------------------------------------------- public API
 
 
-def generate_utility(
-    meters: int = 2000, seed: int = 7, start: date = date(2024, 1, 1)
-) -> dict[str, pl.DataFrame]:
+def generate_utility(meters: int = 2000, seed: int = 7, start: date = date(2024, 1, 1)) -> dict[str, pl.DataFrame]:
     """Generate the six reference tables for ``meters`` homes, keyed by file stem."""
     if meters < 1:
         raise ValueError("meters must be >= 1")
@@ -97,9 +95,7 @@ def generate_utility(
     feeders = _feeders(rng, feeder_substation, substations)
     transformers = _transformers(rng, transformer_feeder, sp_transformer, feeders)
     premises = _premises(rng, sp_transformer, transformer_feeder, feeder_substation)
-    service_points = _service_points(
-        rng, sp_transformer, transformer_feeder, transformers, premises, start
-    )
+    service_points = _service_points(rng, sp_transformer, transformer_feeder, transformers, premises, start)
     meters_frame = _meters(rng, service_points, start)
 
     frames = {
@@ -113,7 +109,9 @@ def generate_utility(
     # Optional columns the synthetic utility does not model (per-transformer thermal overrides) are null.
     return {
         name: frames[name]
-        .with_columns([pl.lit(None, dtype=t).alias(c) for c, t in SCHEMAS[name].items() if c not in frames[name].columns])
+        .with_columns(
+            [pl.lit(None, dtype=t).alias(c) for c, t in SCHEMAS[name].items() if c not in frames[name].columns]
+        )
         .select(list(SCHEMAS[name]))
         .cast(SCHEMAS[name])
         for name in TABLES
@@ -149,9 +147,7 @@ def _first_member_of_groups(groups: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
 
 
-def _increasing_ids(
-    rng: np.random.Generator, count: int, base: int, max_step: int = 40
-) -> np.ndarray:
+def _increasing_ids(rng: np.random.Generator, count: int, base: int, max_step: int = 40) -> np.ndarray:
     """Unique, increasing, irregularly spaced integer ids (how utility numbering looks)."""
     return base + np.cumsum(rng.integers(1, max_step + 1, size=count))
 
@@ -172,19 +168,14 @@ def _substations(n_substations: int) -> pl.DataFrame:
     )
 
 
-def _feeders(
-    rng: np.random.Generator, feeder_substation: np.ndarray, substations: pl.DataFrame
-) -> pl.DataFrame:
+def _feeders(rng: np.random.Generator, feeder_substation: np.ndarray, substations: pl.DataFrame) -> pl.DataFrame:
     first = _first_member_of_groups(feeder_substation)
     number_in_substation = np.arange(len(feeder_substation)) - first[feeder_substation] + 1
     substation_voltage = rng.choice(FEEDER_VOLTAGES_KV, size=substations.height)
     substation_ids = substations["substation_id"].gather(feeder_substation)
     return pl.DataFrame(
         {
-            "feeder_id": "FDR-"
-            + _digits(feeder_substation + 1, 3)
-            + "-"
-            + _digits(number_in_substation, 2),
+            "feeder_id": "FDR-" + _digits(feeder_substation + 1, 3) + "-" + _digits(number_in_substation, 2),
             "substation_id": substation_ids,
             "voltage_kv": substation_voltage[feeder_substation],
         }
@@ -291,9 +282,7 @@ def _service_points(
     shift = rng.integers(1, np.maximum(feeder_size[feeder], 2))
     new = feeder_first[feeder] + (old - feeder_first[feeder] + shift) % feeder_size[feeder]
     change = _change_dates(rng, len(refed), start)
-    return _close_and_reopen(
-        current, refed, change, {"transformer_id": transformer_ids.gather(new)}, start
-    )
+    return _close_and_reopen(current, refed, change, {"transformer_id": transformer_ids.gather(new)}, start)
 
 
 def _meters(rng: np.random.Generator, service_points: pl.DataFrame, start: date) -> pl.DataFrame:
@@ -305,17 +294,13 @@ def _meters(rng: np.random.Generator, service_points: pl.DataFrame, start: date)
         {
             "meter_id": _digits(_increasing_ids(rng, total, base=2_000_000_000), 10),
             "meter_key": np.arange(1, total + 1),
-            "meter_number": _digits(
-                _increasing_ids(rng, total, base=9_100_000_000, max_step=3), 10
-            ),
+            "meter_number": _digits(_increasing_ids(rng, total, base=9_100_000_000, max_step=3), 10),
         }
     )
     identity = identity.with_columns(esn=_esns(rng, identity["meter_number"]))
     original = identity.head(n).with_columns(service_point_id=sp_ids)
     change = _change_dates(rng, len(exchanged), start)
-    replacement = {
-        name: identity[name].slice(n) for name in ("meter_id", "meter_key", "meter_number", "esn")
-    }
+    replacement = {name: identity[name].slice(n) for name in ("meter_id", "meter_key", "meter_number", "esn")}
     meters = _close_and_reopen(original, exchanged, change, replacement, start)
     return meters.sort("meter_key")
 
@@ -327,9 +312,7 @@ def _esns(rng: np.random.Generator, meter_numbers: pl.Series) -> pl.Series:
     number as the trailing serial, so each ESN is unique.
     """
     n = len(meter_numbers)
-    model = rng.choice(
-        np.array(["1.16.210.3", "1.16.210.4", "1.18.240.3"]), size=n, p=[0.5, 0.3, 0.2]
-    )
+    model = rng.choice(np.array(["1.16.210.3", "1.16.210.4", "1.18.240.3"]), size=n, p=[0.5, 0.3, 0.2])
     lot = _digits(rng.integers(0, 1_000_000, size=n), 6)
     hardware = _digits(rng.integers(10, 40, size=n), 2)
     firmware = _digits(rng.integers(0, 100, size=n), 2)
@@ -347,9 +330,7 @@ def _close_and_reopen(
     and appending their successors (same other columns, ``new_values`` replaced)."""
     row = pl.Series("row", np.arange(current.height))
     closes = pl.DataFrame({"row": changed_rows, "effective_to": change_dates})
-    current = current.with_columns(row, effective_from=pl.lit(start, dtype=pl.Date)).join(
-        closes, on="row", how="left"
-    )
+    current = current.with_columns(row, effective_from=pl.lit(start, dtype=pl.Date)).join(closes, on="row", how="left")
     successors = (
         current.filter(pl.col("row").is_in(changed_rows.tolist()))
         .sort("row")
@@ -368,9 +349,7 @@ def _close_and_reopen(
 
 
 def _with_validity(frame: pl.DataFrame, start: date) -> pl.DataFrame:
-    return frame.with_columns(
-        effective_from=pl.lit(start, dtype=pl.Date), effective_to=pl.lit(None, dtype=pl.Date)
-    )
+    return frame.with_columns(effective_from=pl.lit(start, dtype=pl.Date), effective_to=pl.lit(None, dtype=pl.Date))
 
 
 __all__ = ["generate_utility"]

@@ -162,7 +162,11 @@ def create_app(feed: pl.DataFrame, config: EmulatorConfig | None = None) -> Star
         age = time.monotonic() - job.created
         answer = {"jobId": job.job_id, "status": "New" if age < config.delay_s / 4 else "InProgress"}
         if age >= config.delay_s:
-            answer = {"jobId": job.job_id, "status": "Success", "downloadUrl": str(request.url_for("download", **request.path_params))}
+            answer = {
+                "jobId": job.job_id,
+                "status": "Success",
+                "downloadUrl": str(request.url_for("download", **request.path_params)),
+            }
         return JSONResponse(answer)
 
     async def download(request: Request) -> Response:

@@ -44,7 +44,9 @@ class VendorError(RuntimeError):
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
-    return isinstance(exc, httpx.HTTPStatusError) and (exc.response.status_code == 429 or exc.response.status_code >= 500)
+    return isinstance(exc, httpx.HTTPStatusError) and (
+        exc.response.status_code == 429 or exc.response.status_code >= 500
+    )
 
 
 @dataclass
@@ -102,7 +104,11 @@ class VendorClient:
             answer = self._send(
                 "POST",
                 self.token_url,
-                data={"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self.client_secret},
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self.client_id,
+                    "client_secret": self.client_secret,
+                },
             ).json()
             self.token_fetches += 1
             self._token = (answer["access_token"], time.monotonic() + float(answer.get("expires_in", 300)))
@@ -128,7 +134,14 @@ class VendorClient:
     def job_status(self, job_id: str, correlation_id: str) -> dict:
         return self._send("GET", f"{self._jobs_url()}/{job_id}", headers=self._headers(correlation_id)).json()
 
-    def wait_for(self, job_id: str, correlation_id: str, deadline_s: float = 1800.0, first_wait_s: float = 0.5, max_wait_s: float = 60.0) -> str:
+    def wait_for(
+        self,
+        job_id: str,
+        correlation_id: str,
+        deadline_s: float = 1800.0,
+        first_wait_s: float = 0.5,
+        max_wait_s: float = 60.0,
+    ) -> str:
         """Poll with exponential backoff until "Success" (-> its downloadUrl); VendorError on a failure
         status or when the deadline passes."""
 
@@ -152,13 +165,29 @@ class VendorClient:
         return self._send("GET", url, headers=self._headers(correlation_id)).content
 
     def export_to_landing(
-        self, tokens: dict[str, str], landing_dir: Path, *, filetype: str = "Parquet", label: str = "export", deadline_s: float = 1800.0, first_wait_s: float = 0.5
+        self,
+        tokens: dict[str, str],
+        landing_dir: Path,
+        *,
+        filetype: str = "Parquet",
+        label: str = "export",
+        deadline_s: float = 1800.0,
+        first_wait_s: float = 0.5,
     ) -> list[Path]:
         """Request, wait, download, and write each file of the export as a landing payload file."""
-        return self.export_job_to_landing(tokens, landing_dir, filetype=filetype, label=label, deadline_s=deadline_s, first_wait_s=first_wait_s)[1]
+        return self.export_job_to_landing(
+            tokens, landing_dir, filetype=filetype, label=label, deadline_s=deadline_s, first_wait_s=first_wait_s
+        )[1]
 
     def export_job_to_landing(
-        self, tokens: dict[str, str], landing_dir: Path, *, filetype: str = "Parquet", label: str = "export", deadline_s: float = 1800.0, first_wait_s: float = 0.5
+        self,
+        tokens: dict[str, str],
+        landing_dir: Path,
+        *,
+        filetype: str = "Parquet",
+        label: str = "export",
+        deadline_s: float = 1800.0,
+        first_wait_s: float = 0.5,
     ) -> tuple[str, list[Path]]:
         """(job id, landing files): the files are `{label}-{jobId}-{n:05d}.json`, n = 0, 1, ..."""
         correlation_id = str(uuid.uuid4())

@@ -171,7 +171,9 @@ def check_connection(conn: Connection, url: str | sa.URL) -> None:
             f"{where} is at schema revision {found}, which this code does not know (a newer version "
             f"migrated it; the code needs {needed}): run the newer version of the code"
         )
-    raise SchemaBehindError(f"{where} is at schema revision {found}, the code needs {needed}: run `ev-awareness db upgrade`")
+    raise SchemaBehindError(
+        f"{where} is at schema revision {found}, the code needs {needed}: run `ev-awareness db upgrade`"
+    )
 
 
 # --- changing the database ------------------------------------------------------------------------

@@ -110,9 +110,7 @@ class Warehouse:
         self.url = url
         self.engine = make_engine(url)
         self.metadata = sa.MetaData()
-        self.tables: dict[str, sa.Table] = {
-            spec.name: spec.sqlalchemy_table(self.metadata) for spec in ALL_TABLES
-        }
+        self.tables: dict[str, sa.Table] = {spec.name: spec.sqlalchemy_table(self.metadata) for spec in ALL_TABLES}
         self._schema_checked = False
         self._timezone_ok: str | None = None
 
@@ -196,7 +194,9 @@ class Warehouse:
             query = query.where(where)
         return self.query_frame(spec, query, conn, columns)
 
-    def query_frame(self, spec: TableSpec, query: sa.Select, conn: Connection | None, columns: Sequence[str] | None) -> pl.DataFrame:
+    def query_frame(
+        self, spec: TableSpec, query: sa.Select, conn: Connection | None, columns: Sequence[str] | None
+    ) -> pl.DataFrame:
         """A query of `spec`'s stored columns (`columns`, or all) as a frame with the declared types,
         on `conn` or a connection of its own."""
         if conn is None:
@@ -326,7 +326,9 @@ class Warehouse:
         ids = [i for i in self.scalars(sa.select(nearest).select_from(p), conn=conn) if i is not None]
         return self.read_in(spec, id_column, ids, conn=conn, columns=columns)
 
-    def prefixes_with_rows(self, conn: Connection, spec: TableSpec, id_column: str, prefixes: Iterable[str]) -> list[str]:
+    def prefixes_with_rows(
+        self, conn: Connection, spec: TableSpec, id_column: str, prefixes: Iterable[str]
+    ) -> list[str]:
         """Those of `prefixes` under which the table holds an id (one seek each on the key)."""
         driving = self._prefix_rows(prefixes)
         if driving is None:
@@ -390,7 +392,9 @@ class Warehouse:
         conformed = spec.conform(frame)
         if self.dialect == "sqlite":
             _insert_sqlite(conn, self.table(spec), conformed)
-        elif self.dialect == "postgresql" and conn.connection.driver_connection.__class__.__module__.startswith("psycopg"):
+        elif self.dialect == "postgresql" and conn.connection.driver_connection.__class__.__module__.startswith(
+            "psycopg"
+        ):
             _copy_postgres(conn, self.table(spec), conformed)
         else:
             table = self.table(spec)
@@ -426,7 +430,11 @@ class Warehouse:
         from datetime import UTC, datetime
 
         self.delete(conn, EV_WAREHOUSE_SETTINGS, self.column(EV_WAREHOUSE_SETTINGS, "key") == key)
-        self.insert(conn, EV_WAREHOUSE_SETTINGS, pl.DataFrame({"key": [key], "value": [value], "updated_at": [datetime.now(UTC)]}))
+        self.insert(
+            conn,
+            EV_WAREHOUSE_SETTINGS,
+            pl.DataFrame({"key": [key], "value": [value], "updated_at": [datetime.now(UTC)]}),
+        )
 
     def row_counts(self) -> dict[str, int]:
         """Rows in every table (exact counts: for people, not for every micro-batch)."""
@@ -482,7 +490,9 @@ def _copy_postgres(conn: Connection, table: sa.Table, frame: pl.DataFrame) -> No
                     copy.write_row(row)
             return
         # Polars writes the rows as CSV in Rust: no Python object per value.
-        with cursor.copy(f"""COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv, NULL '{_COPY_NULL}')""") as copy:
+        with cursor.copy(
+            f"""COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv, NULL '{_COPY_NULL}')"""
+        ) as copy:
             for start in range(0, frame.height, _COPY_CHUNK_ROWS):
                 copy.write(frame.slice(start, _COPY_CHUNK_ROWS).write_csv(**_COPY_CSV).encode())
     finally:
@@ -529,8 +539,10 @@ def rows_to_frame(spec: TableSpec, rows: Sequence[Any], columns: Sequence[str] |
         if col.dtype in (UTC_DATETIME, pl.Date):
             s = pl.Series(col.name, values)
             if s.dtype == pl.String:  # SQLite's stored text (Warehouse.stored_columns)
-                s = s.str.strptime(pl.Date, _SQLITE_DATE) if col.dtype == pl.Date else (
-                    s.str.strptime(pl.Datetime("us"), _SQLITE_DATETIME_READ).dt.replace_time_zone("UTC")
+                s = (
+                    s.str.strptime(pl.Date, _SQLITE_DATE)
+                    if col.dtype == pl.Date
+                    else (s.str.strptime(pl.Datetime("us"), _SQLITE_DATETIME_READ).dt.replace_time_zone("UTC"))
                 )
             elif col.dtype == pl.Date:
                 s = s.cast(pl.Date)

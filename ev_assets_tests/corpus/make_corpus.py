@@ -31,8 +31,18 @@ UNKNOWN_METER = "2999999999"
 DROP = object()  # an override that removes the field from the record
 
 FIELD_ORDER = (
-    "ServicePointID", "MeterID", "MeterNumber", "ESN", "TransformerID", "PremiseID",
-    "ReceivedTime", "ChargeStartTime", "ChargeEndTime", "ChargeW", "ChargeDuration", "ChargeEnergy",
+    "ServicePointID",
+    "MeterID",
+    "MeterNumber",
+    "ESN",
+    "TransformerID",
+    "PremiseID",
+    "ReceivedTime",
+    "ChargeStartTime",
+    "ChargeEndTime",
+    "ChargeW",
+    "ChargeDuration",
+    "ChargeEnergy",
 )
 
 # The spec's payload example, byte for byte (trailing comma included).
@@ -92,7 +102,9 @@ def start(at: datetime, meter: str = KNOWN_METERS[0], w: object = "7200.50", **o
     return _record(meter, at + timedelta(seconds=5.12), {"ChargeStartTime": iso(at), "ChargeW": w}, overrides)
 
 
-def end(at: datetime, meter: str = KNOWN_METERS[1], energy: object = "21600.00", duration: object = "3", **overrides) -> dict:
+def end(
+    at: datetime, meter: str = KNOWN_METERS[1], energy: object = "21600.00", duration: object = "3", **overrides
+) -> dict:
     """A valid end message at `at` (received 5.12 s later) unless overridden."""
     values = {"ChargeEndTime": iso(at), "ChargeDuration": duration, "ChargeEnergy": energy}
     return _record(meter, at + timedelta(seconds=5.12), values, overrides)
@@ -204,8 +216,15 @@ def _(t):
     # The same depth after a trailing comma: the strict parse stops at the comma, the parse of the
     # repaired text is the one that meets the depth.
     deep = "[" * 100_000 + "]" * 100_000
-    return ('{"EVChargingEvents": [' + json.dumps(start(t))[:-1] + ", },\n" + json.dumps(end(t + 10 * M))[:-1]
-            + ', "Extra": ' + deep + "}]}").encode()
+    return (
+        '{"EVChargingEvents": ['
+        + json.dumps(start(t))[:-1]
+        + ", },\n"
+        + json.dumps(end(t + 10 * M))[:-1]
+        + ', "Extra": '
+        + deep
+        + "}]}"
+    ).encode()
 
 
 @case("empty_list.json")
@@ -231,13 +250,23 @@ def _(t):
     s = start(t)
     e = end(t + 10 * M)
     renamed_start = {
-        "ServicePointId": s["ServicePointID"], "meterid": s["MeterID"], "METERNUMBER": s["MeterNumber"],
-        "esn": s["ESN"], "TransformerId": s["TransformerID"], "premiseId": s["PremiseID"],
-        "receivedtime": s["ReceivedTime"], "chargeStartTime": s["ChargeStartTime"], "chargeW": s["ChargeW"],
+        "ServicePointId": s["ServicePointID"],
+        "meterid": s["MeterID"],
+        "METERNUMBER": s["MeterNumber"],
+        "esn": s["ESN"],
+        "TransformerId": s["TransformerID"],
+        "premiseId": s["PremiseID"],
+        "receivedtime": s["ReceivedTime"],
+        "chargeStartTime": s["ChargeStartTime"],
+        "chargeW": s["ChargeW"],
     }
     renamed_end = {
-        "SERVICEPOINTID": e["ServicePointID"], "MeterId": e["MeterID"], "ReceivedTIME": e["ReceivedTime"],
-        "chargeendtime": e["ChargeEndTime"], "Chargeduration": e["ChargeDuration"], "CHARGEENERGY": e["ChargeEnergy"],
+        "SERVICEPOINTID": e["ServicePointID"],
+        "MeterId": e["MeterID"],
+        "ReceivedTIME": e["ReceivedTime"],
+        "chargeendtime": e["ChargeEndTime"],
+        "Chargeduration": e["ChargeDuration"],
+        "CHARGEENERGY": e["ChargeEnergy"],
     }
     return payload([renamed_start, renamed_end, start(t + 20 * M)])
 
@@ -250,22 +279,26 @@ def _(t):
 
 @case("json_numbers.json")
 def _(t):
-    return payload([
-        start(t, w=7200.5),
-        end(t + 10 * M, energy=21600, duration=3),
-        end(t + 20 * M, energy=2.16e4, duration=3.0),
-        start(t + 30 * M, meter=2000000042, w="7.2e3"),  # an identifier as a JSON number too
-    ])
+    return payload(
+        [
+            start(t, w=7200.5),
+            end(t + 10 * M, energy=21600, duration=3),
+            end(t + 20 * M, energy=2.16e4, duration=3.0),
+            start(t + 30 * M, meter=2000000042, w="7.2e3"),  # an identifier as a JSON number too
+        ]
+    )
 
 
 @case("blank_strings_as_null.json")
 def _(t):
-    return payload([
-        start(t, ChargeEndTime="", ChargeDuration="  ", ChargeEnergy="", MeterNumber="", PremiseID=" "),
-        start(t + 10 * M, MeterID=""),
-        end(t + 20 * M, ChargeStartTime="", ChargeW="\t"),
-        start(t + 30 * M, ReceivedTime="   "),
-    ])
+    return payload(
+        [
+            start(t, ChargeEndTime="", ChargeDuration="  ", ChargeEnergy="", MeterNumber="", PremiseID=" "),
+            start(t + 10 * M, MeterID=""),
+            end(t + 20 * M, ChargeStartTime="", ChargeW="\t"),
+            start(t + 30 * M, ReceivedTime="   "),
+        ]
+    )
 
 
 @case("whitespace_padded_values.json")
@@ -279,60 +312,73 @@ def _(t):
 def _(t):
     # 20:00+05:30 is 14:30Z: the record's times written in Indian Standard Time.
     local = t.astimezone(UTC).replace(tzinfo=None)
-    return payload([
-        start(t, ChargeStartTime=(local + timedelta(hours=5, minutes=30)).isoformat() + "+05:30",
-              ReceivedTime=(local + timedelta(hours=5, minutes=30, seconds=7)).isoformat() + "+05:30"),
-        end(t + 10 * M),
-    ])
+    return payload(
+        [
+            start(
+                t,
+                ChargeStartTime=(local + timedelta(hours=5, minutes=30)).isoformat() + "+05:30",
+                ReceivedTime=(local + timedelta(hours=5, minutes=30, seconds=7)).isoformat() + "+05:30",
+            ),
+            end(t + 10 * M),
+        ]
+    )
 
 
 @case("offsets_other_than_z.json")
 def _(t):
     naive = t.replace(tzinfo=None)
-    return payload([
-        start(t, ChargeStartTime=(naive - timedelta(hours=4)).isoformat() + ".25-04:00"),
-        start(t + 10 * M, ChargeStartTime=(naive + 10 * M).isoformat() + "+00:00"),
-        start(t + 20 * M, ChargeStartTime=(naive + 20 * M).isoformat() + ".5z"),
-        start(t + 30 * M, ChargeStartTime=(naive + 30 * M + timedelta(hours=9)).isoformat() + "+0900"),
-        end(t + 40 * M, ChargeEndTime=(naive + 40 * M - timedelta(hours=10)).isoformat() + ".123456-10:00"),
-    ])
+    return payload(
+        [
+            start(t, ChargeStartTime=(naive - timedelta(hours=4)).isoformat() + ".25-04:00"),
+            start(t + 10 * M, ChargeStartTime=(naive + 10 * M).isoformat() + "+00:00"),
+            start(t + 20 * M, ChargeStartTime=(naive + 20 * M).isoformat() + ".5z"),
+            start(t + 30 * M, ChargeStartTime=(naive + 30 * M + timedelta(hours=9)).isoformat() + "+0900"),
+            end(t + 40 * M, ChargeEndTime=(naive + 40 * M - timedelta(hours=10)).isoformat() + ".123456-10:00"),
+        ]
+    )
 
 
 @case("timestamp_without_offset.json")
 def _(t):
     naive = t.replace(tzinfo=None)
-    return payload([
-        start(t, ChargeStartTime=naive.isoformat() + ".00"),
-        start(t + 10 * M, ReceivedTime=(naive + 10 * M).isoformat()),
-        end(t + 20 * M, ChargeEndTime=(naive + 20 * M).isoformat() + ".55"),
-        start(t + 30 * M),
-    ])
+    return payload(
+        [
+            start(t, ChargeStartTime=naive.isoformat() + ".00"),
+            start(t + 10 * M, ReceivedTime=(naive + 10 * M).isoformat()),
+            end(t + 20 * M, ChargeEndTime=(naive + 20 * M).isoformat() + ".55"),
+            start(t + 30 * M),
+        ]
+    )
 
 
 @case("invalid_timestamp.json")
 def _(t):
-    return payload([
-        start(t, ChargeStartTime="yesterday evening"),
-        start(t + 10 * M, ChargeStartTime="2024-13-45T25:61:00Z"),
-        start(t + 20 * M, ChargeStartTime="2024-06-03"),
-        start(t + 30 * M, ReceivedTime="1717444800"),
-        start(t + 40 * M, ChargeStartTime=iso(t + 40 * M)[:-1] + "+25:00"),
-        end(t + 50 * M, ChargeEndTime="2024-02-30T10:00:00Z"),
-        start(t + 60 * M),
-    ])
+    return payload(
+        [
+            start(t, ChargeStartTime="yesterday evening"),
+            start(t + 10 * M, ChargeStartTime="2024-13-45T25:61:00Z"),
+            start(t + 20 * M, ChargeStartTime="2024-06-03"),
+            start(t + 30 * M, ReceivedTime="1717444800"),
+            start(t + 40 * M, ChargeStartTime=iso(t + 40 * M)[:-1] + "+25:00"),
+            end(t + 50 * M, ChargeEndTime="2024-02-30T10:00:00Z"),
+            start(t + 60 * M),
+        ]
+    )
 
 
 @case("invalid_number.json")
 def _(t):
-    return payload([
-        start(t, w="abc"),
-        start(t + 10 * M, w="7,200.5"),
-        start(t + 20 * M, w="0x1C20"),
-        start(t + 30 * M, w="1.2.3"),
-        end(t + 40 * M, energy="21600Wh"),
-        end(t + 50 * M, duration="three"),
-        start(t + 60 * M),
-    ])
+    return payload(
+        [
+            start(t, w="abc"),
+            start(t + 10 * M, w="7,200.5"),
+            start(t + 20 * M, w="0x1C20"),
+            start(t + 30 * M, w="1.2.3"),
+            end(t + 40 * M, energy="21600Wh"),
+            end(t + 50 * M, duration="three"),
+            start(t + 60 * M),
+        ]
+    )
 
 
 @case("nan_infinity.json")
@@ -383,30 +429,36 @@ def _(t):
 
 @case("received_before_event.json")
 def _(t):
-    return payload([
-        start(t, ReceivedTime=iso(t - 20 * M)),
-        end(t + 10 * M, ReceivedTime=iso(t + 10 * M - timedelta(hours=1))),
-        start(t + 20 * M, ReceivedTime=iso(t + 20 * M - 9 * M)),  # within the 10-minute skew
-    ])
+    return payload(
+        [
+            start(t, ReceivedTime=iso(t - 20 * M)),
+            end(t + 10 * M, ReceivedTime=iso(t + 10 * M - timedelta(hours=1))),
+            start(t + 20 * M, ReceivedTime=iso(t + 20 * M - 9 * M)),  # within the 10-minute skew
+        ]
+    )
 
 
 @case("received_in_future.json")
 def _(t):
-    return payload([
-        start(NOW - timedelta(hours=1), ReceivedTime=iso(NOW + 11 * M)),
-        start(NOW - timedelta(hours=2), ReceivedTime=iso(NOW + 5 * M)),  # within the skew
-        start(t),
-    ])
+    return payload(
+        [
+            start(NOW - timedelta(hours=1), ReceivedTime=iso(NOW + 11 * M)),
+            start(NOW - timedelta(hours=2), ReceivedTime=iso(NOW + 5 * M)),  # within the skew
+            start(t),
+        ]
+    )
 
 
 @case("event_in_future.json")
 def _(t):
-    return payload([
-        start(NOW + 15 * M, ReceivedTime=iso(NOW + 9 * M)),
-        end(NOW + timedelta(days=1), ReceivedTime=iso(NOW - timedelta(days=1))),
-        start(NOW + 5 * M, ReceivedTime=iso(NOW + 5 * M)),  # within the skew
-        start(t),
-    ])
+    return payload(
+        [
+            start(NOW + 15 * M, ReceivedTime=iso(NOW + 9 * M)),
+            end(NOW + timedelta(days=1), ReceivedTime=iso(NOW - timedelta(days=1))),
+            start(NOW + 5 * M, ReceivedTime=iso(NOW + 5 * M)),  # within the skew
+            start(t),
+        ]
+    )
 
 
 # --- message type ----------------------------------------------------------------------------------
@@ -414,21 +466,32 @@ def _(t):
 
 @case("ambiguous_both_types.json")
 def _(t):
-    return payload([
-        start(t, ChargeEndTime=iso(t + timedelta(hours=3)), ChargeDuration="3", ChargeEnergy="21600"),
-        start(t + 10 * M, ChargeEnergy="21600"),
-        end(t + 20 * M, ChargeW="7200"),
-        start(t + 30 * M),
-    ])
+    return payload(
+        [
+            start(t, ChargeEndTime=iso(t + timedelta(hours=3)), ChargeDuration="3", ChargeEnergy="21600"),
+            start(t + 10 * M, ChargeEnergy="21600"),
+            end(t + 20 * M, ChargeW="7200"),
+            start(t + 30 * M),
+        ]
+    )
 
 
 @case("no_charge_fields.json")
 def _(t):
-    return payload([
-        start(t, ChargeStartTime=None, ChargeW=None),
-        start(t + 10 * M, ChargeStartTime=DROP, ChargeW=DROP, ChargeEndTime=DROP, ChargeDuration=DROP, ChargeEnergy=DROP),
-        end(t + 20 * M),
-    ])
+    return payload(
+        [
+            start(t, ChargeStartTime=None, ChargeW=None),
+            start(
+                t + 10 * M,
+                ChargeStartTime=DROP,
+                ChargeW=DROP,
+                ChargeEndTime=DROP,
+                ChargeDuration=DROP,
+                ChargeEnergy=DROP,
+            ),
+            end(t + 20 * M),
+        ]
+    )
 
 
 @case("half_a_start.json")
@@ -438,12 +501,14 @@ def _(t):
 
 @case("end_without_duration.json")
 def _(t):
-    return payload([
-        end(t, ChargeDuration=None),
-        end(t + 10 * M, ChargeEnergy=DROP),
-        end(t + 20 * M, ChargeEndTime=None, ChargeDuration=None),
-        end(t + 30 * M),
-    ])
+    return payload(
+        [
+            end(t, ChargeDuration=None),
+            end(t + 10 * M, ChargeEnergy=DROP),
+            end(t + 20 * M, ChargeEndTime=None, ChargeDuration=None),
+            end(t + 30 * M),
+        ]
+    )
 
 
 # --- identity ----------------------------------------------------------------------------------------
@@ -461,7 +526,9 @@ def _(t):
 
 @case("identifier_length.json")
 def _(t):
-    return payload([start(t, meter="M" * 64), start(t + 10 * M, meter="M" * 65), start(t + 20 * M, ESN="-starts-with-dash")])
+    return payload(
+        [start(t, meter="M" * 64), start(t + 10 * M, meter="M" * 65), start(t + 20 * M, ESN="-starts-with-dash")]
+    )
 
 
 @case("unknown_meter.json")
@@ -480,33 +547,40 @@ def _(t):
 
 @case("injection_sql.json")
 def _(t):
-    return payload([
-        start(t, MeterID="1'; DROP TABLE ev_charging_events;--"),
-        start(t + 10 * M, ReceivedTime=iso(t + 10 * M) + "' OR '1'='1"),
-        start(t + 20 * M, Comment="'); DELETE FROM ev_rejected_messages; --"),
-        end(t + 30 * M, ServicePointID="x\" OR \"\"=\""),
-    ])
+    return payload(
+        [
+            start(t, MeterID="1'; DROP TABLE ev_charging_events;--"),
+            start(t + 10 * M, ReceivedTime=iso(t + 10 * M) + "' OR '1'='1"),
+            start(t + 20 * M, Comment="'); DELETE FROM ev_rejected_messages; --"),
+            end(t + 30 * M, ServicePointID='x" OR ""="'),
+        ]
+    )
 
 
 @case("huge_string.json")
 def _(t):
-    return payload([
-        start(t, MeterID="A" * 1_000_000),
-        start(t + 10 * M, w="1" + "0" * 400),
-        start(t + 20 * M),
-    ])
+    return payload(
+        [
+            start(t, MeterID="A" * 1_000_000),
+            start(t + 10 * M, w="1" + "0" * 400),
+            start(t + 20 * M),
+        ]
+    )
 
 
 @case("unicode_identifiers.json")
 def _(t):
-    return payload([
-        start(t, MeterID="Zähler-42"),
-        start(t + 10 * M, MeterID="２０００００００03"),
-        start(t + 20 * M, MeterID="⚡🚗"),
-        start(t + 30 * M, ESN="1.18.240.3\u200f.416733"),
-        start(t + 40 * M, meter=KNOWN_METERS[3]),  # written \u0032... below: the same ASCII id
-        end(t + 50 * M),
-    ], ascii_only=True).replace(b'"MeterID": "2000000069"', b'"MeterID": "\\u0032000000069"')
+    return payload(
+        [
+            start(t, MeterID="Zähler-42"),
+            start(t + 10 * M, MeterID="２０００００００03"),
+            start(t + 20 * M, MeterID="⚡🚗"),
+            start(t + 30 * M, ESN="1.18.240.3\u200f.416733"),
+            start(t + 40 * M, meter=KNOWN_METERS[3]),  # written \u0032... below: the same ASCII id
+            end(t + 50 * M),
+        ],
+        ascii_only=True,
+    ).replace(b'"MeterID": "2000000069"', b'"MeterID": "\\u0032000000069"')
 
 
 @case("unicode_in_extra_field.json")
@@ -516,41 +590,50 @@ def _(t):
 
 @case("nul_and_control_characters.json")
 def _(t):
-    return payload([
-        start(t, MeterID="2000000003\u0000"),
-        start(t + 10 * M, MeterID="2000\u00070000003"),
-        start(t + 20 * M, Note="bell \u0007 nul \u0000 end"),
-        end(t + 30 * M),
-    ])
+    return payload(
+        [
+            start(t, MeterID="2000000003\u0000"),
+            start(t + 10 * M, MeterID="2000\u00070000003"),
+            start(t + 20 * M, Note="bell \u0007 nul \u0000 end"),
+            end(t + 30 * M),
+        ]
+    )
 
 
 @case("lone_surrogate.json")
 def _(t):
-    return payload([
-        start(t, MeterID="\ud800"),
-        start(t + 10 * M, **{"Note\udc00": "x"}),
-        start(t + 20 * M),
-    ], ascii_only=True)
+    return payload(
+        [
+            start(t, MeterID="\ud800"),
+            start(t + 10 * M, **{"Note\udc00": "x"}),
+            start(t + 20 * M),
+        ],
+        ascii_only=True,
+    )
 
 
 @case("wrong_type_object.json")
 def _(t):
-    return payload([
-        start(t, w={"value": "7200"}),
-        start(t + 10 * M, MeterID=["2000000003"]),
-        start(t + 20 * M, w=True),
-        end(t + 30 * M, ReceivedTime=False),
-        start(t + 40 * M),
-    ])
+    return payload(
+        [
+            start(t, w={"value": "7200"}),
+            start(t + 10 * M, MeterID=["2000000003"]),
+            start(t + 20 * M, w=True),
+            end(t + 30 * M, ReceivedTime=False),
+            start(t + 40 * M),
+        ]
+    )
 
 
 @case("unknown_extra_fields.json")
 def _(t):
-    return payload([
-        start(t, FirmwareVersion="4.2.1", SignalStrength=-67),
-        start(t + 10 * M, IsDCFast=False, Location={"lat": 35.66, "lon": -79.10}, Tags=["home", "l2"]),
-        end(t + 20 * M),
-    ])
+    return payload(
+        [
+            start(t, FirmwareVersion="4.2.1", SignalStrength=-67),
+            start(t + 10 * M, IsDCFast=False, Location={"lat": 35.66, "lon": -79.10}, Tags=["home", "l2"]),
+            end(t + 20 * M),
+        ]
+    )
 
 
 @case("record_not_object.json")
@@ -573,8 +656,11 @@ def _(t):
 @case("duplicate_within_file.json")
 def _(t):
     first = start(t)
-    later_other_offset = start(t, ChargeStartTime=(t.replace(tzinfo=None) + timedelta(hours=2)).isoformat() + ".00+02:00",
-                               ReceivedTime=iso(t + M))
+    later_other_offset = start(
+        t,
+        ChargeStartTime=(t.replace(tzinfo=None) + timedelta(hours=2)).isoformat() + ".00+02:00",
+        ReceivedTime=iso(t + M),
+    )
     return payload([first, dict(first), later_other_offset, end(t + 10 * M)])
 
 
@@ -589,13 +675,15 @@ def _(t):
 def _(t):
     # One field under two spellings: the same value is fine, a blank one gives way, two different
     # values are never chosen between.
-    return payload([
-        start(t, meterid="2000000015"),
-        start(t + 10 * M, chargeenergy="", ChargeEnergy="21600"),
-        start(t + 20 * M, METERID=" 2000000003"),
-        start(t + 30 * M, chargew="", ChargeW="7200.5"),
-        end(t + 40 * M),
-    ])
+    return payload(
+        [
+            start(t, meterid="2000000015"),
+            start(t + 10 * M, chargeenergy="", ChargeEnergy="21600"),
+            start(t + 20 * M, METERID=" 2000000003"),
+            start(t + 30 * M, chargew="", ChargeW="7200.5"),
+            end(t + 40 * M),
+        ]
+    )
 
 
 @case("conflicting_duplicate.json")
@@ -604,8 +692,13 @@ def _(t):
     # received is accepted; the second is a conflict, not a duplicate. The third is the first
     # again under another form (another offset, more digits, a later ReceivedTime): a duplicate.
     first = end(t, energy="14400", duration="2")
-    again = end(t, energy="14400.000001", duration="2.0", ReceivedTime=iso(t + 2 * M),
-                ChargeEndTime=(t.replace(tzinfo=None) + timedelta(hours=2)).isoformat() + ".000+02:00")
+    again = end(
+        t,
+        energy="14400.000001",
+        duration="2.0",
+        ReceivedTime=iso(t + 2 * M),
+        ChargeEndTime=(t.replace(tzinfo=None) + timedelta(hours=2)).isoformat() + ".000+02:00",
+    )
     return payload([first, end(t, energy="22300", duration="2", ReceivedTime=iso(t + M)), again, start(t + M)])
 
 

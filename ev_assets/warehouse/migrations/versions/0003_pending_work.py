@@ -24,8 +24,12 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "ev_batch_pairing",
-        sa.Column("batch_id", sa.Text(), nullable=False, primary_key=True, comment="Micro-batch (ev_ingest_batches.batch_id)."),
-        sa.Column("sessions_written", sa.BigInteger(), nullable=False, comment="Sessions written when the batch was paired."),
+        sa.Column(
+            "batch_id", sa.Text(), nullable=False, primary_key=True, comment="Micro-batch (ev_ingest_batches.batch_id)."
+        ),
+        sa.Column(
+            "sessions_written", sa.BigInteger(), nullable=False, comment="Sessions written when the batch was paired."
+        ),
         sa.Column("paired_at", sa.DateTime(timezone=True), nullable=False, comment="When its sessions were paired."),
         comment=(
             "Batches whose events have been paired into sessions. A batch in ev_ingest_batches but not "
@@ -35,7 +39,12 @@ def upgrade() -> None:
     op.create_table(
         "ev_load_days_pending",
         sa.Column("load_date", sa.Date(), nullable=False, primary_key=True, comment="Local date (EV_TIMEZONE)."),
-        sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False, comment="When the latest change to the day was committed."),
+        sa.Column(
+            "queued_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="When the latest change to the day was committed.",
+        ),
         comment=(
             "Local days whose sessions changed since their daily load was last computed. The daily-load "
             "sensor requests them; the daily-load step deletes them in the transaction that recomputes them."

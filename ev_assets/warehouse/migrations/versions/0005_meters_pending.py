@@ -25,7 +25,9 @@ def upgrade() -> None:
         "ev_meters_pending",
         sa.Column("meter_id", sa.Text(), nullable=False, primary_key=True, comment="MeterID."),
         sa.Column("stage", sa.Text(), nullable=False, comment="attribute or pair."),
-        sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False, comment="When the reference load queued it."),
+        sa.Column(
+            "queued_at", sa.DateTime(timezone=True), nullable=False, comment="When the reference load queued it."
+        ),
         comment=(
             "Meters whose events must be attributed again after a reference load changed their chain "
             "(meter, service point, transformer, feeder; corrections may be dated in the past), or that "

@@ -38,7 +38,9 @@ _PAIRING_COMMENT = (
 def upgrade() -> None:
     op.create_table(
         "ev_batches_pending",
-        sa.Column("batch_id", sa.Text(), nullable=False, primary_key=True, comment="Micro-batch (ev_ingest_batches.batch_id)."),
+        sa.Column(
+            "batch_id", sa.Text(), nullable=False, primary_key=True, comment="Micro-batch (ev_ingest_batches.batch_id)."
+        ),
         sa.Column(
             "queued_at",
             sa.DateTime(timezone=True),

@@ -56,7 +56,9 @@ def _set_comments(upgrading: bool) -> None:
     for table, column, old, new in _COMMENTS:
         comment, existing = (new, old) if upgrading else (old, new)
         kind = sa.DateTime(timezone=True) if column == "updated_at" else sa.Text()
-        op.alter_column(table, column, comment=comment, existing_comment=existing, existing_type=kind, existing_nullable=False)
+        op.alter_column(
+            table, column, comment=comment, existing_comment=existing, existing_type=kind, existing_nullable=False
+        )
 
 
 def upgrade() -> None:

@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     duration_unit_verified: bool = _setting(
         False,
         "The reported ChargeDuration is known to be in EV_DURATION_UNIT (e.g. the `duration_agreement` check "
-        "holds on this feed): sessions whose reported duration disagrees with end - start are then flagged `duration_mismatch`.",
+        "holds on this feed): sessions whose reported duration disagrees with end - start are then flagged "
+        "`duration_mismatch`.",
         RUN,
     )
     max_session_h: float = _setting(
@@ -219,7 +220,8 @@ class Settings(BaseSettings):
     receiver_token_sha256s: str = _setting(
         "",
         "Stream receiver (`ev-awareness receive`): comma-separated SHA-256 hashes (hex) of the bearer tokens "
-        "it accepts; tokens are never stored in clear (`ev-awareness receiver-token` makes one). Empty: every push is refused.",
+        "it accepts; tokens are never stored in clear (`ev-awareness receiver-token` makes one). Empty: "
+        "every push is refused.",
         RECEIVER,
     )
     receiver_max_bytes: int = _setting(

@@ -78,9 +78,13 @@ def environment(env: dict, **extra) -> dict[str, str]:
 def cli_process(env: dict, *args: str, **extra) -> subprocess.Popen:
     """`ev-awareness ...` in its own process group (so kill -9 takes all of it)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "ev_assets.cli", *args], env=environment(env, **extra),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "ev_assets.cli", *args],
+        env=environment(env, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def cli_run(env: dict, *args: str, expect: int | None = 0, **extra) -> tuple[str, float]:
@@ -95,8 +99,12 @@ def cli_run(env: dict, *args: str, expect: int | None = 0, **extra) -> tuple[str
 def start_daemon(env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(DAEMON), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        env=environment(env), cwd=PROJECT_ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        env=environment(env),
+        cwd=PROJECT_ROOT,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -204,10 +212,17 @@ def all_done(wh: Warehouse, landing: Path, sessions: int) -> bool:
 
 
 def no_run_in_flight(instance: dg.DagsterInstance) -> bool:
-    return not instance.get_runs(dg.RunsFilter(statuses=[
-        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
-    ]))  # fmt: skip
+    return not instance.get_runs(
+        dg.RunsFilter(
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.CANCELING,
+            ]
+        )
+    )
 
 
 def daemon_log(path: Path) -> str:
@@ -260,9 +275,10 @@ def test_a_run_whose_warehouse_is_locked_for_its_first_attempt_completes_under_t
 
             def retried() -> list[str]:
                 return [
-                    r.run_id for r in instance.get_runs()
+                    r.run_id
+                    for r in instance.get_runs()
                     if step_events(instance, r.run_id, DagsterEventType.STEP_UP_FOR_RETRY)
-                ]  # fmt: skip
+                ]
 
             # Held until a step's first attempt failed on it (EV_LOCK_WAIT_S, 5 s here).
             failed_once = wait_until(
@@ -408,8 +424,10 @@ def test_the_daemon_killed_mid_batch_and_restarted_ends_like_a_clean_run(env, sm
         )
         wait_until(
             lambda: instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE,
-            120, lambda: "dead_run_sensor to fail the dead run: " + progress(wh, env, instance, log), poll=1,
-        )  # fmt: skip
+            120,
+            lambda: "dead_run_sensor to fail the dead run: " + progress(wh, env, instance, log),
+            poll=1,
+        )
         wait_until(lambda: no_run_in_flight(instance), 120, "runs (the retry included) to finish", poll=1)
     finally:
         kill_group(daemon, signal.SIGTERM)

@@ -190,7 +190,8 @@ def _conflict_rows(conflicts: pl.DataFrame, content: list[str]) -> pl.DataFrame:
                         "field": names[c],
                         "message": (
                             f"{REJECTION_CODES['conflicting_duplicate']} {names[c]} {_show(row[c])} differs from "
-                            f"{_show(row[f'{c}_ref'])} in the accepted message {row['message_id']} (batch {row['batch_id_ref']})."
+                            f"{_show(row[f'{c}_ref'])} in the accepted message {row['message_id']} (batch "
+                            f"{row['batch_id_ref']})."
                         ),
                     }
                 )

@@ -171,9 +171,16 @@ def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow,
 # What pairing (core.pairing.pair_sessions, edge_session_ids) reads of an event: the sessions step
 # reads these columns of the window's events, not whole rows.
 PAIRING_COLUMNS = (
-    "message_id", "message_type", "meter_id", "message_time", "message_date", "charge_w", "charge_duration",
-    "charge_energy_wh", *ATTRIBUTION_COLUMNS,
-)  # fmt: skip
+    "message_id",
+    "message_type",
+    "meter_id",
+    "message_time",
+    "message_date",
+    "charge_w",
+    "charge_duration",
+    "charge_energy_wh",
+    *ATTRIBUTION_COLUMNS,
+)
 
 
 def pair(events_: pl.DataFrame, settings: PipelineSettings, now: datetime) -> pl.DataFrame:

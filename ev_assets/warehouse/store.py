@@ -474,8 +474,12 @@ def _insert_sqlite(conn: Connection, table: sa.Table, frame: pl.DataFrame) -> No
 # NULL (PostgreSQL matches the NULL string unquoted only) and an empty string stays an empty string;
 # floats in their shortest round-trip form; timestamps with their UTC offset.
 _COPY_NULL = "\\N"
-_COPY_CSV = {"null_value": _COPY_NULL, "quote_style": "non_numeric", "datetime_format": "%Y-%m-%dT%H:%M:%S%.6f%:z",
-             "include_header": False}  # fmt: skip
+_COPY_CSV = {
+    "null_value": _COPY_NULL,
+    "quote_style": "non_numeric",
+    "datetime_format": "%Y-%m-%dT%H:%M:%S%.6f%:z",
+    "include_header": False,
+}
 _COPY_CHUNK_ROWS = 100_000
 
 

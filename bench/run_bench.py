@@ -729,7 +729,7 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
         r = pipeline_run(month, DATA / f"{name}-{ctx.mode}" / variant, backend, noop=False, instance=instance)
         r["ratio_to_ceiling"] = r["msgs_per_s"] / ceiling_["msgs_per_s"]
         ingest_s = r["step_s"].get("ev_charging_events", 0.0) + r["step_s"].get("ev_charging_sessions", 0.0)
-        load_s = sum(v for k, v in r["step_s"].items() if k.endswith("daily_load") or k == "daily_load")
+        load_s = sum(v for k, v in r["step_s"].items() if k.endswith("daily_load") or k == "grid_load_by_day")
         r["ingest_steps_s"], r["daily_load_steps_s"] = ingest_s, load_s
         r["load_over_ingest"] = load_s / ingest_s if ingest_s else float("nan")
         metrics[variant] = r

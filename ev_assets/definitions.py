@@ -16,7 +16,7 @@ defs = dg.Definitions(
         reference.reference_tables,
         ingest.ev_charging_events,
         ingest.ev_charging_sessions,
-        planning.daily_load,
+        planning.grid_load_by_day,
         planning.premise_ev_profile,
         planning.transformer_planning_queue,
         vendor.vendor_export_files,

@@ -14,8 +14,8 @@ from ev_assets.defs.ingest import ev_charging_events, ev_charging_sessions, ev_f
 from ev_assets.defs.planning import (
     RANGE_END,
     RANGE_START,
-    daily_load,
     daily_load_sensor,
+    grid_load_by_day,
     premise_ev_profile,
     transformer_planning_queue,
 )
@@ -241,7 +241,7 @@ def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, 
     assert [r.run_key for r in again.run_requests] == [load_sensor.run_requests[0].run_key]
     # Once computed, the days leave the queue; the snapshots older than the daily load follow it,
     # once each (the same daily load, the same run keys), and then nothing more is asked for.
-    assert dg.materialize([daily_load], tags=tags, resources=resources, instance=instance).success
+    assert dg.materialize([grid_load_by_day], tags=tags, resources=resources, instance=instance).success
     snapshots = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
     assert {r.job_name for r in snapshots} == {"premise_profile_job", "planning_queue_job"}
     again = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
@@ -257,7 +257,7 @@ def test_daily_load_partition_and_range(env, small_utility, resources, instance)
     simulate(small_utility, env["EV_FEED_DIR"], days=2)
     for request in sensor_result(instance, resources).run_requests:
         assert ingest(resources, instance, request).success
-    one = dg.materialize([daily_load], partition_key="2024-06-03", resources=resources, instance=instance)
+    one = dg.materialize([grid_load_by_day], partition_key="2024-06-03", resources=resources, instance=instance)
     assert one.success
     checks = {c.check_name: c for c in one.get_asset_check_evaluations()}
     assert set(checks) == {"energy_balances_across_levels", "profile_max_equals_peak"}
@@ -276,7 +276,7 @@ def test_daily_load_partition_and_range(env, small_utility, resources, instance)
     # nothing but the write time.
     range_tags = {RANGE_START: "2024-06-03", RANGE_END: "2024-06-05"}
     for _ in range(2):
-        result = dg.materialize([daily_load], tags=range_tags, resources=resources, instance=instance)
+        result = dg.materialize([grid_load_by_day], tags=range_tags, resources=resources, instance=instance)
         assert result.success
     days = wh.read(TRANSFORMER_DAILY_LOAD)
     assert set(days["load_date"].to_list()) == {date(2024, 6, 3), date(2024, 6, 4), date(2024, 6, 5)}
@@ -437,8 +437,8 @@ def test_premise_profile_snapshot_and_planning_pictures(env, small_utility, reso
     simulate(small_utility, env["EV_FEED_DIR"], days=2)
     for request in sensor_result(instance, resources).run_requests:
         assert ingest(resources, instance, request).success
-    load = dg.materialize([daily_load], partition_key="2024-06-03", resources=resources, instance=instance)
-    transformer = load.asset_materializations_for_node("daily_load")
+    load = dg.materialize([grid_load_by_day], partition_key="2024-06-03", resources=resources, instance=instance)
+    transformer = load.asset_materializations_for_node("grid_load_by_day")
     by_key = {m.asset_key.path[-1]: m.metadata for m in transformer}
     assert "top_rows" in by_key["transformer_daily_load"] and "busiest_profile" in by_key["transformer_daily_load"]
     assert "](data:image/png;base64," in by_key["transformer_daily_load"]["busiest_profile"].value

@@ -343,7 +343,7 @@ def run_until_step(env: dict, step: str, nth: int, batch: dict) -> subprocess.Po
 
 
 @sqlite_only
-@pytest.mark.parametrize("step", ["ev_charging_events", "ev_charging_sessions", "daily_load"])
+@pytest.mark.parametrize("step", ["ev_charging_events", "ev_charging_sessions", "grid_load_by_day"])
 def test_kill_9_in_a_step_then_a_normal_run_equals_a_clean_run(env, step, three_day_feed):
     """`ev-awareness run` killed (kill -9, its whole process group) while `step` runs, in the
     second micro-batch for the ingest steps: the next `ev-awareness run` marks the dead run failed,
@@ -355,7 +355,7 @@ def test_kill_9_in_a_step_then_a_normal_run_equals_a_clean_run(env, step, three_
     cli_run(env, "init")
     instance = instance_at(env["DAGSTER_HOME"])
 
-    proc = run_until_step(env, step, 1 if step == "daily_load" else 2, feed_["batch"])
+    proc = run_until_step(env, step, 1 if step == "grid_load_by_day" else 2, feed_["batch"])
     kill_group(proc)
     # Caught inside the step: its run is left STARTED, the step started and never finished.
     (killed,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))

@@ -73,7 +73,7 @@ RANGE_END = "dagster/asset_partition_range_end"
         ),
     ],
 )
-def daily_load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
+def grid_load_by_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig):
     """Per transformer, feeder and substation and local day: sessions, EVs, kWh and the 15-minute
     coincident peak kW. Each partition (or range) is replaced in one transaction."""
     key_range = context.partition_key_range
@@ -207,7 +207,7 @@ def load_balance(frames: dict[str, pl.DataFrame]) -> dict[str, float]:
 
 daily_load_job = dg.define_asset_job(
     "daily_load_job",
-    selection=dg.AssetSelection.assets(daily_load),
+    selection=dg.AssetSelection.assets(grid_load_by_day),
     description="Daily transformer, feeder and substation load for a day or a range of days.",
 )
 

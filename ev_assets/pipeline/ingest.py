@@ -182,6 +182,7 @@ def ingest_batch(
         warehouse.insert(conn, EV_QUARANTINED_FILES, _quarantined_rows(fresh, batch_id, now))
         warehouse.insert(conn, EV_FEED_FILES, _file_rows(fresh, records, batch_id, now))
         _record_in_ledger(warehouse, conn, report, run_id, now)
+        warehouse.record_event_commit(conn, batch_id, new_events.height, now)  # last: see its docstring
     return report
 
 
@@ -410,6 +411,7 @@ def replay_rejected(
                 rej.update().where(rej.c.rejection_id == rejection_id).values(reason_codes=codes, reasons=reasons)
             )
         _record_in_ledger(warehouse, conn, report, run_id, now)
+        warehouse.record_event_commit(conn, batch_id, new_events.height, now)  # last: see its docstring
     return report
 
 

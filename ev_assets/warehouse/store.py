@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from ev_assets.core.events import ID_END
 from ev_assets.warehouse import migrate
 from ev_assets.warehouse.migrate import SchemaBehindError, SchemaError  # noqa: F401  (re-exported)
-from ev_assets.warehouse.tables import ALL_TABLES, EV_WAREHOUSE_SETTINGS, UTC_DATETIME, TableSpec
+from ev_assets.warehouse.tables import ALL_TABLES, EV_EVENT_COMMITS, EV_WAREHOUSE_SETTINGS, UTC_DATETIME, TableSpec
 
 
 class WarehouseSettingsError(RuntimeError):
@@ -40,6 +40,9 @@ IN_CHUNK = 900
 # advisory lock key; SQLite: BEGIN IMMEDIATE). The lock ends with the transaction (commit, rollback,
 # or the connection dying with its process), so no crashed writer keeps it.
 WRITE_LOCK_KEY = 0x45565F5752495445  # "EV_WRITE" as a bigint
+# The lock under which a writing transaction numbers its commit (record_event_commit): taken last,
+# just before the commit, so writers that run in parallel serialise only on the commit itself.
+COMMIT_SEQ_LOCK_KEY = 0x45565F434F4D4954  # "EV_COMIT" as a bigint
 
 
 def lock_wait_s() -> float:
@@ -419,6 +422,28 @@ class Warehouse:
             condition = col.in_(chunk) if where is None else sa.and_(col.in_(chunk), where)
             deleted += self.delete(conn, spec, condition)
         return deleted
+
+    def record_event_commit(self, conn: Connection, batch_id: str, event_count: int, now: datetime) -> int | None:
+        """Number this transaction's new events in commit order (ev_event_commits); call it LAST in the
+        writing transaction. None when it wrote no event.
+
+        Why last and under its own lock: the stream's cursor must only ever move past commits that are
+        visible. A number taken early (a sequence, an id) grows in start order; a transaction that took
+        number 5 and commits after 6 would be skipped by a reader that saw 6. Here the number is
+        max + 1 under a transaction-level advisory lock held until the commit: the next writer can
+        take 7 only once 6 has committed (PostgreSQL releases the lock after the commit is visible).
+        SQLite has one writer at a time (BEGIN IMMEDIATE), which gives the same order.
+        """
+        if event_count == 0:
+            return None
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": COMMIT_SEQ_LOCK_KEY})
+        commits = self.table(EV_EVENT_COMMITS)
+        seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(commits.c.commit_seq), 0) + 1)).scalar_one()
+        conn.execute(
+            commits.insert().values(commit_seq=seq, batch_id=batch_id, event_count=event_count, committed_at=now)
+        )
+        return seq
 
     def get_setting(self, key: str, conn: Connection | None = None) -> str | None:
         t = self.table(EV_WAREHOUSE_SETTINGS).c

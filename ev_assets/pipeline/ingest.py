@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from ev_assets.core import enrich, events, feed
 from ev_assets.core.contract import ContractResult, apply_contract
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked
+from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, shards_of
 from ev_assets.warehouse.tables import (
     EV_BATCHES_PENDING,
     EV_CHARGING_EVENTS,
@@ -151,7 +151,7 @@ def ingest_batch(
     maybe_result = apply_contract(maybe_records, settings.bounds, now=now)
 
     report = IngestReport(batch_id=batch_id, files_read=len(parsed))
-    with warehouse.transaction() as conn:
+    with warehouse.transaction(shards=write_shards(parsed, maybe_result)) as conn:
         already = _already_read(warehouse, parsed, conn)
         fresh = [p for p in maybe_fresh if (p.name, p.sha256) not in already]
         report.files_already_read = len(parsed) - len(fresh)
@@ -183,6 +183,16 @@ def ingest_batch(
         warehouse.insert(conn, EV_FEED_FILES, _file_rows(fresh, records, batch_id, now))
         _record_in_ledger(warehouse, conn, report, run_id, now)
     return report
+
+
+def write_shards(parsed: list[feed.ParsedFile], result: ContractResult) -> list[int]:
+    """The write-lock shards a batch's transaction takes (store.WRITE_SHARDS): those of the meters
+    of its accepted records (an event, a duplicate or a conflict is keyed by its meter: the message
+    id starts with it) and those of its files' digests (the file ledger, the quarantined files and
+    the rejected records are keyed by file; a batch id names its files). Two batches that share a
+    meter or a file share a shard and serialise; what is fresh under the lock is a subset of
+    `parsed` and `result`, so these shards cover it."""
+    return sorted(set(shards_of(result.accepted["meter_id"].drop_nulls())) | set(shards_of(p.sha256 for p in parsed)))
 
 
 def _of_files(frame: pl.DataFrame, files: list[feed.ParsedFile]) -> pl.DataFrame:

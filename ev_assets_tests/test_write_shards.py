@@ -25,11 +25,15 @@ def test_shards_are_stable_and_sorted():
     assert all(0 <= s < WRITE_SHARDS for s in shards_of(f"M{i}" for i in range(1000)))
 
 
-def test_a_batch_locks_its_meters_and_its_files():
-    parsed = [ParsedFile("a.json", "ab" * 32, 2, "quarantined", [], "not JSON", b"{}", None)]
-    accepted = pl.DataFrame({"meter_id": ["M1", "M2", None]})
+def test_a_batch_locks_its_meters_and_its_files_without_accepted_records():
+    quarantined = ParsedFile("q.json", "ab" * 32, 2, "quarantined", [], "not JSON", b"{}", None)
+    parsed = ParsedFile("p.json", "cd" * 32, 2, "parsed", [], None, b"", "{}")
+    accepted = pl.DataFrame({"file_sha256": ["cd" * 32] * 3, "meter_id": ["M1", "M2", None]})
     result = ContractResult(accepted=accepted, rejected=pl.DataFrame())
-    assert write_shards(parsed, result) == sorted(set(shards_of(["M1", "M2"])) | set(shards_of(["ab" * 32])))
+    # The parsed file is covered by its records' meters; the quarantined one by its digest.
+    assert write_shards([quarantined, parsed], result) == sorted(set(shards_of(["M1", "M2", "ab" * 32])))
+    none_accepted = ContractResult(accepted=accepted.clear(), rejected=pl.DataFrame())
+    assert write_shards([quarantined, parsed], none_accepted) == shards_of(["ab" * 32, "cd" * 32])
 
 
 def _timed_out(exc: BaseException) -> bool:

@@ -187,12 +187,21 @@ def ingest_batch(
 
 def write_shards(parsed: list[feed.ParsedFile], result: ContractResult) -> list[int]:
     """The write-lock shards a batch's transaction takes (store.WRITE_SHARDS): those of the meters
-    of its accepted records (an event, a duplicate or a conflict is keyed by its meter: the message
-    id starts with it) and those of its files' digests (the file ledger, the quarantined files and
-    the rejected records are keyed by file; a batch id names its files). Two batches that share a
-    meter or a file share a shard and serialise; what is fresh under the lock is a subset of
-    `parsed` and `result`, so these shards cover it."""
-    return sorted(set(shards_of(result.accepted["meter_id"].drop_nulls())) | set(shards_of(p.sha256 for p in parsed)))
+    of its accepted records, and those of the digests of its files that have none.
+
+    An event, a duplicate or a conflict is keyed by its meter (the message id starts with it). A
+    file's ledger row, its rejected records and its quarantine are keyed by the file: two batches
+    holding one file with an accepted record share that record's meter, so its shard; a file with
+    none (quarantined, or every record rejected) is locked by its own digest. A batch id names its
+    files. So two batches that could write one row share a shard and serialise, and two that share
+    no meter and no such file commit at once (a shard per file with accepted records would make
+    almost every pair of batches collide). What is fresh under the lock is a subset of `parsed`
+    and `result` (the contract is a function of the files' bytes), so these shards cover it."""
+    accepted = result.accepted
+    with_accepted = set(accepted["file_sha256"].unique().to_list()) if accepted.height else set()
+    meters = shards_of(accepted["meter_id"].drop_nulls()) if accepted.height else []
+    files = shards_of(p.sha256 for p in parsed if p.sha256 not in with_accepted)
+    return sorted(set(meters) | set(files))
 
 
 def _of_files(frame: pl.DataFrame, files: list[feed.ParsedFile]) -> pl.DataFrame:

@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Everything else is optional.
-.PHONY: setup demo test test-postgres ui validate clean
+.PHONY: setup demo test test-postgres ui validate lint clean
 
 # uv runs as a Python module, so it works wherever pip put it (no PATH or shim needed).
 UV ?= python3 -m uv
@@ -25,6 +25,11 @@ test: setup
 
 test-postgres: setup
 	EV_TEST_POSTGRES_URL=$(POSTGRES_URL) $(UV) run pytest -n 2 -q
+
+# The formatter's style and the linter (line length 120; pyproject.toml [tool.ruff]), as CI checks them.
+lint: setup
+	$(UV) run ruff format --check .
+	$(UV) run ruff check .
 
 validate: setup
 	$(UV) run dagster definitions validate -w workspace.yaml

@@ -58,22 +58,32 @@ def main() -> None:
     made: list[rb.FreshWarehouse] = []
     try:
         timed = [batch(k, f"batch_{k}") for k in range(rb.HISTORY_BATCHES)]
-        empty = [rb.run_batch(rb._with_reference(args.backend, run_dir / "w", frames, made, f"empty_{k}").url,
-                              f"{args.tag}-{k}", paths) for k, paths in enumerate(timed)]  # fmt: skip
+        empty = [
+            rb.run_batch(
+                rb._with_reference(args.backend, run_dir / "w", frames, made, f"empty_{k}").url,
+                f"{args.tag}-{k}",
+                paths,
+            )
+            for k, paths in enumerate(timed)
+        ]
         full = [rb.run_batch(args.url, f"{args.tag}-{k}", paths) for k, paths in enumerate(timed)]
         low, high = rb._median_batch(empty), rb._median_batch(full)
         print(f"empty:   {rb._batch_text(low)}{rb._spread(empty)}")
         print(f"history: {rb._batch_text(high)}{rb._spread(full)}")
         print(f"per-message cost, history / empty: {high['us_per_msg'] / low['us_per_msg']:.2f}x", flush=True)
         extra = batch(7, "batch_statements")
-        spent = {"empty": rb.batch_statements(made[0].url, extra, f"{args.tag}-s"),
-                 "history": rb.batch_statements(args.url, extra, f"{args.tag}-s")}  # fmt: skip
+        spent = {
+            "empty": rb.batch_statements(made[0].url, extra, f"{args.tag}-s"),
+            "history": rb.batch_statements(args.url, extra, f"{args.tag}-s"),
+        }
         print(f"seconds per statement, empty -> history: {rb._statements_text(spent)}")
         print(json.dumps(spent))
         if args.backend == "sqlite":
             extra = batch(8, "batch_pages")
-            dirtied = {"empty": rb.batch_pages(made[1].url, extra, f"{args.tag}-p"),
-                       "history": rb.batch_pages(args.url, extra, f"{args.tag}-p")}  # fmt: skip
+            dirtied = {
+                "empty": rb.batch_pages(made[1].url, extra, f"{args.tag}-p"),
+                "history": rb.batch_pages(args.url, extra, f"{args.tag}-p"),
+            }
             print(f"pages, empty -> history: {rb._pages_text(dirtied)}")
             print(json.dumps(dirtied))
     finally:

@@ -85,10 +85,15 @@ def main() -> int:
     db = folder / "ev.sqlite"
     env = dict(os.environ)
     env.update(
-        EV_FEED_DIR=str(landing), EV_REFERENCE_DIR=str(folder / "reference"), EV_WAREHOUSE_URL=f"sqlite:///{db}",
-        DAGSTER_HOME=str(home), EV_FEED_SENSOR_INTERVAL_S="1", EV_LOAD_SENSOR_INTERVAL_S="1", EV_PARTITIONS_START="2010-01-01",
+        EV_FEED_DIR=str(landing),
+        EV_REFERENCE_DIR=str(folder / "reference"),
+        EV_WAREHOUSE_URL=f"sqlite:///{db}",
+        DAGSTER_HOME=str(home),
+        EV_FEED_SENSOR_INTERVAL_S="1",
+        EV_LOAD_SENSOR_INTERVAL_S="1",
+        EV_PARTITIONS_START="2010-01-01",
         PYTHONPYCACHEPREFIX=str(PROJECT / "data" / "bench" / "pycache"),
-    )  # fmt: skip
+    )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     bindir = Path(sys.executable).parent
     subprocess.run([str(bindir / "ev-awareness"), "init"], env=env, cwd=PROJECT, check=True, capture_output=True)
@@ -99,9 +104,10 @@ def main() -> int:
     log = (folder / "daemon.log").open("w")
     workspace = str(PROJECT / "workspace.yaml")
     command = (
-        [str(bindir / "dagster"), "dev", "-w", workspace, "-h", "127.0.0.1", "-p", str(args.port)] if args.dev
+        [str(bindir / "dagster"), "dev", "-w", workspace, "-h", "127.0.0.1", "-p", str(args.port)]
+        if args.dev
         else [str(bindir / "dagster-daemon"), "run", "-w", workspace]
-    )  # fmt: skip
+    )
     daemon = subprocess.Popen(
         command, env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -134,8 +140,11 @@ def main() -> int:
                     landed[src.name] = time.time()
                 next_land += args.every
             now = time.time()
-            paired = _rows(engine, "SELECT f.file_name, p.paired_at FROM ev_feed_files f "
-                                   "JOIN ev_batch_pairing p ON p.batch_id = f.batch_id")  # fmt: skip
+            paired = _rows(
+                engine,
+                "SELECT f.file_name, p.paired_at FROM ev_feed_files f "
+                "JOIN ev_batch_pairing p ON p.batch_id = f.batch_id",
+            )
             loads = _load_runs(instance)
             for name, paired_text in paired:
                 if name not in landed:
@@ -161,8 +170,13 @@ def main() -> int:
     daily = [loaded[n] - landed[n] for n in loaded]
     result = {
         "under": "dagster dev" if args.dev else "dagster-daemon run",
-        "delivery": "HTTP push to ev-awareness receive (clock from the 202)" if args.push else "file renamed into the landing folder",
-        "files": len(files), "every_s": args.every, "sessions_visible": len(sessions), "load_visible": len(daily),
+        "delivery": "HTTP push to ev-awareness receive (clock from the 202)"
+        if args.push
+        else "file renamed into the landing folder",
+        "files": len(files),
+        "every_s": args.every,
+        "sessions_visible": len(sessions),
+        "load_visible": len(daily),
         "sessions_p50_s": percentile(sessions, 0.5) if sessions else None,
         "sessions_p95_s": percentile(sessions, 0.95) if sessions else None,
         "sessions_max_s": max(sessions) if sessions else None,
@@ -170,8 +184,9 @@ def main() -> int:
         "load_p95_s": percentile(daily, 0.95) if daily else None,
         "load_max_s": max(daily) if daily else None,
         "mean_sessions_s": statistics.fmean(sessions) if sessions else None,
-        "contention": load, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }  # fmt: skip
+        "contention": load,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     del pl
     print(json.dumps(result))
     return 0 if len(daily) == len(files) else 1
@@ -207,13 +222,20 @@ class _Receiver:
 def _start_receiver(env: dict, landing: Path, port: int, folder: Path) -> _Receiver:
     from ev_assets.receiver.auth import token_hash
 
-    receiver_env = {**env, "EV_FEED_DIR": str(landing), "EV_RECEIVER_TOKEN_SHA256S": token_hash(_Receiver.TOKEN),
-                    "EV_RECEIVER_RATE_PER_S": "0"}  # fmt: skip
+    receiver_env = {
+        **env,
+        "EV_FEED_DIR": str(landing),
+        "EV_RECEIVER_TOKEN_SHA256S": token_hash(_Receiver.TOKEN),
+        "EV_RECEIVER_RATE_PER_S": "0",
+    }
     log = (folder / "receiver.log").open("w")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "ev-awareness"), "receive", "--host", "127.0.0.1", "--port", str(port)],
-        env=receiver_env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        env=receiver_env,
+        cwd=PROJECT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     _wait_http(f"http://127.0.0.1:{port}/health", time.monotonic() + 60, process, folder / "receiver.log")
     return _Receiver(process, f"http://127.0.0.1:{port}")
 

@@ -92,8 +92,16 @@ def run_child(cmd: list[str], *, env: dict[str, str], log_prefix: Path, cwd: Pat
         if sampler.first_child_name
         else float("nan")
     )
-    return ChildRun(usage["returncode"], wall, usage["peak_kib"] / 1024, stdout_path, stderr_path, usage["cpu_s"],
-                    own, sampler.descendant_peaks_mb)  # fmt: skip
+    return ChildRun(
+        usage["returncode"],
+        wall,
+        usage["peak_kib"] / 1024,
+        stdout_path,
+        stderr_path,
+        usage["cpu_s"],
+        own,
+        sampler.descendant_peaks_mb,
+    )
 
 
 def _status_kib(pid: int, field: str) -> int | None:

@@ -37,12 +37,19 @@ def records(n: int, offset: int) -> list[dict]:
     out = []
     for i in range(n):
         start = t0 + timedelta(seconds=i)
-        out.append({
-            "ServicePointID": f"SP{i:06d}", "MeterID": f"M{offset + i:09d}", "MeterNumber": f"N{i}", "ESN": f"E{i}",
-            "TransformerID": f"T{i % 500:05d}", "PremiseID": f"P{i:06d}",
-            "ReceivedTime": (start + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            "ChargeStartTime": start.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", "ChargeW": "7200",
-        })  # fmt: skip
+        out.append(
+            {
+                "ServicePointID": f"SP{i:06d}",
+                "MeterID": f"M{offset + i:09d}",
+                "MeterNumber": f"N{i}",
+                "ESN": f"E{i}",
+                "TransformerID": f"T{i % 500:05d}",
+                "PremiseID": f"P{i:06d}",
+                "ReceivedTime": (start + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "ChargeStartTime": start.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "ChargeW": "7200",
+            }
+        )
     return out
 
 
@@ -70,8 +77,11 @@ def measure(per_payload: int, count: int, fmt: str, port: int) -> dict:
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "ev_assets.cli", "receive", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
-        )  # fmt: skip
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base, process)

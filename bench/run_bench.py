@@ -153,8 +153,15 @@ def prepare_month(ctx: Context, meters: int, days: int, start: date | None = Non
     summary = simulator.simulate_to_folder(
         frames, folder / "landing", start, days, s.seed, ground_truth=folder / "truth.parquet"
     )
-    month = Month(folder, folder / "reference", folder / "landing", folder / "truth.parquet",
-                  summary.sessions, summary.messages, summary.files)  # fmt: skip
+    month = Month(
+        folder,
+        folder / "reference",
+        folder / "landing",
+        folder / "truth.parquet",
+        summary.sessions,
+        summary.messages,
+        summary.files,
+    )
     ctx.months[key] = month
     return month
 
@@ -226,8 +233,11 @@ PIPELINE_LABELS = {
 
 
 def pipelines(ctx: Context) -> list[str]:
-    available = [name for name, (backend, instance) in PIPELINES.items()
-                 if "postgresql" not in (backend, instance) or (ctx.postgres and postgres_available())]  # fmt: skip
+    available = [
+        name
+        for name, (backend, instance) in PIPELINES.items()
+        if "postgresql" not in (backend, instance) or (ctx.postgres and postgres_available())
+    ]
     return [name for name in available if ctx.pipelines is None or name in ctx.pipelines]
 
 
@@ -430,12 +440,22 @@ def pipeline_run(
         if instance_db:
             instance_db.drop()
     return {
-        "backend": backend, "instance": instance, **summary, "init_s": init.wall_s, "wall_s": first.wall_s, "cpu_s": first.cpu_s,
-        "msgs_per_s": measure.rate(summary["messages"], first.wall_s), "peak_mb": first.peak_mb,
-        "own_peak_mb": first.own_peak_mb, "descendant_peaks_mb": first.descendant_peaks_mb,
-        "noop_wall_s": second.wall_s if second else None, "step_s": steps, "outside_steps_s": first.wall_s - sum(steps.values()),
-        "run_contention": load, **check,
-    }  # fmt: skip
+        "backend": backend,
+        "instance": instance,
+        **summary,
+        "init_s": init.wall_s,
+        "wall_s": first.wall_s,
+        "cpu_s": first.cpu_s,
+        "msgs_per_s": measure.rate(summary["messages"], first.wall_s),
+        "peak_mb": first.peak_mb,
+        "own_peak_mb": first.own_peak_mb,
+        "descendant_peaks_mb": first.descendant_peaks_mb,
+        "noop_wall_s": second.wall_s if second else None,
+        "step_s": steps,
+        "outside_steps_s": first.wall_s - sum(steps.values()),
+        "run_contention": load,
+        **check,
+    }
 
 
 def run_ceiling(month: Month, run_dir: Path, env: dict[str, str], store: str | None = None) -> dict[str, Any]:
@@ -447,18 +467,30 @@ def run_ceiling(month: Month, run_dir: Path, env: dict[str, str], store: str | N
     database = FreshWarehouse(store, run_dir / f"ceiling-{store}", upgrade=False) if store else None
     try:
         child = measure.run_child(
-            [sys.executable, str(BENCH_DIR / "ceiling.py"), str(month.landing), "--out", str(peaks_path),
-             *(["--store", database.url] if database else [])],
-            env=env, log_prefix=run_dir / f"ceiling{'-' + store if store else ''}",
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(BENCH_DIR / "ceiling.py"),
+                str(month.landing),
+                "--out",
+                str(peaks_path),
+                *(["--store", database.url] if database else []),
+            ],
+            env=env,
+            log_prefix=run_dir / f"ceiling{'-' + store if store else ''}",
+        )
     finally:
         if database:
             database.drop()
     if child.returncode != 0:
         raise RuntimeError(f"ceiling.py exited {child.returncode}\n{child.tail()}")
     out = json.loads(child.stdout.strip().splitlines()[-1])
-    return {**out, "wall_s": child.wall_s, "msgs_per_s": measure.rate(out["messages"], child.wall_s),
-            "peak_mb": child.peak_mb, "peaks_path": str(peaks_path)}  # fmt: skip
+    return {
+        **out,
+        "wall_s": child.wall_s,
+        "msgs_per_s": measure.rate(out["messages"], child.wall_s),
+        "peak_mb": child.peak_mb,
+        "peaks_path": str(peaks_path),
+    }
 
 
 def batch_bounds(env: dict[str, str]) -> str:
@@ -499,20 +531,41 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
         backend, instance = PIPELINES[name]
         runs[name] = pipeline_run(month, run_dir / name, backend, noop=ctx.mode == "full", instance=instance)
 
-    metrics: dict[str, Any] = {"meters": s.case_meters, "days": s.case_days, "messages": month.messages,
-                               "files": month.files, "import_s": imports_s, "ceiling": ceiling_,
-                               "ceiling_with_storage": stored, "pipeline": runs}  # fmt: skip
+    metrics: dict[str, Any] = {
+        "meters": s.case_meters,
+        "days": s.case_days,
+        "messages": month.messages,
+        "files": month.files,
+        "import_s": imports_s,
+        "ceiling": ceiling_,
+        "ceiling_with_storage": stored,
+        "pipeline": runs,
+    }
     rows = [
-        ("feed", f"{s.case_meters:,} meters, {s.case_days} days from {s.start}: {month.messages:,} messages, "
-                 f"{month.files:,} files, {month.sessions:,} simulated sessions"),
-        ("ceiling (bench/ceiling.py, own process)", f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, "
-                 f"peak RSS {ceiling_['peak_mb']:,.0f} MB (read {ceiling_['read_s']:.2f} s, compute {ceiling_['compute_s']:.2f} s)"),
-        *[(f"ceiling with storage, {b} (core tables, one transaction)",
-           f"{c['wall_s']:.2f} s, {c['msgs_per_s']:,.0f} msgs/s (store {c['store_s']:.2f} s, {c['profile_rows']:,} profile rows)")
-          for b, c in stored.items()],
+        (
+            "feed",
+            f"{s.case_meters:,} meters, {s.case_days} days from {s.start}: {month.messages:,} messages, "
+            f"{month.files:,} files, {month.sessions:,} simulated sessions",
+        ),
+        (
+            "ceiling (bench/ceiling.py, own process)",
+            f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, "
+            f"peak RSS {ceiling_['peak_mb']:,.0f} MB (read {ceiling_['read_s']:.2f} s, compute "
+            f"{ceiling_['compute_s']:.2f} s)",
+        ),
+        *[
+            (
+                f"ceiling with storage, {b} (core tables, one transaction)",
+                (
+                    f"{c['wall_s']:.2f} s, {c['msgs_per_s']:,.0f} msgs/s (store {c['store_s']:.2f} s, "
+                    f"{c['profile_rows']:,} profile rows)"
+                ),
+            )
+            for b, c in stored.items()
+        ],
         ("importing ev_assets.cli (bytecode cached)", f"{imports_s:.1f} s"),
         ("micro-batch bounds", batch_bounds(env)),
-    ]  # fmt: skip
+    ]
     notes = []
     for name, r in runs.items():
         backend = PIPELINE_LABELS[name]
@@ -524,29 +577,48 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
         load = r["run_contention"]
         load_text = f"; other processes {load['others_cores']:.2f} cores during it" if load else ""
         rows += [
-            (f"**{backend}**: `ev-awareness run` (after `init`, {r['init_s']:.1f} s)",
-             f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**, CPU {r['cpu_s']:.1f} s{load_text}"),
-            (f"{backend}: pipeline / ceiling with storage on {PIPELINES[name][0]} (msgs/s)", f"**{ratio:.3f}x** (goal ≥ 0.5x)"),
-            (f"{backend}: pipeline / ceiling without storage", f"{r['ratio_to_ceiling']:.3f}x (retired goal, shown for comparison)"),
+            (
+                f"**{backend}**: `ev-awareness run` (after `init`, {r['init_s']:.1f} s)",
+                (
+                    f"**{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, peak RSS {r['peak_mb']:,.0f} MB**, CPU "
+                    f"{r['cpu_s']:.1f} s{load_text}"
+                ),
+            ),
+            (
+                f"{backend}: pipeline / ceiling with storage on {PIPELINES[name][0]} (msgs/s)",
+                f"**{ratio:.3f}x** (goal ≥ 0.5x)",
+            ),
+            (
+                f"{backend}: pipeline / ceiling without storage",
+                f"{r['ratio_to_ceiling']:.3f}x (retired goal, shown for comparison)",
+            ),
             (f"{backend}: peak RSS by process (VmHWM sampled every 0.25 s)", peaks_text(r)),
             (f"{backend}: runs", runs_text),
             (f"{backend}: inside steps", ", ".join(f"{k} {v:.1f} s" for k, v in r["step_s"].items())),
             (f"{backend}: outside steps (imports, Dagster run machinery, planning)", f"{r['outside_steps_s']:.1f} s"),
             *([(f"{backend}: second (no-op) run", f"{r['noop_wall_s']:.1f} s")] if r["noop_wall_s"] else []),
-            (f"{backend}: accepted / duplicates / rejected", f"{r['accepted']:,} / {r['duplicates']:,} / {r['rejected']:,}"),
+            (
+                f"{backend}: accepted / duplicates / rejected",
+                f"{r['accepted']:,} / {r['duplicates']:,} / {r['rejected']:,}",
+            ),
             (f"{backend}: sessions complete / simulated", f"{r['sessions_complete']:,} / {r['sessions_simulated']:,}"),
-        ]  # fmt: skip
+        ]
         if r["messages"] != month.messages:
             notes.append(
-                f"WARNING ({backend}): the run read {r['messages']:,} records but the simulator wrote {month.messages:,}."
+                (
+                    f"WARNING ({backend}): the run read {r['messages']:,} records but the simulator wrote "
+                    f"{month.messages:,}."
+                )
             )
         notes.append(f"{backend}: " + _compare_peaks(Path(ceiling_["peaks_path"]), r))
     if "postgresql" not in runs and ctx.pipelines is None:
         notes.append("PostgreSQL not measured: not reachable at EV_BENCH_POSTGRES_URL, or --no-postgres.")
     if "postgresql_pg_instance" in runs:
-        notes.append("postgresql + PostgreSQL instance: the warehouse and the Dagster instance (runs, event log) each in "
-                     "a fresh PostgreSQL database (`EV_DAGSTER_STORAGE_URL`, dagster-postgres); the others keep the "
-                     "instance in SQLite files under DAGSTER_HOME.")  # fmt: skip
+        notes.append(
+            "postgresql + PostgreSQL instance: the warehouse and the Dagster instance (runs, event log) each in "
+            "a fresh PostgreSQL database (`EV_DAGSTER_STORAGE_URL`, dagster-postgres); the others keep the "
+            "instance in SQLite files under DAGSTER_HOME."
+        )
     result = Result(metrics, rows, notes)
     if ctx.profile:
         result.extra_markdown = profile_run(month, run_dir / "profile", ctx.profile_pipeline)
@@ -570,8 +642,10 @@ def profile_run(month: Month, prof_dir: Path, variant: str = "sqlite", top: int 
         contention = measure.Contention()
         child = measure.run_child(
             [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "ev_assets.cli", "run"],
-            env=env, log_prefix=prof_dir / "run", cwd=PROJECT,
-        )  # fmt: skip
+            env=env,
+            log_prefix=prof_dir / "run",
+            cwd=PROJECT,
+        )
         load = contention.stop()
     finally:
         wh.drop()
@@ -586,8 +660,10 @@ def profile_run(month: Month, prof_dir: Path, variant: str = "sqlite", top: int 
         stats.sort_stats("cumulative").print_stats(r"/ev_assets/", top)
         stats.sort_stats("tottime").print_stats(top)
     load_text = f", other processes {load['others_cores']:.2f} cores" if load else ""
-    return (f"Profile of {PIPELINE_LABELS[variant]} ({child.wall_s:.1f} s under cProfile{load_text}): "
-            f"{out.relative_to(PROJECT)}, listing in {text.relative_to(PROJECT)}.\n")  # fmt: skip
+    return (
+        f"Profile of {PIPELINE_LABELS[variant]} ({child.wall_s:.1f} s under cProfile{load_text}): "
+        f"{out.relative_to(PROJECT)}, listing in {text.relative_to(PROJECT)}.\n"
+    )
 
 
 def _compare_peaks(peaks_path: Path, e2e: dict) -> str:
@@ -630,7 +706,10 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
     rows = [
         (
             "feed",
-            f"{meters:,} meters, {days} days from {start or ctx.sizes.start}: {month.messages:,} messages, {month.files:,} files",
+            (
+                f"{meters:,} meters, {days} days from {start or ctx.sizes.start}: {month.messages:,} messages, "
+                f"{month.files:,} files"
+            ),
         )
     ]
     notes: list[str] = []
@@ -639,8 +718,12 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
     # per-run costs spread over more messages). Shown, not judged: the goal is the 100k case's.
     run_dir = fresh_dir(DATA / f"{name}-{ctx.mode}" / "ceiling")
     ceiling_ = run_ceiling(month, run_dir, child_env())
-    rows.append(("ceiling (bench/ceiling.py, own process)", f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, "
-                 f"peak RSS {ceiling_['peak_mb']:,.0f} MB"))  # fmt: skip
+    rows.append(
+        (
+            "ceiling (bench/ceiling.py, own process)",
+            f"{ceiling_['wall_s']:.2f} s, {ceiling_['msgs_per_s']:,.0f} msgs/s, peak RSS {ceiling_['peak_mb']:,.0f} MB",
+        )
+    )
     for variant in pipelines(ctx) if ctx.pipelines else ["sqlite"]:
         backend, instance = PIPELINES[variant]
         r = pipeline_run(month, DATA / f"{name}-{ctx.mode}" / variant, backend, noop=False, instance=instance)
@@ -654,21 +737,40 @@ def backfill(ctx: Context, name: str, meters: int, days: int, start: date | None
         load = r["run_contention"]
         load_text = f"; other processes {load['others_cores']:.2f} cores during it" if load else ""
         rows += [
-            (f"**{label}**: `ev-awareness run`", f"{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, CPU {r['cpu_s']:.1f} s{load_text}"),
-            (f"{label}: pipeline / ceiling (msgs/s)", f"{r['ratio_to_ceiling']:.3f}x (at this size; the goal's ratio is the 100k case's)"),
+            (
+                f"**{label}**: `ev-awareness run`",
+                f"{r['wall_s']:.1f} s, {r['msgs_per_s']:,.0f} msgs/s, CPU {r['cpu_s']:.1f} s{load_text}",
+            ),
+            (
+                f"{label}: pipeline / ceiling (msgs/s)",
+                f"{r['ratio_to_ceiling']:.3f}x (at this size; the goal's ratio is the 100k case's)",
+            ),
             (f"{label}: **peak RSS**", f"**{r['peak_mb']:,.0f} MB** (`wait4` from bench/launch.py{memory_goal})"),
             (f"{label}: peak RSS by process (VmHWM sampled every 0.25 s)", peaks_text(r)),
-            (f"{label}: runs", ", ".join(f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs"))),
+            (
+                f"{label}: runs",
+                ", ".join(
+                    f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs")
+                ),
+            ),
             (f"{label}: inside steps", ", ".join(f"{k} {v:.1f} s" for k, v in r["step_s"].items())),
-            (f"{label}: **daily load** (all its runs) / **ingest** steps (events + sessions)",
-             f"{load_s:.1f} s / {ingest_s:.1f} s = **{r['load_over_ingest']:.2f}x**{range_goal}"),
+            (
+                f"{label}: **daily load** (all its runs) / **ingest** steps (events + sessions)",
+                f"{load_s:.1f} s / {ingest_s:.1f} s = **{r['load_over_ingest']:.2f}x**{range_goal}",
+            ),
             (f"{label}: sessions complete / simulated", f"{r['sessions_complete']:,} / {r['sessions_simulated']:,}"),
-            (f"{label}: accepted / duplicates / rejected", f"{r['accepted']:,} / {r['duplicates']:,} / {r['rejected']:,}"),
-        ]  # fmt: skip
+            (
+                f"{label}: accepted / duplicates / rejected",
+                f"{r['accepted']:,} / {r['duplicates']:,} / {r['rejected']:,}",
+            ),
+        ]
         if r["sessions_complete"] != r["sessions_simulated"] or r["rejected"]:
-            notes.append(f"WARNING ({label}): {r['sessions_complete']:,} complete sessions of {r['sessions_simulated']:,} simulated, "
-                         f"{r['rejected']:,} messages rejected: the figures are not those of the whole feed "
-                         "(`ev-awareness quarantine` on the run's warehouse says why).")  # fmt: skip
+            notes.append(
+                f"WARNING ({label}): {r['sessions_complete']:,} complete sessions of {r['sessions_simulated']:,} "
+                "simulated, "
+                f"{r['rejected']:,} messages rejected: the figures are not those of the whole feed "
+                "(`ev-awareness quarantine` on the run's warehouse says why)."
+            )
         notes.append(f"{label}: " + _compare_peaks(Path(ceiling_["peaks_path"]), r))
     # results.json keeps the SQLite figures where earlier harness versions put them.
     first = metrics.get("sqlite") or next(iter(metrics.values()))
@@ -768,8 +870,10 @@ def validation_throughput(ctx: Context) -> Result:
     metrics["ingest_accepted"] = report.accepted
     notes = []
     if clean_result.rejected.height or report.accepted != n:
-        notes.append(f"WARNING: the clean batch was not all accepted ({clean_result.rejected.height} rejected, "
-                     f"{report.accepted} stored).")  # fmt: skip
+        notes.append(
+            f"WARNING: the clean batch was not all accepted ({clean_result.rejected.height} rejected, "
+            f"{report.accepted} stored)."
+        )
     if dirty_result.rejected.height != broken:
         notes.append(f"WARNING: {broken} records were corrupted but {dirty_result.rejected.height} rejected.")
     else:
@@ -802,8 +906,14 @@ def run_batch(url: str, batch_id: str, paths: list[Path]) -> dict[str, float | i
     t_sessions, _ = measure.timed(lambda: pipeline.pair_pending_batches(wh, settings, now=now))
     wh.dispose()
     total = t_ingest + t_sessions
-    return {"messages": report.records_read, "accepted": report.accepted, "ingest_s": t_ingest,
-            "sessions_s": t_sessions, "total_s": total, "us_per_msg": 1e6 * total / max(1, report.records_read)}  # fmt: skip
+    return {
+        "messages": report.records_read,
+        "accepted": report.accepted,
+        "ingest_s": t_ingest,
+        "sessions_s": t_sessions,
+        "total_s": total,
+        "us_per_msg": 1e6 * total / max(1, report.records_read),
+    }
 
 
 def build_history(
@@ -832,20 +942,46 @@ def build_history(
             copies += 1
             shift = timedelta(days=HISTORY_STEP * copies)
             tag, batch_id = f"-h{copies}", f"history-{copies:05d}"
-            evs.append(template_events.with_columns(
-                *[pl.col(c) - shift for c in ev_times],
-                pl.col("message_date") - shift,
-                pl.col("message_id") + tag,
-                pl.lit(batch_id).alias("batch_id"),
-            ))  # fmt: skip
-            ses.append(template_sessions.with_columns(
-                pl.col("start_time") - shift, pl.col("end_time") - shift, pl.col("event_date") - shift,
-                pl.col("session_id") + tag, pl.col("start_message_id") + tag, pl.col("end_message_id") + tag,
-            ))  # fmt: skip
-            ledgers.append({"batch_id": batch_id, "run_id": None, "records_read": evs[-1].height,
-                            "accepted": evs[-1].height, "reconciled": True, "processed_at": feedgen.BASE - shift,
-                            **dict.fromkeys(("files_read", "files_parsed", "files_repaired", "files_quarantined",
-                                             "files_already_read", "duplicates", "rejected"), 0)})  # fmt: skip
+            evs.append(
+                template_events.with_columns(
+                    *[pl.col(c) - shift for c in ev_times],
+                    pl.col("message_date") - shift,
+                    pl.col("message_id") + tag,
+                    pl.lit(batch_id).alias("batch_id"),
+                )
+            )
+            ses.append(
+                template_sessions.with_columns(
+                    pl.col("start_time") - shift,
+                    pl.col("end_time") - shift,
+                    pl.col("event_date") - shift,
+                    pl.col("session_id") + tag,
+                    pl.col("start_message_id") + tag,
+                    pl.col("end_message_id") + tag,
+                )
+            )
+            ledgers.append(
+                {
+                    "batch_id": batch_id,
+                    "run_id": None,
+                    "records_read": evs[-1].height,
+                    "accepted": evs[-1].height,
+                    "reconciled": True,
+                    "processed_at": feedgen.BASE - shift,
+                    **dict.fromkeys(
+                        (
+                            "files_read",
+                            "files_parsed",
+                            "files_repaired",
+                            "files_quarantined",
+                            "files_already_read",
+                            "duplicates",
+                            "rejected",
+                        ),
+                        0,
+                    ),
+                }
+            )
             pairings.append(
                 {"batch_id": batch_id, "sessions_written": ses[-1].height, "paired_at": feedgen.BASE - shift}
             )
@@ -898,9 +1034,11 @@ def batch_cost_vs_history(ctx: Context) -> Result:
     frames = utility.generate_utility(meters=s.history_meters, seed=s.seed)
     run_dir = fresh_dir(DATA / f"batch_cost_vs_history-{ctx.mode}")
     batches = [
-        batch_files(frames, run_dir / f"batch_{k}", s.history_batch, s.seed + 10 + k, feedgen.BASE + timedelta(days=10 * k))
+        batch_files(
+            frames, run_dir / f"batch_{k}", s.history_batch, s.seed + 10 + k, feedgen.BASE + timedelta(days=10 * k)
+        )
         for k in range(HISTORY_BATCHES)
-    ]  # fmt: skip
+    ]
     template_files = batch_files(
         frames, run_dir / "template", s.history_batch, s.seed + 2, feedgen.BASE - timedelta(days=30)
     )
@@ -935,30 +1073,52 @@ def batch_cost_vs_history(ctx: Context) -> Result:
                     wh.drop()
         low, high = _median_batch(empty), _median_batch(hist)
         growth = high["us_per_msg"] / low["us_per_msg"]
-        metrics[backend] = {"history": built, "empty": empty, "with_history": hist, "per_msg_growth": growth,
-                            "full_scans": scans, "statement_seconds": spent}  # fmt: skip
-        rows.append((f"{backend}: one batch's seconds per statement, empty → history (`bench/statements.py`)",
-                     _statements_text(spent)))  # fmt: skip
+        metrics[backend] = {
+            "history": built,
+            "empty": empty,
+            "with_history": hist,
+            "per_msg_growth": growth,
+            "full_scans": scans,
+            "statement_seconds": spent,
+        }
+        rows.append(
+            (
+                f"{backend}: one batch's seconds per statement, empty → history (`bench/statements.py`)",
+                _statements_text(spent),
+            )
+        )
         if backend == "sqlite":
             metrics[backend]["pages_dirtied"] = dirtied
-            rows.append(("sqlite: pages one batch dirties, empty → history (WAL frames per b-tree, `bench/pages.py`)",
-                         _pages_text(dirtied)))  # fmt: skip
+            rows.append(
+                (
+                    "sqlite: pages one batch dirties, empty → history (WAL frames per b-tree, `bench/pages.py`)",
+                    _pages_text(dirtied),
+                )
+            )
         rows += [
-            (f"**{backend}**: history built", f"{built['sessions']:,} sessions + {built['events']:,} events "
-             f"({built['copies']} ledgered batches) in {built['build_s']:.0f} s"),
-            (f"{backend}: {s.history_batch:,}-message batch, empty warehouse (median of {len(empty)})",
-             _batch_text(low) + _spread(empty)),
+            (
+                f"**{backend}**: history built",
+                f"{built['sessions']:,} sessions + {built['events']:,} events "
+                f"({built['copies']} ledgered batches) in {built['build_s']:.0f} s",
+            ),
+            (
+                f"{backend}: {s.history_batch:,}-message batch, empty warehouse (median of {len(empty)})",
+                _batch_text(low) + _spread(empty),
+            ),
             (f"{backend}: same batches, with that history (median of {len(hist)})", _batch_text(high) + _spread(hist)),
             (f"{backend}: per-message cost, history / empty", f"**{growth:.2f}x** (goal ≤ 1.5x at 10 M sessions)"),
-        ]  # fmt: skip
+        ]
         if ctx.keep_history:
             notes.append(f"{backend}: the history warehouse is kept: {made[-1].url}")
         if backend == "sqlite":
             rows.append(("sqlite: full scans of growing tables per batch (query plans)", str(len(scans))))
             notes += [f"Query plan: `{scan}`" for scan in scans]
         if built["sessions"] < s.history_sessions:
-            notes.append(f"{backend}: the history stopped at {built['sessions']:,} sessions (budget {s.history_budget_s:.0f} s), "
-                         f"not the {s.history_sessions:,} asked.")  # fmt: skip
+            notes.append(
+                f"{backend}: the history stopped at {built['sessions']:,} sessions (budget "
+                f"{s.history_budget_s:.0f} s), "
+                f"not the {s.history_sessions:,} asked."
+            )
     return Result(metrics, rows, notes)
 
 
@@ -1036,13 +1196,22 @@ def _spread(runs: list[dict]) -> str:
 
 
 def _batch_text(r: dict) -> str:
-    return (f"{r['total_s']:.2f} s for {r['messages']:,} msgs (ingest {r['ingest_s']:.2f} s + sessions "
-            f"{r['sessions_s']:.2f} s) = {r['us_per_msg']:,.0f} µs/msg")  # fmt: skip
+    return (
+        f"{r['total_s']:.2f} s for {r['messages']:,} msgs (ingest {r['ingest_s']:.2f} s + sessions "
+        f"{r['sessions_s']:.2f} s) = {r['us_per_msg']:,.0f} µs/msg"
+    )
 
 
 # Tables that grow with every batch: a full scan of one makes a batch's cost grow with history.
-GROWING_TABLES = ("ev_charging_events", "ev_charging_sessions", "ev_feed_files", "ev_rejected_messages",
-                  "ev_ingest_batches", "ev_quarantined_files", "ev_batch_pairing")  # fmt: skip
+GROWING_TABLES = (
+    "ev_charging_events",
+    "ev_charging_sessions",
+    "ev_feed_files",
+    "ev_rejected_messages",
+    "ev_ingest_batches",
+    "ev_quarantined_files",
+    "ev_batch_pairing",
+)
 
 
 def full_scans(url: str, frames: dict, folder: Path, s: Sizes) -> list[str]:
@@ -1103,7 +1272,10 @@ SCENARIOS: dict[str, Callable[[Context], Result]] = {
 
 def machine_markdown(machine: dict[str, Any]) -> str:
     lines = [
-        f"- nproc {machine['nproc']} (cpu_count {machine['cpu_count']}), {machine['memory_gib']} GiB, {machine['cpu_model']}",
+        (
+            f"- nproc {machine['nproc']} (cpu_count {machine['cpu_count']}), {machine['memory_gib']} GiB, "
+            f"{machine['cpu_model']}"
+        ),
         f"- {machine['platform']}",
         (
             f"- Python {machine['python']}, polars {machine['polars']} ({machine['polars_threads']} threads), "
@@ -1120,8 +1292,10 @@ def note_contention(result: Result, load: dict[str, float] | None) -> None:
     if load is None:
         return
     result.metrics["contention"] = load
-    text = (f"Other processes used {load['others_cpu_s']:.1f} CPU-s during this scenario's {load['wall_s']:.0f} s "
-            f"({load['others_cores']:.2f} cores on average)")  # fmt: skip
+    text = (
+        f"Other processes used {load['others_cpu_s']:.1f} CPU-s during this scenario's {load['wall_s']:.0f} s "
+        f"({load['others_cores']:.2f} cores on average)"
+    )
     if load["others_cores"] > 0.25:
         text = f"WARNING: {text}: the figures above are inflated by contention; rerun on a quiet machine."
     result.notes.append(text + ("" if text.startswith("WARNING") else "."))
@@ -1160,20 +1334,45 @@ def save_results(path: Path, data: dict, mode: str, machine: dict, measured_at: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", action="extend", nargs="+", choices=list(SCENARIOS), metavar="NAME",
-                        help=f"run only these (default: all): {', '.join(SCENARIOS)}")  # fmt: skip
+    parser.add_argument(
+        "--scenario",
+        action="extend",
+        nargs="+",
+        choices=list(SCENARIOS),
+        metavar="NAME",
+        help=f"run only these (default: all): {', '.join(SCENARIOS)}",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in under a minute")
     parser.add_argument("--profile", action="store_true", help="also profile one end-to-end run (cProfile)")
-    parser.add_argument("--profile-pipeline", choices=list(PIPELINES), default="sqlite", metavar="VARIANT",
-                        help="with --profile: the pipeline variant profiled (default: sqlite)")  # fmt: skip
+    parser.add_argument(
+        "--profile-pipeline",
+        choices=list(PIPELINES),
+        default="sqlite",
+        metavar="VARIANT",
+        help="with --profile: the pipeline variant profiled (default: sqlite)",
+    )
     parser.add_argument(
         "--no-postgres", action="store_true", help="SQLite only (default: PostgreSQL too when reachable)"
     )
-    parser.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), metavar="VARIANT",
-                        help=f"ceiling_vs_pipeline: only these pipeline variants (default: all); year_backfill and long_range: these (default: sqlite): {', '.join(PIPELINES)}")  # fmt: skip
+    parser.add_argument(
+        "--pipelines",
+        nargs="+",
+        choices=list(PIPELINES),
+        metavar="VARIANT",
+        help=(
+            "ceiling_vs_pipeline: only these pipeline variants (default: all); year_backfill and "
+            f"long_range: these (default: sqlite): {', '.join(PIPELINES)}"
+        ),
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file (default: bench/results.json)")
-    parser.add_argument("--keep-history", action="store_true",
-                        help="batch_cost_vs_history: keep the history warehouses (data/bench/..., or a PostgreSQL database the report names)")  # fmt: skip
+    parser.add_argument(
+        "--keep-history",
+        action="store_true",
+        help=(
+            "batch_cost_vs_history: keep the history warehouses (data/bench/..., or a PostgreSQL "
+            "database the report names)"
+        ),
+    )
     # Smaller backfills than the goals' (e.g. to try a change), with --results elsewhere.
     parser.add_argument("--backfill-meters", type=int, help="year_backfill: meters of the utility (default 20,000)")
     parser.add_argument("--backfill-days", type=int, help="year_backfill: days of the feed (default 365)")
@@ -1201,17 +1400,27 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     data = load_results(args.results)
     sizes = QUICK if args.quick else FULL
-    sizes = dataclasses.replace(sizes, backfill_meters=args.backfill_meters or sizes.backfill_meters,
-                                backfill_days=args.backfill_days or sizes.backfill_days,
-                                range_meters=args.range_meters or sizes.range_meters,
-                                range_days=args.range_days or sizes.range_days)  # fmt: skip
+    sizes = dataclasses.replace(
+        sizes,
+        backfill_meters=args.backfill_meters or sizes.backfill_meters,
+        backfill_days=args.backfill_days or sizes.backfill_days,
+        range_meters=args.range_meters or sizes.range_meters,
+        range_days=args.range_days or sizes.range_days,
+    )
     if args.history_sessions is not None:
         sizes = dataclasses.replace(sizes, history_sessions=args.history_sessions)
     if args.history_budget is not None:
         sizes = dataclasses.replace(sizes, history_budget_s=args.history_budget)
-    ctx = Context(sizes, mode, args.profile, not args.no_postgres, data.get("latest", {}).get(mode, {}),
-                  pipelines=tuple(args.pipelines) if args.pipelines else None, profile_pipeline=args.profile_pipeline,
-                  keep_history=args.keep_history)  # fmt: skip
+    ctx = Context(
+        sizes,
+        mode,
+        args.profile,
+        not args.no_postgres,
+        data.get("latest", {}).get(mode, {}),
+        pipelines=tuple(args.pipelines) if args.pipelines else None,
+        profile_pipeline=args.profile_pipeline,
+        keep_history=args.keep_history,
+    )
     DATA.mkdir(parents=True, exist_ok=True)
     machine = measure.machine_info()
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")

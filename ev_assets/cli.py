@@ -219,7 +219,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         token = args.token or os.environ.get("EV_PUSH_TOKEN")
         done = push.push_feed(simulator.session_messages(sessions, args.seed), args.push, fmt=args.format, token=token)
         console.print(
-            f"pushed {sessions.height:,} sessions: {done.messages:,} messages in {done.payloads:,} {args.format} payloads to {args.push} "
+            f"pushed {sessions.height:,} sessions: {done.messages:,} messages in {done.payloads:,} "
+            f"{args.format} payloads to {args.push} "
             f"in {done.seconds:.1f} s ({done.payloads_per_s:,.0f} payloads/s, {done.messages_per_s:,.0f} messages/s)"
         )
         return 0
@@ -227,7 +228,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         frames, s.feed_dir, date.fromisoformat(args.start), args.days, args.seed, ground_truth=truth
     )
     console.print(
-        f"simulated {summary.sessions:,} sessions: {summary.messages:,} messages in {summary.files:,} files in {s.feed_dir}"
+        (
+            f"simulated {summary.sessions:,} sessions: {summary.messages:,} messages in {summary.files:,} files "
+            f"in {s.feed_dir}"
+        )
     )
     return 0
 
@@ -241,7 +245,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
     s = Settings()
     if not s.receiver_token_hashes:
         console.print(
-            "EV_RECEIVER_TOKEN_SHA256S is empty: every push will be refused (`ev-awareness receiver-token` makes a token)",
+            (
+                "EV_RECEIVER_TOKEN_SHA256S is empty: every push will be refused (`ev-awareness receiver-token` "
+                "makes a token)"
+            ),
             style="yellow",
         )
     scheme = "https" if s.receiver_tls_cert else "http"
@@ -257,7 +264,10 @@ def cmd_receiver_token(_args: argparse.Namespace) -> int:
     console.print(f"token:  {token}")
     console.print(f"sha256: {digest}")
     console.print(
-        "give the token to the sender; add the hash to EV_RECEIVER_TOKEN_SHA256S (comma-separated). The token is not stored anywhere."
+        (
+            "give the token to the sender; add the hash to EV_RECEIVER_TOKEN_SHA256S (comma-separated). The "
+            "token is not stored anywhere."
+        )
     )
     return 0
 
@@ -274,8 +284,10 @@ def cmd_emulate_vendor(args: argparse.Namespace) -> int:
         client_id=args.client_id, client_secret=args.client_secret, delay_s=args.delay
     )
     console.print(
-        f"vendor emulator on http://{args.host}:{args.port}: {rows.height:,} messages of {args.days} days from {args.start}; "
-        f"token URL /oauth2/token (client {config.client_id}), jobs /subscriptions/<id>/batch-request, ready after {config.delay_s:g} s"
+        f"vendor emulator on http://{args.host}:{args.port}: {rows.height:,} messages of {args.days} days "
+        f"from {args.start}; "
+        f"token URL /oauth2/token (client {config.client_id}), jobs /subscriptions/<id>/batch-request, ready "
+        f"after {config.delay_s:g} s"
     )
     vendor_emulator.serve(rows, args.host, args.port, config)
     return 0
@@ -313,7 +325,10 @@ class _RunPrinter:
                 runs.append(run)
                 if not run.is_success and run.is_finished:
                     self.failed.append(
-                        f"{label} run {run.run_id[:8]} ({request.run_key}) failed: `dagster` UI or `ev-awareness status`"
+                        (
+                            f"{label} run {run.run_id[:8]} ({request.run_key}) failed: `dagster` UI or "
+                            "`ev-awareness status`"
+                        )
                     )
                 progress.advance(task)
         ok = sum(r.is_success for r in runs)
@@ -451,7 +466,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_status(_args: argparse.Namespace) -> int:
     """Row counts, the ledger's totals (the proof that nothing was lost), and what is pending."""
     from ev_assets import pipeline
-    from ev_assets.defs.ingest import pending_batches as pending_feed
+    from ev_assets.defs.ingest import landing_batches_to_ingest
     from ev_assets.defs.resources import FeedResource, WarehouseResource
 
     wh = _warehouse()
@@ -463,13 +478,17 @@ def cmd_status(_args: argparse.Namespace) -> int:
     console.print(
         f"ledger, {t['batches']:,} batches: {t['records_read']:,} records read = {t['accepted']:,} accepted + "
         f"{t['duplicates']:,} duplicates + {t['rejected']:,} rejected; {t['files_read']:,} files read = "
-        f"{t['files_parsed']:,} parsed + {t['files_quarantined']:,} quarantined + {t['files_already_read']:,} already read; "
+        f"{t['files_parsed']:,} parsed + {t['files_quarantined']:,} quarantined + {t['files_already_read']:,} "
+        "already read; "
         f"{t['events_stored']:,} events stored: {'reconciles' if t['reconciled'] else 'DOES NOT RECONCILE'}"
     )
-    files = sum(len(b.files) for b in pending_feed(FeedResource(), WarehouseResource(), None))
+    files = sum(len(b.files) for b in landing_batches_to_ingest(FeedResource(), WarehouseResource(), None))
     days = pipeline.pending_load_days(wh)
     console.print(
-        f"pending: {files:,} files ({Settings().feed_dir}), {len(pipeline.pending_batches(wh)):,} batches to pair, {days.height:,} days of daily load"
+        (
+            f"pending: {files:,} files ({Settings().feed_dir}), "
+            f"{len(pipeline.batches_awaiting_pairing(wh)):,} batches to pair, {days.height:,} days of daily load"
+        )
     )
     for line in _snapshot_freshness(wh):
         console.print(line)
@@ -495,7 +514,10 @@ def _snapshot_freshness(wh) -> list[str]:
         if refreshed is None:
             verdict = "no rows yet" + ("" if load_at is None else ": `ev-awareness run` refreshes it")
         elif load_at is not None and _utc(refreshed) < _utc(load_at):
-            verdict = f"refreshed {_utc(refreshed):%Y-%m-%d %H:%M} UTC, STALE: the daily load changed at {_utc(load_at):%Y-%m-%d %H:%M} UTC"
+            verdict = (
+                f"refreshed {_utc(refreshed):%Y-%m-%d %H:%M} UTC, STALE: the daily load changed at "
+                f"{_utc(load_at):%Y-%m-%d %H:%M} UTC"
+            )
         else:
             verdict = f"refreshed {_utc(refreshed):%Y-%m-%d %H:%M} UTC, current (after the latest daily load)"
         lines.append(f"snapshot {spec.name}: {verdict}")
@@ -557,9 +579,16 @@ def cmd_top(args: argparse.Namespace) -> int:
         table.add_column(column, justify="left" if column in ("transformer", "day", "peak at") else "right")
     for row in top.iter_rows(named=True):
         table.add_row(
-            row["transformer_id"], str(row["load_date"]), _num(row["kva_rating"], 1), str(row["session_count"]), str(row["ev_count"]),
-            _num(row["energy_kwh"], 1), _num(row["peak_kw"], 2), row["peak_local"], _num(row["utilization"], 3),
-        )  # fmt: skip
+            row["transformer_id"],
+            str(row["load_date"]),
+            _num(row["kva_rating"], 1),
+            str(row["session_count"]),
+            str(row["ev_count"]),
+            _num(row["energy_kwh"], 1),
+            _num(row["peak_kw"], 2),
+            row["peak_local"],
+            _num(row["utilization"], 3),
+        )
     console.print(table)
     return 0
 
@@ -699,7 +728,10 @@ def cmd_rejected_export(args: argparse.Namespace) -> int:
         )
     Path(args.out).write_text(json.dumps({"EVChargingEvents": records}, indent=1, ensure_ascii=False))
     console.print(
-        f"exported {len(records):,} quarantined records to {args.out}: correct them, then `ev-awareness rejected replay --file {args.out}`"
+        (
+            f"exported {len(records):,} quarantined records to {args.out}: correct them, then `ev-awareness "
+            f"rejected replay --file {args.out}`"
+        )
     )
     return 0
 
@@ -739,7 +771,10 @@ def cmd_rejected_replay(args: argparse.Namespace) -> int:
         printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
     t = printer.totals
     console.print(
-        f"{batch_id}: {t['records_read']:,} records replayed = {t['accepted']:,} accepted + {t['duplicates']:,} duplicates + {t['rejected']:,} still quarantined"
+        (
+            f"{batch_id}: {t['records_read']:,} records replayed = {t['accepted']:,} accepted + "
+            f"{t['duplicates']:,} duplicates + {t['rejected']:,} still quarantined"
+        )
     )
     return 0 if run.is_success and not printer.failed else 1
 
@@ -754,7 +789,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "init",
-        help="write the Dagster instance configuration (DAGSTER_HOME), create or migrate its storage, and upgrade the warehouse schema",
+        help=(
+            "write the Dagster instance configuration (DAGSTER_HOME), create or migrate its storage, and upgrade "
+            "the warehouse schema"
+        ),
     ).set_defaults(func=cmd_init)
 
     db = sub.add_parser("db", help="the warehouse schema (Alembic migrations)").add_subparsers(
@@ -781,7 +819,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--push",
         metavar="URL",
-        help="push the feed to a stream receiver (e.g. http://127.0.0.1:8080/ev-charging-events) instead of writing files",
+        help=(
+            "push the feed to a stream receiver (e.g. http://127.0.0.1:8080/ev-charging-events) instead of "
+            "writing files"
+        ),
     )
     p.add_argument("--format", choices=["json", "avro"], default="json", help="with --push: the payload encoding")
     p.add_argument("--token", help="with --push: the bearer token (default: EV_PUSH_TOKEN)")

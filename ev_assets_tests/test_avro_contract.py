@@ -15,16 +15,28 @@ from ev_assets.warehouse.tables import EV_CHARGING_EVENTS
 NOW = datetime(2024, 7, 1, tzinfo=UTC)
 
 JSON_START = {
-    "ServicePointID": "5000000012", "MeterID": "2000000006", "MeterNumber": "9100000002",
-    "ESN": "1.16.210.3.887097.27.28.9100000002", "TransformerID": "4000000012-05694882",
-    "PremiseID": "P1000000008", "ReceivedTime": "2024-06-03T23:05:11.08Z",
-    "ChargeStartTime": "2024-06-03T23:05:03.4105Z", "ChargeEndTime": None, "ChargeW": "6912.35",
-    "ChargeDuration": None, "ChargeEnergy": None,
-}  # fmt: skip
+    "ServicePointID": "5000000012",
+    "MeterID": "2000000006",
+    "MeterNumber": "9100000002",
+    "ESN": "1.16.210.3.887097.27.28.9100000002",
+    "TransformerID": "4000000012-05694882",
+    "PremiseID": "P1000000008",
+    "ReceivedTime": "2024-06-03T23:05:11.08Z",
+    "ChargeStartTime": "2024-06-03T23:05:03.4105Z",
+    "ChargeEndTime": None,
+    "ChargeW": "6912.35",
+    "ChargeDuration": None,
+    "ChargeEnergy": None,
+}
 JSON_END = {
-    **JSON_START, "ReceivedTime": "2024-06-04T01:10:00.00Z", "ChargeStartTime": None,
-    "ChargeEndTime": "2024-06-04T01:05:03.41Z", "ChargeW": None, "ChargeDuration": "2", "ChargeEnergy": "14400.5",
-}  # fmt: skip
+    **JSON_START,
+    "ReceivedTime": "2024-06-04T01:10:00.00Z",
+    "ChargeStartTime": None,
+    "ChargeEndTime": "2024-06-04T01:05:03.41Z",
+    "ChargeW": None,
+    "ChargeDuration": "2",
+    "ChargeEnergy": "14400.5",
+}
 
 
 def accepted_of(name: str, content: bytes) -> pl.DataFrame:

@@ -23,10 +23,17 @@ WRITE_TIMES = {"updated_at"}
 # Columns issue 12 added to transformer_daily_load after the digest was recorded (overload exposure,
 # C57.91 aging): new figures, not changed ones, so the digest covers the columns it was taken on.
 ADDED_SINCE_RECORDED = {
-    "minutes_above_rating", "kwh_above_rating", "planning_threshold", "minutes_above_threshold",
-    "kwh_above_threshold", "longest_above_threshold_minutes", "hot_spot_max_c", "aging_factor_max",
-    "equivalent_aging", "loss_of_life_h",
-}  # fmt: skip
+    "minutes_above_rating",
+    "kwh_above_rating",
+    "planning_threshold",
+    "minutes_above_threshold",
+    "kwh_above_threshold",
+    "longest_above_threshold_minutes",
+    "hot_spot_max_c",
+    "aging_factor_max",
+    "equivalent_aging",
+    "loss_of_life_h",
+}
 
 
 def table_digest(frame: pl.DataFrame) -> str:

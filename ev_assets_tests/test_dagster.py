@@ -301,9 +301,12 @@ def test_sessions_rebuild_in_chunks_equals_incremental_pairing(env, small_utilit
     # A full rebuild, 7 meters per transaction, gives the same sessions.
     chunked = {**resources, "pipeline_config": PipelineConfig(rebuild_chunk_meters=7)}
     rebuilt = dg.materialize(
-        [ev_charging_sessions], resources=chunked, instance=instance, selection=[ev_charging_sessions],
+        [ev_charging_sessions],
+        resources=chunked,
+        instance=instance,
+        selection=[ev_charging_sessions],
         run_config={"ops": {"ev_charging_sessions": {"config": {"mode": "rebuild"}}}},
-    )  # fmt: skip
+    )
     assert rebuilt.success
     assert wh.read(EV_CHARGING_SESSIONS).drop("updated_at").sort("session_id").equals(before)
 
@@ -315,9 +318,13 @@ def test_events_committed_by_a_dead_run_are_paired_by_the_next(env, small_utilit
     truth = simulate(small_utility, env["EV_FEED_DIR"], days=1)
     for request in sensor_result(instance, resources).run_requests:
         only_events = dg.materialize(
-            [ev_charging_events, ev_charging_sessions], selection=[ev_charging_events], resources=resources,
-            instance=instance, run_config=request.run_config, tags=request.tags,
-        )  # fmt: skip
+            [ev_charging_events, ev_charging_sessions],
+            selection=[ev_charging_events],
+            resources=resources,
+            instance=instance,
+            run_config=request.run_config,
+            tags=request.tags,
+        )
         assert only_events.success
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     assert wh.count(EV_CHARGING_SESSIONS) == 0
@@ -349,9 +356,10 @@ def test_days_before_the_partitions_fail_loudly(env, small_utility, resources, i
 
 def events_schema_check(result):
     (check,) = [
-        c for c in result.get_asset_check_evaluations()
+        c
+        for c in result.get_asset_check_evaluations()
         if c.check_name == "schema_conforms" and c.asset_key == dg.AssetKey("ev_charging_events")
-    ]  # fmt: skip
+    ]
     return check
 
 
@@ -408,9 +416,13 @@ def test_failing_blocking_check_stops_pairing(env, small_utility, resources, ins
             ],
         )
     result = dg.materialize(
-        [ev_charging_events, ev_charging_sessions], resources=resources, instance=instance,
-        run_config=request.run_config, tags=request.tags, raise_on_error=False,
-    )  # fmt: skip
+        [ev_charging_events, ev_charging_sessions],
+        resources=resources,
+        instance=instance,
+        run_config=request.run_config,
+        tags=request.tags,
+        raise_on_error=False,
+    )
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["schema_conforms"].passed is False
     assert not result.asset_materializations_for_node("ev_charging_sessions")

@@ -156,8 +156,10 @@ def test_edge_events_and_replaced_sessions_give_the_answers_of_before(feed):
     assert edges.sort("message_id").equals(before.sort("message_id"))
     # The cases above are all there: M1's and M4's open starts, M2's end after the window.
     assert sorted(edges.select("meter_id", "message_type", "message_time").rows()) == [
-        ("M1", "start", at(3, 18)), ("M2", "end", at(25, 18)), ("M4", "start", at(6, 10)),
-    ]  # fmt: skip
+        ("M1", "start", at(3, 18)),
+        ("M2", "end", at(25, 18)),
+        ("M4", "start", at(6, 10)),
+    ]
     assert replaced.sort("session_id").equals(replaced_before.sort("session_id"))
     assert sorted(replaced.select("session_id", "status").rows()) == [
         ("M1|2024-06-03T18:00:00.000000Z", "timed_out"),
@@ -194,8 +196,15 @@ def test_pairing_on_history_equals_a_rebuild(feed):
 # --- query plans, and SQLite's work per statement ---------------------------------------------
 
 # Tables that grow with every batch (as bench/run_bench.py GROWING_TABLES).
-GROWING = {"ev_charging_events", "ev_charging_sessions", "ev_feed_files", "ev_rejected_messages",
-           "ev_ingest_batches", "ev_quarantined_files", "ev_batch_pairing"}  # fmt: skip
+GROWING = {
+    "ev_charging_events",
+    "ev_charging_sessions",
+    "ev_feed_files",
+    "ev_rejected_messages",
+    "ev_ingest_batches",
+    "ev_quarantined_files",
+    "ev_batch_pairing",
+}
 
 
 def sqlite_only(warehouse):
@@ -272,8 +281,14 @@ def assert_sqlite_seeks(wh, statements) -> None:
         # the window's events: a range of it per meter and type
         "SEARCH ev_charging_events USING INDEX sqlite_autoindex_ev_charging_events_1 (message_id>? AND message_id<?)",
         # a range of the primary key (meter|start time) per meter
-        "SEARCH ev_charging_sessions USING INDEX sqlite_autoindex_ev_charging_sessions_1 (session_id>? AND session_id<?)",
-        "SEARCH ev_charging_sessions USING INDEX ix_ev_charging_sessions_end_only_meter_id_end_time (meter_id=? AND end_time>? AND end_time<?)",
+        (
+            "SEARCH ev_charging_sessions USING INDEX sqlite_autoindex_ev_charging_sessions_1 (session_id>? AND "
+            "session_id<?)"
+        ),
+        (
+            "SEARCH ev_charging_sessions USING INDEX ix_ev_charging_sessions_end_only_meter_id_end_time "
+            "(meter_id=? AND end_time>? AND end_time<?)"
+        ),
     } <= details
 
 
@@ -294,10 +309,16 @@ def assert_postgres_seeks(wh, statements) -> None:
     # the aggregate into LIMIT 1).
     for direction in ("Backward", "Forward"):
         edge = [
-            nodes for nodes in plans.values()
-            if any(n.get("Alias") == "x" and n.get("Scan Direction") == direction
-                   and "message_id >= " in n.get("Index Cond", "") and "message_id <= " in n["Index Cond"] for n in nodes)
-        ]  # fmt: skip
+            nodes
+            for nodes in plans.values()
+            if any(
+                n.get("Alias") == "x"
+                and n.get("Scan Direction") == direction
+                and "message_id >= " in n.get("Index Cond", "")
+                and "message_id <= " in n["Index Cond"]
+                for n in nodes
+            )
+        ]
         assert edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge), direction
     # The window's events: a range of the primary key per meter and type.
     assert any("message_id >= (" in c and "message_id <= (" in c for c in conditions), conditions
@@ -368,15 +389,15 @@ def test_ingest_queues_its_batch_and_pairing_takes_it_off(feed):
     wh = feed.warehouse
     first = ingest_only(feed, [start("M1", at(3, 18), 7000)])
     second = ingest_only(feed, [end("M1", at(3, 20), 14000, 2)])
-    assert pipeline.pending_batches(wh) == [first, second]
+    assert pipeline.batches_awaiting_pairing(wh) == [first, second]
     queued = wh.read(EV_BATCHES_PENDING).sort("batch_id")
     ledger = wh.read(EV_INGEST_BATCHES).sort("batch_id")
     assert queued["queued_at"].to_list() == ledger["processed_at"].to_list()
 
     report = pipeline.pair_pending_batches(wh, feed.settings, max_batches=1, now=at(4))
-    assert report.batches == [first] and pipeline.pending_batches(wh) == [second]
+    assert report.batches == [first] and pipeline.batches_awaiting_pairing(wh) == [second]
     pipeline.pair_pending_batches(wh, feed.settings, now=at(4))
-    assert pipeline.pending_batches(wh) == [] and wh.count(EV_BATCHES_PENDING) == 0
+    assert pipeline.batches_awaiting_pairing(wh) == [] and wh.count(EV_BATCHES_PENDING) == 0
     assert sorted(wh.read(EV_BATCH_PAIRING)["batch_id"].to_list()) == [first, second]
     assert feed.sessions().select("status").rows() == [("complete",)]
 
@@ -391,15 +412,24 @@ def test_a_failed_pairing_leaves_its_batch_queued(feed, monkeypatch):
     monkeypatch.setattr(sessions, "time_out_open_starts", dies)
     with pytest.raises(RuntimeError):
         pipeline.pair_pending_batches(wh, feed.settings, now=at(4))
-    assert pipeline.pending_batches(wh) == [batch] and wh.count(EV_BATCH_PAIRING) == 0
+    assert pipeline.batches_awaiting_pairing(wh) == [batch] and wh.count(EV_BATCH_PAIRING) == 0
     assert wh.count(EV_CHARGING_SESSIONS) == 0
     monkeypatch.undo()
     pipeline.pair_pending_batches(wh, feed.settings, now=at(4))
-    assert pipeline.pending_batches(wh) == [] and wh.count(EV_CHARGING_SESSIONS) == 1
+    assert pipeline.batches_awaiting_pairing(wh) == [] and wh.count(EV_CHARGING_SESSIONS) == 1
 
 
-_COUNTS_0008 = ("files_read", "files_parsed", "files_repaired", "files_quarantined", "files_already_read",
-                "records_read", "accepted", "duplicates", "rejected")  # fmt: skip
+_COUNTS_0008 = (
+    "files_read",
+    "files_parsed",
+    "files_repaired",
+    "files_quarantined",
+    "files_already_read",
+    "records_read",
+    "accepted",
+    "duplicates",
+    "rejected",
+)
 
 
 def test_the_migration_queues_the_ledger_batches_not_paired(blank_warehouse_url):
@@ -408,27 +438,33 @@ def test_the_migration_queues_the_ledger_batches_not_paired(blank_warehouse_url)
     # The tables as revision 0008 has them, just the columns these rows need (typed, so SQLite
     # stores times as the warehouse does).
     ledger = sa.table(
-        "ev_ingest_batches", sa.column("batch_id", sa.Text), sa.column("reconciled", sa.Boolean),
+        "ev_ingest_batches",
+        sa.column("batch_id", sa.Text),
+        sa.column("reconciled", sa.Boolean),
         sa.column("processed_at", sa.DateTime(timezone=True)),
         *[sa.column(name, sa.BigInteger) for name in _COUNTS_0008],
-    )  # fmt: skip
+    )
     paired = sa.table(
-        "ev_batch_pairing", sa.column("batch_id", sa.Text), sa.column("sessions_written", sa.BigInteger),
+        "ev_batch_pairing",
+        sa.column("batch_id", sa.Text),
+        sa.column("sessions_written", sa.BigInteger),
         sa.column("paired_at", sa.DateTime(timezone=True)),
-    )  # fmt: skip
+    )
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(
             ledger.insert(),
-            [{"batch_id": f"b{n}", "reconciled": True, "processed_at": at(day), **dict.fromkeys(_COUNTS_0008, 0)}
-             for n, day in ((1, 2), (2, 3), (3, 4))],
-        )  # fmt: skip
+            [
+                {"batch_id": f"b{n}", "reconciled": True, "processed_at": at(day), **dict.fromkeys(_COUNTS_0008, 0)}
+                for n, day in ((1, 2), (2, 3), (3, 4))
+            ],
+        )
         conn.execute(paired.insert().values(batch_id="b2", sessions_written=0, paired_at=at(3)))
     engine.dispose()
     migrate.upgrade(url)
     wh = Warehouse(url)
     try:
-        assert pipeline.pending_batches(wh) == ["b1", "b3"]
+        assert pipeline.batches_awaiting_pairing(wh) == ["b1", "b3"]
         assert wh.read(EV_BATCHES_PENDING).sort("batch_id").rows() == [("b1", at(2)), ("b3", at(4))]
     finally:
         wh.dispose()
@@ -555,6 +591,7 @@ def test_edges_at_the_millisecond_of_the_window_bounds(feed):
         edges = sessions.edge_events(wh, conn, window)
         before = old_edge_events(wh, conn, window)
     assert sorted(edges.select("meter_id", "message_type", "message_time").rows()) == [
-        ("M7", "start", at(10, 6) + timedelta(microseconds=200)), ("M9", "end", at(14, 8)),
-    ]  # fmt: skip
+        ("M7", "start", at(10, 6) + timedelta(microseconds=200)),
+        ("M9", "end", at(14, 8)),
+    ]
     assert edges.sort("message_id").equals(before.sort("message_id"))

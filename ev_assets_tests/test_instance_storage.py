@@ -101,9 +101,11 @@ def test_the_postgres_storage_an_earlier_init_wrote_is_converted(tmp_path):
 
 @pytest.mark.parametrize("key", ["storage", "event_log_storage"])
 def test_a_storage_the_user_chose_is_not_overwritten(tmp_path, key):
-    chosen = {"sqlite": {"base_dir": str(tmp_path / "mine")}} if key == "storage" else {
-        "module": "dagster.core.storage.event_log", "class": "SqliteEventLogStorage", "config": {"base_dir": "x"}
-    }  # fmt: skip
+    chosen = (
+        {"sqlite": {"base_dir": str(tmp_path / "mine")}}
+        if key == "storage"
+        else {"module": "dagster.core.storage.event_log", "class": "SqliteEventLogStorage", "config": {"base_dir": "x"}}
+    )
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({key: chosen}))
     before = (tmp_path / "dagster.yaml").read_text()
     with pytest.raises(StorageConflict, match=key):

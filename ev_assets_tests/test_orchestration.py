@@ -144,8 +144,12 @@ def test_the_daemon_loads_the_reference_data_before_the_events(env, tmp_path):
     log = (tmp_path / "daemon.log").open("w")
     daemon = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        env=daemon_env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        env=daemon_env,
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         utility = read_reference_extracts(committed)
         sessions = simulator.simulate_sessions(utility, simulator_start(), 1, 3)

@@ -24,8 +24,14 @@ DAY = date(2024, 6, 3)
 
 def rate_t1(warehouse, kva: float = 10.0) -> None:
     """T1 rated `kva` (10 kVA: 9 kW at power factor 0.9) from 2024-01-01."""
-    row = {"transformer_id": "T1", "feeder_id": "F1", "kva_rating": kva, "phase": "A",
-           "effective_from": date(2024, 1, 1), "effective_to": None}  # fmt: skip
+    row = {
+        "transformer_id": "T1",
+        "feeder_id": "F1",
+        "kva_rating": kva,
+        "phase": "A",
+        "effective_from": date(2024, 1, 1),
+        "effective_to": None,
+    }
     with warehouse.transaction() as conn:
         warehouse.insert(conn, REF_TRANSFORMERS, pl.DataFrame([row], schema=REF_TRANSFORMERS.polars_schema))
 
@@ -36,9 +42,15 @@ def rate_t1(warehouse, kva: float = 10.0) -> None:
 #   18:00 7.2 (1), 18:15 7.2 (1), 18:30 7.2 + 6 + 3 x 5/15 = 14.2 (3), 18:45 7.2 + 6 + 3 = 16.2 (3),
 #   19:00 6 (1), 19:15 6 (1), 21:00 8 (1), 21:15 8 (1).
 HAND_PROFILE = [
-    (at(3, 18), 7.2, 1), (at(3, 18, 15), 7.2, 1), (at(3, 18, 30), 14.2, 3), (at(3, 18, 45), 16.2, 3),
-    (at(3, 19), 6.0, 1), (at(3, 19, 15), 6.0, 1), (at(3, 21), 8.0, 1), (at(3, 21, 15), 8.0, 1),
-]  # fmt: skip
+    (at(3, 18), 7.2, 1),
+    (at(3, 18, 15), 7.2, 1),
+    (at(3, 18, 30), 14.2, 3),
+    (at(3, 18, 45), 16.2, 3),
+    (at(3, 19), 6.0, 1),
+    (at(3, 19, 15), 6.0, 1),
+    (at(3, 21), 8.0, 1),
+    (at(3, 21, 15), 8.0, 1),
+]
 
 
 @pytest.fixture
@@ -49,12 +61,16 @@ def feed(warehouse, tmp_path):
 def send_hand_sessions(feed) -> None:
     feed.send(
         [
-            start("M1", at(3, 18), 7200), end("M1", at(3, 19), 7200, 1),
-            start("M2", at(3, 18, 30), 6000), end("M2", at(3, 19, 30), 6000, 1),
-            start("M3", at(3, 18, 40), 3000), end("M3", at(3, 19), 1000, 0.33),
-            start("M4", at(3, 21), 8000), end("M4", at(3, 21, 30), 4000, 0.5),
+            start("M1", at(3, 18), 7200),
+            end("M1", at(3, 19), 7200, 1),
+            start("M2", at(3, 18, 30), 6000),
+            end("M2", at(3, 19, 30), 6000, 1),
+            start("M3", at(3, 18, 40), 3000),
+            end("M3", at(3, 19), 1000, 0.33),
+            start("M4", at(3, 21), 8000),
+            end("M4", at(3, 21, 30), 4000, 0.5),
         ]
-    )  # fmt: skip
+    )
 
 
 def test_interval_profile_and_overload_by_hand(feed):
@@ -165,14 +181,20 @@ def send_premise_sessions(feed) -> None:
     02:00-03:00 1.4 kW. PM4 (M4): one flagged session (4 kWh in 1 h on a 3 kW charger)."""
     feed.send(
         [
-            start("M1", at(3, 20), 7200), end("M1", at(3, 22), 14400, 2),
-            start("M1", at(8, 17), 7200), end("M1", at(8, 18), 7200, 1),
-            start("M1", at(17, 20), 6000), end("M1", at(17, 20, 30), 3000, 0.5),
-            start("M2", at(20, 1), 1400, PremiseID="PM2"), end("M2", at(20, 3), 2800, 2, PremiseID="PM2"),
-            start("M3", at(20, 2), 1400, PremiseID="PM2"), end("M3", at(20, 3), 1400, 1, PremiseID="PM2"),
-            start("M4", at(20, 20), 3000), end("M4", at(20, 21), 4000, 1),
+            start("M1", at(3, 20), 7200),
+            end("M1", at(3, 22), 14400, 2),
+            start("M1", at(8, 17), 7200),
+            end("M1", at(8, 18), 7200, 1),
+            start("M1", at(17, 20), 6000),
+            end("M1", at(17, 20, 30), 3000, 0.5),
+            start("M2", at(20, 1), 1400, PremiseID="PM2"),
+            end("M2", at(20, 3), 2800, 2, PremiseID="PM2"),
+            start("M3", at(20, 2), 1400, PremiseID="PM2"),
+            end("M3", at(20, 3), 1400, 1, PremiseID="PM2"),
+            start("M4", at(20, 20), 3000),
+            end("M4", at(20, 21), 4000, 1),
         ]
-    )  # fmt: skip
+    )
 
 
 def test_premise_profile_and_new_evs_by_hand(feed):
@@ -230,8 +252,16 @@ def test_tou_windows_parse_and_classify():
 
     windows = parse_tou_windows("mon-fri 16:00-21:00; sat,sun 17:00-19:00; fri-mon 23:00-24:00")
     assert windows[0].weekdays == frozenset({1, 2, 3, 4, 5}) and windows[2].weekdays == frozenset({5, 6, 7, 1})
-    stamps = [datetime(2024, 6, 3, 15, 45), datetime(2024, 6, 3, 16), datetime(2024, 6, 3, 20, 45), datetime(2024, 6, 3, 21),
-              datetime(2024, 6, 8, 17), datetime(2024, 6, 8, 16), datetime(2024, 6, 4, 23, 15), datetime(2024, 6, 7, 23, 45)]  # fmt: skip
+    stamps = [
+        datetime(2024, 6, 3, 15, 45),
+        datetime(2024, 6, 3, 16),
+        datetime(2024, 6, 3, 20, 45),
+        datetime(2024, 6, 3, 21),
+        datetime(2024, 6, 8, 17),
+        datetime(2024, 6, 8, 16),
+        datetime(2024, 6, 4, 23, 15),
+        datetime(2024, 6, 7, 23, 45),
+    ]
     out = pl.DataFrame({"t": stamps}).select(in_windows(pl.col("t"), windows).alias("on")).to_series().to_list()
     assert out == [False, True, True, False, True, False, False, True]
     for bad in ("weekdays 16:00-21:00", "mon 16:10-21:00", "mon 21:00-16:00"):
@@ -253,8 +283,20 @@ def test_export_selects_days_and_transformers(feed, tmp_path, monkeypatch, fmt):
     monkeypatch.setenv("EV_WAREHOUSE_URL", feed.warehouse.url)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))  # cli.main would set it for the process
     out = tmp_path / f"profile.{fmt}"
-    argv = ["export", "transformer_interval_load", "--from", "2024-06-03", "--to", "2024-06-04", "--format", fmt,
-            "--transformer", "T1", "--out", str(out)]  # fmt: skip
+    argv = [
+        "export",
+        "transformer_interval_load",
+        "--from",
+        "2024-06-03",
+        "--to",
+        "2024-06-04",
+        "--format",
+        fmt,
+        "--transformer",
+        "T1",
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     read = {"csv": pl.read_csv, "parquet": pl.read_parquet, "json": pl.read_json}[fmt](out)
     assert read.height == 8 and set(read["transformer_id"].to_list()) == {"T1"}

@@ -28,10 +28,22 @@ JSON = {"Content-Type": "application/json"}
 
 # What an event says, not how or when it was read.
 EVENT_COLUMNS = [
-    "message_id", "message_type", "meter_id", "meter_number", "esn", "reported_service_point_id",
-    "reported_premise_id", "reported_transformer_id", "message_time", "received_time",
-    "charge_start_time", "charge_end_time", "charge_w", "charge_duration", "charge_energy_wh",
-]  # fmt: skip
+    "message_id",
+    "message_type",
+    "meter_id",
+    "meter_number",
+    "esn",
+    "reported_service_point_id",
+    "reported_premise_id",
+    "reported_transformer_id",
+    "message_time",
+    "received_time",
+    "charge_start_time",
+    "charge_end_time",
+    "charge_w",
+    "charge_duration",
+    "charge_energy_wh",
+]
 
 
 def landed(folder) -> list[str]:
@@ -214,11 +226,17 @@ def test_kill_9_during_a_burst_loses_no_acknowledged_payload(tmp_path):
 @pytest.mark.parametrize("encode", [avro_schema.encode_container, avro_schema.encode_single_objects])
 def test_avro_round_trip_keeps_values_and_millisecond_times(encode):
     record = {
-        "ServicePointID": "5000000012", "MeterID": "2000000006", "TransformerID": "4000000012-05694882",
-        "PremiseID": "P1000000008", "ReceivedTime": "2024-01-01T23:05:11.08Z",
-        "ChargeStartTime": "2024-01-01T23:05:03.41Z", "ChargeEndTime": None, "ChargeW": "6912.35",
-        "ChargeDuration": None, "ChargeEnergy": None,
-    }  # fmt: skip
+        "ServicePointID": "5000000012",
+        "MeterID": "2000000006",
+        "TransformerID": "4000000012-05694882",
+        "PremiseID": "P1000000008",
+        "ReceivedTime": "2024-01-01T23:05:11.08Z",
+        "ChargeStartTime": "2024-01-01T23:05:03.41Z",
+        "ChargeEndTime": None,
+        "ChargeW": "6912.35",
+        "ChargeDuration": None,
+        "ChargeEnergy": None,
+    }
     payload = json.loads(
         avro_schema.to_json_payload(avro_schema.decode(encode([avro_schema.from_json_record(record)])))
     )
@@ -236,10 +254,27 @@ def test_tls_when_a_certificate_is_configured(tmp_path):
         pytest.skip("openssl is needed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     landing = tmp_path / "landing"
     body = json.dumps({"EVChargingEvents": []}).encode()
     with running_receiver(landing, EV_RECEIVER_TLS_CERT=str(cert), EV_RECEIVER_TLS_KEY=str(key)) as (base, _):

@@ -78,9 +78,13 @@ def environment(env: dict, **extra) -> dict[str, str]:
 def cli_process(env: dict, *args: str, **extra) -> subprocess.Popen:
     """`ev-awareness ...` in its own process group (so kill -9 takes all of it)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "ev_assets.cli", *args], env=environment(env, **extra),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "ev_assets.cli", *args],
+        env=environment(env, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def cli_run(env: dict, *args: str, expect: int | None = 0, **extra) -> tuple[str, float]:
@@ -95,8 +99,12 @@ def cli_run(env: dict, *args: str, expect: int | None = 0, **extra) -> tuple[str
 def start_daemon(env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(DAEMON), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        env=environment(env), cwd=PROJECT_ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        env=environment(env),
+        cwd=PROJECT_ROOT,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -197,17 +205,24 @@ def all_done(wh: Warehouse, landing: Path, sessions: int) -> bool:
     """Every file read and archived, every batch paired, every day loaded, the sessions there."""
     return (
         not list(landing.glob("*.json"))
-        and not pipeline.pending_batches(wh)
+        and not pipeline.batches_awaiting_pairing(wh)
         and pipeline.pending_load_days(wh).is_empty()
         and wh.count(EV_CHARGING_SESSIONS) >= sessions
     )
 
 
 def no_run_in_flight(instance: dg.DagsterInstance) -> bool:
-    return not instance.get_runs(dg.RunsFilter(statuses=[
-        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
-    ]))  # fmt: skip
+    return not instance.get_runs(
+        dg.RunsFilter(
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.CANCELING,
+            ]
+        )
+    )
 
 
 def daemon_log(path: Path) -> str:
@@ -220,7 +235,8 @@ def progress(wh: Warehouse, env: dict, instance: dg.DagsterInstance, log: Path) 
     runs = [(r.job_name, r.status.value, r.tags.get("dagster/run_key", "")) for r in instance.get_runs(limit=20)]
     return (
         f"{len(list(env['EV_FEED_DIR'].glob('*.json')))} files in the landing folder, "
-        f"{len(pipeline.pending_batches(wh))} batches to pair, {pipeline.pending_load_days(wh).height} days to load, "
+        f"{len(pipeline.batches_awaiting_pairing(wh))} batches to pair, "
+        f"{pipeline.pending_load_days(wh).height} days to load, "
         f"{wh.count(EV_CHARGING_SESSIONS)} sessions; latest runs {runs}\n--- daemon log ---\n{daemon_log(log)}"
     )
 
@@ -260,9 +276,10 @@ def test_a_run_whose_warehouse_is_locked_for_its_first_attempt_completes_under_t
 
             def retried() -> list[str]:
                 return [
-                    r.run_id for r in instance.get_runs()
+                    r.run_id
+                    for r in instance.get_runs()
                     if step_events(instance, r.run_id, DagsterEventType.STEP_UP_FOR_RETRY)
-                ]  # fmt: skip
+                ]
 
             # Held until a step's first attempt failed on it (EV_LOCK_WAIT_S, 5 s here).
             failed_once = wait_until(
@@ -408,8 +425,10 @@ def test_the_daemon_killed_mid_batch_and_restarted_ends_like_a_clean_run(env, sm
         )
         wait_until(
             lambda: instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE,
-            120, lambda: "dead_run_sensor to fail the dead run: " + progress(wh, env, instance, log), poll=1,
-        )  # fmt: skip
+            120,
+            lambda: "dead_run_sensor to fail the dead run: " + progress(wh, env, instance, log),
+            poll=1,
+        )
         wait_until(lambda: no_run_in_flight(instance), 120, "runs (the retry included) to finish", poll=1)
     finally:
         kill_group(daemon, signal.SIGTERM)
@@ -437,7 +456,7 @@ def test_a_tick_lists_and_hashes_only_new_files(env, small_utility, monkeypatch)
 
     def tick() -> int:
         listed.clear(), hashed.clear()
-        batches = ingest.pending_batches(feed_res, wh_res, cursor=None)
+        batches = ingest.landing_batches_to_ingest(feed_res, wh_res, cursor=None)
         assert not hashed  # names the ledger never saw are not hashed
         return sum(len(b.files) for b in batches)
 

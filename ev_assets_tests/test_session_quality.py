@@ -268,9 +268,9 @@ class TestConflictingDuplicates:
         (reason,) = json.loads(rejected["reasons"])
         assert reason["field"] == "ChargeEnergy"
         assert (
-            "ChargeEnergy 22300 differs from 14400 in the accepted message M1|end|2024-06-03T20:00:00.000000Z (batch b1)"
-            in reason["message"]
-        )
+            "ChargeEnergy 22300 differs from 14400 in the accepted message "
+            "M1|end|2024-06-03T20:00:00.000000Z (batch b1)"
+        ) in reason["message"]
         # The session keeps the first accepted value.
         assert feed.sessions().select("status", "energy_wh").rows() == [("complete", 14400.0)]
 

@@ -105,9 +105,15 @@ def test_received_day_asset_lands_the_export(day_feed, tmp_path):
     landing = tmp_path / "landing"
     with running_emulator(day_feed, EmulatorConfig(delay_s=0.2)) as base:
         vendor = VendorResource(
-            base_url=base, subscription_id="sub-1", subscriber_id="subscriber-1", token_url=f"{base}/oauth2/token",
-            client_id="emulator-client", client_secret="emulator-secret", filetype="Csv", first_poll_s=0.05,
-        )  # fmt: skip
+            base_url=base,
+            subscription_id="sub-1",
+            subscriber_id="subscriber-1",
+            token_url=f"{base}/oauth2/token",
+            client_id="emulator-client",
+            client_secret="emulator-secret",
+            filetype="Csv",
+            first_poll_s=0.05,
+        )
         result = dg.materialize(
             [vendor_export_files],
             partition_key=day.isoformat(),

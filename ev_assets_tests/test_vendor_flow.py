@@ -150,13 +150,21 @@ def test_nightly_gap_fill_after_a_lossy_stream(two_days, small_utility, warehous
     instance = dg.DagsterInstance.ephemeral()
     with running_emulator(two_days, EmulatorConfig(delay_s=0.2, rows_per_file=50)) as base:
         vendor = VendorResource(
-            base_url=base, subscription_id="sub-1", subscriber_id="subscriber-1", token_url=f"{base}/oauth2/token",
-            client_id="emulator-client", client_secret="emulator-secret", filetype="Parquet", first_poll_s=0.05,
-        )  # fmt: skip
+            base_url=base,
+            subscription_id="sub-1",
+            subscriber_id="subscriber-1",
+            token_url=f"{base}/oauth2/token",
+            client_id="emulator-client",
+            client_secret="emulator-secret",
+            filetype="Parquet",
+            first_poll_s=0.05,
+        )
         done = dg.materialize(
-            [vendor_export_files], partition_key=request.partition_key, instance=instance,
+            [vendor_export_files],
+            partition_key=request.partition_key,
+            instance=instance,
             resources={"vendor": vendor, "feed_landing": FeedResource(landing_dir=str(landing))},
-        )  # fmt: skip
+        )
     assert done.success
     # Landed, not ingested yet: the gap is not asked for.
     resource = WarehouseResource(url=warehouse_url)
@@ -188,9 +196,13 @@ def test_cli_backfill_lands_ingests_and_counts_the_gap(two_days, env, monkeypatc
     assert cli.main(["init"]) == 0
     with running_emulator(two_days, EmulatorConfig(delay_s=0.2)) as base:
         for name, value in {
-            "EV_VENDOR_BASE_URL": base, "EV_VENDOR_SUBSCRIPTION_ID": "sub-1", "EV_VENDOR_SUBSCRIBER_ID": "subscriber-1",
-            "EV_VENDOR_TOKEN_URL": f"{base}/oauth2/token", "EV_VENDOR_CLIENT_ID": "emulator-client", "EV_VENDOR_CLIENT_SECRET": "emulator-secret",
-        }.items():  # fmt: skip
+            "EV_VENDOR_BASE_URL": base,
+            "EV_VENDOR_SUBSCRIPTION_ID": "sub-1",
+            "EV_VENDOR_SUBSCRIBER_ID": "subscriber-1",
+            "EV_VENDOR_TOKEN_URL": f"{base}/oauth2/token",
+            "EV_VENDOR_CLIENT_ID": "emulator-client",
+            "EV_VENDOR_CLIENT_SECRET": "emulator-secret",
+        }.items():
             monkeypatch.setenv(name, value)
         code = cli.main(["backfill", "--received-from", str(DAY), "--received-to", str(DAY), "--format", "csv"])
     assert code == 0

@@ -56,7 +56,7 @@ SCHEMA: dict[str, Any] = {
                 "TransformerId",
                 "PremiseId",
             )
-        ),  # fmt: skip
+        ),
         {"name": "ReceivedTime", "type": _TIMESTAMP_MILLIS},
         {"name": "ChargeStartTime", "type": _nullable(_TIMESTAMP_MILLIS), "default": None},
         {"name": "ChargeEndTime", "type": _nullable(_TIMESTAMP_MILLIS), "default": None},
@@ -67,7 +67,7 @@ SCHEMA: dict[str, Any] = {
                 "ChargeDuration",
                 "ChargeEnergy",
             )
-        ),  # fmt: skip
+        ),
     ],
 }
 PARSED_SCHEMA = parse_schema(SCHEMA)

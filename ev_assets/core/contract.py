@@ -28,13 +28,20 @@ REJECTION_CODES: dict[str, str] = {
     "invalid_number": "The value is not a finite number.",
     "invalid_timestamp": "The value is not an ISO-8601 date and time.",
     "timestamp_without_offset": "The timestamp has no UTC offset ('Z' or ±hh:mm); local times are never guessed.",
-    "ambiguous_message_type": "The record carries fields of both a start message (ChargeStartTime, ChargeW) and an end message (ChargeEndTime, ChargeDuration, ChargeEnergy).",
-    "no_charge_fields": "The record carries none of ChargeStartTime, ChargeW, ChargeEndTime, ChargeDuration, ChargeEnergy.",
+    "ambiguous_message_type": (
+        "The record carries fields of both a start message (ChargeStartTime, ChargeW) and an end message "
+        "(ChargeEndTime, ChargeDuration, ChargeEnergy)."
+    ),
+    "no_charge_fields": (
+        "The record carries none of ChargeStartTime, ChargeW, ChargeEndTime, ChargeDuration, ChargeEnergy."
+    ),
     "missing_required_field": "A field this message type requires is missing or blank.",
     "non_positive_value": "ChargeW, ChargeDuration and ChargeEnergy must be > 0 (spec).",
     "charge_w_implausible": "ChargeW is outside the home-charger range (EV_CHARGE_W_MIN..EV_CHARGE_W_MAX).",
     "energy_implausible": "ChargeEnergy exceeds the largest plausible session (EV_MAX_SESSION_WH).",
-    "received_before_event": "ReceivedTime is earlier than the event by more than the clock-skew allowance (EV_CLOCK_SKEW_S).",
+    "received_before_event": (
+        "ReceivedTime is earlier than the event by more than the clock-skew allowance (EV_CLOCK_SKEW_S)."
+    ),
     "received_in_future": "ReceivedTime is later than now plus the clock-skew allowance.",
     "event_in_future": "The event time is later than now plus the clock-skew allowance.",
     "conflicting_duplicate": (

@@ -12,7 +12,9 @@ from __future__ import annotations
 import polars as pl
 
 QUALITY_FLAGS: dict[str, str] = {
-    "power_above_charger_max": "Average power (energy / duration) exceeds EV_CHARGE_W_MAX: no home charger delivers it.",
+    "power_above_charger_max": (
+        "Average power (energy / duration) exceeds EV_CHARGE_W_MAX: no home charger delivers it."
+    ),
     "power_above_charge_w": "Average power exceeds the session's own ChargeW x EV_CHARGE_W_TOLERANCE.",
     "duration_mismatch": (
         "The reported ChargeDuration disagrees with end - start by more than half a unit plus 5 % "

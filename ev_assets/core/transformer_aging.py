@@ -61,9 +61,31 @@ AGING_B = 15000.0  # clause 5, eq. (2): the aging-rate constant B
 # Residential non-EV load, per-unit of the transformer rating, by local hour 0..23: low at night,
 # a morning shoulder, the evening peak 0.60 pu at 19:00.
 DEFAULT_BASE_LOAD_PU: tuple[float, ...] = (
-    0.30, 0.27, 0.25, 0.24, 0.24, 0.26, 0.32, 0.38, 0.38, 0.35, 0.34, 0.34,
-    0.35, 0.35, 0.36, 0.39, 0.45, 0.52, 0.58, 0.60, 0.58, 0.52, 0.44, 0.36,
-)  # fmt: skip
+    0.30,
+    0.27,
+    0.25,
+    0.24,
+    0.24,
+    0.26,
+    0.32,
+    0.38,
+    0.38,
+    0.35,
+    0.34,
+    0.34,
+    0.35,
+    0.35,
+    0.36,
+    0.39,
+    0.45,
+    0.52,
+    0.58,
+    0.60,
+    0.58,
+    0.52,
+    0.44,
+    0.36,
+)
 DEFAULT_AMBIENT_C = 30.0
 
 
@@ -265,9 +287,10 @@ def daily_aging(
 
     def local_midnight_utc(day: pl.Expr) -> pl.Expr:
         return (
-            day.cast(pl.Datetime("us")).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+            day.cast(pl.Datetime("us"))
+            .dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
             .dt.convert_time_zone("UTC")
-        )  # fmt: skip
+        )
 
     # Each rated transformer-day: its local day in UTC, from its start, in n 15-minute intervals
     # (92, 96 or 100), and its row in the K matrix of the days of its length.
@@ -283,18 +306,22 @@ def daily_aging(
         {"_hour": list(range(24)), "_base_pu": list(base_load_pu)}, schema={"_hour": pl.Int8, "_base_pu": pl.Float64}
     )
     day_base = (
-        rated.select("load_date", "_start", "_n").unique("load_date")
+        rated.select("load_date", "_start", "_n")
+        .unique("load_date")
         .with_columns(pl.int_ranges(0, pl.col("_n")).alias("_j"))
         .explode("_j")
         .with_columns(
             (pl.col("_start") + pl.duration(microseconds=pl.col("_j") * step_us))
-            .dt.convert_time_zone(tz).dt.hour().cast(pl.Int8).alias("_hour")
+            .dt.convert_time_zone(tz)
+            .dt.hour()
+            .cast(pl.Int8)
+            .alias("_hour")
         )
         .join(base, on="_hour", how="left")
         .sort("load_date", "_j")
         .group_by("load_date", maintain_order=True)
         .agg(pl.col("_base_pu"))
-    )  # fmt: skip
+    )
     # The EV kVA of each profile interval, at its place in its day (an interval of the profile
     # outside its local day's grid has no place in it, and was never part of a day's load here).
     ev = (

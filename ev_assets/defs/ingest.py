@@ -73,13 +73,25 @@ class IngestBatchConfig(dg.Config):
             "batch_reconciles",
             asset="ev_charging_events",
             blocking=True,
-            description="records read = accepted + duplicates + rejected, and files read = parsed + quarantined + already read. Verified inside the batch's transaction before it commits (a batch that does not hold is rolled back: BatchRejected fails the step and nothing reaches the tables); reported here, and blocking as a second guard.",
+            description=(
+                "records read = accepted + duplicates + rejected, and files read = parsed + quarantined + "
+                "already read. Verified inside the batch's transaction before it commits (a batch that does not "
+                "hold is rolled back: BatchRejected fails the step and nothing reaches the tables); reported "
+                "here, and blocking as a second guard."
+            ),
         ),
         dg.AssetCheckSpec(
             "schema_conforms",
             asset="ev_charging_events",
             blocking=True,
-            description="The batch's rows in the table conform to its pandera schema (types, nullability, ranges, unique message_id). The rows the step inserts are validated inside the batch's transaction, before it commits, like batch_reconciles; here the table's rows under the batch id are counted: when they are exactly the rows validated, that validation is reported; any other count (a re-executed batch, a row written under the batch by something else) reads the batch's stored rows back and validates them.",
+            description=(
+                "The batch's rows in the table conform to its pandera schema (types, nullability, ranges, unique "
+                "message_id). The rows the step inserts are validated inside the batch's transaction, before it "
+                "commits, like batch_reconciles; here the table's rows under the batch id are counted: when they "
+                "are exactly the rows validated, that validation is reported; any other count (a re-executed "
+                "batch, a row written under the batch by something else) reads the batch's stored rows back and "
+                "validates them."
+            ),
         ),
         dg.AssetCheckSpec(
             "rejection_rate",
@@ -89,7 +101,10 @@ class IngestBatchConfig(dg.Config):
         dg.AssetCheckSpec(
             "reference_loaded",
             asset="ev_charging_events",
-            description="The reference data is loaded and the batch's meters are known to it (warning: unknown meters are accepted as meter_unknown and enriched once the reference data arrives).",
+            description=(
+                "The reference data is loaded and the batch's meters are known to it (warning: unknown meters "
+                "are accepted as meter_unknown and enriched once the reference data arrives)."
+            ),
         ),
     ],
 )
@@ -229,17 +244,28 @@ class SessionsConfig(dg.Config):
         dg.AssetCheckSpec(
             "duration_agreement",
             asset="ev_charging_sessions",
-            description="Share of complete sessions whose reported ChargeDuration agrees with end - start in the configured unit (EV_DURATION_UNIT). Measured, not assumed (DOMAIN.md); warns below 90 %.",
+            description=(
+                "Share of complete sessions whose reported ChargeDuration agrees with end - start in the "
+                "configured unit (EV_DURATION_UNIT). Measured, not assumed (DOMAIN.md); warns below 90 %."
+            ),
         ),
         dg.AssetCheckSpec(
             "flagged_share",
             asset="ev_charging_sessions",
-            description="Share of the complete sessions written that carry quality flags (impossible average power, overlaps, duration mismatch), against EV_FLAGGED_SHARE_WARN (warning). Flagged load is kept apart in the daily load tables.",
+            description=(
+                "Share of the complete sessions written that carry quality flags (impossible average power, "
+                "overlaps, duration mismatch), against EV_FLAGGED_SHARE_WARN (warning). Flagged load is kept "
+                "apart in the daily load tables."
+            ),
         ),
         dg.AssetCheckSpec(
             "load_days_within_partitions",
             asset="ev_charging_sessions",
-            description="Every local day whose load the sessions change lies within the daily partitions (EV_PARTITIONS_START .. tomorrow). A day outside them would get no daily load: this check fails and names the days.",
+            description=(
+                "Every local day whose load the sessions change lies within the daily partitions "
+                "(EV_PARTITIONS_START .. tomorrow). A day outside them would get no daily load: this check fails "
+                "and names the days."
+            ),
         ),
     ],
 )
@@ -335,12 +361,18 @@ def flagged_share(written) -> dict:
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(ev_charging_events, ev_charging_sessions),
-    description="One micro-batch of landing files: validate, quarantine, deduplicate, enrich; then pair every committed batch not paired yet.",
+    description=(
+        "One micro-batch of landing files: validate, quarantine, deduplicate, enrich; then pair every committed "
+        "batch not paired yet."
+    ),
 )
 sessions_job = dg.define_asset_job(
     "sessions_job",
     selection=dg.AssetSelection.assets(ev_charging_sessions),
-    description="Pair the batches not paired yet (config mode: pending), or rebuild every session in chunks of meters (mode: rebuild).",
+    description=(
+        "Pair the batches not paired yet (config mode: pending), or rebuild every session in chunks of meters "
+        "(mode: rebuild)."
+    ),
 )
 
 
@@ -364,7 +396,9 @@ def reference_run_request(version: str) -> dg.RunRequest:
     )
 
 
-def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None) -> list[Batch]:
+def landing_batches_to_ingest(
+    feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None
+) -> list[Batch]:
     """Files after the cursor that the file ledger does not hold yet, grouped into batches.
 
     With a cursor (a sensor tick), only settled files count; without one (a full scan, as the CLI
@@ -430,7 +464,7 @@ def feed_run_requests(
             if reference_version(reference_res.path)
             else (f"no reference extracts in {reference_res.path}: events are accepted as meter_unknown")
         )
-    batches = pending_batches(feed_res, warehouse, cursor)
+    batches = landing_batches_to_ingest(feed_res, warehouse, cursor)
     requests = [ingest_run_request(b) for b in batches]
     said = (
         f"{len(batches)} batches of {sum(len(b.files) for b in batches)} new files"
@@ -448,7 +482,7 @@ def pairing_run_request(instance: dg.DagsterInstance, warehouse: WarehouseResour
     the events step), when no ingest or sessions run is on its way to pair them. The warehouse
     says what waits, whatever became of the run that committed it; the run key counts the earlier
     attempts, so a pairing run that died too is asked for again (a used run key never is)."""
-    waiting = pipeline.pending_batches(warehouse.get())
+    waiting = pipeline.batches_awaiting_pairing(warehouse.get())
     if not waiting:
         return None
     for job_name in (ingest_job.name, sessions_job.name):
@@ -464,7 +498,11 @@ def pairing_run_request(instance: dg.DagsterInstance, warehouse: WarehouseResour
     jobs=[ingest_job, sessions_job, reference_job],
     minimum_interval_seconds=Settings().feed_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Polls EV_FEED_DIR for new payload files (one ingest run per micro-batch) and EV_REFERENCE_DIR for new extracts (loaded before the events that need them); asks for a sessions run when committed batches wait for pairing and no run is on its way to pair them.",
+    description=(
+        "Polls EV_FEED_DIR for new payload files (one ingest run per micro-batch) and EV_REFERENCE_DIR for new "
+        "extracts (loaded before the events that need them); asks for a sessions run when committed batches wait "
+        "for pairing and no run is on its way to pair them."
+    ),
 )
 def ev_feed_sensor(
     context: dg.SensorEvaluationContext,
@@ -478,7 +516,10 @@ def ev_feed_sensor(
     if not requests and (pairing := pairing_run_request(context.instance, warehouse)) is not None:
         requests, reason = (
             [pairing],
-            f"pairing {pairing.tags[PAIR_FOR_TAG]} and the batches before it, committed by a run that ended before pairing them",
+            (
+                f"pairing {pairing.tags[PAIR_FOR_TAG]} and the batches before it, committed by a run that ended "
+                "before pairing them"
+            ),
         )
     context.log.info(reason)
     if not requests:

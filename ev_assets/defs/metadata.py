@@ -60,7 +60,10 @@ def retry_when_transient(context: dg.AssetExecutionContext) -> Iterator[None]:
     except sa.exc.OperationalError as error:
         wait = 2 ** (context.retry_number + 1)
         context.log.warning(
-            f"transient database error, retry {context.retry_number + 1} of {TRANSIENT_RETRIES} in {wait} s: {error.orig}"
+            (
+                f"transient database error, retry {context.retry_number + 1} of {TRANSIENT_RETRIES} in {wait} s: "
+                f"{error.orig}"
+            )
         )
         raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=wait) from error
 

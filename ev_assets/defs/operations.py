@@ -85,7 +85,8 @@ def failure_report(run: dg.DagsterRun) -> str:
     """One line on a failed run that will not be retried, and what to do."""
     what = f"batch {run.tags[BATCH_TAG]}" if BATCH_TAG in run.tags else run.job_name
     return (
-        f"failed run {run.run_id[:8]} ({what}) {run.tags.get('dagster/run_key', '')}: retries exhausted; its work stays "
+        f"failed run {run.run_id[:8]} ({what}) {run.tags.get('dagster/run_key', '')}: retries exhausted; its "
+        "work stays "
         "pending in the warehouse (ev-awareness status): see the run in the UI, fix the cause, then `ev-awareness run`"
     )
 

@@ -58,12 +58,18 @@ RANGE_END = "dagster/asset_partition_range_end"
         dg.AssetCheckSpec(
             "energy_balances_across_levels",
             asset="substation_daily_load",
-            description="Per day, the kWh of transformers (with a known feeder) add up to the feeders', and the feeders' (with a known substation) to the substations'. Catches attribution that loses or doubles load.",
+            description=(
+                "Per day, the kWh of transformers (with a known feeder) add up to the feeders', and the feeders' "
+                "(with a known substation) to the substations'. Catches attribution that loses or doubles load."
+            ),
         ),
         dg.AssetCheckSpec(
             "profile_max_equals_peak",
             asset="transformer_interval_load",
-            description="For every transformer-day written, the largest kw of its 15-minute profile (as written) equals its peak_kw in transformer_daily_load; a day with peak_kw 0 has no profile row.",
+            description=(
+                "For every transformer-day written, the largest kw of its 15-minute profile (as written) equals "
+                "its peak_kw in transformer_daily_load; a day with peak_kw 0 has no profile row."
+            ),
         ),
     ],
 )
@@ -310,9 +316,12 @@ def daily_snapshot_schedule(name: str, cron: str, job, key_prefix: str, descript
 
 
 daily_premise_profile = daily_snapshot_schedule(
-    "daily_premise_profile", "0 4 * * *", premise_profile_job, "premises",
+    "daily_premise_profile",
+    "0 4 * * *",
+    premise_profile_job,
+    "premises",
     "Daily: refresh the premise EV profile and new EVs (after the nightly daily load).",
-)  # fmt: skip
+)
 
 
 # --- Transformer planning queue: a daily snapshot ------------------------------------------------
@@ -347,9 +356,12 @@ planning_queue_job = dg.define_asset_job(
 
 
 daily_planning_queue = daily_snapshot_schedule(
-    "daily_planning_queue", "30 4 * * *", planning_queue_job, "queue",
+    "daily_planning_queue",
+    "30 4 * * *",
+    planning_queue_job,
+    "queue",
     "Daily: re-rank the transformers (after the nightly daily load).",
-)  # fmt: skip
+)
 
 
 # --- The snapshots follow the daily load ---------------------------------------------------------

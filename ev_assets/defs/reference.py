@@ -72,7 +72,10 @@ reference_job = dg.define_asset_job(
     "reference_job",
     selection=dg.AssetSelection.assets(reference_tables)
     | dg.AssetSelection.assets("ev_charging_events", "ev_charging_sessions"),
-    description="Reload the reference extracts, attribute again the events of the meters the change affects, re-pair their sessions.",
+    description=(
+        "Reload the reference extracts, attribute again the events of the meters the change affects, re-pair "
+        "their sessions."
+    ),
 )
 
 

@@ -129,12 +129,18 @@ GAP_CHECKS = [
     dg.AssetCheckSpec(
         "export_reconciles",
         asset="vendor_export_gap",
-        description="Every file the export landed is in the file ledger, and its records = accepted (the gap) + duplicates + rejected.",
+        description=(
+            "Every file the export landed is in the file ledger, and its records = accepted (the gap) + "
+            "duplicates + rejected."
+        ),
     ),
     dg.AssetCheckSpec(
         "stream_complete",
         asset="vendor_export_gap",
-        description="The stream delivered every message of the received day the export holds (warning otherwise: `export_only` messages came by the export alone, the gap it filled).",
+        description=(
+            "The stream delivered every message of the received day the export holds (warning otherwise: "
+            "`export_only` messages came by the export alone, the gap it filled)."
+        ),
     ),
 ]
 
@@ -169,7 +175,8 @@ def vendor_export_gap(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     )
     if not gap.ingested:
         raise dg.Failure(
-            f"export {export['job_id']} of {day_key}: {gap.files_ingested} of its {gap.files_expected} files are ingested; "
+            f"export {export['job_id']} of {day_key}: {gap.files_ingested} of its {gap.files_expected} files "
+            "are ingested; "
             "the feed sensor (or `ev-awareness run`) ingests them, then the gap sensor asks again"
         )
     figures = {k: v for k, v in gap.as_dict().items() if k != "received_day"}
@@ -179,7 +186,8 @@ def vendor_export_gap(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     )
     context.log.info(
         f"received day {day_key}: stream delivered {gap.stream_delivered:,}, the export alone {gap.export_only:,} "
-        f"({gap.gap_share:.2%}); export {export['job_id']}: {gap.export_records:,} records = {gap.export_accepted:,} new "
+        f"({gap.gap_share:.2%}); export {export['job_id']}: {gap.export_records:,} records = "
+        f"{gap.export_accepted:,} new "
         f"+ {gap.export_duplicates:,} duplicates + {gap.export_rejected:,} rejected"
     )
     return dg.MaterializeResult(
@@ -234,7 +242,10 @@ def gap_run_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource)
     jobs=[vendor_gap_job],
     minimum_interval_seconds=Settings().feed_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Asks for a received day's vendor_export_gap once the file ledger holds every file of the day's latest export (one run per export job).",
+    description=(
+        "Asks for a received day's vendor_export_gap once the file ledger holds every file of the day's latest "
+        "export (one run per export job)."
+    ),
 )
 def vendor_gap_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     requests, reason = gap_run_requests(context.instance, warehouse)
@@ -249,7 +260,9 @@ nightly_gap_fill = dg.build_schedule_from_partitioned_job(
     hour_of_day=3,
     minute_of_hour=15,
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Requests yesterday's received day (UTC) from the vendor's batch export (off until the vendor is configured).",
+    description=(
+        "Requests yesterday's received day (UTC) from the vendor's batch export (off until the vendor is configured)."
+    ),
 )
 
 

@@ -270,9 +270,11 @@ def profile_peak_mismatches(warehouse: Warehouse, first_day: date, last_day: dat
     )
     with warehouse.engine.connect() as conn:
         daily = warehouse.read(
-            daily_spec, warehouse.column(daily_spec, "load_date").between(first_day, last_day), conn=conn,
+            daily_spec,
+            warehouse.column(daily_spec, "load_date").between(first_day, last_day),
+            conn=conn,
             columns=[*key, "peak_kw"],
-        )  # fmt: skip
+        )
         maxima_rows = conn.execute(maxima_query).fetchall()
     maxima = pl.DataFrame(
         maxima_rows,

@@ -138,9 +138,11 @@ def _days_of_rerated_transformers(warehouse: Warehouse, conn, old: pl.DataFrame,
     ambient_c) changed: their utilization and aging must be recomputed even though no session moved."""
     ratings = ["transformer_id", "kva_rating", "base_load_scale", "ambient_c", "effective_from", "effective_to"]
     changed = pl.concat(
-        [old.select(ratings).join(new.select(ratings), on=ratings, how="anti", nulls_equal=True),
-         new.select(ratings).join(old.select(ratings), on=ratings, how="anti", nulls_equal=True)]
-    )["transformer_id"].unique()  # fmt: skip
+        [
+            old.select(ratings).join(new.select(ratings), on=ratings, how="anti", nulls_equal=True),
+            new.select(ratings).join(old.select(ratings), on=ratings, how="anti", nulls_equal=True),
+        ]
+    )["transformer_id"].unique()
     if changed.is_empty():
         return []
     t = warehouse.table(TRANSFORMER_DAILY_LOAD).c

@@ -59,7 +59,7 @@ def pair_pending_batches(
     now = now or utc_now()
     warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
     with warehouse.transaction() as conn:
-        pending = pending_batches(warehouse, conn=conn, limit=max_batches)
+        pending = batches_awaiting_pairing(warehouse, conn=conn, limit=max_batches)
         if not pending:
             return SessionsReport()
         # What the window and the duration agreement need of the batches' events, no more.
@@ -76,7 +76,7 @@ def pair_pending_batches(
     return report
 
 
-def pending_batches(warehouse: Warehouse, *, conn=None, limit: int | None = None) -> list[str]:
+def batches_awaiting_pairing(warehouse: Warehouse, *, conn=None, limit: int | None = None) -> list[str]:
     """Batches in the ledger whose events have not been paired yet, oldest first: the queue the
     ingest step fills and the pairing empties (ev_batches_pending), which holds only those, not an
     anti-join of the whole ledger, which grows with every batch ever ingested."""
@@ -171,9 +171,16 @@ def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow,
 # What pairing (core.pairing.pair_sessions, edge_session_ids) reads of an event: the sessions step
 # reads these columns of the window's events, not whole rows.
 PAIRING_COLUMNS = (
-    "message_id", "message_type", "meter_id", "message_time", "message_date", "charge_w", "charge_duration",
-    "charge_energy_wh", *ATTRIBUTION_COLUMNS,
-)  # fmt: skip
+    "message_id",
+    "message_type",
+    "meter_id",
+    "message_time",
+    "message_date",
+    "charge_w",
+    "charge_duration",
+    "charge_energy_wh",
+    *ATTRIBUTION_COLUMNS,
+)
 
 
 def pair(events_: pl.DataFrame, settings: PipelineSettings, now: datetime) -> pl.DataFrame:

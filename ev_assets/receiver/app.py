@@ -38,9 +38,15 @@ from ev_assets.receiver import auth, landing
 JSON_TYPES = ("application/json", "text/json")
 AVRO_TYPES = ("application/avro", "avro/binary", "application/vnd.apache.avro+binary", "application/octet-stream+avro")
 REFUSAL_REASONS = (
-    "unauthorized", "rate_limited", "too_large", "unsupported_media_type", "not_json",
-    "no_events_list", "undecodable_avro", "write_failed",
-)  # fmt: skip
+    "unauthorized",
+    "rate_limited",
+    "too_large",
+    "unsupported_media_type",
+    "not_json",
+    "no_events_list",
+    "undecodable_avro",
+    "write_failed",
+)
 
 
 @dataclass(frozen=True)

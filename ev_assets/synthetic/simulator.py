@@ -64,25 +64,64 @@ US_PER_HOUR = 3_600_000_000
 EPOCH = date(1970, 1, 1)
 
 SESSION_COLUMNS = (
-    "session_id", "meter_id", "meter_number", "esn", "service_point_id", "premise_id",
-    "transformer_id", "start_time", "end_time", "charge_w", "energy_wh", "duration_h",
-)  # fmt: skip
+    "session_id",
+    "meter_id",
+    "meter_number",
+    "esn",
+    "service_point_id",
+    "premise_id",
+    "transformer_id",
+    "start_time",
+    "end_time",
+    "charge_w",
+    "energy_wh",
+    "duration_h",
+)
 # The spec's record fields, in the spec's order.
 FEED_FIELDS = (
-    "ServicePointID", "MeterID", "MeterNumber", "ESN", "TransformerID", "PremiseID",
-    "ReceivedTime", "ChargeStartTime", "ChargeEndTime", "ChargeW", "ChargeDuration",
+    "ServicePointID",
+    "MeterID",
+    "MeterNumber",
+    "ESN",
+    "TransformerID",
+    "PremiseID",
+    "ReceivedTime",
+    "ChargeStartTime",
+    "ChargeEndTime",
+    "ChargeW",
+    "ChargeDuration",
     "ChargeEnergy",
-)  # fmt: skip
+)
 MESSAGE_COLUMNS = ("message_type", *FEED_FIELDS)
 
 # Home arrivals by local hour (DOMAIN.md: rising from mid-afternoon to a plateau around
 # 19:00-21:00); relative weights, hour 0 first.
 DEFAULT_ARRIVAL_HOUR_WEIGHTS = (
-    0.5, 0.3, 0.2, 0.2, 0.2, 0.3,  # 00-05 night
-    0.6, 0.8, 1.0, 1.0, 1.0, 1.2,  # 06-11 morning
-    1.4, 1.6, 2.0, 3.0, 4.5, 7.0,  # 12-17 rising from mid-afternoon
-    9.0, 10.0, 10.0, 9.5, 6.0, 3.0,  # 18-23 evening plateau, then falling
-)  # fmt: skip
+    0.5,
+    0.3,
+    0.2,
+    0.2,
+    0.2,
+    0.3,  # 00-05 night
+    0.6,
+    0.8,
+    1.0,
+    1.0,
+    1.0,
+    1.2,  # 06-11 morning
+    1.4,
+    1.6,
+    2.0,
+    3.0,
+    4.5,
+    7.0,  # 12-17 rising from mid-afternoon
+    9.0,
+    10.0,
+    10.0,
+    9.5,
+    6.0,
+    3.0,  # 18-23 evening plateau, then falling
+)
 
 
 @dataclass(frozen=True)

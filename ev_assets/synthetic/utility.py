@@ -60,9 +60,17 @@ REFEED_SHARE = 0.01
 CHANGE_DAY_RANGE = (30, 360)  # days after start, inclusive
 
 CITIES = (
-    "Riverton", "Oakdale", "Fairview", "Maple Grove", "Cedar Falls",
-    "Brookside", "Lakeview", "Hillcrest", "Westfield", "Springdale",
-)  # fmt: skip
+    "Riverton",
+    "Oakdale",
+    "Fairview",
+    "Maple Grove",
+    "Cedar Falls",
+    "Brookside",
+    "Lakeview",
+    "Hillcrest",
+    "Westfield",
+    "Springdale",
+)
 # A made-up service territory in the Eastern time zone (the simulator's default).
 TERRITORY_LAT = (35.0, 36.5)
 TERRITORY_LON = (-80.5, -78.0)

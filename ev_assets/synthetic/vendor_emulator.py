@@ -75,10 +75,15 @@ def export_frame(messages: pl.DataFrame) -> pl.DataFrame:
     """The simulator's messages as the export's rows: spec field names, typed (UTC ms, doubles)."""
     ms = pl.Datetime("ms", "UTC")
     return messages.select(
-        "ServicePointID", "MeterID", "MeterNumber", "ESN", "TransformerID", "PremiseID",
+        "ServicePointID",
+        "MeterID",
+        "MeterNumber",
+        "ESN",
+        "TransformerID",
+        "PremiseID",
         pl.col("ReceivedTime", "ChargeStartTime", "ChargeEndTime").cast(ms),
         pl.col("ChargeW", "ChargeDuration", "ChargeEnergy").cast(pl.Float64),
-    )  # fmt: skip
+    )
 
 
 def _filter(frame: pl.DataFrame, tokens: dict) -> pl.DataFrame:

@@ -502,8 +502,12 @@ def _insert_sqlite(conn: Connection, table: sa.Table, frame: pl.DataFrame) -> No
 # NULL (PostgreSQL matches the NULL string unquoted only) and an empty string stays an empty string;
 # floats in their shortest round-trip form; timestamps with their UTC offset.
 _COPY_NULL = "\\N"
-_COPY_CSV = {"null_value": _COPY_NULL, "quote_style": "non_numeric", "datetime_format": "%Y-%m-%dT%H:%M:%S%.6f%:z",
-             "include_header": False}  # fmt: skip
+_COPY_CSV = {
+    "null_value": _COPY_NULL,
+    "quote_style": "non_numeric",
+    "datetime_format": "%Y-%m-%dT%H:%M:%S%.6f%:z",
+    "include_header": False,
+}
 _COPY_CHUNK_ROWS = 100_000
 
 
@@ -584,17 +588,3 @@ def rows_to_frame(spec: TableSpec, rows: Sequence[Any], columns: Sequence[str] |
             s = pl.Series(col.name, values, dtype=col.dtype, strict=False)
         series.append(s)
     return pl.DataFrame(series)
-
-
-def existing_values(
-    warehouse: Warehouse, spec: TableSpec, column: str, values: Iterable[Any], conn: Connection | None = None
-) -> pl.Series:
-    """Which of `values` the table already holds in `column` (chunked IN queries); pass the
-    writing transaction's `conn` when the answer decides what it writes."""
-    warehouse.check_schema()
-    col = warehouse.column(spec, column)
-    found: list[Any] = []
-    with contextlib.nullcontext(conn) if conn is not None else warehouse.engine.connect() as c:
-        for chunk in chunked(sorted(set(values)), IN_CHUNK):
-            found += c.execute(sa.select(col).where(col.in_(chunk))).scalars().all()
-    return pl.Series(column, found, dtype=spec.polars_schema[column])

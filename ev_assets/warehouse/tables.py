@@ -210,7 +210,10 @@ REF_TRANSFORMERS = TableSpec(
         Col(
             "base_load_scale",
             pl.Float64(),
-            "This transformer's scale of the non-EV base load profile in its aging (transformer_daily_load.hot_spot_max_c...); null: EV_BASE_LOAD_SCALE.",
+            (
+                "This transformer's scale of the non-EV base load profile in its aging "
+                "(transformer_daily_load.hot_spot_max_c...); null: EV_BASE_LOAD_SCALE."
+            ),
             checks=_non_negative("base_load_scale"),
         ),
         Col("ambient_c", pl.Float64(), "This transformer's ambient temperature in its aging, °C; null: EV_AMBIENT_C."),
@@ -256,7 +259,10 @@ REF_SERVICE_POINTS = TableSpec(
 
 REF_METERS = TableSpec(
     name="ref_meters",
-    description="Meters and the service point each is installed at, over time (MDMS). meter_key is the surrogate key the event table stores.",
+    description=(
+        "Meters and the service point each is installed at, over time (MDMS). meter_key is the surrogate key the "
+        "event table stores."
+    ),
     columns=(
         Col("meter_id", pl.String(), "Meter identifier (the feed's MeterID).", nullable=False),
         Col("meter_key", pl.Int64(), "Surrogate key of this meter row.", nullable=False),
@@ -285,7 +291,10 @@ _ATTRIBUTION = (
     Col(
         "meter_key",
         pl.Int64(),
-        "Surrogate key of the meter row in effect on the event date (ref_meters); null when the meter is not (yet) in the reference data.",
+        (
+            "Surrogate key of the meter row in effect on the event date (ref_meters); null when the meter is not "
+            "(yet) in the reference data."
+        ),
     ),
     Col(
         "service_point_id",
@@ -321,7 +330,11 @@ EV_CHARGING_EVENTS = TableSpec(
         Col(
             "message_id",
             pl.String(),
-            "Deterministic id of the message, readable and the same on every channel and replay: meter_id|message_type|message_time (UTC, ISO 8601 with six fractional digits, truncated to the millisecond), e.g. `M1|start|2024-06-03T18:00:00.000000Z`.",
+            (
+                "Deterministic id of the message, readable and the same on every channel and replay: "
+                "meter_id|message_type|message_time (UTC, ISO 8601 with six fractional digits, truncated to the "
+                "millisecond), e.g. `M1|start|2024-06-03T18:00:00.000000Z`."
+            ),
             nullable=False,
         ),
         Col("message_type", pl.String(), "start or end.", nullable=False, checks=(pa.Check.isin(["start", "end"]),)),
@@ -393,7 +406,11 @@ EV_CHARGING_SESSIONS = TableSpec(
         Col(
             "session_id",
             pl.String(),
-            "Deterministic id, readable and the same on every replay: meter_id|start_time (UTC, ISO 8601 with six fractional digits), or meter_id|end|end_time for end_only, e.g. `M1|2024-06-03T18:00:00.000000Z`.",
+            (
+                "Deterministic id, readable and the same on every replay: meter_id|start_time (UTC, ISO 8601 "
+                "with six fractional digits), or meter_id|end|end_time for end_only, e.g. "
+                "`M1|2024-06-03T18:00:00.000000Z`."
+            ),
             nullable=False,
         ),
         Col("meter_id", pl.String(), "MeterID.", nullable=False),
@@ -445,7 +462,10 @@ EV_CHARGING_SESSIONS = TableSpec(
         Col(
             "updated_at",
             UTC_DATETIME,
-            "When the session last changed: a re-pairing that finds a stored session the same (this column aside) leaves it as it is.",
+            (
+                "When the session last changed: a re-pairing that finds a stored session the same (this column "
+                "aside) leaves it as it is."
+            ),
             nullable=False,
         ),
     ),
@@ -504,7 +524,10 @@ def _daily_load_spec(level: str, key: str, extra: tuple[Col, ...], grain: str) -
             Col(
                 "peak_kw",
                 pl.Float64(),
-                "Coincident peak of trusted sessions: the largest 15-minute average of their summed load, kW (0 when the day has flagged load only).",
+                (
+                    "Coincident peak of trusted sessions: the largest 15-minute average of their summed load, kW "
+                    "(0 when the day has flagged load only)."
+                ),
                 nullable=False,
                 checks=_non_negative("peak_kw"),
             ),
@@ -553,36 +576,54 @@ TRANSFORMER_DAILY_LOAD = _daily_load_spec(
         Col(
             "minutes_above_rating",
             pl.Int64(),
-            "Minutes of the day (15 per interval) whose EV kVA exceeds kva_rating (kW above kva_rating x EV_POWER_FACTOR); null when the rating is unknown.",
+            (
+                "Minutes of the day (15 per interval) whose EV kVA exceeds kva_rating (kW above kva_rating x "
+                "EV_POWER_FACTOR); null when the rating is unknown."
+            ),
             checks=_non_negative("minutes_above_rating"),
         ),
         Col(
             "kwh_above_rating",
             pl.Float64(),
-            "EV energy in excess of the rating: sum over the intervals above it of (kW - kva_rating x EV_POWER_FACTOR) x 0.25 h; null when the rating is unknown.",
+            (
+                "EV energy in excess of the rating: sum over the intervals above it of (kW - kva_rating x "
+                "EV_POWER_FACTOR) x 0.25 h; null when the rating is unknown."
+            ),
             checks=_non_negative("kwh_above_rating"),
         ),
         Col(
             "planning_threshold",
             pl.Float64(),
-            "The planning threshold used, as a share of the rating (EV_PLANNING_THRESHOLD, default 1.0 = 100 %); null when the rating is unknown.",
+            (
+                "The planning threshold used, as a share of the rating (EV_PLANNING_THRESHOLD, default 1.0 = 100 "
+                "%); null when the rating is unknown."
+            ),
         ),
         Col(
             "minutes_above_threshold",
             pl.Int64(),
-            "Minutes of the day whose EV kW exceeds kva_rating x EV_POWER_FACTOR x planning_threshold; null when the rating is unknown.",
+            (
+                "Minutes of the day whose EV kW exceeds kva_rating x EV_POWER_FACTOR x planning_threshold; null "
+                "when the rating is unknown."
+            ),
             checks=_non_negative("minutes_above_threshold"),
         ),
         Col(
             "kwh_above_threshold",
             pl.Float64(),
-            "EV energy in excess of the planning threshold, kWh (as kwh_above_rating); null when the rating is unknown.",
+            (
+                "EV energy in excess of the planning threshold, kWh (as kwh_above_rating); null when the rating "
+                "is unknown."
+            ),
             checks=_non_negative("kwh_above_threshold"),
         ),
         Col(
             "longest_above_threshold_minutes",
             pl.Int64(),
-            "Longest continuous stretch of consecutive 15-minute intervals above the planning threshold on this day, minutes; null when the rating is unknown.",
+            (
+                "Longest continuous stretch of consecutive 15-minute intervals above the planning threshold on "
+                "this day, minutes; null when the rating is unknown."
+            ),
             checks=_non_negative("longest_above_threshold_minutes"),
         ),
         # Transformer aging (issue 12 item 3, IEEE C57.91; ev_assets.core.transformer_aging): from the
@@ -590,24 +631,37 @@ TRANSFORMER_DAILY_LOAD = _daily_load_spec(
         Col(
             "hot_spot_max_c",
             pl.Float64(),
-            "Highest winding hot-spot temperature of the day, °C (IEEE C57.91 clause 7, exponential method): the 15-minute load in per-unit of kva_rating, EV kVA plus the base load EV_BASE_LOAD_PU_PROFILE x EV_BASE_LOAD_SCALE, at ambient EV_AMBIENT_C; null when the rating is unknown.",
+            (
+                "Highest winding hot-spot temperature of the day, °C (IEEE C57.91 clause 7, exponential method): "
+                "the 15-minute load in per-unit of kva_rating, EV kVA plus the base load EV_BASE_LOAD_PU_PROFILE "
+                "x EV_BASE_LOAD_SCALE, at ambient EV_AMBIENT_C; null when the rating is unknown."
+            ),
         ),
         Col(
             "aging_factor_max",
             pl.Float64(),
-            "Largest aging acceleration factor F_AA of the day's intervals (C57.91 clause 5, eq. 2: 1 at a 110 °C hot spot); null when the rating is unknown.",
+            (
+                "Largest aging acceleration factor F_AA of the day's intervals (C57.91 clause 5, eq. 2: 1 at a "
+                "110 °C hot spot); null when the rating is unknown."
+            ),
             checks=_non_negative("aging_factor_max"),
         ),
         Col(
             "equivalent_aging",
             pl.Float64(),
-            "Equivalent aging factor F_EQA of the day (C57.91 clause 5, eq. 3: the time-weighted mean of F_AA); null when the rating is unknown.",
+            (
+                "Equivalent aging factor F_EQA of the day (C57.91 clause 5, eq. 3: the time-weighted mean of "
+                "F_AA); null when the rating is unknown."
+            ),
             checks=_non_negative("equivalent_aging"),
         ),
         Col(
             "loss_of_life_h",
             pl.Float64(),
-            "Insulation life used on the day, hours at the 110 °C reference rate: equivalent_aging x the day's length in hours (24; 23 or 25 on DST change days); null when the rating is unknown.",
+            (
+                "Insulation life used on the day, hours at the 110 °C reference rate: equivalent_aging x the "
+                "day's length in hours (24; 23 or 25 on DST change days); null when the rating is unknown."
+            ),
             checks=_non_negative("loss_of_life_h"),
         ),
     ),
@@ -691,7 +745,10 @@ PREMISE_EV_PROFILE = TableSpec(
         Col(
             "active_weeks",
             pl.Float64(),
-            "Active span in weeks: (last_charging_day - first_charging_day + 1 day) / 7, at least 1 (a premise seen on one day is not extrapolated to 7 sessions a week).",
+            (
+                "Active span in weeks: (last_charging_day - first_charging_day + 1 day) / 7, at least 1 (a "
+                "premise seen on one day is not extrapolated to 7 sessions a week)."
+            ),
             nullable=False,
             checks=_positive("active_weeks"),
         ),
@@ -714,7 +771,10 @@ PREMISE_EV_PROFILE = TableSpec(
         Col(
             "charger_level",
             pl.String(),
-            "Inferred from median_charge_w: level_1 (< 2.0 kW), level_2 (2.0 to 19.2 kW), dc (above 19.2 kW); null without ChargeW.",
+            (
+                "Inferred from median_charge_w: level_1 (< 2.0 kW), level_2 (2.0 to 19.2 kW), dc (above 19.2 "
+                "kW); null without ChargeW."
+            ),
             checks=(pa.Check.isin(list(CHARGER_LEVELS)),),
         ),
         Col(
@@ -727,7 +787,10 @@ PREMISE_EV_PROFILE = TableSpec(
         Col(
             "on_peak_energy_share",
             pl.Float64(),
-            "Share of energy_kwh delivered in the on-peak windows (EV_TOU_ON_PEAK, default weekdays 16:00-21:00 local), from the 15-minute load shape (EV_LOAD_SHAPE); null when energy_kwh is 0.",
+            (
+                "Share of energy_kwh delivered in the on-peak windows (EV_TOU_ON_PEAK, default weekdays "
+                "16:00-21:00 local), from the 15-minute load shape (EV_LOAD_SHAPE); null when energy_kwh is 0."
+            ),
             checks=(pa.Check.in_range(0, 1),),
         ),
         Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
@@ -742,7 +805,8 @@ TRANSFORMER_PLANNING_QUEUE = TableSpec(
     description=(
         "Transformers ranked for planning by a risk score over a rolling window of EV_PLANNING_WINDOW_DAYS local "
         "days (default 90) ending on window_last_day, the latest load_date of transformer_daily_load: a snapshot "
-        "refreshed daily. risk_score = EV_RISK_WEIGHT_UTILIZATION x peak_utilization + EV_RISK_WEIGHT_HOURS_OVER_RATING "
+        "refreshed daily. risk_score = EV_RISK_WEIGHT_UTILIZATION x peak_utilization + "
+        "EV_RISK_WEIGHT_HOURS_OVER_RATING "
         "x hours_over_rating / window days + EV_RISK_WEIGHT_LOSS_OF_LIFE x loss_of_life_h / (24 x window days) + "
         "EV_RISK_WEIGHT_EV_GROWTH x ev_count_growth (a null term counts 0). One row per transformer with a daily "
         "row in the window."
@@ -782,13 +846,19 @@ TRANSFORMER_PLANNING_QUEUE = TableSpec(
         Col(
             "loss_of_life_h",
             pl.Float64(),
-            "Sum of the daily loss_of_life_h (IEEE C57.91 aging) over the window, hours; null when the rating is unknown.",
+            (
+                "Sum of the daily loss_of_life_h (IEEE C57.91 aging) over the window, hours; null when the "
+                "rating is unknown."
+            ),
             checks=_non_negative("loss_of_life_h"),
         ),
         Col(
             "ev_count_first_half",
             pl.Int64(),
-            "Largest daily ev_count in the earlier part of the window (all but its last EV_PLANNING_WINDOW_DAYS // 2 days); 0 without load there.",
+            (
+                "Largest daily ev_count in the earlier part of the window (all but its last "
+                "EV_PLANNING_WINDOW_DAYS // 2 days); 0 without load there."
+            ),
             nullable=False,
         ),
         Col(
@@ -840,7 +910,10 @@ NEW_EVS = TableSpec(
 
 EV_FEED_FILES = TableSpec(
     name="ev_feed_files",
-    description="Every landing file the pipeline has read, once per content (name and SHA-256): the file ledger that makes replays no-ops.",
+    description=(
+        "Every landing file the pipeline has read, once per content (name and SHA-256): the file ledger that "
+        "makes replays no-ops."
+    ),
     columns=(
         Col("file_name", pl.String(), "File name in the landing folder.", nullable=False),
         Col("file_sha256", pl.String(), "SHA-256 of the file's bytes.", nullable=False),
@@ -904,7 +977,9 @@ EV_INGEST_BATCHES = TableSpec(
 
 EV_REJECTED_MESSAGES = TableSpec(
     name="ev_rejected_messages",
-    description="Quarantined records: each with the raw record as received, where it came from and every rule it failed.",
+    description=(
+        "Quarantined records: each with the raw record as received, where it came from and every rule it failed."
+    ),
     columns=(
         Col("rejection_id", pl.String(), "Deterministic id: hash of file content and record position.", nullable=False),
         Col("batch_id", pl.String(), "Micro-batch that quarantined it.", nullable=False),

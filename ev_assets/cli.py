@@ -474,7 +474,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_status(_args: argparse.Namespace) -> int:
     """Row counts, the ledger's totals (the proof that nothing was lost), and what is pending."""
     from ev_assets import pipeline
-    from ev_assets.defs.ingest import pending_batches as pending_feed
+    from ev_assets.defs.ingest import landing_batches_to_ingest
     from ev_assets.defs.resources import FeedResource, WarehouseResource
 
     wh = _warehouse()
@@ -490,12 +490,12 @@ def cmd_status(_args: argparse.Namespace) -> int:
         "already read; "
         f"{t['events_stored']:,} events stored: {'reconciles' if t['reconciled'] else 'DOES NOT RECONCILE'}"
     )
-    files = sum(len(b.files) for b in pending_feed(FeedResource(), WarehouseResource(), None))
+    files = sum(len(b.files) for b in landing_batches_to_ingest(FeedResource(), WarehouseResource(), None))
     days = pipeline.pending_load_days(wh)
     console.print(
         (
-            f"pending: {files:,} files ({Settings().feed_dir}), {len(pipeline.pending_batches(wh)):,} batches to "
-            f"pair, {days.height:,} days of daily load"
+            f"pending: {files:,} files ({Settings().feed_dir}), "
+            f"{len(pipeline.batches_awaiting_pairing(wh)):,} batches to pair, {days.height:,} days of daily load"
         )
     )
     for line in _snapshot_freshness(wh):

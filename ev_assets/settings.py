@@ -9,20 +9,27 @@ meaning, and when it is read.
 - **instance load**: read by Dagster itself whenever a process opens the instance (daemon, webserver,
   CLI, run workers), through an `env:` reference that `ev-awareness init` writes in `dagster.yaml`.
 
-Reading settings writes nothing: no file, no environment variable. The README's settings table is
-generated from this class (`python -m ev_assets.warehouse.data_dictionary`; a test keeps it current).
+Reading settings writes nothing: no file, no environment variable.
+
+This class is the one declaration of every setting: its environment variable, default, meaning, when it
+is read, and which Dagster resource (and field of it) configures it. From it come the resources' fields
+(`ev_assets/defs/resources.py`), the pipeline's plain config (`PipelineSettings.from_settings` in
+`ev_assets/pipeline/config.py`) and the table in `docs/settings.md`
+(`python -m ev_assets.warehouse.data_dictionary`); `test_settings.py` keeps the three in step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ev_assets.core.load_profile import DEFAULT_CHUNK_DAYS
+from ev_assets.core.premise_profile import DEFAULT_TOU_ON_PEAK
 from ev_assets.core.transformer_aging import DEFAULT_AMBIENT_C, DEFAULT_BASE_LOAD_PU, parse_base_profile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +41,32 @@ RECEIVER = "receiver start"
 INSTANCE = "instance load"
 
 
-def _setting(default, description: str, read: str, **kwargs):
-    return Field(default, description=description, json_schema_extra={"read": read}, **kwargs)
+# The Dagster resources (by their key in the code location) a setting can belong to.
+WAREHOUSE = "warehouse"
+FEED = "feed_landing"
+REFERENCE = "reference"
+PIPELINE = "pipeline_config"
+
+
+def _setting(
+    default,
+    description: str,
+    read: str,
+    *,
+    resource: str | None = None,
+    resource_field: str | None = None,
+    secret: bool = False,
+    **kwargs,
+):
+    """A setting's declaration. `resource`: the Dagster resource whose field overrides it in a run
+    (`resource_field`: that field's name, when not the setting's own); `secret`: it reaches runs only
+    as an `EnvVar`, never as a value in run configuration."""
+    extra: dict[str, Any] = {"read": read, "secret": secret}
+    if resource:
+        extra["resource"] = resource
+        if resource_field:
+            extra["resource_field"] = resource_field
+    return Field(default, description=description, json_schema_extra=extra, **kwargs)
 
 
 class Settings(BaseSettings):
@@ -47,23 +78,31 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "data" / "landing",
         "Landing folder of the agent feed (`*.json`; writers rename complete files into place).",
         RUN,
+        resource=FEED,
+        resource_field="landing_dir",
     )
     reference_dir: Path = _setting(
         PROJECT_ROOT / "data" / "reference",
         "The utility's reference extracts (CSV), loaded before the events that need them.",
         RUN,
+        resource=REFERENCE,
+        resource_field="reference_dir",
     )
     warehouse_url: str = _setting(
         f"sqlite:///{PROJECT_ROOT / 'data' / 'warehouse' / 'ev.sqlite'}",
         "Any SQLAlchemy URL, e.g. `postgresql+psycopg://user@host/db`. A secret: resources read it "
         "through `EnvVar`, so it is never stored in run configuration.",
         RUN,
+        resource=WAREHOUSE,
+        resource_field="url",
+        secret=True,
     )
     timezone: str = _setting(
         "America/New_York",
         "The utility's local time: event dates, daily partitions, schedules. The warehouse records "
         "it, and refuses a run under another one.",
         LOAD,
+        resource=PIPELINE,
     )
     partitions_start: date = _setting(
         date(2010, 1, 1),
@@ -76,8 +115,22 @@ class Settings(BaseSettings):
     # A batch is one ingest run: fewer, larger batches pay Dagster's per-run cost (run creation,
     # event log) less often. Bytes bound its memory (about 15x the JSON's size at the ingest step);
     # files and messages are backstops. A sensor tick only sees what landed since the last one.
-    batch_max_files: int = _setting(20_000, "Micro-batch bound: files per ingest run.", RUN, gt=0)
-    batch_max_messages: int = _setting(200_000, "Micro-batch bound: messages per ingest run.", RUN, gt=0)
+    batch_max_files: int = _setting(
+        20_000,
+        "Micro-batch bound: files per ingest run.",
+        RUN,
+        gt=0,
+        resource=FEED,
+        resource_field="max_files_per_batch",
+    )
+    batch_max_messages: int = _setting(
+        200_000,
+        "Micro-batch bound: messages per ingest run.",
+        RUN,
+        gt=0,
+        resource=FEED,
+        resource_field="max_messages_per_batch",
+    )
     batch_max_bytes: int = _setting(
         40_000_000,
         "Micro-batch bound: bytes of landing files per ingest run (unless one file alone is larger). The bound "
@@ -85,6 +138,8 @@ class Settings(BaseSettings):
         "101,498 messages of the agent feed: +295 MB), so 40 MB (about 110,000 messages) stays under 400 MB.",
         RUN,
         gt=0,
+        resource=FEED,
+        resource_field="max_bytes_per_batch",
     )
     feed_sensor_interval_s: int = _setting(30, "How often the feed sensor looks for new files, s.", LOAD, gt=0)
     load_sensor_interval_s: int = _setting(
@@ -98,13 +153,21 @@ class Settings(BaseSettings):
         gt=0,
     )
     charge_w_min: float = _setting(
-        900.0, "Plausible ChargeW, lower bound, W (home chargers 1-19.2 kW with a margin).", RUN
+        900.0,
+        "Plausible ChargeW, lower bound, W (home chargers 1-19.2 kW with a margin).",
+        RUN,
+        resource=PIPELINE,
     )
-    charge_w_max: float = _setting(21_120.0, "Plausible ChargeW, upper bound, W.", RUN)
-    max_session_wh: float = _setting(150_000.0, "Largest plausible ChargeEnergy, Wh.", RUN)
-    clock_skew_s: float = _setting(600.0, "How far ReceivedTime may precede the event, or lie in the future, s.", RUN)
+    charge_w_max: float = _setting(21_120.0, "Plausible ChargeW, upper bound, W.", RUN, resource=PIPELINE)
+    max_session_wh: float = _setting(150_000.0, "Largest plausible ChargeEnergy, Wh.", RUN, resource=PIPELINE)
+    clock_skew_s: float = _setting(
+        600.0, "How far ReceivedTime may precede the event, or lie in the future, s.", RUN, resource=PIPELINE
+    )
     duration_unit: Literal["hours", "minutes", "seconds"] = _setting(
-        "hours", "Unit of the reported ChargeDuration: only the agreement check uses it.", RUN
+        "hours",
+        "Unit of the reported ChargeDuration: only the agreement check uses it.",
+        RUN,
+        resource=PIPELINE,
     )
     duration_unit_verified: bool = _setting(
         False,
@@ -112,6 +175,7 @@ class Settings(BaseSettings):
         "holds on this feed): sessions whose reported duration disagrees with end - start are then flagged "
         "`duration_mismatch`.",
         RUN,
+        resource=PIPELINE,
     )
     max_session_h: float = _setting(
         48.0,
@@ -119,6 +183,7 @@ class Settings(BaseSettings):
         "fits ChargeW x duration x EV_CHARGE_W_TOLERANCE; a start with no end for longer is `timed_out`.",
         RUN,
         gt=0,
+        resource=PIPELINE,
     )
     charge_w_tolerance: float = _setting(
         1.1,
@@ -126,13 +191,17 @@ class Settings(BaseSettings):
         "session is flagged `power_above_charge_w`, and a start and end more than EV_MAX_SESSION_H apart do not pair.",
         RUN,
         ge=1,
+        resource=PIPELINE,
     )
-    power_factor: float = _setting(0.9, "Peak kW -> kVA for utilization.", RUN, gt=0, le=1)
-    rejection_rate_warn: float = _setting(0.05, "Rejection rate above which the `rejection_rate` check warns.", RUN)
+    power_factor: float = _setting(0.9, "Peak kW -> kVA for utilization.", RUN, gt=0, le=1, resource=PIPELINE)
+    rejection_rate_warn: float = _setting(
+        0.05, "Rejection rate above which the `rejection_rate` check warns.", RUN, resource=PIPELINE
+    )
     flagged_share_warn: float = _setting(
         0.02,
         "Share of the written complete sessions with quality flags above which the `flagged_share` check warns.",
         RUN,
+        resource=PIPELINE,
     )
     load_shape: Literal["charge_w_then_idle", "even"] = _setting(
         "charge_w_then_idle",
@@ -140,9 +209,15 @@ class Settings(BaseSettings):
         "until the energy is delivered when the average power is below EV_LOAD_SHAPE_IDLE_RATIO x ChargeW "
         "(a car left plugged in); `even` spreads the energy over the whole session.",
         RUN,
+        resource=PIPELINE,
     )
     load_shape_idle_ratio: float = _setting(
-        0.8, "Average power below this share of ChargeW counts as charged-then-idle.", RUN, gt=0, le=1
+        0.8,
+        "Average power below this share of ChargeW counts as charged-then-idle.",
+        RUN,
+        gt=0,
+        le=1,
+        resource=PIPELINE,
     )
     planning_threshold: float = _setting(
         1.0,
@@ -150,51 +225,74 @@ class Settings(BaseSettings):
         "EV_POWER_FACTOR in kW): transformer_daily_load counts minutes, kWh and the longest stretch above it.",
         RUN,
         gt=0,
+        resource=PIPELINE,
     )
     ambient_c: float = _setting(
         DEFAULT_AMBIENT_C,
         "Ambient temperature, °C, of the transformer aging (IEEE C57.91 clause 7) in transformer_daily_load: "
         "hot_spot_max_c, aging_factor_max, equivalent_aging, loss_of_life_h.",
         RUN,
+        resource=PIPELINE,
     )
     base_load_pu_profile: str = _setting(
         ",".join(f"{v:g}" for v in DEFAULT_BASE_LOAD_PU),
         "Non-EV (base) load of a transformer for the aging, per-unit of its rating: 24 comma-separated values, "
         "local hours 0-23 (default: a residential shape peaking at 0.6 pu at 19:00).",
         RUN,
+        resource=PIPELINE,
     )
     base_load_scale: float = _setting(
-        1.0, "Multiplies EV_BASE_LOAD_PU_PROFILE (e.g. 0.8 for a lightly loaded service area).", RUN, ge=0
+        1.0,
+        "Multiplies EV_BASE_LOAD_PU_PROFILE (e.g. 0.8 for a lightly loaded service area).",
+        RUN,
+        ge=0,
+        resource=PIPELINE,
     )
     planning_window_days: int = _setting(
         90,
         "transformer_planning_queue: the rolling window, local days up to the latest day of transformer_daily_load.",
         RUN,
         gt=1,
+        resource=PIPELINE,
     )
     risk_weight_utilization: float = _setting(
-        1.0, "transformer_planning_queue: weight of peak_utilization in risk_score.", RUN
+        1.0,
+        "transformer_planning_queue: weight of peak_utilization in risk_score.",
+        RUN,
+        resource=PIPELINE,
     )
     risk_weight_hours_over_rating: float = _setting(
-        1.0, "transformer_planning_queue: weight of the hours over rating per day of the window.", RUN
+        1.0,
+        "transformer_planning_queue: weight of the hours over rating per day of the window.",
+        RUN,
+        resource=PIPELINE,
     )
     risk_weight_loss_of_life: float = _setting(
         1.0,
         "transformer_planning_queue: weight of the window's equivalent aging, loss_of_life_h / (24 x window days).",
         RUN,
+        resource=PIPELINE,
     )
     risk_weight_ev_growth: float = _setting(
-        0.1, "transformer_planning_queue: weight of ev_count_growth (EVs added between the window's halves).", RUN
+        0.1,
+        "transformer_planning_queue: weight of ev_count_growth (EVs added between the window's halves).",
+        RUN,
+        resource=PIPELINE,
     )
     tou_on_peak: str = _setting(
-        "mon-fri 16:00-21:00",
+        DEFAULT_TOU_ON_PEAK,
         "On-peak windows of the time-of-use rate, local time, for premise_ev_profile.on_peak_energy_share: "
         "`days hh:mm-hh:mm` separated by `;` (days: mon..sun, a range `mon-fri` or a list `sat,sun`; times on "
         "15-minute boundaries, 24:00 allowed as an end).",
         RUN,
+        resource=PIPELINE,
     )
     new_ev_days: int = _setting(
-        30, "new_evs: premises first seen charging in this many days up to the latest day with sessions.", RUN, gt=0
+        30,
+        "new_evs: premises first seen charging in this many days up to the latest day with sessions.",
+        RUN,
+        gt=0,
+        resource=PIPELINE,
     )
     load_chunk_days: int = _setting(
         DEFAULT_CHUNK_DAYS,
@@ -202,9 +300,14 @@ class Settings(BaseSettings):
         "memory: a day of 20,000 transformers holds about 17 MB of 15-minute intervals and profiles).",
         RUN,
         gt=0,
+        resource=PIPELINE,
     )
     rebuild_chunk_meters: int = _setting(
-        2000, "Meters per chunk when sessions are rebuilt in full (bounds the memory of a rebuild).", RUN, gt=0
+        2000,
+        "Meters per chunk when sessions are rebuilt in full (bounds the memory of a rebuild).",
+        RUN,
+        gt=0,
+        resource=PIPELINE,
     )
     dagster_storage_url: str | None = _setting(
         None,
@@ -281,11 +384,6 @@ class Settings(BaseSettings):
         return frozenset(h.strip().lower() for h in self.receiver_token_sha256s.split(",") if h.strip())
 
 
-def current() -> Settings:
-    """The settings as the environment says now (cheap: call it where a value is needed)."""
-    return Settings()
-
-
 def dagster_home() -> Path:
     """DAGSTER_HOME, or the project's `.dagster_home` (what the CLI and `make ui` use)."""
     import os
@@ -297,23 +395,68 @@ def environment_variable(field_name: str) -> str:
     return f"EV_{field_name.upper()}"
 
 
-def settings_table() -> str:
-    """The README's settings table, from the fields above."""
-    rows = ["| variable | default | read | meaning |", "|---|---|---|---|"]
-    for name, info in Settings.model_fields.items():
-        default = info.default
-        if isinstance(default, Path):
-            default = default.relative_to(PROJECT_ROOT).as_posix()
-        elif isinstance(default, str) and default.startswith("sqlite:///") and str(PROJECT_ROOT) in default:
-            default = "sqlite:///" + Path(default.removeprefix("sqlite:///")).relative_to(PROJECT_ROOT).as_posix()
-        elif isinstance(default, float) and default.is_integer() and default >= 1000:
-            default = f"{int(default):,}"
-        elif isinstance(default, int) and default >= 1000:
-            default = f"{default:,}"
-        read = (info.json_schema_extra or {}).get("read", RUN)
-        rows.append(f"| `{environment_variable(name)}` | `{default}` | {read} | {info.description} |")
+@dataclass(frozen=True)
+class Declaration:
+    """One setting as `Settings` declares it."""
+
+    name: str
+    env_var: str
+    annotation: Any
+    default: Any
+    description: str
+    read: str
+    resource: str | None
+    resource_field: str | None
+    secret: bool
+
+
+def declarations(settings_class: type[Settings] = Settings) -> list[Declaration]:
+    """Every setting of `settings_class`, in declaration order."""
+    out = []
+    for name, info in settings_class.model_fields.items():
+        extra = info.json_schema_extra or {}
+        resource = extra.get("resource")
+        out.append(
+            Declaration(
+                name=name,
+                env_var=environment_variable(name),
+                annotation=info.annotation,
+                default=info.default,
+                description=info.description or "",
+                read=extra.get("read", RUN),
+                resource=resource,
+                resource_field=extra.get("resource_field", name) if resource else None,
+                secret=bool(extra.get("secret")),
+            )
+        )
+    return out
+
+
+def resource_declarations(resource: str, settings_class: type[Settings] = Settings) -> list[Declaration]:
+    """The settings a Dagster resource (by its key) overrides, in declaration order."""
+    return [d for d in declarations(settings_class) if d.resource == resource]
+
+
+def _shown_default(default: Any) -> str:
+    if isinstance(default, Path):
+        return default.relative_to(PROJECT_ROOT).as_posix()
+    if isinstance(default, str) and default.startswith("sqlite:///") and str(PROJECT_ROOT) in default:
+        return "sqlite:///" + Path(default.removeprefix("sqlite:///")).relative_to(PROJECT_ROOT).as_posix()
+    if isinstance(default, float) and default.is_integer() and default >= 1000:
+        return f"{int(default):,}"
+    if isinstance(default, int) and not isinstance(default, bool) and default >= 1000:
+        return f"{default:,}"
+    return str(default)
+
+
+def settings_table(settings_class: type[Settings] = Settings) -> str:
+    """The settings table of docs/settings.md, from the declarations above."""
+    rows = ["| variable | default | read | resource field | meaning |", "|---|---|---|---|---|"]
+    for d in declarations(settings_class):
+        field = f"`{d.resource}.{d.resource_field}`" if d.resource else ""
+        rows.append(f"| `{d.env_var}` | `{_shown_default(d.default)}` | {d.read} | {field} | {d.description} |")
     rows.append(
-        "| `DAGSTER_HOME` | `.dagster_home` | load | The Dagster instance (runs, cursors, schedules); "
+        "| `DAGSTER_HOME` | `.dagster_home` | load | | The Dagster instance (runs, cursors, schedules); "
         "`ev-awareness init` writes its `dagster.yaml`. |"
     )
     return "\n".join(rows)

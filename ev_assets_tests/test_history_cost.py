@@ -389,15 +389,15 @@ def test_ingest_queues_its_batch_and_pairing_takes_it_off(feed):
     wh = feed.warehouse
     first = ingest_only(feed, [start("M1", at(3, 18), 7000)])
     second = ingest_only(feed, [end("M1", at(3, 20), 14000, 2)])
-    assert pipeline.pending_batches(wh) == [first, second]
+    assert pipeline.batches_awaiting_pairing(wh) == [first, second]
     queued = wh.read(EV_BATCHES_PENDING).sort("batch_id")
     ledger = wh.read(EV_INGEST_BATCHES).sort("batch_id")
     assert queued["queued_at"].to_list() == ledger["processed_at"].to_list()
 
     report = pipeline.pair_pending_batches(wh, feed.settings, max_batches=1, now=at(4))
-    assert report.batches == [first] and pipeline.pending_batches(wh) == [second]
+    assert report.batches == [first] and pipeline.batches_awaiting_pairing(wh) == [second]
     pipeline.pair_pending_batches(wh, feed.settings, now=at(4))
-    assert pipeline.pending_batches(wh) == [] and wh.count(EV_BATCHES_PENDING) == 0
+    assert pipeline.batches_awaiting_pairing(wh) == [] and wh.count(EV_BATCHES_PENDING) == 0
     assert sorted(wh.read(EV_BATCH_PAIRING)["batch_id"].to_list()) == [first, second]
     assert feed.sessions().select("status").rows() == [("complete",)]
 
@@ -412,11 +412,11 @@ def test_a_failed_pairing_leaves_its_batch_queued(feed, monkeypatch):
     monkeypatch.setattr(sessions, "time_out_open_starts", dies)
     with pytest.raises(RuntimeError):
         pipeline.pair_pending_batches(wh, feed.settings, now=at(4))
-    assert pipeline.pending_batches(wh) == [batch] and wh.count(EV_BATCH_PAIRING) == 0
+    assert pipeline.batches_awaiting_pairing(wh) == [batch] and wh.count(EV_BATCH_PAIRING) == 0
     assert wh.count(EV_CHARGING_SESSIONS) == 0
     monkeypatch.undo()
     pipeline.pair_pending_batches(wh, feed.settings, now=at(4))
-    assert pipeline.pending_batches(wh) == [] and wh.count(EV_CHARGING_SESSIONS) == 1
+    assert pipeline.batches_awaiting_pairing(wh) == [] and wh.count(EV_CHARGING_SESSIONS) == 1
 
 
 _COUNTS_0008 = (
@@ -464,7 +464,7 @@ def test_the_migration_queues_the_ledger_batches_not_paired(blank_warehouse_url)
     migrate.upgrade(url)
     wh = Warehouse(url)
     try:
-        assert pipeline.pending_batches(wh) == ["b1", "b3"]
+        assert pipeline.batches_awaiting_pairing(wh) == ["b1", "b3"]
         assert wh.read(EV_BATCHES_PENDING).sort("batch_id").rows() == [("b1", at(2)), ("b3", at(4))]
     finally:
         wh.dispose()

@@ -205,7 +205,7 @@ def all_done(wh: Warehouse, landing: Path, sessions: int) -> bool:
     """Every file read and archived, every batch paired, every day loaded, the sessions there."""
     return (
         not list(landing.glob("*.json"))
-        and not pipeline.pending_batches(wh)
+        and not pipeline.batches_awaiting_pairing(wh)
         and pipeline.pending_load_days(wh).is_empty()
         and wh.count(EV_CHARGING_SESSIONS) >= sessions
     )
@@ -235,7 +235,8 @@ def progress(wh: Warehouse, env: dict, instance: dg.DagsterInstance, log: Path) 
     runs = [(r.job_name, r.status.value, r.tags.get("dagster/run_key", "")) for r in instance.get_runs(limit=20)]
     return (
         f"{len(list(env['EV_FEED_DIR'].glob('*.json')))} files in the landing folder, "
-        f"{len(pipeline.pending_batches(wh))} batches to pair, {pipeline.pending_load_days(wh).height} days to load, "
+        f"{len(pipeline.batches_awaiting_pairing(wh))} batches to pair, "
+        f"{pipeline.pending_load_days(wh).height} days to load, "
         f"{wh.count(EV_CHARGING_SESSIONS)} sessions; latest runs {runs}\n--- daemon log ---\n{daemon_log(log)}"
     )
 
@@ -455,7 +456,7 @@ def test_a_tick_lists_and_hashes_only_new_files(env, small_utility, monkeypatch)
 
     def tick() -> int:
         listed.clear(), hashed.clear()
-        batches = ingest.pending_batches(feed_res, wh_res, cursor=None)
+        batches = ingest.landing_batches_to_ingest(feed_res, wh_res, cursor=None)
         assert not hashed  # names the ledger never saw are not hashed
         return sum(len(b.files) for b in batches)
 

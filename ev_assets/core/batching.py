@@ -32,10 +32,6 @@ class Batch:
         return [str(f.path) for f in self.files]
 
 
-def count_messages(path: Path) -> int:
-    return _count(path.read_bytes())
-
-
 def _count(content: bytes) -> int:
     return content.lower().count(_RECORD_MARKER)
 

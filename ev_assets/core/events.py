@@ -22,10 +22,9 @@ RELATIVE_TOLERANCE = 1e-6
 
 ISO_MICROS = "%Y-%m-%dT%H:%M:%S%.6fZ"
 
-# The channel a landing file came by, from its name: the stream receiver writes `stream-*`, the
-# batch-export client `export-*`; anything else was put in the folder (the simulator, a person).
-CHANNELS = ("stream", "export", "folder")
-# Of two records of one message received at the same time in one batch, the one kept as the first
+# The channel a landing file came by, from its name (`channel_of`): the stream receiver writes
+# `stream-*`, the batch-export client `export-*`; anything else was put in the folder (the
+# simulator, a person). Of two records of one message received at the same time in one batch, the one kept as the first
 # arrival: the stream (near real time) before the folder before the export (a re-delivery).
 _CHANNEL_RANK = {"stream": 0, "folder": 1, "export": 2}
 

@@ -31,7 +31,6 @@ from ev_assets.core.events import ISO_MICROS, id_time, meter_id_prefixes, meter_
 DEFAULT_MAX_SESSION = timedelta(hours=48)
 # Average power may exceed the session's own ChargeW by this factor (metering and rounding).
 DEFAULT_CHARGE_W_TOLERANCE = 1.1
-STATUSES = ("complete", "start_only", "timed_out", "end_only")
 
 
 def pair_sessions(

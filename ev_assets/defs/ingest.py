@@ -396,7 +396,9 @@ def reference_run_request(version: str) -> dg.RunRequest:
     )
 
 
-def pending_batches(feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None) -> list[Batch]:
+def landing_batches_to_ingest(
+    feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None
+) -> list[Batch]:
     """Files after the cursor that the file ledger does not hold yet, grouped into batches.
 
     With a cursor (a sensor tick), only settled files count; without one (a full scan, as the CLI
@@ -462,7 +464,7 @@ def feed_run_requests(
             if reference_version(reference_res.path)
             else (f"no reference extracts in {reference_res.path}: events are accepted as meter_unknown")
         )
-    batches = pending_batches(feed_res, warehouse, cursor)
+    batches = landing_batches_to_ingest(feed_res, warehouse, cursor)
     requests = [ingest_run_request(b) for b in batches]
     said = (
         f"{len(batches)} batches of {sum(len(b.files) for b in batches)} new files"
@@ -480,7 +482,7 @@ def pairing_run_request(instance: dg.DagsterInstance, warehouse: WarehouseResour
     the events step), when no ingest or sessions run is on its way to pair them. The warehouse
     says what waits, whatever became of the run that committed it; the run key counts the earlier
     attempts, so a pairing run that died too is asked for again (a used run key never is)."""
-    waiting = pipeline.pending_batches(warehouse.get())
+    waiting = pipeline.batches_awaiting_pairing(warehouse.get())
     if not waiting:
         return None
     for job_name in (ingest_job.name, sessions_job.name):

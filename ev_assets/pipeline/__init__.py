@@ -4,11 +4,14 @@ No Dagster here: the assets, the CLI and the tests call these functions, so ever
 same code. Each step is idempotent: run it again on the same input and the tables do not change.
 
 - `ingest`: landing files (or quarantined records, on a replay) -> events, quarantine, ledgers;
-- `pairing`: events -> sessions, for the window a batch can change;
-- `daily_load`: sessions -> transformer, feeder and substation load for a range of days;
+- `sessions`: events -> sessions, for the window a batch can change (`pair_pending_batches`), and
+  full rebuilds;
+- `planning_load`: sessions -> transformer, feeder and substation daily and 15-minute load for a range
+  of days (`update_daily_load`), and the transformer_planning_queue snapshot (`refresh_planning_queue`);
 - `premises`: sessions -> premise_ev_profile and new_evs snapshots;
-- `refresh_planning_queue`: transformer_daily_load -> the transformer_planning_queue snapshot;
-- `reference`: the utility's extracts -> ref_* tables, then late enrichment.
+- `reference`: the utility's extracts -> ref_* tables, then late enrichment;
+- `export_gap`: which vendor export files the ledger holds;
+- `config`: `PipelineSettings`, the steps' plain form of `ev_assets.settings.Settings`.
 """
 
 from ev_assets.pipeline.config import PipelineSettings, utc_now
@@ -42,9 +45,9 @@ from ev_assets.pipeline.reference import (
 )
 from ev_assets.pipeline.sessions import (
     SessionsReport,
+    batches_awaiting_pairing,
     load_dates_of,
     pair_pending_batches,
-    pending_batches,
     rebuild_sessions,
     repair_reattributed_meters,
 )
@@ -77,7 +80,7 @@ __all__ = [
     "by_peak",
     "update_daily_load",
     "pair_pending_batches",
-    "pending_batches",
+    "batches_awaiting_pairing",
     "pending_load_days",
     "profile_peak_mismatches",
     "rebuild_sessions",

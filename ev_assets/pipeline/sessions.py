@@ -59,7 +59,7 @@ def pair_pending_batches(
     now = now or utc_now()
     warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
     with warehouse.transaction() as conn:
-        pending = pending_batches(warehouse, conn=conn, limit=max_batches)
+        pending = batches_awaiting_pairing(warehouse, conn=conn, limit=max_batches)
         if not pending:
             return SessionsReport()
         # What the window and the duration agreement need of the batches' events, no more.
@@ -76,7 +76,7 @@ def pair_pending_batches(
     return report
 
 
-def pending_batches(warehouse: Warehouse, *, conn=None, limit: int | None = None) -> list[str]:
+def batches_awaiting_pairing(warehouse: Warehouse, *, conn=None, limit: int | None = None) -> list[str]:
     """Batches in the ledger whose events have not been paired yet, oldest first: the queue the
     ingest step fills and the pairing empties (ev_batches_pending), which holds only those, not an
     anti-join of the whole ledger, which grows with every batch ever ingested."""

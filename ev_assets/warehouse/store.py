@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -43,6 +44,23 @@ WRITE_LOCK_KEY = 0x45565F5752495445  # "EV_WRITE" as a bigint
 # The lock under which a writing transaction numbers its commit (record_event_commit): taken last,
 # just before the commit, so writers that run in parallel serialise only on the commit itself.
 COMMIT_SEQ_LOCK_KEY = 0x45565F434F4D4954  # "EV_COMIT" as a bigint
+
+# PostgreSQL: the write lock is one advisory lock per shard, WRITE_LOCK_KEY + shard (0 <= shard <
+# WRITE_SHARDS). A step that writes only some meters' rows (an ingest batch) takes the shards of
+# those meters (and of its files: see `shards_of`); every other writer takes all of them, which
+# excludes every sharded writer exactly as the single lock did. Shards are taken in ascending
+# order, one at a time, so two writers never wait for each other in a cycle (no deadlock). A lock
+# taken after them (a short commit-sequence lock just before the commit) keeps the order: it is
+# always the last a transaction takes. SQLite keeps one writer at a time (BEGIN IMMEDIATE).
+WRITE_SHARDS = 64
+ALL_SHARDS: tuple[int, ...] = tuple(range(WRITE_SHARDS))
+
+
+def shards_of(keys: Iterable[str]) -> list[int]:
+    """The write-lock shards of these keys (meter ids, file digests), sorted: CRC-32 of the key's
+    UTF-8 bytes modulo WRITE_SHARDS, the same in every process and Python version (`hash()` of a
+    str is salted per process). One call per distinct key, not per row."""
+    return sorted({zlib.crc32(key.encode()) % WRITE_SHARDS for key in set(keys) if key is not None})
 
 
 def lock_wait_s() -> float:
@@ -157,9 +175,13 @@ class Warehouse:
         return self.tables[spec.name]
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, shards: Iterable[int] | None = None) -> Iterator[Connection]:
         """One writing transaction: everything inside commits together or not at all, under the
         database's write lock, taken before anything is read.
+
+        `shards` (PostgreSQL): only these write-lock shards (`shards_of` the meters and files the
+        transaction writes; see WRITE_SHARDS), so writers of disjoint shards run at once. None:
+        every shard, for a writer whose rows are not confined to some meters. SQLite ignores it.
 
         Writers are serialised by the database (see WRITE_LOCK_KEY): read what decides the writes
         through `conn`, inside the block, and no other writer can change it before the commit.
@@ -167,17 +189,23 @@ class Warehouse:
         second transaction inside one: it would wait for the first.
         """
         self.check_schema()
-        with self._locked_transaction() as conn:
+        with self._locked_transaction(ALL_SHARDS if shards is None else sorted(set(shards))) as conn:
             yield conn
 
     @contextmanager
-    def _locked_transaction(self) -> Iterator[Connection]:
+    def _locked_transaction(self, shards: Sequence[int]) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             conn.execution_options(**{WRITE_LOCK_OPTION: True})
             with conn.begin():  # SQLite: BEGIN IMMEDIATE (make_engine)
                 if self.dialect == "postgresql":
                     conn.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_wait_s() * 1000)}ms'"))
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+                    take = sa.text("SELECT pg_advisory_xact_lock(:key)")
+                    # One statement per shard, in ascending order: the order is the deadlock rule,
+                    # and a single statement over a set of keys does not promise one.
+                    for shard in sorted(shards):
+                        if not 0 <= shard < WRITE_SHARDS:
+                            raise ValueError(f"write-lock shard {shard} outside 0..{WRITE_SHARDS - 1}")
+                        conn.execute(take, {"key": WRITE_LOCK_KEY + shard})
                 yield conn
 
     # --- reads -------------------------------------------------------------------------------
@@ -585,17 +613,3 @@ def rows_to_frame(spec: TableSpec, rows: Sequence[Any], columns: Sequence[str] |
             s = pl.Series(col.name, values, dtype=col.dtype, strict=False)
         series.append(s)
     return pl.DataFrame(series)
-
-
-def existing_values(
-    warehouse: Warehouse, spec: TableSpec, column: str, values: Iterable[Any], conn: Connection | None = None
-) -> pl.Series:
-    """Which of `values` the table already holds in `column` (chunked IN queries); pass the
-    writing transaction's `conn` when the answer decides what it writes."""
-    warehouse.check_schema()
-    col = warehouse.column(spec, column)
-    found: list[Any] = []
-    with contextlib.nullcontext(conn) if conn is not None else warehouse.engine.connect() as c:
-        for chunk in chunked(sorted(set(values)), IN_CHUNK):
-            found += c.execute(sa.select(col).where(col.in_(chunk))).scalars().all()
-    return pl.Series(column, found, dtype=spec.polars_schema[column])

@@ -239,6 +239,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # --- the vendor's stream ------------------------------------------------------------------------
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ev_assets.api.app import serve
+
+    console.print(f"events API on http://{args.host}:{args.port}/v1/ev-charging-events (docs: /docs)")
+    serve(args.host, args.port, Settings(), log_level="info" if args.verbose else "warning")
+    return 0
+
+
 def cmd_receive(args: argparse.Namespace) -> int:
     from ev_assets.receiver.app import serve
 
@@ -832,6 +840,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_receive)
+    p = sub.add_parser("serve", help="serve the events API (GET /v1/ev-charging-events), read-only")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8081)
+    p.set_defaults(func=cmd_serve)
     sub.add_parser(
         "receiver-token", help="print a new random receiver token and its SHA-256 hash (for EV_RECEIVER_TOKEN_SHA256S)"
     ).set_defaults(func=cmd_receiver_token)

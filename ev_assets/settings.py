@@ -344,6 +344,18 @@ class Settings(BaseSettings):
     )
     receiver_tls_key: Path | None = _setting(None, "Stream receiver: TLS private key (PEM).", RECEIVER)
 
+    api_key_sha256s: str = _setting(
+        "",
+        "Events API (`ev-awareness serve`): comma-separated API keys as SHA-256 hashes (hex), each optionally "
+        "limited to entity types as `hash:Meter|Transformer`; sent as `Authorization: Bearer <key>`. Empty: no "
+        "key is asked for and the API serves 127.0.0.1 only.",
+        RECEIVER,
+    )
+    api_max_entity_ids: int = _setting(
+        1000, "Events API: most EntityId values in one request (more: 422).", RECEIVER, gt=0
+    )
+    api_page_size_max: int = _setting(10_000, "Events API: largest page (PageSize) of one response.", RECEIVER, gt=0)
+
     @field_validator("base_load_pu_profile")
     @classmethod
     def _base_profile(cls, value: str) -> str:

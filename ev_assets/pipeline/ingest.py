@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from ev_assets.core import enrich, events, feed
 from ev_assets.core.contract import ContractResult, apply_contract
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked
+from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, shards_of
 from ev_assets.warehouse.tables import (
     EV_BATCHES_PENDING,
     EV_CHARGING_EVENTS,
@@ -151,7 +151,7 @@ def ingest_batch(
     maybe_result = apply_contract(maybe_records, settings.bounds, now=now)
 
     report = IngestReport(batch_id=batch_id, files_read=len(parsed))
-    with warehouse.transaction() as conn:
+    with warehouse.transaction(shards=write_shards(parsed, maybe_result)) as conn:
         already = _already_read(warehouse, parsed, conn)
         fresh = [p for p in maybe_fresh if (p.name, p.sha256) not in already]
         report.files_already_read = len(parsed) - len(fresh)
@@ -182,7 +182,27 @@ def ingest_batch(
         warehouse.insert(conn, EV_QUARANTINED_FILES, _quarantined_rows(fresh, batch_id, now))
         warehouse.insert(conn, EV_FEED_FILES, _file_rows(fresh, records, batch_id, now))
         _record_in_ledger(warehouse, conn, report, run_id, now)
+        warehouse.record_event_commit(conn, batch_id, new_events.height, now)  # last: see its docstring
     return report
+
+
+def write_shards(parsed: list[feed.ParsedFile], result: ContractResult) -> list[int]:
+    """The write-lock shards a batch's transaction takes (store.WRITE_SHARDS): those of the meters
+    of its accepted records, and those of the digests of its files that have none.
+
+    An event, a duplicate or a conflict is keyed by its meter (the message id starts with it). A
+    file's ledger row, its rejected records and its quarantine are keyed by the file: two batches
+    holding one file with an accepted record share that record's meter, so its shard; a file with
+    none (quarantined, or every record rejected) is locked by its own digest. A batch id names its
+    files. So two batches that could write one row share a shard and serialise, and two that share
+    no meter and no such file commit at once (a shard per file with accepted records would make
+    almost every pair of batches collide). What is fresh under the lock is a subset of `parsed`
+    and `result` (the contract is a function of the files' bytes), so these shards cover it."""
+    accepted = result.accepted
+    with_accepted = set(accepted["file_sha256"].unique().to_list()) if accepted.height else set()
+    meters = shards_of(accepted["meter_id"].drop_nulls()) if accepted.height else []
+    files = shards_of(p.sha256 for p in parsed if p.sha256 not in with_accepted)
+    return sorted(set(meters) | set(files))
 
 
 def _of_files(frame: pl.DataFrame, files: list[feed.ParsedFile]) -> pl.DataFrame:
@@ -410,6 +430,7 @@ def replay_rejected(
                 rej.update().where(rej.c.rejection_id == rejection_id).values(reason_codes=codes, reasons=reasons)
             )
         _record_in_ledger(warehouse, conn, report, run_id, now)
+        warehouse.record_event_commit(conn, batch_id, new_events.height, now)  # last: see its docstring
     return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from ev_assets.core.events import ID_END
 from ev_assets.warehouse import migrate
 from ev_assets.warehouse.migrate import SchemaBehindError, SchemaError  # noqa: F401  (re-exported)
-from ev_assets.warehouse.tables import ALL_TABLES, EV_WAREHOUSE_SETTINGS, UTC_DATETIME, TableSpec
+from ev_assets.warehouse.tables import ALL_TABLES, EV_EVENT_COMMITS, EV_WAREHOUSE_SETTINGS, UTC_DATETIME, TableSpec
 
 
 class WarehouseSettingsError(RuntimeError):
@@ -40,6 +41,26 @@ IN_CHUNK = 900
 # advisory lock key; SQLite: BEGIN IMMEDIATE). The lock ends with the transaction (commit, rollback,
 # or the connection dying with its process), so no crashed writer keeps it.
 WRITE_LOCK_KEY = 0x45565F5752495445  # "EV_WRITE" as a bigint
+# The lock under which a writing transaction numbers its commit (record_event_commit): taken last,
+# just before the commit, so writers that run in parallel serialise only on the commit itself.
+COMMIT_SEQ_LOCK_KEY = 0x45565F434F4D4954  # "EV_COMIT" as a bigint
+
+# PostgreSQL: the write lock is one advisory lock per shard, WRITE_LOCK_KEY + shard (0 <= shard <
+# WRITE_SHARDS). A step that writes only some meters' rows (an ingest batch) takes the shards of
+# those meters (and of its files: see `shards_of`); every other writer takes all of them, which
+# excludes every sharded writer exactly as the single lock did. Shards are taken in ascending
+# order, one at a time, so two writers never wait for each other in a cycle (no deadlock). A lock
+# taken after them (a short commit-sequence lock just before the commit) keeps the order: it is
+# always the last a transaction takes. SQLite keeps one writer at a time (BEGIN IMMEDIATE).
+WRITE_SHARDS = 64
+ALL_SHARDS: tuple[int, ...] = tuple(range(WRITE_SHARDS))
+
+
+def shards_of(keys: Iterable[str]) -> list[int]:
+    """The write-lock shards of these keys (meter ids, file digests), sorted: CRC-32 of the key's
+    UTF-8 bytes modulo WRITE_SHARDS, the same in every process and Python version (`hash()` of a
+    str is salted per process). One call per distinct key, not per row."""
+    return sorted({zlib.crc32(key.encode()) % WRITE_SHARDS for key in set(keys) if key is not None})
 
 
 def lock_wait_s() -> float:
@@ -154,9 +175,13 @@ class Warehouse:
         return self.tables[spec.name]
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, shards: Iterable[int] | None = None) -> Iterator[Connection]:
         """One writing transaction: everything inside commits together or not at all, under the
         database's write lock, taken before anything is read.
+
+        `shards` (PostgreSQL): only these write-lock shards (`shards_of` the meters and files the
+        transaction writes; see WRITE_SHARDS), so writers of disjoint shards run at once. None:
+        every shard, for a writer whose rows are not confined to some meters. SQLite ignores it.
 
         Writers are serialised by the database (see WRITE_LOCK_KEY): read what decides the writes
         through `conn`, inside the block, and no other writer can change it before the commit.
@@ -164,17 +189,23 @@ class Warehouse:
         second transaction inside one: it would wait for the first.
         """
         self.check_schema()
-        with self._locked_transaction() as conn:
+        with self._locked_transaction(ALL_SHARDS if shards is None else sorted(set(shards))) as conn:
             yield conn
 
     @contextmanager
-    def _locked_transaction(self) -> Iterator[Connection]:
+    def _locked_transaction(self, shards: Sequence[int]) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             conn.execution_options(**{WRITE_LOCK_OPTION: True})
             with conn.begin():  # SQLite: BEGIN IMMEDIATE (make_engine)
                 if self.dialect == "postgresql":
                     conn.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_wait_s() * 1000)}ms'"))
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+                    take = sa.text("SELECT pg_advisory_xact_lock(:key)")
+                    # One statement per shard, in ascending order: the order is the deadlock rule,
+                    # and a single statement over a set of keys does not promise one.
+                    for shard in sorted(shards):
+                        if not 0 <= shard < WRITE_SHARDS:
+                            raise ValueError(f"write-lock shard {shard} outside 0..{WRITE_SHARDS - 1}")
+                        conn.execute(take, {"key": WRITE_LOCK_KEY + shard})
                 yield conn
 
     # --- reads -------------------------------------------------------------------------------
@@ -419,6 +450,28 @@ class Warehouse:
             condition = col.in_(chunk) if where is None else sa.and_(col.in_(chunk), where)
             deleted += self.delete(conn, spec, condition)
         return deleted
+
+    def record_event_commit(self, conn: Connection, batch_id: str, event_count: int, now: datetime) -> int | None:
+        """Number this transaction's new events in commit order (ev_event_commits); call it LAST in the
+        writing transaction. None when it wrote no event.
+
+        Why last and under its own lock: the stream's cursor must only ever move past commits that are
+        visible. A number taken early (a sequence, an id) grows in start order; a transaction that took
+        number 5 and commits after 6 would be skipped by a reader that saw 6. Here the number is
+        max + 1 under a transaction-level advisory lock held until the commit: the next writer can
+        take 7 only once 6 has committed (PostgreSQL releases the lock after the commit is visible).
+        SQLite has one writer at a time (BEGIN IMMEDIATE), which gives the same order.
+        """
+        if event_count == 0:
+            return None
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": COMMIT_SEQ_LOCK_KEY})
+        commits = self.table(EV_EVENT_COMMITS)
+        seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(commits.c.commit_seq), 0) + 1)).scalar_one()
+        conn.execute(
+            commits.insert().values(commit_seq=seq, batch_id=batch_id, event_count=event_count, committed_at=now)
+        )
+        return seq
 
     def get_setting(self, key: str, conn: Connection | None = None) -> str | None:
         t = self.table(EV_WAREHOUSE_SETTINGS).c

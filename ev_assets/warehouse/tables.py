@@ -1108,6 +1108,40 @@ EV_WAREHOUSE_SETTINGS = TableSpec(
     primary_key=("key",),
 )
 
+EV_EVENT_COMMITS = TableSpec(
+    name="ev_event_commits",
+    description=(
+        "One row per committed write of new events (an ingest or replay batch), numbered in commit order: the "
+        "events API's stream (`/v1/ev-charging-events/stream`) follows commit_seq, so a consumer resuming after "
+        "commit N sees every event committed later and none twice. The number is taken last in the writing "
+        "transaction, under its own PostgreSQL advisory lock (SQLite: the single writer), so numbers grow in "
+        "the order transactions become visible, even when writers run in parallel."
+    ),
+    columns=(
+        Col(
+            "commit_seq",
+            pl.Int64(),
+            "Commit sequence number: 1, 2, ... in the order the writes committed.",
+            nullable=False,
+        ),
+        Col(
+            "batch_id",
+            pl.String(),
+            "Micro-batch whose new events this commit wrote (ev_charging_events.batch_id).",
+            nullable=False,
+        ),
+        Col("event_count", pl.Int64(), "New events the commit wrote.", nullable=False),
+        Col(
+            "committed_at",
+            UTC_DATETIME,
+            "When the writing transaction took its number (just before its commit).",
+            nullable=False,
+        ),
+    ),
+    primary_key=("commit_seq",),
+    indexes=(("batch_id",),),
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
@@ -1129,6 +1163,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     EV_LOAD_DAYS_PENDING,
     EV_METERS_PENDING,
     EV_WAREHOUSE_SETTINGS,
+    EV_EVENT_COMMITS,
     *REFERENCE_TABLES.values(),
 )
 

@@ -27,6 +27,7 @@ from ev_assets.warehouse.tables import (
     EV_BATCH_PAIRING,
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
+    EV_EVENT_COMMITS,
     EV_FEED_FILES,
     EV_INGEST_BATCHES,
     EV_QUARANTINED_FILES,
@@ -119,6 +120,10 @@ def comparable(warehouse: Warehouse) -> tuple[dict[str, pl.DataFrame], dict]:
     batch ledger as its batch ids and summed counts."""
     tables = snapshot(warehouse, ignore_write_times=True)
     ledger = tables.pop(EV_INGEST_BATCHES.name)
+    # One row per commit that wrote events: which process won a message decides how many commits
+    # there are, so what must match is the numbering (1..N, no gap) and the events it counts.
+    commits = tables.pop(EV_EVENT_COMMITS.name).sort("commit_seq")
+    assert commits["commit_seq"].to_list() == list(range(1, commits.height + 1)), "commit numbers have a gap"
     for name, columns in _WINNER_COLUMNS.items():
         frame = tables[name].drop(columns)
         tables[name] = frame.sort([c for c, t in frame.schema.items() if t != pl.Binary], nulls_last=True)
@@ -126,6 +131,7 @@ def comparable(warehouse: Warehouse) -> tuple[dict[str, pl.DataFrame], dict]:
         "batch_ids": sorted(ledger["batch_id"]),
         "all_reconciled": bool(ledger["reconciled"].all()),
         **{c: int(ledger[c].sum()) for c in _LEDGER_COUNTS},
+        "committed_events": int(commits["event_count"].sum()),
     }
     return tables, summary
 

@@ -429,3 +429,15 @@ def test_schemathesis_finds_no_500_and_no_response_outside_the_schema(loaded_api
             )
 
         check()
+
+
+def test_nul_in_a_parameter_is_a_422_not_a_500(keyed_api):
+    """Schemathesis found it on PostgreSQL (text cannot hold NUL); SQLite answers the same."""
+    base, _ = keyed_api
+    for path, params in (
+        ("/v1/ev-charging-events", {"EntityType": "Meter", "EntityId": "M\x001"}),
+        ("/v1/feeder-load/daily", {"EntityId": "F\x00"}),
+        ("/v1/ev-charging-sessions", {"GroupType": "Feeder", "GroupId": "\x00"}),
+    ):
+        answer = get(base, path, **params)
+        assert answer.status_code == 422 and "NUL" in answer.json()["detail"], answer.text

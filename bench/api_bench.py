@@ -111,7 +111,9 @@ def history(sessions: int, meters: int, days: int, seed: int) -> tuple[pl.DataFr
             charge_end_time=pl.col("end_time") if kind == "end" else pl.lit(None, pl.Datetime("us", "UTC")),
             charge_w=pl.col("charge_w") if kind == "start" else pl.lit(None, pl.Float64),
             charge_duration=(pl.col("duration_min") / 60) if kind == "end" else pl.lit(None, pl.Float64),
-            charge_energy_wh=(pl.col("charge_w") * pl.col("duration_min") / 60) if kind == "end" else pl.lit(None, pl.Float64),
+            charge_energy_wh=(pl.col("charge_w") * pl.col("duration_min") / 60)
+            if kind == "end"
+            else pl.lit(None, pl.Float64),
             batch_id=pl.format("bench-{}", pl.col("day")),
             file_name=pl.lit("bench.json"),
             first_channel=pl.lit("folder"),

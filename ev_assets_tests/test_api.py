@@ -441,3 +441,17 @@ def test_nul_in_a_parameter_is_a_422_not_a_500(keyed_api):
     ):
         answer = get(base, path, **params)
         assert answer.status_code == 422 and "NUL" in answer.json()["detail"], answer.text
+
+
+def test_an_event_window_over_everything_finds_every_event(loaded_api):
+    """Every start and end, paired or not, is reachable through the event window (half the feed paired)."""
+    base, warehouse = loaded_api
+    every = all_pages(base, "/v1/ev-charging-events", page_size=10_000)
+    windowed = all_pages(
+        base,
+        "/v1/ev-charging-events",
+        page_size=10_000,
+        StartEventDateTime="2000-01-01T00:00:00Z",
+        EndEventDateTime="2100-01-01T00:00:00Z",
+    )
+    assert windowed == every and len(every) > 0

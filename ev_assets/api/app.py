@@ -314,26 +314,26 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     def event_time_ids(f: Filters) -> sa.CompoundSelect:
         """The message ids whose event time (the session's start, as the spec says) lies in the window:
-        a start by its own time; an end by its paired session's start; an end not paired (an end_only
-        session, or a batch not paired yet) by its end time minus its reported duration."""
+        a paired start or end by its session's start; an end_only session's end, and an end of a batch not
+        paired yet, by its end time minus its reported duration; a start of a batch not paired yet by its
+        own time."""
         first, last = f.start_event, f.end_event
-        starts = sa.select(events.c.message_id).where(
-            events.c.message_type == "start",
-            *in_window(events.c.message_time, first, last),
-            *date_bounds(events.c.message_date, first, last),
-        )
-        # Ends of complete sessions; the session's entity columns narrow it by index (the event's own
-        # columns are checked again by the outer query).
-        session_entity = []
+        # Paired messages through their sessions, found by the sessions' (transformer_id, event_date) or
+        # event_date index: the session's own entity and group columns narrow it (the event's own columns
+        # are checked again by the outer query).
+        narrow = []
         if f.entity_type in SESSION_ENTITY_COLUMNS and f.entity_ids:
-            session_entity.append(sessions.c[SESSION_ENTITY_COLUMNS[f.entity_type]].in_(f.entity_ids))
-        paired_ends = sa.select(sessions.c.end_message_id).where(
+            narrow.append(sessions.c[SESSION_ENTITY_COLUMNS[f.entity_type]].in_(f.entity_ids))
+        if f.group_type is not None:
+            narrow.append(sessions.c[GROUP_COLUMNS[f.group_type]] == f.group_id)
+        started = [
             sessions.c.start_time.is_not(None),
-            sessions.c.end_message_id.is_not(None),
             *in_window(sessions.c.start_time, first, last),
             *date_bounds(sessions.c.event_date, first, last),
-            *session_entity,
-        )
+            *narrow,
+        ]
+        paired_starts = sa.select(sessions.c.start_message_id).where(*started)
+        paired_ends = sa.select(sessions.c.end_message_id).where(*started, sessions.c.end_message_id.is_not(None))
         # end_only: event_date is the end's day, never before the estimated start's.
         lone_ends = sa.select(sessions.c.end_message_id).where(
             sessions.c.status == "end_only",
@@ -345,12 +345,14 @@ def create_app(config: ApiConfig) -> FastAPI:
         # the events' batch_id index (a join from ev_batches_pending let SQLite scan the events instead).
         with warehouse.engine.connect() as conn:
             waiting = conn.execute(sa.select(pending.c.batch_id)).scalars().all()
-        unpaired_ends = sa.select(events.c.message_id).where(
-            events.c.batch_id.in_(waiting) if waiting else sa.false(),
-            events.c.message_type == "end",
-            *in_window(minus_duration(events.c.message_time, events.c.charge_duration), first, last),
+        event_time = sa.case(
+            (events.c.message_type == "start", events.c.message_time),
+            else_=minus_duration(events.c.message_time, events.c.charge_duration),
         )
-        return sa.union(starts, paired_ends, lone_ends, unpaired_ends)
+        unpaired = sa.select(events.c.message_id).where(
+            events.c.batch_id.in_(waiting) if waiting else sa.false(), *in_window(event_time, first, last)
+        )
+        return sa.union(paired_starts, paired_ends, lone_ends, unpaired)
 
     def where(f: Filters) -> list:
         c = events.c

@@ -97,12 +97,12 @@ def history(sessions: int, meters: int, days: int, seed: int) -> tuple[pl.DataFr
 
     def events_of(kind: str, time_column: str) -> pl.DataFrame:
         return frame.select(
+            *attribution,
             message_id=pl.col(f"{kind}_message_id"),
             message_type=pl.lit(kind),
             meter_id="meter_id",
             meter_number=pl.col("meter_id"),
             esn=pl.col("meter_id"),
-            *attribution,
             enrichment_status="enrichment_status",
             message_time=pl.col(time_column),
             message_date=pl.col(time_column).dt.date(),

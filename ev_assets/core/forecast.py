@@ -782,3 +782,68 @@ def transformer_inputs(
 
 def clip_probability(x: float) -> float:
     return min(max(x, 0.0), 1.0) if math.isfinite(x) else x
+
+
+@dataclass(frozen=True)
+class Backtest:
+    calibration: Calibration
+    forecast: pl.DataFrame  # monthly rows with observed_peak_kw (the calibration's transformer-months)
+    adoption: AdoptionFit
+    behavior: Behavior
+
+
+def premise_feeders(service_points: pl.DataFrame, transformers: pl.DataFrame, as_of: date) -> pl.DataFrame:
+    """premise_id, transformer_id, feeder_id of every premise's service point in effect on as_of."""
+    in_effect = (pl.col("effective_from") <= as_of) & (
+        pl.col("effective_to").is_null() | (pl.col("effective_to") > as_of)
+    )
+    return (
+        service_points.filter(in_effect)
+        .select("premise_id", "transformer_id")
+        .unique("premise_id", keep="last")
+        .join(
+            transformers.filter(in_effect).select("transformer_id", "feeder_id").unique("transformer_id"),
+            on="transformer_id",
+            how="left",
+        )
+    )
+
+
+def first_seen_by_premise(behavior: Behavior, premises: pl.DataFrame) -> pl.DataFrame:
+    """premise_id, feeder_id, first_seen of the learned EVs (ev_id = premise) on `premises`."""
+    return behavior.evs.select(pl.col("ev_id").alias("premise_id"), "first_seen").join(
+        premises.select("premise_id", "feeder_id"), on="premise_id", how="inner"
+    )
+
+
+def backtest(
+    sessions: pl.DataFrame,
+    service_points: pl.DataFrame,
+    transformers: pl.DataFrame,
+    *,
+    tz: str,
+    cutoff: date,
+    months: int,
+    parameters: ForecastParameters,
+    saturation: float,
+    rate_multiplier: float = 1.0,
+    prior_evs: float = 10.0,
+    load_shape: str = load_profile.DEFAULT_LOAD_SHAPE,
+    idle_ratio: float = load_profile.DEFAULT_IDLE_RATIO,
+) -> Backtest:
+    """Fit behavior and adoption on the sessions starting up to `cutoff` (local date), forecast the
+    `months` months after it, and compare with what the later sessions did (`calibration`)."""
+    local_day = pl.col("start_time").dt.convert_time_zone(tz).dt.date()
+    history = sessions.filter(local_day <= cutoff)
+    behavior = learn_behavior(history, tz=tz, history_end=cutoff, load_shape=load_shape, idle_ratio=idle_ratio)
+    premises = premise_feeders(service_points, transformers, cutoff)
+    first_seen = first_seen_by_premise(behavior, premises)
+    adoption = fit_adoption(
+        first_seen, premises, saturation=saturation, as_of=cutoff, prior_evs=prior_evs, rate_multiplier=rate_multiplier
+    )
+    inputs = transformer_inputs(service_points, transformers, first_seen, cutoff)
+    periods = monthly_periods(cutoff + timedelta(days=1), months)
+    monthly = overload_forecast(behavior, adoption, inputs, periods, parameters)
+    observed = observed_monthly_peaks(sessions, tz=tz, first=periods[0][1], last=periods[-1][2])
+    result, joined = calibration(monthly, observed)
+    return Backtest(result, joined, adoption, behavior)

@@ -301,11 +301,19 @@ class Settings(BaseSettings):
         resource=PIPELINE,
     )
     forecast_library_days: int = _setting(
-        4000,
-        "transformer_overload_forecast: simulated days per season x day type and EV count from which the days' "
-        "peaks are drawn (more: smoother tails, more memory: 8 x days x (EVs + 1) x 96 floats a day type).",
+        30,
+        "transformer_overload_forecast: simulated days per replicate, season x day type and EV count from which "
+        "the days' peaks are drawn (more: finer tails; memory 8 x replicates x days x (EVs + 1) floats per scenario).",
         RUN,
         gt=10,
+        resource=PIPELINE,
+    )
+    forecast_library_replicates: int = _setting(
+        300,
+        "transformer_overload_forecast: sets of observed EVs (a bootstrap of EVs: charger, habits and rate kept "
+        "together) whose simulated days a transformer's draws use.",
+        RUN,
+        gt=0,
         resource=PIPELINE,
     )
     forecast_adoption_scenarios: str = _setting(

@@ -109,17 +109,16 @@ def test_feeder_with_little_history_follows_the_utility():
     assert small["rate_per_year"] == pytest.approx(fit.utility_rate_per_year, rel=0.25)
 
 
-def deterministic_behavior() -> forecast.Behavior:
-    """Every EV charges every day of every season and day type: plug in at 18:00, 7 kW for 2 h."""
-    rows = []
-    for month_day in ((1, 1), (1, 6), (4, 1), (4, 6), (7, 1), (7, 6), (10, 5), (10, 6)):
-        for premise in ("A", "B"):
-            rows.append((premise, datetime(2024, *month_day, 18, tzinfo=UTC), 2.0, 7.0, None))
+def deterministic_behavior(rate: float = 1.0) -> forecast.Behavior:
+    """EVs A and B plug in at 18:00 and draw 7 kW for 2 h on every day they charge: every day of a
+    week seen, and (the rates set by hand) with probability `rate` on every future day."""
+    rows = [
+        (premise, datetime(2024, 1, day, 18, tzinfo=UTC), 2.0, 7.0, None) for day in range(1, 8) for premise in "AB"
+    ]
     behavior = forecast.learn_behavior(sessions_frame(rows), tz=TZ)
-    rates = behavior.rates.with_columns(
-        pl.when(pl.col("charger_level") == "level_2").then(1.0).otherwise(None).alias("sessions_per_ev_day")
-    )
-    return forecast.Behavior(behavior.sessions, rates, behavior.evs, behavior.history_end)
+    assert behavior.evs["sessions_per_ev_day"].to_list() == [1.0, 1.0]  # 7 sessions in 7 days each
+    evs = behavior.evs.with_columns(pl.lit(rate).alias("sessions_per_ev_day"))
+    return forecast.Behavior(behavior.sessions, behavior.rates, evs, behavior.history_end)
 
 
 def test_one_transformer_with_two_deterministic_evs_gives_the_hand_computed_peak():
@@ -164,11 +163,7 @@ def test_one_transformer_with_two_deterministic_evs_gives_the_hand_computed_peak
 
 
 def test_forecast_is_seeded_and_reproducible():
-    behavior = deterministic_behavior()
-    rates = behavior.rates.with_columns(
-        pl.when(pl.col("charger_level") == "level_2").then(0.4).otherwise(None).alias("sessions_per_ev_day")
-    )
-    behavior = forecast.Behavior(behavior.sessions, rates, behavior.evs, behavior.history_end)
+    behavior = deterministic_behavior(rate=0.4)
     premises = pl.DataFrame({"premise_id": [f"P{i}" for i in range(8)], "feeder_id": ["F1"] * 8})
     first_seen = premises.head(2).with_columns(pl.lit(date(2024, 1, 1)).alias("first_seen"))
     adoption = forecast.fit_adoption(first_seen, premises, saturation=0.6, as_of=date(2024, 12, 31))
@@ -181,7 +176,9 @@ def test_forecast_is_seeded_and_reproducible():
             "evs_now": [2, 0],
         }
     )
-    parameters = forecast.ForecastParameters(draws=200, library_days=500, base_load_pu=DEFAULT_BASE_LOAD_PU)
+    parameters = forecast.ForecastParameters(
+        draws=200, library_days=100, library_replicates=5, base_load_pu=DEFAULT_BASE_LOAD_PU
+    )
     periods = forecast.yearly_periods(date(2024, 12, 31), 3)
     one = forecast.overload_forecast(behavior, adoption, transformers, periods, parameters)
     two = forecast.overload_forecast(behavior, adoption, transformers, periods, parameters)

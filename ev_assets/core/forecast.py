@@ -25,7 +25,7 @@ follows the utility, one with many its own history).
 Overload (`overload_forecast`). Per transformer and period (a calendar year, or a month in the
 backtest), the EVs at the period's end are the EVs seen now plus Binomial(premises without one,
 p_new), p_new = (S(end) - S(now)) / (1 - S(now)) of its feeder: EVs placed on premises in
-proportion to the adoption model. A library of simulated days (`simulate_day_library`) gives, per
+proportion to the adoption model. A library of simulated days (`peak_library`) gives, per
 number of EVs n and season x day type, the daily EV peak and the daily peak of EV + base load (the
 base load of the aging model: per-unit profile by local hour x scale x rating; EV kVA = kW / power
 factor). The period's peak is the largest of its days' peaks: for each transformer x draw, n is
@@ -84,7 +84,9 @@ class Behavior:
     sessions: pl.DataFrame
     # One row per charger_level x day_type x season: ev_days, session_count, sessions_per_ev_day.
     rates: pl.DataFrame
-    # One row per EV: ev_id, charger_level, first_seen.
+    # One row per EV (sorted by ev_id, as sessions): ev_id, charger_level, first_seen, session_count,
+    # ev_days, sessions_per_ev_day (its own, shrunk toward its level's), _pool_first / _pool_count
+    # (its rows in sessions).
     evs: pl.DataFrame
     history_end: date | None
 
@@ -138,7 +140,46 @@ def learn_behavior(
     pool = pool.join(evs.select("ev_id", "charger_level"), on="ev_id").with_columns(
         day_type_of(pl.col("event_date")).alias("day_type"), season_of(pl.col("event_date")).alias("season")
     )
-    return Behavior(sessions=pool, rates=_rates(pool, evs, history_end), evs=evs.sort("ev_id"), history_end=history_end)
+    rates = _rates(pool, evs, history_end)
+    return Behavior(
+        sessions=pool.sort("ev_id", "event_date"),
+        rates=rates,
+        evs=_ev_rates(pool, evs, rates, history_end),
+        history_end=history_end,
+    )
+
+
+# EV-days of the level's rate an EV's own rate is shrunk with: an EV seen for a few days has the
+# level's rate more than its own (one session in its first 3 days is not 1 every 3 days for life).
+EV_RATE_PRIOR_DAYS = 14.0
+
+
+def _ev_rates(pool: pl.DataFrame, evs: pl.DataFrame, rates: pl.DataFrame, history_end: date | None) -> pl.DataFrame:
+    """Per EV (sorted by ev_id, as the pool): ev_days (first seen to history_end), session_count,
+    sessions_per_ev_day (shrunk toward its level's), and where its sessions start in the pool."""
+    overall = rates.group_by("charger_level").agg(
+        pl.when(pl.col("ev_days").sum() > 0)
+        .then(pl.col("session_count").sum() / pl.col("ev_days").sum())
+        .alias("_level_rate")
+    )
+    counts = pool.group_by("ev_id").agg(pl.len().cast(pl.Int64).alias("session_count"))
+    end = history_end or date.today()
+    out = (
+        evs.join(counts, on="ev_id", how="left")
+        .join(overall, on="charger_level", how="left")
+        .sort("ev_id")
+        .with_columns(((pl.lit(end) - pl.col("first_seen")).dt.total_days() + 1).cast(pl.Int64).alias("ev_days"))
+        .with_columns(
+            (
+                (pl.col("session_count") + EV_RATE_PRIOR_DAYS * pl.col("_level_rate").fill_null(0.0))
+                / (pl.col("ev_days") + EV_RATE_PRIOR_DAYS)
+            ).alias("sessions_per_ev_day"),
+            (pl.col("session_count").cum_sum() - pl.col("session_count")).alias("_pool_first"),
+            pl.col("session_count").alias("_pool_count"),
+        )
+        .drop("_level_rate")
+    )
+    return out
 
 
 def _rates(pool: pl.DataFrame, evs: pl.DataFrame, history_end: date | None) -> pl.DataFrame:
@@ -400,65 +441,78 @@ def level_shares(behavior: Behavior) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else np.array([0.0, 1.0, 0.0])
 
 
+def slot_evs(behavior: Behavior, *, replicates: int, max_evs: int, seed: int) -> np.ndarray:
+    """The observed EVs (row numbers of behavior.evs) that play the EV slots of each replicate:
+    shape (replicates, max_evs), drawn with replacement, the same for every season x day type and
+    for the managed scenario (an EV keeps its charger and habits through a period)."""
+    rng = np.random.default_rng([seed, 1_000_003])
+    return rng.integers(0, max(behavior.evs.height, 1), size=(replicates, max_evs))
+
+
 def simulate_days(
     behavior: Behavior,
     combo: int,
+    slots: np.ndarray,
     *,
-    max_evs: int,
     days: int,
     seed: int,
     managed_share: float = 0.0,
     managed_window: tuple[int, int] = (22 * 60, 8 * 60),
 ) -> np.ndarray:
-    """`days` simulated days of season x day type COMBOS[combo], shape (days, max_evs + 1, 96): the
-    summed EV kW of the first n EVs in each 15-minute interval (independent EV-days). Each EV's level
-    from `level_shares`, a session with probability sessions_per_ev_day of its level, day type and
-    season (at most one: the simulator's and the pairing's cap too), drawn from the pool of its level,
-    day type and season (fallbacks: the level and day type in any season, then the level, then any
-    session). Load past midnight wraps onto the same day's morning (the day before is a day like it).
-    Seeded by (seed, combo): the same days whatever else is simulated."""
-    season, day_type = COMBOS[combo]
+    """`days` simulated days of season x day type COMBOS[combo] for each replicate's EV slots
+    (`slot_evs`), shape (replicates, days, slots + 1, 96): the summed EV kW of the first n slots in
+    each 15-minute interval. Each slot is an observed EV (a bootstrap of EVs, not of sessions: the
+    charger, the plug-in habit and the rate stay together): on each day it charges with its own
+    probability (its sessions per EV-day, times the season x day type factor of its level, at most
+    one session a day, the simulator's and the pairing's cap) one of its own sessions. Load past
+    midnight wraps onto the same day's morning (the day before is a day like it). Seeded by
+    (seed, combo)."""
+    replicates, max_evs = slots.shape
     rng = np.random.default_rng([seed, combo])
-    out = np.zeros((days, max_evs + 1, INTERVALS_PER_DAY))
-    pool, rates = behavior.sessions, behavior.rates
+    out = np.zeros((replicates, days, max_evs + 1, INTERVALS_PER_DAY))
+    pool = behavior.sessions
     if max_evs == 0 or pool.is_empty():
         return out
-    level = rng.choice(len(LEVELS), size=(days, max_evs), p=level_shares(behavior))
-    rate = np.zeros(len(LEVELS))
-    for i, lv in enumerate(LEVELS):
-        row = rates.filter(
-            (pl.col("charger_level") == lv) & (pl.col("day_type") == day_type) & (pl.col("season") == season)
-        )
-        value = row["sessions_per_ev_day"][0] if row.height else None
-        if value is None:  # no EV-day of this kind seen: the level's rate over the whole history
-            lv_rows = rates.filter(pl.col("charger_level") == lv)
-            ev_days = lv_rows["ev_days"].sum()
-            value = lv_rows["session_count"].sum() / ev_days if ev_days else 0.0
-        rate[i] = min(float(value), 1.0)
-    charging = rng.random((days, max_evs)) < rate[level]
-    day_index, ev_index = np.nonzero(charging)
-    session_level = level[day_index, ev_index]
-    start = np.zeros(len(day_index))
-    minutes = np.zeros(len(day_index))
-    kw = np.zeros(len(day_index))
-    for i, lv in enumerate(LEVELS):
-        chosen = np.flatnonzero(session_level == i)
-        if not len(chosen):
-            continue
-        candidates = _pool_for(pool, lv, day_type, season)
-        pick = rng.integers(0, candidates.height, size=len(chosen))
-        start[chosen] = candidates["start_minute"].to_numpy()[pick]
-        minutes[chosen] = candidates["load_minutes"].to_numpy()[pick]
-        kw[chosen] = candidates["load_kw"].to_numpy()[pick]
+    evs = behavior.evs
+    rate = (evs["sessions_per_ev_day"] * _combo_factor(behavior, evs["charger_level"], combo)).clip(0, 1).to_numpy()
+    first, count = evs["_pool_first"].to_numpy(), evs["_pool_count"].to_numpy()
+    slot_rate = rate[slots][:, None, :]  # (replicates, 1, slots)
+    charging = rng.random((replicates, days, max_evs)) < slot_rate
+    rep_index, day_index, slot_index = np.nonzero(charging)
+    ev = slots[rep_index, slot_index]
+    pick = first[ev] + np.minimum((rng.random(len(ev)) * count[ev]).astype(np.int64), count[ev] - 1)
+    start = pool["start_minute"].to_numpy().astype(float)[pick]
+    minutes = pool["load_minutes"].to_numpy()[pick]
+    kw = pool["load_kw"].to_numpy()[pick]
     if managed_share > 0:
         window_start, window_length = managed_window
         outside = (start - window_start) % MINUTES_PER_DAY >= window_length
         moved = outside & (rng.random(len(start)) < managed_share)
         start = np.where(moved, (window_start + rng.random(len(start)) * window_length) % MINUTES_PER_DAY, start)
-    per_ev = np.zeros((days, max_evs, INTERVALS_PER_DAY))
-    per_ev[day_index, ev_index] = kw[:, None] * _overlap_minutes(start, start + minutes) / 15.0
-    out[:, 1:] = np.cumsum(per_ev, axis=1)
+    per_slot = np.zeros((replicates, days, max_evs, INTERVALS_PER_DAY))
+    per_slot[rep_index, day_index, slot_index] = kw[:, None] * _overlap_minutes(start, start + minutes) / 15.0
+    out[:, :, 1:] = np.cumsum(per_slot, axis=2)
     return out
+
+
+def _combo_factor(behavior: Behavior, levels: pl.Series, combo: int) -> pl.Series:
+    """Per EV (its level): the level's sessions per EV-day in season x day type `combo` over its
+    rate across the whole history (1 where either is unknown)."""
+    season, day_type = COMBOS[combo]
+    overall = behavior.rates.group_by("charger_level").agg(
+        (pl.col("session_count").sum() / pl.col("ev_days").sum()).alias("_all")
+    )
+    factors = (
+        behavior.rates.filter((pl.col("season") == season) & (pl.col("day_type") == day_type))
+        .join(overall, on="charger_level")
+        .select("charger_level", (pl.col("sessions_per_ev_day") / pl.col("_all")).alias("_factor"))
+    )
+    return (
+        pl.DataFrame({"charger_level": levels})
+        .join(factors, on="charger_level", how="left", maintain_order="left")["_factor"]
+        .fill_nan(None)
+        .fill_null(1.0)
+    )
 
 
 def _overlap_minutes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -485,8 +539,8 @@ class PeakLibrary:
 def peak_library(
     behavior: Behavior,
     groups: list[tuple[float, float]],
+    slots: np.ndarray,
     *,
-    max_evs: int,
     days: int,
     seed: int,
     base_pu: np.ndarray,
@@ -494,26 +548,22 @@ def peak_library(
     managed_share: float = 0.0,
     managed_window: tuple[int, int] = (22 * 60, 8 * 60),
 ) -> PeakLibrary:
-    """Daily peaks of `simulate_days` for every season x day type, sorted over the days.
-    `groups`: (kva_rating, base scale) pairs (rating 0: unrated, total left 0); `base_pu`: per
-    interval (96). Memory: one combo's days at a time."""
-    ev_kw = np.zeros((len(COMBOS), max_evs + 1, days))
-    total = np.zeros((len(groups), len(COMBOS), max_evs + 1, days))
+    """Daily peaks of `simulate_days` for every season x day type, sorted over the days:
+    ev_kw (combos, replicates, slots + 1, days), total_kva (groups, combos, replicates, slots + 1,
+    days). `groups`: (kva_rating, base scale) pairs (rating 0: unrated, total left 0); `base_pu`:
+    per interval (96). Memory: one combo's days at a time."""
+    replicates, max_evs = slots.shape
+    ev_kw = np.zeros((len(COMBOS), replicates, max_evs + 1, days))
+    total = np.zeros((len(groups), len(COMBOS), replicates, max_evs + 1, days))
     for c in range(len(COMBOS)):
         load = simulate_days(
-            behavior,
-            c,
-            max_evs=max_evs,
-            days=days,
-            seed=seed,
-            managed_share=managed_share,
-            managed_window=managed_window,
+            behavior, c, slots, days=days, seed=seed, managed_share=managed_share, managed_window=managed_window
         )
-        ev_kw[c] = np.sort(load.max(axis=2), axis=0).T
+        ev_kw[c] = np.sort(load.max(axis=3), axis=1).transpose(0, 2, 1)
         kva = load / power_factor
         for g, (rating, scale) in enumerate(groups):
             if rating > 0:
-                total[g, c] = np.sort((kva + base_pu * scale * rating).max(axis=2), axis=0).T
+                total[g, c] = np.sort((kva + base_pu * scale * rating).max(axis=3), axis=1).transpose(0, 2, 1)
     return PeakLibrary(ev_kw, total)
 
 
@@ -553,7 +603,8 @@ def period_day_counts(first: date, last: date) -> np.ndarray:
 class ForecastParameters:
     draws: int = 500
     seed: int = 28
-    library_days: int = 4000
+    library_days: int = 30
+    library_replicates: int = 300
     base_load_pu: tuple[float, ...] = ()
     base_load_scale: float = 1.0
     power_factor: float = 0.9
@@ -613,11 +664,12 @@ def overload_forecast(
     group_of = keys.join(groups.with_row_index("_g"), on=["kva_rating", "_scale"], how="left", maintain_order="left")[
         "_g"
     ].to_numpy()
-    common = dict(max_evs=max_evs, days=p.library_days, seed=p.seed, base_pu=base_pu, power_factor=p.power_factor)
+    slots = slot_evs(behavior, replicates=p.library_replicates, max_evs=max_evs, seed=p.seed)
+    common = dict(days=p.library_days, seed=p.seed, base_pu=base_pu, power_factor=p.power_factor)
     libraries = {
-        "": peak_library(behavior, groups.rows(), **common),
+        "": peak_library(behavior, groups.rows(), slots, **common),
         "_managed": peak_library(
-            behavior, groups.rows(), **common, managed_share=p.managed_share, managed_window=p.managed_window
+            behavior, groups.rows(), slots, **common, managed_share=p.managed_share, managed_window=p.managed_window
         ),
     }
     rng = np.random.default_rng(p.seed + 1)
@@ -625,6 +677,8 @@ def overload_forecast(
     share_now = adoption.share(feeder_ids, adoption.as_of)
     rows = []
     days_axis = p.library_days
+    # Each transformer x draw keeps one replicate's EVs through every period.
+    replicate = rng.integers(0, p.library_replicates, size=(t.height, p.draws))
     for label, first, last in periods:
         share_end = adoption.share(feeder_ids, last)
         p_new = np.clip((share_end - share_now) / np.maximum(1 - share_now, 1e-9), 0, 1)
@@ -640,8 +694,8 @@ def overload_forecast(
                 # The largest of d iid daily peaks: the empirical quantile at u^(1/d).
                 u = rng.random((t.height, p.draws))
                 index = np.minimum((u ** (1.0 / counts[c]) * days_axis).astype(np.int64), days_axis - 1)
-                ev_peak = np.maximum(ev_peak, ev[c][n, index])
-                total_peak = np.maximum(total_peak, total[group_of[:, None], c, n, index])
+                ev_peak = np.maximum(ev_peak, ev[c][replicate, n, index])
+                total_peak = np.maximum(total_peak, total[group_of[:, None], c, replicate, n, index])
             out[f"ev_peak_kw_p50{suffix}"] = np.quantile(ev_peak, 0.5, axis=1)
             out[f"ev_peak_kw_p90{suffix}"] = np.quantile(ev_peak, 0.9, axis=1)
             limit = np.where(rated, rating, np.inf)[:, None]

@@ -8,7 +8,7 @@ on in every process that opens the instance (ev_assets.dagster_event_log), run w
 
 import dagster as dg
 
-from ev_assets.defs import ingest, operations, planning, reference, vendor
+from ev_assets.defs import forecast, ingest, operations, planning, reference, vendor
 from ev_assets.defs.resources import environment_resources
 
 defs = dg.Definitions(
@@ -19,6 +19,7 @@ defs = dg.Definitions(
         planning.grid_load_by_day,
         planning.premise_ev_profile,
         planning.transformer_planning_queue,
+        forecast.transformer_overload_forecast,
         vendor.vendor_export_files,
         vendor.vendor_export_gap,
     ],
@@ -29,6 +30,7 @@ defs = dg.Definitions(
         planning.daily_load_job,
         planning.premise_profile_job,
         planning.planning_queue_job,
+        forecast.forecast_job,
         vendor.vendor_export_job,
         vendor.vendor_gap_job,
     ],

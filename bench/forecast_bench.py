@@ -55,8 +55,8 @@ def parameters(settings: Settings) -> forecast.ForecastParameters:
 
 def time_forecast(meters: int) -> dict:
     settings = Settings()
-    ref, sessions = simulated(meters, 365, None)
-    as_of = START + timedelta(days=364)
+    ref, sessions = simulated(meters, 366, simulator.AdoptionCurve())
+    as_of = START + timedelta(days=365)
     saturation, multiplier = forecast.parse_scenarios(settings.forecast_adoption_scenarios)["base"]
     began = time.perf_counter()
     behavior = forecast.learn_behavior(sessions, tz=TZ, history_end=as_of)
@@ -122,9 +122,98 @@ def run_backtest(meters: int) -> dict:
     }
 
 
+def first_overload_truth(meters: int, years: int = 10) -> dict:
+    """The year of first overload per transformer, forecast against the simulator's truth.
+
+    Truth: the simulator (its known AdoptionCurve) run over the forecast's years too, each
+    transformer's realized coincident 15-minute peak of EV load (the planning tables' load shape) +
+    the base load of the aging model (per-unit profile by local hour x rating; EV kVA = kW / power
+    factor) per calendar year; its first year above EV_PLANNING_THRESHOLD x rating. Forecast: fitted
+    on 2024-2025 (base scenario), first_year_p50. A transformer "overloads" when either says so
+    within the horizon; it matches when both give the same year (and within one year, reported too).
+    """
+    settings = Settings()
+    curve = simulator.AdoptionCurve()
+    history_end = date(2025, 12, 31)
+    horizon_end = date(history_end.year + years, 12, 31)
+    ref, sessions = simulated(meters, (horizon_end - START).days + 1, curve)
+    local_day = pl.col("start_time").dt.convert_time_zone(TZ).dt.date()
+    history = sessions.filter(local_day <= history_end)
+    saturation, multiplier = forecast.parse_scenarios(settings.forecast_adoption_scenarios)["base"]
+    behavior = forecast.learn_behavior(history, tz=TZ, history_end=history_end)
+    premises = forecast.premise_feeders(ref["service_points"], ref["transformers"], history_end)
+    first_seen = forecast.first_seen_by_premise(behavior, premises)
+    adoption = forecast.fit_adoption(
+        first_seen, premises, saturation=saturation, as_of=history_end, rate_multiplier=multiplier
+    )
+    inputs = forecast.transformer_inputs(ref["service_points"], ref["transformers"], first_seen, history_end)
+    predicted = (
+        forecast.with_first_years(
+            forecast.overload_forecast(
+                behavior, adoption, inputs, forecast.yearly_periods(history_end, years), parameters(settings)
+            )
+        )
+        .group_by("transformer_id")
+        .agg(pl.col("first_year_p50").first())
+    )
+    # Truth, year by year (bounded memory).
+    base = pl.DataFrame(
+        {"_hour": list(range(24)), "_pu": list(DEFAULT_BASE_LOAD_PU)}, schema={"_hour": pl.Int8, "_pu": pl.Float64}
+    )
+    ratings = inputs.select("transformer_id", "kva_rating")
+    yearly = []
+    for year in range(history_end.year + 1, horizon_end.year + 1):
+        future = sessions.filter(local_day.dt.year() == year).with_columns(
+            pl.lit(None, dtype=pl.String).alias("feeder_id"),
+            pl.lit(None, dtype=pl.String).alias("substation_id"),
+            (pl.col("energy_wh") / 1000 / pl.col("duration_h")).alias("average_kw"),
+        )
+        intervals = forecast.load_profile.interval_loads(future)
+        per = (
+            intervals.group_by("transformer_id", "interval_start")
+            .agg(pl.col("kw").sum())
+            .with_columns(pl.col("interval_start").dt.convert_time_zone(TZ).dt.hour().cast(pl.Int8).alias("_hour"))
+            .join(base, on="_hour")
+            .join(ratings, on="transformer_id")
+            .with_columns((pl.col("_pu") * pl.col("kva_rating") + pl.col("kw") / settings.power_factor).alias("kva"))
+            .group_by("transformer_id")
+            .agg(pl.col("kva").max(), pl.col("kva_rating").first())
+        )
+        yearly.append(
+            per.filter(pl.col("kva") > pl.col("kva_rating") * settings.planning_threshold).select(
+                "transformer_id", pl.lit(year).alias("year")
+            )
+        )
+    truth = pl.concat(yearly).group_by("transformer_id").agg(pl.col("year").min().alias("true_first_year"))
+    both = predicted.join(truth, on="transformer_id", how="full", coalesce=True).filter(
+        pl.col("first_year_p50").is_not_null() | pl.col("true_first_year").is_not_null()
+    )
+    exact = (both["first_year_p50"] == both["true_first_year"]).fill_null(False)
+    within_one = ((both["first_year_p50"] - both["true_first_year"]).abs() <= 1).fill_null(False)
+    return {
+        "meters": meters,
+        "transformers": inputs.height,
+        "overloading_by_either": both.height,
+        "overloading_in_truth": int(both["true_first_year"].is_not_null().sum()),
+        "overloading_in_forecast": int(both["first_year_p50"].is_not_null().sum()),
+        "same_first_year_share": round(float(exact.mean()), 3),
+        "within_one_year_share": round(float(within_one.mean()), 3),
+        "true_first_year_counts": truth.group_by("true_first_year").len().sort("true_first_year").rows(),
+        "forecast_first_year_counts": predicted.drop_nulls()
+        .group_by("first_year_p50")
+        .len()
+        .sort("first_year_p50")
+        .rows(),
+    }
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--meters", type=int, default=2000)
     parser.add_argument("--backtest", action="store_true")
+    parser.add_argument("--truth", action="store_true", help="first year of overload against the simulator's truth")
     args = parser.parse_args()
-    print(json.dumps(run_backtest(args.meters) if args.backtest else time_forecast(args.meters), indent=2))
+    if args.truth:
+        print(json.dumps(first_overload_truth(args.meters)))
+    else:
+        print(json.dumps(run_backtest(args.meters) if args.backtest else time_forecast(args.meters), indent=2))

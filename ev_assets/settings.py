@@ -301,7 +301,7 @@ class Settings(BaseSettings):
         resource=PIPELINE,
     )
     forecast_library_days: int = _setting(
-        30,
+        60,
         "transformer_overload_forecast: simulated days per replicate, season x day type and EV count from which "
         "the days' peaks are drawn (more: finer tails; memory 8 x replicates x days x (EVs + 1) floats per scenario).",
         RUN,

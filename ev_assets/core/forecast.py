@@ -469,7 +469,8 @@ def simulate_days(
     (seed, combo)."""
     replicates, max_evs = slots.shape
     rng = np.random.default_rng([seed, combo])
-    out = np.zeros((replicates, days, max_evs + 1, INTERVALS_PER_DAY))
+    # float32: the library is memory-bound, and kW to 7 digits is plenty.
+    out = np.zeros((replicates, days, max_evs + 1, INTERVALS_PER_DAY), dtype=np.float32)
     pool = behavior.sessions
     if max_evs == 0 or pool.is_empty():
         return out
@@ -489,9 +490,10 @@ def simulate_days(
         outside = (start - window_start) % MINUTES_PER_DAY >= window_length
         moved = outside & (rng.random(len(start)) < managed_share)
         start = np.where(moved, (window_start + rng.random(len(start)) * window_length) % MINUTES_PER_DAY, start)
-    per_slot = np.zeros((replicates, days, max_evs, INTERVALS_PER_DAY))
-    per_slot[rep_index, day_index, slot_index] = kw[:, None] * _overlap_minutes(start, start + minutes) / 15.0
-    out[:, :, 1:] = np.cumsum(per_slot, axis=2)
+    per_slot = np.zeros((replicates * days * max_evs, INTERVALS_PER_DAY), dtype=np.float32)
+    flat = np.ravel_multi_index((rep_index, day_index, slot_index), (replicates, days, max_evs))
+    per_slot[flat] = _overlap_minutes(start, start + minutes) * (kw / 15.0).astype(np.float32)[:, None]
+    np.cumsum(per_slot.reshape(replicates, days, max_evs, INTERVALS_PER_DAY), axis=2, out=out[:, :, 1:])
     return out
 
 
@@ -517,14 +519,18 @@ def _combo_factor(behavior: Behavior, levels: pl.Series, combo: int) -> pl.Serie
 
 def _overlap_minutes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Minutes of [start, end) in each 15-minute interval of the day, the part past midnight
-    wrapped onto the morning: shape (sessions, 96)."""
-    bounds = np.arange(INTERVALS_PER_DAY + 1) * 15.0
-    lo, hi = bounds[None, :-1], bounds[None, 1:]
-    same_day = np.clip(np.minimum(end[:, None], hi) - np.maximum(start[:, None], lo), 0, None)
-    wrapped = np.clip(
-        np.minimum(end[:, None] - MINUTES_PER_DAY, hi) - np.maximum(start[:, None] - MINUTES_PER_DAY, lo), 0, None
-    )
-    return same_day + wrapped
+    wrapped onto the morning: shape (sessions, 96), float32. The minutes charged by each interval
+    boundary, differenced: two passes over the matrix instead of one per min / max / clip."""
+    bounds = (np.arange(INTERVALS_PER_DAY + 1) * 15.0).astype(np.float32)
+    start32 = start.astype(np.float32)[:, None]
+    length = (end - start).astype(np.float32)[:, None]
+    charged = np.clip(bounds[None, :] - start32, 0, length)
+    overlap = np.diff(charged, axis=1)
+    past = np.flatnonzero(end > MINUTES_PER_DAY)
+    if len(past):
+        wrapped = np.clip(bounds[None, :] + MINUTES_PER_DAY - start32[past], 0, length[past])
+        overlap[past] += np.diff(wrapped, axis=1)
+    return overlap
 
 
 @dataclass(frozen=True)
@@ -567,6 +573,78 @@ def peak_library(
     return PeakLibrary(ev_kw, total)
 
 
+def transformer_slots(behavior: Behavior, transformers: pl.DataFrame, *, max_evs: int, seed: int) -> np.ndarray:
+    """Per transformer, the observed EVs (rows of behavior.evs) of its EV slots, shape (transformers,
+    max_evs): first its own EVs (`ev_ids`: the premises with an EV seen by as_of; an EV keeps its
+    charger and habits), then EVs drawn at random from all observed EVs for the EVs still to come."""
+    rng = np.random.default_rng([seed, 1_000_003])
+    slots = rng.integers(0, max(behavior.evs.height, 1), size=(transformers.height, max_evs))
+    if "ev_ids" not in transformers.columns or max_evs == 0:
+        return slots
+    row_of = behavior.evs.select(pl.col("ev_id"), pl.int_range(pl.len()).alias("_row"))
+    known = (
+        transformers.select(pl.int_range(pl.len()).alias("_t"), "ev_ids")
+        .explode("ev_ids")
+        .drop_nulls("ev_ids")
+        .with_columns(pl.int_range(pl.len()).over("_t").alias("_slot"))
+        .join(row_of, left_on="ev_ids", right_on="ev_id", how="inner")
+        .filter(pl.col("_slot") < max_evs)
+    )
+    slots[known["_t"].to_numpy(), known["_slot"].to_numpy()] = known["_row"].to_numpy()
+    return slots
+
+
+# Transformers whose days are simulated at once (bounds memory: chunk x days x slots x 96 floats).
+LIBRARY_CHUNK_TRANSFORMERS = 256
+
+
+def transformer_peak_library(
+    behavior: Behavior,
+    slots: np.ndarray,
+    *,
+    days: int,
+    seed: int,
+    base_pu: np.ndarray,
+    power_factor: float,
+    rating: np.ndarray,
+    scale: np.ndarray,
+    width: np.ndarray | None = None,
+    managed_share: float = 0.0,
+    managed_window: tuple[int, int] = (22 * 60, 8 * 60),
+) -> PeakLibrary:
+    """Sorted simulated daily peaks per transformer (its own slots, `transformer_slots`), season x
+    day type and EV count: ev_kw and total_kva, each (combos, transformers, slots + 1, days); the
+    total with the transformer's own base load (base_pu x scale x rating; rating 0: left 0)."""
+    n_t, max_evs = slots.shape
+    if width is None:
+        width = np.full(n_t, max_evs)
+    ev_kw = np.zeros((len(COMBOS), n_t, max_evs + 1, days), dtype=np.float32)
+    total = np.zeros((len(COMBOS), n_t, max_evs + 1, days), dtype=np.float32)
+    # Chunks of transformers of similar width (the EV counts they can reach): each simulates only
+    # that many slots; counts beyond a transformer's width are never drawn.
+    order = np.argsort(width, kind="stable")
+    for first in range(0, n_t, LIBRARY_CHUNK_TRANSFORMERS):
+        part = order[first : first + LIBRARY_CHUNK_TRANSFORMERS]
+        w = int(width[part].max())
+        base = (base_pu[None, :] * (scale[part] * rating[part])[:, None])[:, None, None, :].astype(np.float32)
+        for c in range(len(COMBOS)):
+            load = simulate_days(
+                behavior,
+                c,
+                slots[part, :w],
+                days=days,
+                seed=seed + 7919 * first,
+                managed_share=managed_share,
+                managed_window=managed_window,
+            )
+            ev_kw[c, part, : w + 1] = np.sort(load.max(axis=3), axis=1).transpose(0, 2, 1)
+            kva = (load * np.float32(1 / power_factor) + base).max(axis=3)
+            total[c, part, : w + 1] = np.where(rating[part, None, None] > 0, np.sort(kva, axis=1), 0.0).transpose(
+                0, 2, 1
+            )
+    return PeakLibrary(ev_kw, total)
+
+
 def _pool_for(pool: pl.DataFrame, level: str, day_type: str, season: str) -> pl.DataFrame:
     for condition in (
         (pl.col("charger_level") == level) & (pl.col("day_type") == day_type) & (pl.col("season") == season),
@@ -603,7 +681,7 @@ def period_day_counts(first: date, last: date) -> np.ndarray:
 class ForecastParameters:
     draws: int = 500
     seed: int = 28
-    library_days: int = 30
+    library_days: int = 60
     library_replicates: int = 300
     base_load_pu: tuple[float, ...] = ()
     base_load_scale: float = 1.0
@@ -659,17 +737,20 @@ def overload_forecast(
     max_evs = int(max(premises.max(initial=0), evs_now.max(initial=0)))
     rating = t["kva_rating"].to_numpy()
     rated = np.isfinite(rating) & (rating > 0)
-    keys = t.select(pl.col("kva_rating").fill_null(0.0), "_scale")
-    groups = keys.unique(maintain_order=True)
-    group_of = keys.join(groups.with_row_index("_g"), on=["kva_rating", "_scale"], how="left", maintain_order="left")[
-        "_g"
-    ].to_numpy()
-    slots = slot_evs(behavior, replicates=p.library_replicates, max_evs=max_evs, seed=p.seed)
-    common = dict(days=p.library_days, seed=p.seed, base_pu=base_pu, power_factor=p.power_factor)
+    slots = transformer_slots(behavior, t, max_evs=max_evs, seed=p.seed)
+    common = dict(
+        days=p.library_days,
+        seed=p.seed,
+        base_pu=base_pu,
+        power_factor=p.power_factor,
+        rating=np.where(rated, rating, 0.0),
+        scale=t["_scale"].to_numpy(),
+        width=np.maximum(premises, evs_now),
+    )
     libraries = {
-        "": peak_library(behavior, groups.rows(), slots, **common),
-        "_managed": peak_library(
-            behavior, groups.rows(), slots, **common, managed_share=p.managed_share, managed_window=p.managed_window
+        "": transformer_peak_library(behavior, slots, **common),
+        "_managed": transformer_peak_library(
+            behavior, slots, **common, managed_share=p.managed_share, managed_window=p.managed_window
         ),
     }
     rng = np.random.default_rng(p.seed + 1)
@@ -677,8 +758,7 @@ def overload_forecast(
     share_now = adoption.share(feeder_ids, adoption.as_of)
     rows = []
     days_axis = p.library_days
-    # Each transformer x draw keeps one replicate's EVs through every period.
-    replicate = rng.integers(0, p.library_replicates, size=(t.height, p.draws))
+    own = np.broadcast_to(np.arange(t.height)[:, None], (t.height, p.draws))
     for label, first, last in periods:
         share_end = adoption.share(feeder_ids, last)
         p_new = np.clip((share_end - share_now) / np.maximum(1 - share_now, 1e-9), 0, 1)
@@ -694,8 +774,8 @@ def overload_forecast(
                 # The largest of d iid daily peaks: the empirical quantile at u^(1/d).
                 u = rng.random((t.height, p.draws))
                 index = np.minimum((u ** (1.0 / counts[c]) * days_axis).astype(np.int64), days_axis - 1)
-                ev_peak = np.maximum(ev_peak, ev[c][replicate, n, index])
-                total_peak = np.maximum(total_peak, total[group_of[:, None], c, replicate, n, index])
+                ev_peak = np.maximum(ev_peak, ev[c][own, n, index])
+                total_peak = np.maximum(total_peak, total[c][own, n, index])
             out[f"ev_peak_kw_p50{suffix}"] = np.quantile(ev_peak, 0.5, axis=1)
             out[f"ev_peak_kw_p90{suffix}"] = np.quantile(ev_peak, 0.9, axis=1)
             limit = np.where(rated, rating, np.inf)[:, None]
@@ -819,7 +899,11 @@ def transformer_inputs(
     per = (
         sp.join(ev_premises, on="premise_id", how="left")
         .group_by("transformer_id")
-        .agg(pl.col("premise_id").n_unique().alias("premises"), pl.col("_ev").sum().fill_null(0).alias("evs_now"))
+        .agg(
+            pl.col("premise_id").n_unique().alias("premises"),
+            pl.col("_ev").sum().fill_null(0).alias("evs_now"),
+            pl.col("premise_id").filter(pl.col("_ev") == 1).sort().alias("ev_ids"),
+        )
     )
     columns = ["transformer_id", "feeder_id", "kva_rating"] + (
         ["base_load_scale"] if "base_load_scale" in transformers.columns else []

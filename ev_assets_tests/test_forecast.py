@@ -189,3 +189,32 @@ def test_forecast_is_seeded_and_reproducible():
     # EVs only arrive: expected EVs and the P90 peak do not fall from year to year.
     assert rated["expected_evs"].diff().drop_nulls().min() >= 0
     assert rated["ev_peak_kw_p90"].diff().drop_nulls().min() >= -1e-9
+
+
+def test_simulator_adoption_curve_grows_the_evs_it_says():
+    from ev_assets.synthetic import simulator, utility
+
+    ref = utility.generate_utility(3000, seed=7)
+    curve = simulator.AdoptionCurve(saturation=0.5, rate_per_year=0.9, midpoint=date(2025, 1, 1))
+    config = simulator.SimulationConfig(adoption=curve)
+    population = simulator.ev_population(ref, 4, config)
+    homes = ref["service_points"]["service_point_id"].n_unique()
+    for day in (date(2024, 1, 1), date(2025, 1, 1), date(2026, 6, 1)):
+        adopted = (population["adopted_day"] <= (day - date(1970, 1, 1)).days).sum() / homes
+        assert adopted == pytest.approx(curve.share_on(day), abs=0.03)
+    # No session before its home's adoption day.
+    sessions = simulator.simulate_sessions(ref, date(2024, 1, 1), 60, 4, config)
+    first = (
+        sessions.with_columns(pl.col("start_time").dt.convert_time_zone(config.timezone).dt.date().alias("d"))
+        .group_by("service_point_id")
+        .agg(pl.col("d").min())
+        .join(population.select("service_point_id", "adopted_day"), on="service_point_id")
+    )
+    assert (first["d"].cast(pl.Int64) >= first["adopted_day"]).all()
+    # Later adopters have fewer Level 1 chargers (below 2 kW).
+    late = population.filter(pl.col("adopted_day") > (date(2026, 1, 1) - date(1970, 1, 1)).days)
+    early = population.filter(pl.col("adopted_day") < (date(2024, 1, 1) - date(1970, 1, 1)).days)
+    assert (late["charger_kw"] < 2).mean() < (early["charger_kw"] < 2).mean()
+    # Without a curve, every EV is there from the start (the default demo's population).
+    default = simulator.ev_population(ref, 4)
+    assert (default["adopted_day"] < 0).all()

@@ -43,7 +43,6 @@ def parameters(settings: Settings) -> forecast.ForecastParameters:
         draws=settings.forecast_draws,
         seed=settings.forecast_seed,
         library_days=settings.forecast_library_days,
-        library_replicates=settings.forecast_library_replicates,
         base_load_pu=DEFAULT_BASE_LOAD_PU,
         base_load_scale=settings.base_load_scale,
         power_factor=settings.power_factor,

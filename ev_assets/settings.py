@@ -302,18 +302,11 @@ class Settings(BaseSettings):
     )
     forecast_library_days: int = _setting(
         60,
-        "transformer_overload_forecast: simulated days per replicate, season x day type and EV count from which "
-        "the days' peaks are drawn (more: finer tails; memory 8 x replicates x days x (EVs + 1) floats per scenario).",
+        "transformer_overload_forecast: simulated days per transformer and season x day type from which the "
+        "year's daily peaks are drawn (more: finer tails, more time; memory 4 x 8 x transformers x days x (EVs + 1) "
+        "float32).",
         RUN,
         gt=10,
-        resource=PIPELINE,
-    )
-    forecast_library_replicates: int = _setting(
-        300,
-        "transformer_overload_forecast: sets of observed EVs (a bootstrap of EVs: charger, habits and rate kept "
-        "together) whose simulated days a transformer's draws use.",
-        RUN,
-        gt=0,
         resource=PIPELINE,
     )
     forecast_adoption_scenarios: str = _setting(

@@ -176,9 +176,7 @@ def test_forecast_is_seeded_and_reproducible():
             "evs_now": [2, 0],
         }
     )
-    parameters = forecast.ForecastParameters(
-        draws=200, library_days=100, library_replicates=5, base_load_pu=DEFAULT_BASE_LOAD_PU
-    )
+    parameters = forecast.ForecastParameters(draws=200, library_days=100, base_load_pu=DEFAULT_BASE_LOAD_PU)
     periods = forecast.yearly_periods(date(2024, 12, 31), 3)
     one = forecast.overload_forecast(behavior, adoption, transformers, periods, parameters)
     two = forecast.overload_forecast(behavior, adoption, transformers, periods, parameters)

@@ -435,20 +435,6 @@ def parse_window(text: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------- the day library
 
 
-def level_shares(behavior: Behavior) -> np.ndarray:
-    """Share of EVs by charger level (LEVELS order): what a new EV is drawn from."""
-    counts = np.array([(behavior.evs["charger_level"] == lv).sum() for lv in LEVELS], dtype=float)
-    return counts / counts.sum() if counts.sum() else np.array([0.0, 1.0, 0.0])
-
-
-def slot_evs(behavior: Behavior, *, replicates: int, max_evs: int, seed: int) -> np.ndarray:
-    """The observed EVs (row numbers of behavior.evs) that play the EV slots of each replicate:
-    shape (replicates, max_evs), drawn with replacement, the same for every season x day type and
-    for the managed scenario (an EV keeps its charger and habits through a period)."""
-    rng = np.random.default_rng([seed, 1_000_003])
-    return rng.integers(0, max(behavior.evs.height, 1), size=(replicates, max_evs))
-
-
 def simulate_days(
     behavior: Behavior,
     combo: int,
@@ -459,8 +445,8 @@ def simulate_days(
     managed_share: float = 0.0,
     managed_window: tuple[int, int] = (22 * 60, 8 * 60),
 ) -> np.ndarray:
-    """`days` simulated days of season x day type COMBOS[combo] for each replicate's EV slots
-    (`slot_evs`), shape (replicates, days, slots + 1, 96): the summed EV kW of the first n slots in
+    """`days` simulated days of season x day type COMBOS[combo] for each row of EV slots
+    (`transformer_slots`: a transformer's), shape (rows, days, slots + 1, 96): the summed EV kW of the first n slots in
     each 15-minute interval. Each slot is an observed EV (a bootstrap of EVs, not of sessions: the
     charger, the plug-in habit and the rate stay together): on each day it charges with its own
     probability (its sessions per EV-day, times the season x day type factor of its level, at most
@@ -535,42 +521,11 @@ def _overlap_minutes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PeakLibrary:
-    """Sorted simulated daily peaks: ev_kw (combos, max_evs + 1, days) and, per (rating, base scale)
-    group, total_kva (groups, combos, max_evs + 1, days): EV + base load."""
+    """Sorted simulated daily peaks per transformer: ev_kw (EV load, kW) and total_kva (EV + base
+    load), each (combos, transformers, slots + 1, days)."""
 
     ev_kw: np.ndarray
     total_kva: np.ndarray
-
-
-def peak_library(
-    behavior: Behavior,
-    groups: list[tuple[float, float]],
-    slots: np.ndarray,
-    *,
-    days: int,
-    seed: int,
-    base_pu: np.ndarray,
-    power_factor: float,
-    managed_share: float = 0.0,
-    managed_window: tuple[int, int] = (22 * 60, 8 * 60),
-) -> PeakLibrary:
-    """Daily peaks of `simulate_days` for every season x day type, sorted over the days:
-    ev_kw (combos, replicates, slots + 1, days), total_kva (groups, combos, replicates, slots + 1,
-    days). `groups`: (kva_rating, base scale) pairs (rating 0: unrated, total left 0); `base_pu`:
-    per interval (96). Memory: one combo's days at a time."""
-    replicates, max_evs = slots.shape
-    ev_kw = np.zeros((len(COMBOS), replicates, max_evs + 1, days))
-    total = np.zeros((len(groups), len(COMBOS), replicates, max_evs + 1, days))
-    for c in range(len(COMBOS)):
-        load = simulate_days(
-            behavior, c, slots, days=days, seed=seed, managed_share=managed_share, managed_window=managed_window
-        )
-        ev_kw[c] = np.sort(load.max(axis=3), axis=1).transpose(0, 2, 1)
-        kva = load / power_factor
-        for g, (rating, scale) in enumerate(groups):
-            if rating > 0:
-                total[g, c] = np.sort((kva + base_pu * scale * rating).max(axis=3), axis=1).transpose(0, 2, 1)
-    return PeakLibrary(ev_kw, total)
 
 
 def transformer_slots(behavior: Behavior, transformers: pl.DataFrame, *, max_evs: int, seed: int) -> np.ndarray:
@@ -645,19 +600,6 @@ def transformer_peak_library(
     return PeakLibrary(ev_kw, total)
 
 
-def _pool_for(pool: pl.DataFrame, level: str, day_type: str, season: str) -> pl.DataFrame:
-    for condition in (
-        (pl.col("charger_level") == level) & (pl.col("day_type") == day_type) & (pl.col("season") == season),
-        (pl.col("charger_level") == level) & (pl.col("day_type") == day_type),
-        pl.col("charger_level") == level,
-        pl.lit(True),
-    ):
-        found = pool.filter(condition)
-        if found.height:
-            return found
-    return pool
-
-
 def interval_hours() -> np.ndarray:
     """Local hour of each 15-minute interval of a day (the base profile is hourly)."""
     return np.arange(INTERVALS_PER_DAY) // 4
@@ -682,7 +624,6 @@ class ForecastParameters:
     draws: int = 500
     seed: int = 28
     library_days: int = 60
-    library_replicates: int = 300
     base_load_pu: tuple[float, ...] = ()
     base_load_scale: float = 1.0
     power_factor: float = 0.9

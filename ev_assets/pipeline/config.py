@@ -60,7 +60,6 @@ class PipelineSettings:
     forecast_draws: int = _DECLARED.forecast_draws
     forecast_seed: int = _DECLARED.forecast_seed
     forecast_library_days: int = _DECLARED.forecast_library_days
-    forecast_library_replicates: int = _DECLARED.forecast_library_replicates
     forecast_adoption_scenarios: str = _DECLARED.forecast_adoption_scenarios
     forecast_adoption_prior_evs: float = _DECLARED.forecast_adoption_prior_evs
     forecast_managed_share: float = _DECLARED.forecast_managed_share
@@ -101,7 +100,6 @@ class PipelineSettings:
             forecast_draws=s.forecast_draws,
             forecast_seed=s.forecast_seed,
             forecast_library_days=s.forecast_library_days,
-            forecast_library_replicates=s.forecast_library_replicates,
             forecast_adoption_scenarios=s.forecast_adoption_scenarios,
             forecast_adoption_prior_evs=s.forecast_adoption_prior_evs,
             forecast_managed_share=s.forecast_managed_share,

@@ -59,7 +59,6 @@ def parameters(settings: PipelineSettings) -> forecast.ForecastParameters:
         draws=settings.forecast_draws,
         seed=settings.forecast_seed,
         library_days=settings.forecast_library_days,
-        library_replicates=settings.forecast_library_replicates,
         base_load_pu=settings.base_load_pu,
         base_load_scale=settings.base_load_scale,
         power_factor=settings.power_factor,

@@ -31,8 +31,11 @@ lint: setup
 	$(UV) run ruff format --check .
 	$(UV) run ruff check .
 
+# The code location loads (the workspace, as `dagster dev` reads it) and Dagster's project layout
+# finds every definition under ev_assets/defs/ (`dg check defs`; `dg list defs` lists them).
 validate: setup
 	$(UV) run dagster definitions validate -w workspace.yaml
+	$(UV) run dg check defs
 
 # DAGSTER_HOME must be set before dagster starts (else runs and cursors go to a temporary folder).
 ui: setup

@@ -753,8 +753,8 @@ def cmd_rejected_replay(args: argparse.Namespace) -> int:
 
     from ev_assets import runner
     from ev_assets.defs import ingest, planning
-    from ev_assets.defs.metadata import BATCH_TAG
     from ev_assets.defs.resources import WarehouseResource
+    from ev_assets.defs.runs import BATCH_TAG
 
     if args.file:
         ids = [r["_rejection_id"] for r in json.loads(Path(args.file).read_text())["EVChargingEvents"]]

@@ -29,7 +29,7 @@ from dagster._grpc.impl import core_execute_run
 from dagster._utils.hosted_user_process import recon_job_from_origin
 from dagster_shared.cli import WorkspaceOpts
 
-from ev_assets.defs.metadata import IN_FLIGHT, WORKER_TAG, this_worker
+from ev_assets.defs.runs import IN_FLIGHT, WORKER_TAG, this_worker
 from ev_assets.settings import PROJECT_ROOT
 
 LAUNCHED_BY = "ev/launched_by"

@@ -156,8 +156,8 @@ def test_a_run_on_its_way_in_another_process_is_not_reported_failed(env):
 
     from ev_assets.definitions import defs
     from ev_assets.defs import ingest
-    from ev_assets.defs.metadata import WORKER_TAG
     from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
+    from ev_assets.defs.runs import WORKER_TAG
     from ev_assets.runner import RUN_KEY
 
     cli(env, "init")

@@ -11,22 +11,18 @@ from ev_assets import pipeline
 from ev_assets.core import feed
 from ev_assets.core.batching import Batch, FeedCursor, plan_batches, settled
 from ev_assets.defs.metadata import (
-    BATCH_TAG,
-    IN_FLIGHT,
     OWNERS,
     TOUCHED_DATES,
-    record_worker,
-    retry_when_transient,
     running_row_count,
     schema_errors,
     table_definition_metadata,
     table_metadata,
     touched_dates_metadata,
-    utc_day,
 )
 from ev_assets.defs.partitions import days_outside_partitions, outside_partitions_message
 from ev_assets.defs.reference import reference_job, reference_version
 from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
+from ev_assets.defs.runs import BATCH_TAG, IN_FLIGHT, record_worker, retry_when_transient, utc_day
 from ev_assets.settings import Settings
 from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REFERENCE_TABLES
 

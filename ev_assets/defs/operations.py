@@ -1,7 +1,7 @@
 """Operations area: runs whose worker died, and failed runs a person must look at.
 
 Who retries what (README "Operations"): a step retries itself on transient database errors
-(`metadata.retry_when_transient`); the daemon's run retries (`run_retries` in dagster.yaml, written
+(`runs.retry_when_transient`); the daemon's run retries (`run_retries` in dagster.yaml, written
 by `ev-awareness init`) re-execute a run that failed otherwise, including one failed below because
 its worker died. What remains to do is always read from the warehouse, so a retry, or any later run,
 finishes the work of a dead one.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ev_assets.defs.metadata import BATCH_TAG, WORKER_TAG
+from ev_assets.defs.runs import BATCH_TAG, WORKER_TAG
 
 ACTIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 

@@ -19,14 +19,7 @@ from ev_assets import pipeline
 from ev_assets.core.batching import contiguous_spans
 from ev_assets.defs import charts
 from ev_assets.defs.ingest import ev_charging_sessions
-from ev_assets.defs.metadata import (
-    IN_FLIGHT,
-    markdown_table,
-    record_worker,
-    retry_when_transient,
-    table_asset_spec,
-    table_metadata,
-)
+from ev_assets.defs.metadata import markdown_table, table_asset_spec, table_metadata
 from ev_assets.defs.partitions import (
     DAILY_PARTITIONS,
     PARTITIONS_TIMEZONE,
@@ -35,6 +28,7 @@ from ev_assets.defs.partitions import (
     outside_partitions_message,
 )
 from ev_assets.defs.resources import PipelineConfig, WarehouseResource
+from ev_assets.defs.runs import IN_FLIGHT, record_worker, retry_when_transient
 from ev_assets.settings import Settings
 from ev_assets.warehouse import tables
 

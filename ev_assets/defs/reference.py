@@ -7,13 +7,9 @@ import dagster as dg
 
 from ev_assets import pipeline
 from ev_assets.core.reference_extracts import read_reference_extracts
-from ev_assets.defs.metadata import (
-    record_worker,
-    retry_when_transient,
-    table_asset_spec,
-    table_metadata,
-)
+from ev_assets.defs.metadata import table_asset_spec, table_metadata
 from ev_assets.defs.resources import PipelineConfig, ReferenceResource, WarehouseResource
+from ev_assets.defs.runs import record_worker, retry_when_transient
 from ev_assets.settings import Settings
 from ev_assets.warehouse.tables import REFERENCE_TABLES
 

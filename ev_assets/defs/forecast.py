@@ -1,8 +1,9 @@
 """Forecast area: the charging behavior learned from the sessions, the ten-year overload forecast per
 transformer, and the check of the forecast against what happened (a backtest on the history).
 
-Both tables are one snapshot, refreshed together by `forecast_job` (by hand, or after the premise
-profile: the same cadence as the planning snapshots is plenty for a ten-year view)."""
+Both tables are one snapshot, refreshed together by `forecast_job`: by hand, or once a local day by
+`daily_forecast`, after the nightly daily load and the planning snapshots (a ten-year view needs no
+fresher input)."""
 
 import dagster as dg
 import polars as pl
@@ -11,7 +12,7 @@ from ev_assets import pipeline
 from ev_assets.defs import charts
 from ev_assets.defs.ingest import ev_charging_sessions
 from ev_assets.defs.metadata import markdown_table, table_asset_spec, table_metadata
-from ev_assets.defs.planning import rounded
+from ev_assets.defs.planning import daily_snapshot_schedule, rounded
 from ev_assets.defs.reference import reference_tables
 from ev_assets.defs.resources import PipelineConfig, WarehouseResource
 from ev_assets.defs.runs import record_worker, retry_when_transient
@@ -148,4 +149,13 @@ forecast_job = dg.define_asset_job(
     "forecast_job",
     selection=dg.AssetSelection.assets(transformer_overload_forecast),
     description="Refresh ev_charging_behavior and transformer_overload_forecast, and backtest the forecast.",
+)
+
+
+daily_forecast = daily_snapshot_schedule(
+    "daily_forecast",
+    "0 5 * * *",
+    forecast_job,
+    "forecast",
+    "Daily: refresh the charging behavior and the overload forecast, and backtest it (after the planning snapshots).",
 )

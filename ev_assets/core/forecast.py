@@ -25,14 +25,17 @@ follows the utility, one with many its own history).
 Overload (`overload_forecast`). Per transformer and period (a calendar year, or a month in the
 backtest), the EVs at the period's end are the EVs seen now plus Binomial(premises without one,
 p_new), p_new = (S(end) - S(now)) / (1 - S(now)) of its feeder: EVs placed on premises in
-proportion to the adoption model. A library of simulated days (`peak_library`) gives, per
-number of EVs n and season x day type, the daily EV peak and the daily peak of EV + base load (the
-base load of the aging model: per-unit profile by local hour x scale x rating; EV kVA = kW / power
-factor). The period's peak is the largest of its days' peaks: for each transformer x draw, n is
-drawn, then for each season x day type with d days in the period the maximum of d daily peaks is
-drawn by its inverse CDF (the empirical quantile at u^(1/d)), and the period peak is the largest
-of those. Everything is numpy arrays of transformers x draws; the only loops are over periods,
-season x day type (8) and distinct (rating, base scale) pairs.
+proportion to the adoption model. Each transformer has EV slots (`transformer_slots`): first its own
+EVs (seen on it by now; each keeps its charger, plug-in habit and rate), then observed EVs drawn at
+random for those still to come. A library of simulated days per transformer (`transformer_peak_library`)
+gives, per number of EVs n (the first n slots) and season x day type, the sorted daily EV peaks and
+the daily peaks of EV + base load (the base load of the aging model: per-unit profile by local hour x
+scale x rating; EV kVA = kW / power factor). The period's peak is the largest of its days' peaks: for
+each transformer x draw, n is drawn, then for each season x day type with d days in the period the
+maximum of d daily peaks is drawn by its inverse CDF (the empirical quantile at u^(1/d)), and the
+period peak is the largest of those. Everything is numpy arrays of transformers x draws (the library:
+chunks of transformers x days x slots x 96); the only loops are over periods, season x day type (8)
+and chunks of transformers.
 
 Managed charging: a share of sessions starts at a uniform time in an off-peak window instead of
 its own (a session already starting inside the window is left alone). Years deferred = first year

@@ -187,6 +187,9 @@ class SimulationConfig:
     delay_max_s: float = 150.0
     # EVs arriving over time (None: the fixed population of ev_share, the default demo).
     adoption: AdoptionCurve | None = None
+    # Another draw of the days of the same EV population (0: the default): the same homes, chargers
+    # and habits, other days charged, start times and energies. What a "true probability" needs.
+    realization: int = 0
 
     def __post_init__(self) -> None:
         if len(self.charger_kw) != len(self.charger_weights):
@@ -315,7 +318,9 @@ def simulate_sessions(
     evs = ev_population(utility, seed, config)
     first_day = (start - EPOCH).days
     # One day of look-back: yesterday's session decides whether today's can start.
-    candidates = _candidate_sessions(evs, first_day - 1, days + 1, seed, config)
+    # The day-level draws (which days, when, how much) of another realization of the same EVs.
+    day_seed = seed if config.realization == 0 else seed ^ (0x5851F42D4C957F2D * config.realization % 2**63)
+    candidates = _candidate_sessions(evs, first_day - 1, days + 1, day_seed, config)
     sessions = _drop_overlapping(candidates, config).filter(pl.col("day") >= first_day)
     return _attach_identity(sessions, utility).select(SESSION_COLUMNS).sort("start_time", "session_id")
 

@@ -279,6 +279,15 @@ class Settings(BaseSettings):
         RUN,
         resource=PIPELINE,
     )
+    risk_weight_overload_soon: float = _setting(
+        1.0,
+        (
+            "transformer_planning_queue: weight of 1 / years_to_likely_overload (the overload forecast's first "
+            "year with a >= 50 % chance of exceeding the planning threshold)."
+        ),
+        RUN,
+        resource=PIPELINE,
+    )
     forecast_years: int = _setting(
         10,
         "transformer_overload_forecast: calendar years forecast, from the year after the latest day of the history.",

@@ -33,6 +33,7 @@ def _risk_weights(s: Settings) -> planning_queue.RiskWeights:
         hours_over_rating=s.risk_weight_hours_over_rating,
         loss_of_life=s.risk_weight_loss_of_life,
         ev_growth=s.risk_weight_ev_growth,
+        overload_soon=s.risk_weight_overload_soon,
     )
 
 

@@ -808,8 +808,8 @@ TRANSFORMER_PLANNING_QUEUE = TableSpec(
         "refreshed daily. risk_score = EV_RISK_WEIGHT_UTILIZATION x peak_utilization + "
         "EV_RISK_WEIGHT_HOURS_OVER_RATING "
         "x hours_over_rating / window days + EV_RISK_WEIGHT_LOSS_OF_LIFE x loss_of_life_h / (24 x window days) + "
-        "EV_RISK_WEIGHT_EV_GROWTH x ev_count_growth (a null term counts 0). One row per transformer with a daily "
-        "row in the window."
+        "EV_RISK_WEIGHT_EV_GROWTH x ev_count_growth + EV_RISK_WEIGHT_OVERLOAD_SOON / years_to_likely_overload "
+        "(a null term counts 0). One row per transformer with a daily row in the window."
     ),
     columns=(
         Col("transformer_id", pl.String(), "Transformer identifier.", nullable=False),
@@ -872,6 +872,15 @@ TRANSFORMER_PLANNING_QUEUE = TableSpec(
             pl.Int64(),
             "ev_count_second_half - ev_count_first_half (negative when EVs left).",
             nullable=False,
+        ),
+        Col(
+            "years_to_likely_overload",
+            pl.Int64(),
+            (
+                "transformer_overload_forecast (base scenario): first_year_p50 minus the year of window_last_day, "
+                "at least 1; null when the forecast sees no likely overload in its horizon or has not run."
+            ),
+            checks=_positive("years_to_likely_overload"),
         ),
         Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
     ),

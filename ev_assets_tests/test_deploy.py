@@ -279,3 +279,33 @@ def test_the_launcher_and_the_run_queue_load_without_storage_and_a_wrong_key_is_
     misspelt["config"]["tag_concurrency_limit"] = misspelt["config"].pop("tag_concurrency_limits")
     with pytest.raises(DagsterInvalidConfigError):
         _rehydrate(misspelt)
+
+
+def test_the_kubernetes_fields_of_the_values_are_valid_pod_fields():
+    """The chart passes these fields into its pod specs unchanged: placed into a Pod, they must be
+    valid there (the chart's own values.schema.json for 1.13 was not at hand; docs/kubernetes.md)."""
+    values = _values()
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    run_container = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "from-values"},
+        "spec": {
+            "securityContext": deployment["podSecurityContext"],
+            "volumes": deployment["volumes"],
+            "containers": [
+                {
+                    "name": "code-server",
+                    "image": f"{deployment['image']['repository']}:{deployment['image']['tag']}",
+                    "imagePullPolicy": deployment["image"]["pullPolicy"],
+                    "securityContext": deployment["securityContext"],
+                    "resources": deployment["resources"],
+                    "volumeMounts": deployment["volumeMounts"],
+                    "ports": [{"containerPort": deployment["port"]}],
+                },
+                {"name": "run", "image": "run", **run_container},
+            ],
+        },
+    }
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)

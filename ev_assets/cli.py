@@ -398,14 +398,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         # snapshots, which follow the daily load (daily_load_sensor's decisions once no day waits).
         fills, _ = planning.fill_run_requests(instance)
         printer.stage("empty days", fills, planning.daily_load_job.name, instance, workspace)
-        for request in planning.snapshot_run_requests(instance):
-            printer.stage(
-                request.job_name.removesuffix("_job").replace("_", " "),
-                [request],
-                request.job_name,
-                instance,
-                workspace,
-            )
+        # A snapshot that reads another (the queue, the forecast) is asked for once that one is
+        # current: ask again until nothing is, each request at most once (a failed run is reported,
+        # not retried here).
+        asked: set[str] = set()
+        while requests := [r for r in planning.snapshot_run_requests(instance) if r.run_key not in asked]:
+            for request in requests:
+                asked.add(request.run_key)
+                printer.stage(
+                    request.job_name.removesuffix("_job").replace("_", " "),
+                    [request],
+                    request.job_name,
+                    instance,
+                    workspace,
+                )
 
         # The gap each ingested batch export filled (vendor_gap_sensor's decision).
         gap_requests, _ = vendor.gap_run_requests(instance, wh_res)
@@ -517,7 +523,14 @@ def _snapshot_freshness(wh) -> list[str]:
 
     load_at = computed_at(tables.TRANSFORMER_DAILY_LOAD)
     lines = []
-    for spec in (tables.PREMISE_EV_PROFILE, tables.NEW_EVS, tables.TRANSFORMER_PLANNING_QUEUE):
+    snapshots = (
+        tables.PREMISE_EV_PROFILE,
+        tables.NEW_EVS,
+        tables.EV_CHARGING_BEHAVIOR,
+        tables.TRANSFORMER_OVERLOAD_FORECAST,
+        tables.TRANSFORMER_PLANNING_QUEUE,
+    )
+    for spec in snapshots:
         refreshed = computed_at(spec)
         if refreshed is None:
             verdict = "no rows yet" + ("" if load_at is None else ": `ev-awareness run` refreshes it")

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from ev_assets.definitions import defs
+from ev_assets.defs.forecast import transformer_overload_forecast
 from ev_assets.defs.ingest import ev_charging_events, ev_charging_sessions, ev_feed_sensor
 from ev_assets.defs.planning import (
     RANGE_END,
@@ -243,12 +244,16 @@ def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, 
     # once each (the same daily load, the same run keys), and then nothing more is asked for.
     assert dg.materialize([grid_load_by_day], tags=tags, resources=resources, instance=instance).success
     snapshots = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
-    assert {r.job_name for r in snapshots} == {"premise_profile_job", "planning_queue_job"}
+    # The queue ranks by the forecast's years to overload: it waits for the forecast's refresh.
+    assert {r.job_name for r in snapshots} == {"premise_profile_job", "forecast_job"}
     again = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
     assert [r.run_key for r in again] == [r.run_key for r in snapshots]
     assert dg.materialize(
-        [premise_ev_profile, transformer_planning_queue], resources=resources, instance=instance
+        [premise_ev_profile, transformer_overload_forecast], resources=resources, instance=instance
     ).success
+    queue = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
+    assert [r.job_name for r in queue] == ["planning_queue_job"]
+    assert dg.materialize([transformer_planning_queue], resources=resources, instance=instance).success
     assert not sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
 
 

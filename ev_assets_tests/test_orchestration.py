@@ -76,6 +76,7 @@ def test_after_a_cli_run_the_daemons_sensors_ask_for_nothing(env, small_utility)
         "ingest_job",
         "daily_load_job",
         "premise_profile_job",
+        "forecast_job",
         "planning_queue_job",
     }
     for run in runs:

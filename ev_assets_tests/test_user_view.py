@@ -16,11 +16,13 @@ import polars as pl
 
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
+    EV_CHARGING_BEHAVIOR,
     EV_CHARGING_EVENTS,
     NEW_EVS,
     PREMISE_EV_PROFILE,
     TRANSFORMER_DAILY_LOAD,
     TRANSFORMER_INTERVAL_LOAD,
+    TRANSFORMER_OVERLOAD_FORECAST,
     TRANSFORMER_PLANNING_QUEUE,
 )
 
@@ -29,8 +31,11 @@ from .test_end_to_end import cli, run_cli
 PLANNING_TABLES = (
     TRANSFORMER_DAILY_LOAD,
     TRANSFORMER_INTERVAL_LOAD,
+    TRANSFORMER_OVERLOAD_FORECAST,
     PREMISE_EV_PROFILE,
     NEW_EVS,
+    EV_CHARGING_BEHAVIOR,
+    TRANSFORMER_OVERLOAD_FORECAST,
     TRANSFORMER_PLANNING_QUEUE,
 )
 
@@ -39,12 +44,19 @@ def test_a_run_leaves_every_planning_table_current(env):
     cli(env, "init")
     cli(env, "simulate", "--start", "2024-06-03", "--days", "2", "--seed", "5")
     out = cli(env, "run")
-    assert re.search(r"premise profile\s+1 runs, 1 ok", out) and re.search(r"planning queue\s+1 runs, 1 ok", out), out
+    for stage in ("premise profile", "forecast", "planning queue"):
+        assert re.search(rf"{stage}\s+1 runs, 1 ok", out), out
 
     wh = Warehouse(env["EV_WAREHOUSE_URL"])
     assert {spec.name: wh.count(spec) > 0 for spec in PLANNING_TABLES} == {spec.name: True for spec in PLANNING_TABLES}
     status = cli(env, "status")
-    for spec in (PREMISE_EV_PROFILE, NEW_EVS, TRANSFORMER_PLANNING_QUEUE):
+    for spec in (
+        PREMISE_EV_PROFILE,
+        NEW_EVS,
+        EV_CHARGING_BEHAVIOR,
+        TRANSFORMER_OVERLOAD_FORECAST,
+        TRANSFORMER_PLANNING_QUEUE,
+    ):
         assert f"snapshot {spec.name}: refreshed" in status and "current (after the latest daily load)" in status
 
     # The daily load's materialization shows a real chart (a PNG) and rounded, local-time tables.
@@ -63,7 +75,7 @@ def test_a_run_leaves_every_planning_table_current(env):
 
     # Nothing new: no snapshot is refreshed again.
     again = cli(env, "run")
-    assert "premise profile" not in again and "planning queue" not in again
+    assert "premise profile" not in again and "forecast" not in again and "planning queue" not in again
 
     # A new day changes the daily load: the snapshots follow in the same run, and status says so.
     before = wh.read(TRANSFORMER_PLANNING_QUEUE)["updated_at"].max()

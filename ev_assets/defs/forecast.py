@@ -11,11 +11,10 @@ import polars as pl
 from ev_assets import pipeline
 from ev_assets.defs import charts
 from ev_assets.defs.ingest import ev_charging_sessions
-from ev_assets.defs.metadata import markdown_table, table_asset_spec, table_metadata
-from ev_assets.defs.planning import daily_snapshot_schedule, rounded
+from ev_assets.defs.metadata import markdown_table, rounded, table_asset_spec, table_metadata
 from ev_assets.defs.reference import reference_tables
 from ev_assets.defs.resources import PipelineConfig, WarehouseResource
-from ev_assets.defs.runs import record_worker, retry_when_transient
+from ev_assets.defs.runs import daily_snapshot_schedule, record_worker, retry_when_transient
 from ev_assets.pipeline.forecast import BASE_SCENARIO, first_overloading
 from ev_assets.warehouse import tables
 

@@ -81,3 +81,13 @@ def schema_errors(spec: TableSpec, frame: pl.DataFrame) -> str | None:
         return None
     except pa.errors.SchemaErrors as errors:
         return str(errors.failure_cases.head(20))
+
+
+# How many digits a person reads of each kind of figure; anything else a float keeps 3.
+ROUNDING = {"kw": 2, "kva": 2, "utilization": 3}
+
+
+def rounded(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame's floats rounded for reading: kW and kVA to 0.01, utilization to 0.001, the rest to 0.001."""
+    digits = lambda name: next((d for part, d in ROUNDING.items() if part in name), 3)  # noqa: E731
+    return frame.with_columns(pl.col(c).round(digits(c)) for c, dtype in frame.schema.items() if dtype == pl.Float64)

@@ -18,8 +18,9 @@ import polars as pl
 from ev_assets import pipeline
 from ev_assets.core.batching import contiguous_spans
 from ev_assets.defs import charts
+from ev_assets.defs.forecast import forecast_job
 from ev_assets.defs.ingest import ev_charging_sessions
-from ev_assets.defs.metadata import markdown_table, table_asset_spec, table_metadata
+from ev_assets.defs.metadata import markdown_table, rounded, table_asset_spec, table_metadata
 from ev_assets.defs.partitions import (
     DAILY_PARTITIONS,
     PARTITIONS_TIMEZONE,
@@ -28,7 +29,7 @@ from ev_assets.defs.partitions import (
     outside_partitions_message,
 )
 from ev_assets.defs.resources import PipelineConfig, WarehouseResource
-from ev_assets.defs.runs import IN_FLIGHT, record_worker, retry_when_transient
+from ev_assets.defs.runs import IN_FLIGHT, daily_snapshot_schedule, record_worker, retry_when_transient
 from ev_assets.settings import Settings
 from ev_assets.warehouse import tables
 
@@ -166,16 +167,6 @@ def planning_pictures(
     return out
 
 
-# How many digits a person reads of each kind of figure; anything else a float keeps 3.
-ROUNDING = {"kw": 2, "kva": 2, "utilization": 3}
-
-
-def rounded(frame: pl.DataFrame) -> pl.DataFrame:
-    """The frame's floats rounded for reading: kW and kVA to 0.01, utilization to 0.001, the rest to 0.001."""
-    digits = lambda name: next((d for part, d in ROUNDING.items() if part in name), 3)  # noqa: E731
-    return frame.with_columns(pl.col(c).round(digits(c)) for c, dtype in frame.schema.items() if dtype == pl.Float64)
-
-
 def readable_intervals(intervals: pl.DataFrame, tz: str) -> str:
     """The largest 15-minute intervals as a markdown table: local start times, labelled, rounded."""
     local = f"interval_start ({tz})"
@@ -291,24 +282,6 @@ premise_profile_job = dg.define_asset_job(
 )
 
 
-def daily_snapshot_schedule(name: str, cron: str, job, key_prefix: str, description: str) -> dg.ScheduleDefinition:
-    """A snapshot refreshed once a local day, after the nightly daily load; run key = the day."""
-
-    @dg.schedule(
-        name=name,
-        cron_schedule=cron,
-        job=job,
-        execution_timezone=PARTITIONS_TIMEZONE,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=description,
-    )
-    def _schedule(context: dg.ScheduleEvaluationContext):
-        day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
-        return dg.RunRequest(run_key=f"{key_prefix}:{day.isoformat()}")
-
-    return _schedule
-
-
 daily_premise_profile = daily_snapshot_schedule(
     "daily_premise_profile",
     "0 4 * * *",
@@ -371,8 +344,12 @@ daily_planning_queue = daily_snapshot_schedule(
 # queues its days, and the daily load runs once those days are loaded, not per micro-batch.
 SNAPSHOT_JOBS = {
     tables.PREMISE_EV_PROFILE.name: premise_profile_job,
+    tables.TRANSFORMER_OVERLOAD_FORECAST.name: forecast_job,
     tables.TRANSFORMER_PLANNING_QUEUE.name: planning_queue_job,
 }
+# Snapshots a snapshot reads besides the daily load: the queue ranks by the forecast's years to
+# overload, so it waits for a forecast refresh on its way and follows each one.
+SNAPSHOT_INPUTS = {tables.TRANSFORMER_PLANNING_QUEUE.name: (tables.TRANSFORMER_OVERLOAD_FORECAST.name,)}
 SNAPSHOT_RUN_KEY = "snapshot"
 
 
@@ -383,19 +360,26 @@ def latest_materialization_timestamp(instance: dg.DagsterInstance, asset_name: s
 
 
 def snapshot_run_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
-    """A refresh of each snapshot materialized before the latest daily load (or never), once no
-    daily-load run is on its way. The run key is the daily load's time: one refresh per change."""
+    """A refresh of each snapshot materialized before the latest daily load (or never) or before
+    a snapshot it reads (SNAPSHOT_INPUTS), once no daily-load run is on its way. A snapshot whose
+    input is itself stale or being refreshed waits: the next call asks for it. The run key is the
+    time of the change it follows: one refresh per change."""
     load_at = latest_materialization_timestamp(instance, tables.TRANSFORMER_DAILY_LOAD.name)
     if load_at is None or instance.get_runs(dg.RunsFilter(job_name=daily_load_job.name, statuses=IN_FLIGHT), limit=1):
         return []
-    requests = []
+    requests, waiting = [], set()
     for asset_name, job in SNAPSHOT_JOBS.items():
-        refreshed_at = latest_materialization_timestamp(instance, asset_name)
-        if refreshed_at is not None and refreshed_at >= load_at:
+        inputs = SNAPSHOT_INPUTS.get(asset_name, ())
+        if any(i in waiting for i in inputs):
             continue
+        changed_at = max([load_at, *(latest_materialization_timestamp(instance, i) or 0.0 for i in inputs)])
+        refreshed_at = latest_materialization_timestamp(instance, asset_name)
+        if refreshed_at is not None and refreshed_at >= changed_at:
+            continue
+        waiting.add(asset_name)
         if instance.get_runs(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1):
             continue
-        requests.append(dg.RunRequest(job_name=job.name, run_key=f"{SNAPSHOT_RUN_KEY}:{asset_name}:{load_at:.6f}"))
+        requests.append(dg.RunRequest(job_name=job.name, run_key=f"{SNAPSHOT_RUN_KEY}:{asset_name}:{changed_at:.6f}"))
     return requests
 
 
@@ -442,7 +426,7 @@ def daily_load_sensor_requests(
 
 
 @dg.sensor(
-    jobs=[daily_load_job, premise_profile_job, planning_queue_job],
+    jobs=[daily_load_job, *SNAPSHOT_JOBS.values()],
     minimum_interval_seconds=Settings().load_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests the daily-load partitions whose sessions changed (ev_load_days_pending), late days included; "

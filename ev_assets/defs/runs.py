@@ -8,9 +8,12 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import sqlalchemy as sa
+
+from ev_assets.defs.partitions import PARTITIONS_TIMEZONE
 
 BATCH_TAG = "ev/batch_id"
 WORKER_TAG = "ev/worker"
@@ -61,3 +64,21 @@ def retry_when_transient(context: dg.AssetExecutionContext) -> Iterator[None]:
             )
         )
         raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=wait) from error
+
+
+def daily_snapshot_schedule(name: str, cron: str, job, key_prefix: str, description: str) -> dg.ScheduleDefinition:
+    """A snapshot refreshed once a local day, after the nightly daily load; run key = the day."""
+
+    @dg.schedule(
+        name=name,
+        cron_schedule=cron,
+        job=job,
+        execution_timezone=PARTITIONS_TIMEZONE,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.astimezone(ZoneInfo(PARTITIONS_TIMEZONE)).date()
+        return dg.RunRequest(run_key=f"{key_prefix}:{day.isoformat()}")
+
+    return _schedule

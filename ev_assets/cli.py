@@ -1,8 +1,8 @@
 """`ev-awareness`: the pipeline without the UI.
 
-Every run it starts goes through the Dagster instance (DAGSTER_HOME) with the code location's
-origin and the sensors' run keys and tags (`ev_assets.runner`), so the daemon sees it, can retry it,
-and never computes the same work again. What is left to do is read from the warehouse, as the
+Every run it starts goes through the Dagster instance (DAGSTER_HOME) with the sensors' run keys and
+tags (`ev_assets.runner`, Dagster's public `execute_job`), so the UI and the daemon see it and the
+same work is never computed twice. What is left to do is read from the warehouse, as the
 sensors read it.
 """
 

@@ -626,6 +626,8 @@ EXPORTABLE: dict[str, tuple[str, ...]] = {
     "substation_interval_load": ("load_date",),
     "premise_ev_profile": ("first_charging_day", "last_charging_day"),
     "new_evs": ("first_charging_day",),
+    "ev_charging_behavior": ("history_end",),
+    "transformer_overload_forecast": ("as_of_date",),
     "ev_charging_sessions": ("event_date",),
     "ev_charging_events": ("message_date",),
 }

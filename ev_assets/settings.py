@@ -279,6 +279,91 @@ class Settings(BaseSettings):
         RUN,
         resource=PIPELINE,
     )
+    risk_weight_overload_soon: float = _setting(
+        1.0,
+        (
+            "transformer_planning_queue: weight of 1 / years_to_likely_overload (the overload forecast's first "
+            "year with a >= 50 % chance of exceeding the planning threshold)."
+        ),
+        RUN,
+        resource=PIPELINE,
+    )
+    forecast_years: int = _setting(
+        10,
+        "transformer_overload_forecast: calendar years forecast, from the year after the latest day of the history.",
+        RUN,
+        gt=0,
+        le=30,
+        resource=PIPELINE,
+    )
+    forecast_draws: int = _setting(
+        500,
+        "transformer_overload_forecast: Monte Carlo draws per transformer and year (EV counts and peaks).",
+        RUN,
+        gt=0,
+        resource=PIPELINE,
+    )
+    forecast_seed: int = _setting(
+        28,
+        "transformer_overload_forecast: the seed of every random draw (same inputs, same rows).",
+        RUN,
+        resource=PIPELINE,
+    )
+    forecast_library_days: int = _setting(
+        60,
+        "transformer_overload_forecast: simulated days per transformer and season x day type from which the "
+        "year's daily peaks are drawn (more: finer tails, more time; memory 4 x 8 x transformers x days x (EVs + 1) "
+        "float32).",
+        RUN,
+        gt=10,
+        resource=PIPELINE,
+    )
+    forecast_adoption_scenarios: str = _setting(
+        "low:0.3:0.7;base:0.5:1.0;high:0.8:1.3",
+        "transformer_overload_forecast: adoption scenarios `name:saturation:rate_multiplier` separated by `;`: the "
+        "share of premises that ever has an EV (the logistic's ceiling) and a factor on the fitted growth rate.",
+        RUN,
+        resource=PIPELINE,
+    )
+    forecast_adoption_prior_evs: float = _setting(
+        10.0,
+        "Adoption fit: weight, in EVs, of the utility-wide curve in each feeder's fit (a feeder with this many "
+        "EVs is fitted half on its own history, half on the utility's).",
+        RUN,
+        ge=0,
+        resource=PIPELINE,
+    )
+    forecast_managed_share: float = _setting(
+        0.5,
+        "Managed-charging scenario: share of sessions starting outside EV_FORECAST_MANAGED_WINDOW moved into it.",
+        RUN,
+        ge=0,
+        le=1,
+        resource=PIPELINE,
+    )
+    forecast_managed_window: str = _setting(
+        "22:00-06:00",
+        "Managed-charging scenario: the off-peak window, local `hh:mm-hh:mm` (may wrap midnight); a moved "
+        "session starts at a uniform time in it.",
+        RUN,
+        resource=PIPELINE,
+    )
+    forecast_backtest_months: int = _setting(
+        6,
+        "Backtest of the forecast: the last this many whole months of the history are forecast from the history "
+        "before them and compared with what happened.",
+        RUN,
+        gt=0,
+        resource=PIPELINE,
+    )
+    forecast_calibration_tolerance: float = _setting(
+        0.1,
+        "Backtest check: passes when the share of transformer-months under P50 is within this of 0.5 and under "
+        "P90 within this of 0.9.",
+        RUN,
+        gt=0,
+        resource=PIPELINE,
+    )
     tou_on_peak: str = _setting(
         DEFAULT_TOU_ON_PEAK,
         "On-peak windows of the time-of-use rate, local time, for premise_ev_profile.on_peak_energy_share: "
@@ -355,6 +440,22 @@ class Settings(BaseSettings):
         1000, "Events API: most EntityId values in one request (more: 422).", RECEIVER, gt=0
     )
     api_page_size_max: int = _setting(10_000, "Events API: largest page (PageSize) of one response.", RECEIVER, gt=0)
+
+    @field_validator("forecast_adoption_scenarios")
+    @classmethod
+    def _scenarios(cls, value: str) -> str:
+        from ev_assets.core.forecast import parse_scenarios
+
+        parse_scenarios(value)
+        return value
+
+    @field_validator("forecast_managed_window")
+    @classmethod
+    def _managed_window(cls, value: str) -> str:
+        from ev_assets.core.forecast import parse_window
+
+        parse_window(value)
+        return value
 
     @field_validator("base_load_pu_profile")
     @classmethod

@@ -62,6 +62,33 @@ def test_risk_score_and_rank_by_hand():
     assert only_life.select("transformer_id", "risk_score").rows() == [("T1", 0.5), ("T3", 6 / 96), ("T2", 0.0)]
 
 
+def test_years_to_likely_overload_enter_as_their_inverse():
+    # as_of 2024-06-04. T1 likely overloads in 2025 (1 year: + 1.0), T3 in 2027 (3 years: + 1/3),
+    # T2 has no likely overload (+ 0); a forecast year at or before as_of's clips to 1 year.
+    rows = daily([(t, d(4), None, 10.0, 0.5, 0, 0.0, 1) for t in ("T1", "T2", "T3", "T4")])
+    years = pl.DataFrame(
+        {"transformer_id": ["T1", "T3", "T4"], "first_year_p50": [2025, 2027, 2024]},
+        schema={"transformer_id": pl.String, "first_year_p50": pl.Int64},
+    )
+    q = pq.planning_queue(rows, as_of=d(4), window_days=2, updated_at=NOW, first_overload_years=years)
+    by_id = {r["transformer_id"]: r for r in q.to_dicts()}
+    assert {t: by_id[t]["years_to_likely_overload"] for t in by_id} == {"T1": 1, "T2": None, "T3": 3, "T4": 1}
+    base = 0.5 + 0.1 * 1  # u, and g = 1 - 0 (the only day is in the later half)
+    assert by_id["T1"]["risk_score"] == pytest.approx(base + 1.0)
+    assert by_id["T2"]["risk_score"] == pytest.approx(base)
+    assert by_id["T3"]["risk_score"] == pytest.approx(base + 1 / 3)
+    # Its weight from settings: 0 leaves the score as it was without a forecast.
+    off = pq.planning_queue(
+        rows,
+        as_of=d(4),
+        window_days=2,
+        weights=pq.RiskWeights(overload_soon=0.0),
+        updated_at=NOW,
+        first_overload_years=years,
+    )
+    assert off["risk_score"].to_list() == pytest.approx([base] * 4)
+
+
 def test_ties_rank_by_transformer_id():
     rows = daily([("TB", d(4), None, 10.0, 1.0, 0, 0.0, 1), ("TA", d(4), None, 10.0, 1.0, 0, 0.0, 1)])
     q = pq.planning_queue(rows, as_of=d(4), window_days=2, updated_at=NOW)
@@ -70,7 +97,11 @@ def test_ties_rank_by_transformer_id():
 
 def test_refresh_planning_queue_from_the_daily_load(warehouse, tmp_path):
     from ev_assets import pipeline
-    from ev_assets.warehouse.tables import TRANSFORMER_DAILY_LOAD, TRANSFORMER_PLANNING_QUEUE
+    from ev_assets.warehouse.tables import (
+        TRANSFORMER_DAILY_LOAD,
+        TRANSFORMER_OVERLOAD_FORECAST,
+        TRANSFORMER_PLANNING_QUEUE,
+    )
 
     from .test_planning_tables import DAY, rate_t1, send_hand_sessions
     from .test_session_quality import Feed
@@ -95,9 +126,32 @@ def test_refresh_planning_queue_from_the_daily_load(warehouse, tmp_path):
     assert (row["ev_count_first_half"], row["ev_count_second_half"], row["ev_count_growth"]) == (0, 4, 4)
     expected = 1.8 + 0.5 / 90 + day["loss_of_life_h"] / (24 * 90) + 0.1 * 4
     assert row["risk_score"] == pytest.approx(expected)
-    # A refresh replaces the snapshot.
+    assert row["years_to_likely_overload"] is None  # no forecast yet
+    # A refresh replaces the snapshot, and takes the forecast's base scenario (not the others).
+    forecast_rows = pl.DataFrame(
+        {
+            "transformer_id": ["T1"] * 3,
+            "scenario": ["base", "base", "high"],
+            "year": [2025, 2026, 2025],
+            "premises": [4] * 3,
+            "evs_now": [4] * 3,
+            "expected_evs": [4.0] * 3,
+            "first_year_p50": [2026, 2026, 2025],
+            "as_of_date": [DAY] * 3,
+            "updated_at": [NOW] * 3,
+        }
+    )
+    nulls = [
+        pl.lit(None).alias(c) for c in TRANSFORMER_OVERLOAD_FORECAST.column_names if c not in forecast_rows.columns
+    ]
+    with warehouse.transaction() as conn:
+        conformed = TRANSFORMER_OVERLOAD_FORECAST.conform(forecast_rows.with_columns(nulls))
+        warehouse.insert(conn, TRANSFORMER_OVERLOAD_FORECAST, conformed)
     assert pipeline.refresh_planning_queue(warehouse, settings, now=NOW).rows == 1
-    assert warehouse.read(TRANSFORMER_PLANNING_QUEUE).height == 1
+    queue = warehouse.read(TRANSFORMER_PLANNING_QUEUE)
+    assert queue.height == 1
+    assert queue["years_to_likely_overload"].to_list() == [2026 - DAY.year]
+    assert queue["risk_score"][0] == pytest.approx(expected + 1.0 / (2026 - DAY.year))
 
 
 def test_the_asset_materializes_the_queue_with_its_top_rows(warehouse, warehouse_url, tmp_path):

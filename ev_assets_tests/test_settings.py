@@ -28,6 +28,10 @@ CHANGED = {
     "tou_on_peak": "sat,sun 10:00-12:00",
     "base_load_pu_profile": ",".join(["0.5"] * 24),
     "charge_w_tolerance": 1.3,
+    "forecast_adoption_scenarios": "base:0.4:1.1",
+    "forecast_managed_share": 0.25,
+    "forecast_managed_window": "23:00-05:00",
+    "forecast_years": 12,
 }
 
 

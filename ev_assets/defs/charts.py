@@ -70,6 +70,39 @@ def profile_chart_png(profile: pl.DataFrame, day: date, tz: str, title: str, rat
     return buffer.getvalue()
 
 
+def forecast_chart_png(rows: pl.DataFrame, title: str) -> bytes:
+    """Per transformer (one panel each, at most a few): the P50 and P90 of the year's peak kVA (EV +
+    base load) by year, and under managed charging, against the rating (kVA). `rows`: yearly
+    transformer_overload_forecast rows of the transformers shown."""
+    names = rows["transformer_id"].unique(maintain_order=True).to_list()
+    figure, axes_list = plt.subplots(len(names), 1, figsize=(8, 2.4 * len(names)), dpi=100, squeeze=False)
+    try:
+        for axes, name in zip(axes_list[:, 0], names, strict=True):
+            one = rows.filter(pl.col("transformer_id") == name).sort("year")
+            years = one["year"].to_list()
+            rating = one["kva_rating"][0]
+            axes.plot(years, one["peak_kva_p50"].to_list(), marker="o", color="tab:blue", label="P50 peak, kVA")
+            axes.plot(years, one["peak_kva_p90"].to_list(), marker="o", linestyle="--", color="tab:blue", label="P90")
+            axes.plot(
+                years, one["peak_kva_p90_managed"].to_list(), linestyle=":", color="tab:green", label="P90, managed"
+            )
+            if rating:
+                axes.axhline(rating, color="tab:red", linestyle="--", label=f"rating {rating:,.1f} kVA")
+            first = one["first_year_p50"][0]
+            axes.set_title(f"{name}: first year P(overload) >= 50 %: {first}", fontsize=9)
+            axes.set_ylabel("kVA")
+            axes.set_xticks(years)
+            axes.grid(alpha=0.3)
+            axes.legend(loc="upper left", fontsize=7)
+        figure.suptitle(title, fontsize=10)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown that shows the PNG inline (a data URI: nothing to host)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

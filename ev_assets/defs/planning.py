@@ -324,7 +324,12 @@ daily_premise_profile = daily_snapshot_schedule(
 @dg.multi_asset(
     specs=[
         table_asset_spec(
-            tables.TRANSFORMER_PLANNING_QUEUE, "planning", deps=[dg.AssetKey(tables.TRANSFORMER_DAILY_LOAD.name)]
+            tables.TRANSFORMER_PLANNING_QUEUE,
+            "planning",
+            deps=[
+                dg.AssetKey(tables.TRANSFORMER_DAILY_LOAD.name),
+                dg.AssetKey(tables.TRANSFORMER_OVERLOAD_FORECAST.name),
+            ],
         )
     ],
 )
@@ -332,8 +337,9 @@ def transformer_planning_queue(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, pipeline_config: PipelineConfig
 ):
     """Transformers ranked by the risk score over the last EV_PLANNING_WINDOW_DAYS days of
-    transformer_daily_load (peak utilization, hours over rating, loss of life, EV growth; weights
-    EV_RISK_WEIGHT_*): a snapshot replaced in one transaction."""
+    transformer_daily_load (peak utilization, hours over rating, loss of life, EV growth) and the
+    years to the overload forecast's first likely overload (weights EV_RISK_WEIGHT_*): a snapshot
+    replaced in one transaction."""
     record_worker(context)
     spec = tables.TRANSFORMER_PLANNING_QUEUE
     with retry_when_transient(context):

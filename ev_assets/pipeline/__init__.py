@@ -9,6 +9,8 @@ same code. Each step is idempotent: run it again on the same input and the table
 - `planning_load`: sessions -> transformer, feeder and substation daily and 15-minute load for a range
   of days (`update_daily_load`), and the transformer_planning_queue snapshot (`refresh_planning_queue`);
 - `premises`: sessions -> premise_ev_profile and new_evs snapshots;
+- `forecast`: sessions and reference -> ev_charging_behavior and transformer_overload_forecast, and the
+  forecast's backtest;
 - `reference`: the utility's extracts -> ref_* tables, then late enrichment;
 - `export_gap`: which vendor export files the ledger holds;
 - `config`: `PipelineSettings`, the steps' plain form of `ev_assets.settings.Settings`.
@@ -16,6 +18,7 @@ same code. Each step is idempotent: run it again on the same input and the table
 
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.pipeline.export_gap import ExportGap, export_files_ingested, export_gap
+from ev_assets.pipeline.forecast import ForecastReport, refresh_forecast
 from ev_assets.pipeline.ingest import (
     BatchRejected,
     IngestReport,
@@ -65,6 +68,8 @@ __all__ = [
     "refresh_planning_queue",
     "PipelineSettings",
     "PremiseReport",
+    "ForecastReport",
+    "refresh_forecast",
     "refresh_premise_profile",
     "SessionsReport",
     "ingest_batch",

@@ -33,6 +33,7 @@ def _risk_weights(s: Settings) -> planning_queue.RiskWeights:
         hours_over_rating=s.risk_weight_hours_over_rating,
         loss_of_life=s.risk_weight_loss_of_life,
         ev_growth=s.risk_weight_ev_growth,
+        overload_soon=s.risk_weight_overload_soon,
     )
 
 
@@ -56,6 +57,16 @@ class PipelineSettings:
     base_load_scale: float = _DECLARED.base_load_scale
     planning_window_days: int = _DECLARED.planning_window_days
     risk_weights: planning_queue.RiskWeights = field(default_factory=lambda: _risk_weights(_DECLARED))
+    forecast_years: int = _DECLARED.forecast_years
+    forecast_draws: int = _DECLARED.forecast_draws
+    forecast_seed: int = _DECLARED.forecast_seed
+    forecast_library_days: int = _DECLARED.forecast_library_days
+    forecast_adoption_scenarios: str = _DECLARED.forecast_adoption_scenarios
+    forecast_adoption_prior_evs: float = _DECLARED.forecast_adoption_prior_evs
+    forecast_managed_share: float = _DECLARED.forecast_managed_share
+    forecast_managed_window: str = _DECLARED.forecast_managed_window
+    forecast_backtest_months: int = _DECLARED.forecast_backtest_months
+    forecast_calibration_tolerance: float = _DECLARED.forecast_calibration_tolerance
 
     def __post_init__(self) -> None:
         # Tests build this directly, past the declaration's validation.
@@ -86,6 +97,16 @@ class PipelineSettings:
             base_load_scale=s.base_load_scale,
             planning_window_days=s.planning_window_days,
             risk_weights=_risk_weights(s),
+            forecast_years=s.forecast_years,
+            forecast_draws=s.forecast_draws,
+            forecast_seed=s.forecast_seed,
+            forecast_library_days=s.forecast_library_days,
+            forecast_adoption_scenarios=s.forecast_adoption_scenarios,
+            forecast_adoption_prior_evs=s.forecast_adoption_prior_evs,
+            forecast_managed_share=s.forecast_managed_share,
+            forecast_managed_window=s.forecast_managed_window,
+            forecast_backtest_months=s.forecast_backtest_months,
+            forecast_calibration_tolerance=s.forecast_calibration_tolerance,
         )
 
 

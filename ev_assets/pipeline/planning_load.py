@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from ev_assets.core import load_profile, planning_queue, transformer_aging
 from ev_assets.core.enrich import as_of_join
 from ev_assets.pipeline.config import PipelineSettings, utc_now
+from ev_assets.pipeline.forecast import BASE_SCENARIO
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
     EV_CHARGING_SESSIONS,
@@ -24,6 +25,7 @@ from ev_assets.warehouse.tables import (
     SUBSTATION_INTERVAL_LOAD,
     TRANSFORMER_DAILY_LOAD,
     TRANSFORMER_INTERVAL_LOAD,
+    TRANSFORMER_OVERLOAD_FORECAST,
     TRANSFORMER_PLANNING_QUEUE,
     TableSpec,
 )
@@ -292,6 +294,21 @@ def profile_peak_mismatches(warehouse: Warehouse, first_day: date, last_day: dat
     )
 
 
+def _first_overload_years(warehouse: Warehouse, conn) -> pl.DataFrame:
+    """Each transformer's first_year_p50 in the latest overload forecast, base scenario (one value
+    per transformer: the forecast repeats it on every year's row); empty before the first forecast."""
+    forecast = warehouse.table(TRANSFORMER_OVERLOAD_FORECAST)
+    query = (
+        sa.select(forecast.c.transformer_id, sa.func.min(forecast.c.first_year_p50).label("first_year_p50"))
+        .where(forecast.c.scenario == BASE_SCENARIO, forecast.c.first_year_p50.is_not(None))
+        .group_by(forecast.c.transformer_id)
+    )
+    rows = conn.execute(query).all()
+    return pl.DataFrame(
+        [tuple(r) for r in rows], schema={"transformer_id": pl.String, "first_year_p50": pl.Int64}, orient="row"
+    )
+
+
 @dataclass
 class QueueReport:
     rows: int = 0
@@ -320,7 +337,12 @@ def refresh_planning_queue(
         first, last = planning_queue.window(as_of, settings.planning_window_days)
         daily = warehouse.read(daily_spec, load_date.between(first, last), conn=conn)
         queue = planning_queue.planning_queue(
-            daily, as_of=as_of, window_days=settings.planning_window_days, weights=settings.risk_weights, updated_at=now
+            daily,
+            as_of=as_of,
+            window_days=settings.planning_window_days,
+            weights=settings.risk_weights,
+            updated_at=now,
+            first_overload_years=_first_overload_years(warehouse, conn),
         )
         report.rows = warehouse.insert(conn, TRANSFORMER_PLANNING_QUEUE, TRANSFORMER_PLANNING_QUEUE.conform(queue))
     report.as_of = as_of

@@ -125,6 +125,36 @@ DEFAULT_ARRIVAL_HOUR_WEIGHTS = (
 
 
 @dataclass(frozen=True)
+class AdoptionCurve:
+    """EVs arriving at homes over the simulated years: the share of homes with an EV on day t is
+    saturation / (1 + exp(-rate_per_year (t - midpoint))), t in years. A home's hashed draw u (the
+    one that decides whether it has an EV) fixes its adoption time, the t at which the curve reaches
+    u: homes with u >= saturation never adopt. Later adopters shift from Level 1 toward Level 2: the
+    Level 1 weights (chargers below 2 kW) are multiplied by exp(-level_1_decline_per_year x years
+    after the midpoint) (at most 1)."""
+
+    saturation: float = 0.5
+    rate_per_year: float = 0.9
+    midpoint: date = date(2026, 1, 1)
+    level_1_decline_per_year: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.saturation <= 1 or self.rate_per_year <= 0:
+            raise ValueError("saturation in (0, 1] and rate_per_year > 0")
+
+    def adoption_day(self, u: np.ndarray) -> np.ndarray:
+        """Epoch day each home adopts (inverse of the curve at u; u >= saturation: never, a huge day)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            years = -np.log(self.saturation / u - 1) / self.rate_per_year
+        days = (self.midpoint - EPOCH).days + np.floor(years * 365.25)
+        return np.where(u < self.saturation, days, np.iinfo(np.int64).max // 2).astype(np.int64)
+
+    def share_on(self, day: date) -> float:
+        years = (day - self.midpoint).days / 365.25
+        return self.saturation / (1 + math.exp(-self.rate_per_year * years))
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     """Behaviour of the simulated EV population; defaults from DOMAIN.md."""
 
@@ -155,6 +185,11 @@ class SimulationConfig:
     delay_sigma: float = 1.0
     delay_min_s: float = 0.5
     delay_max_s: float = 150.0
+    # EVs arriving over time (None: the fixed population of ev_share, the default demo).
+    adoption: AdoptionCurve | None = None
+    # Another draw of the days of the same EV population (0: the default): the same homes, chargers
+    # and habits, other days charged, start times and energies. What a "true probability" needs.
+    realization: int = 0
 
     def __post_init__(self) -> None:
         if len(self.charger_kw) != len(self.charger_weights):
@@ -228,18 +263,31 @@ def ev_population(
 
     The EV belongs to the home, so it is keyed on the service point (which outlives
     meter exchanges). Columns: service_point_id, charger_kw, tou (bool),
-    sessions_per_month, energy_mean_wh.
+    sessions_per_month, energy_mean_wh, adopted_day (epoch day of its first possible session: the
+    smallest int64 / 2 without an adoption curve, the EV being there all along).
     """
     sp_ids = utility["service_points"]["service_point_id"].unique().sort()
     keys = _entity_keys(sp_ids)
-    has_ev = _uniform(seed, _EV, keys) < config.ev_share
-    keys, sp_ids = keys[has_ev], sp_ids.filter(pl.Series(has_ev))
-    weights = np.asarray(config.charger_weights, dtype=float)
-    charger = np.searchsorted(np.cumsum(weights) / weights.sum(), _uniform(seed, _CHARGER, keys), side="right")
-    charger = np.minimum(charger, len(weights) - 1)
+    u = _uniform(seed, _EV, keys)
+    curve = config.adoption
+    has_ev = u < (curve.saturation if curve else config.ev_share)
+    keys, sp_ids, u = keys[has_ev], sp_ids.filter(pl.Series(has_ev)), u[has_ev]
+    weights = np.broadcast_to(np.asarray(config.charger_weights, dtype=float), (len(keys), len(config.charger_weights)))
+    if curve:
+        adopted = curve.adoption_day(u)
+        years_after = (adopted - (curve.midpoint - EPOCH).days) / 365.25
+        level_1 = np.asarray(config.charger_kw) < 2.0
+        factor = np.minimum(np.exp(-curve.level_1_decline_per_year * years_after), 1.0)
+        weights = np.where(level_1[None, :], weights * factor[:, None], weights)
+    else:
+        adopted = np.full(len(keys), np.iinfo(np.int64).min // 2)
+    cdf = np.cumsum(weights, axis=1) / weights.sum(axis=1, keepdims=True)
+    charger = (cdf < _uniform(seed, _CHARGER, keys)[:, None]).sum(axis=1)
+    charger = np.minimum(charger, weights.shape[1] - 1)
     return pl.DataFrame(
         {
             "service_point_id": sp_ids,
+            "adopted_day": adopted,
             "charger_kw": np.asarray(config.charger_kw, dtype=float)[charger],
             "tou": _uniform(seed, _TOU, keys) < config.tou_share,
             "sessions_per_month": config.sessions_per_month
@@ -270,7 +318,9 @@ def simulate_sessions(
     evs = ev_population(utility, seed, config)
     first_day = (start - EPOCH).days
     # One day of look-back: yesterday's session decides whether today's can start.
-    candidates = _candidate_sessions(evs, first_day - 1, days + 1, seed, config)
+    # The day-level draws (which days, when, how much) of another realization of the same EVs.
+    day_seed = seed if config.realization == 0 else seed ^ (0x5851F42D4C957F2D * config.realization % 2**63)
+    candidates = _candidate_sessions(evs, first_day - 1, days + 1, day_seed, config)
     sessions = _drop_overlapping(candidates, config).filter(pl.col("day") >= first_day)
     return _attach_identity(sessions, utility).select(SESSION_COLUMNS).sort("start_time", "session_id")
 
@@ -284,7 +334,7 @@ def _candidate_sessions(
     day = np.tile(np.arange(first_day, first_day + n_days), n_evs)
     keys = _entity_keys(evs["service_point_id"])[ev_index]
     daily_probability = np.minimum(evs["sessions_per_month"].to_numpy()[ev_index] / 30.44, 1.0)
-    drawn = _uniform(seed, _SESSION, keys, day) < daily_probability
+    drawn = (_uniform(seed, _SESSION, keys, day) < daily_probability) & (day >= evs["adopted_day"].to_numpy()[ev_index])
     ev_index, day, keys = ev_index[drawn], day[drawn], keys[drawn]
 
     seconds_cs = _local_start_centiseconds(evs["tou"].to_numpy()[ev_index], keys, day, seed, config)
@@ -633,6 +683,7 @@ def _epoch_us(moment: datetime) -> int:
 
 
 __all__ = [
+    "AdoptionCurve",
     "FEED_FIELDS",
     "MESSAGE_COLUMNS",
     "SESSION_COLUMNS",

@@ -808,8 +808,8 @@ TRANSFORMER_PLANNING_QUEUE = TableSpec(
         "refreshed daily. risk_score = EV_RISK_WEIGHT_UTILIZATION x peak_utilization + "
         "EV_RISK_WEIGHT_HOURS_OVER_RATING "
         "x hours_over_rating / window days + EV_RISK_WEIGHT_LOSS_OF_LIFE x loss_of_life_h / (24 x window days) + "
-        "EV_RISK_WEIGHT_EV_GROWTH x ev_count_growth (a null term counts 0). One row per transformer with a daily "
-        "row in the window."
+        "EV_RISK_WEIGHT_EV_GROWTH x ev_count_growth + EV_RISK_WEIGHT_OVERLOAD_SOON / years_to_likely_overload "
+        "(a null term counts 0). One row per transformer with a daily row in the window."
     ),
     columns=(
         Col("transformer_id", pl.String(), "Transformer identifier.", nullable=False),
@@ -873,6 +873,15 @@ TRANSFORMER_PLANNING_QUEUE = TableSpec(
             "ev_count_second_half - ev_count_first_half (negative when EVs left).",
             nullable=False,
         ),
+        Col(
+            "years_to_likely_overload",
+            pl.Int64(),
+            (
+                "transformer_overload_forecast (base scenario): first_year_p50 minus the year of window_last_day, "
+                "at least 1; null when the forecast sees no likely overload in its horizon or has not run."
+            ),
+            checks=_positive("years_to_likely_overload"),
+        ),
         Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
     ),
     primary_key=("transformer_id",),
@@ -907,6 +916,107 @@ NEW_EVS = TableSpec(
 )
 
 # --- the ledgers and the quarantine ---------------------------------------------------------------
+
+EV_CHARGING_BEHAVIOR = TableSpec(
+    name="ev_charging_behavior",
+    description=(
+        "How this utility's EVs charge, learned from the trusted complete sessions (no quality flags) of the whole "
+        "history: a snapshot, one row per charger level (of the EV's median ChargeW), day type (weekday / weekend, "
+        "local start date), meteorological season and local plug-in hour with sessions. Sessions per EV-day count "
+        "every day from an EV's first session to history_end, charging or not. What the overload forecast draws from."
+    ),
+    columns=(
+        Col("charger_level", pl.String(), "level_1, level_2 or dc (the EV's median ChargeW).", nullable=False),
+        Col("day_type", pl.String(), "weekday or weekend (local start date).", nullable=False),
+        Col(
+            "season",
+            pl.String(),
+            "winter (Dec-Feb), spring (Mar-May), summer (Jun-Aug), fall (Sep-Nov).",
+            nullable=False,
+        ),
+        Col("plug_in_hour", pl.Int64(), "Local hour the sessions started (0-23).", nullable=False),
+        Col("session_count", pl.Int64(), "Sessions that started in this hour (the sample size).", nullable=False),
+        Col("plug_in_share", pl.Float64(), "session_count / group_session_count: the plug-in time distribution."),
+        Col("energy_kwh_mean", pl.Float64(), "Mean energy of these sessions, kWh."),
+        Col("energy_kwh_p10", pl.Float64(), "10th percentile of their energy, kWh."),
+        Col("energy_kwh_p50", pl.Float64(), "Median energy, kWh."),
+        Col("energy_kwh_p90", pl.Float64(), "90th percentile of their energy, kWh."),
+        Col("power_kw_p10", pl.Float64(), "10th percentile of their ChargeW, kW."),
+        Col("power_kw_p50", pl.Float64(), "Median ChargeW, kW."),
+        Col("power_kw_p90", pl.Float64(), "90th percentile of their ChargeW, kW."),
+        Col(
+            "charging_minutes_mean",
+            pl.Float64(),
+            "Mean minutes of load (EV_LOAD_SHAPE: ChargeW until the energy is in).",
+        ),
+        Col("group_session_count", pl.Int64(), "Sessions of the level, day type and season (all hours)."),
+        Col("ev_days", pl.Int64(), "EV-days of the level, day type and season: days EVs of the level were present."),
+        Col("sessions_per_ev_day", pl.Float64(), "group_session_count / ev_days; null without EV-days."),
+        Col("history_end", pl.Date(), "Last local day of the history learned from."),
+        Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
+    ),
+    primary_key=("charger_level", "day_type", "season", "plug_in_hour"),
+    group="planning",
+)
+
+TRANSFORMER_OVERLOAD_FORECAST = TableSpec(
+    name="transformer_overload_forecast",
+    description=(
+        "When each transformer overloads as EVs keep arriving: per transformer, adoption scenario "
+        "(EV_FORECAST_ADOPTION_SCENARIOS) and calendar year after as_of_date (EV_FORECAST_YEARS), a seeded Monte "
+        "Carlo (EV_FORECAST_DRAWS) of the year's coincident 15-minute peak: EVs placed on premises by the feeder's "
+        "adoption curve, their charging drawn from observed EVs (ev_charging_behavior), plus the base load of the "
+        "aging model (EV_BASE_LOAD_PU_PROFILE x scale x rating; EV kVA = kW / EV_POWER_FACTOR). *_managed: the "
+        "same with EV_FORECAST_MANAGED_SHARE of sessions moved into EV_FORECAST_MANAGED_WINDOW. A snapshot; "
+        "docs/planning.md explains the method and what it cannot know."
+    ),
+    columns=(
+        Col("transformer_id", pl.String(), "Transformer identifier.", nullable=False),
+        Col("scenario", pl.String(), "Adoption scenario (low, base, high by default).", nullable=False),
+        Col("year", pl.Int64(), "Calendar year forecast.", nullable=False),
+        Col("feeder_id", pl.String(), "Feeder of the transformer (its adoption curve)."),
+        Col("kva_rating", pl.Float64(), "Rating, kVA; null: unrated (no overload figures)."),
+        Col("premises", pl.Int64(), "Premises the transformer serves as of as_of_date.", nullable=False),
+        Col("evs_now", pl.Int64(), "Premises with an EV seen charging by as_of_date.", nullable=False),
+        Col("expected_evs", pl.Float64(), "Expected EVs at the end of the year.", nullable=False),
+        Col("ev_peak_kw_p50", pl.Float64(), "Median (P50) of the year's 15-minute EV peak, kW (EV load only)."),
+        Col("ev_peak_kw_p90", pl.Float64(), "P90 of the year's 15-minute EV peak, kW."),
+        Col("peak_kva_p50", pl.Float64(), "P50 of the year's 15-minute peak of EV + base load, kVA."),
+        Col("peak_kva_p90", pl.Float64(), "P90 of the year's 15-minute peak of EV + base load, kVA."),
+        Col("p_exceed_rating", pl.Float64(), "Probability that the year's peak kVA exceeds kva_rating."),
+        Col(
+            "p_exceed_threshold",
+            pl.Float64(),
+            "Probability that the year's peak kVA exceeds EV_PLANNING_THRESHOLD x kva_rating.",
+        ),
+        Col("ev_peak_kw_p50_managed", pl.Float64(), "ev_peak_kw_p50 under managed charging."),
+        Col("ev_peak_kw_p90_managed", pl.Float64(), "ev_peak_kw_p90 under managed charging."),
+        Col("peak_kva_p50_managed", pl.Float64(), "peak_kva_p50 under managed charging."),
+        Col("peak_kva_p90_managed", pl.Float64(), "peak_kva_p90 under managed charging."),
+        Col("p_exceed_rating_managed", pl.Float64(), "p_exceed_rating under managed charging."),
+        Col("p_exceed_threshold_managed", pl.Float64(), "p_exceed_threshold under managed charging."),
+        Col(
+            "first_year_p10",
+            pl.Int64(),
+            "First year (this scenario) with p_exceed_threshold >= 0.1; null: none in the horizon.",
+        ),
+        Col("first_year_p50", pl.Int64(), "First year with p_exceed_threshold >= 0.5; null: none in the horizon."),
+        Col("first_year_p50_managed", pl.Int64(), "First year with p_exceed_threshold_managed >= 0.5; null: none."),
+        Col(
+            "years_deferred",
+            pl.Int64(),
+            (
+                "first_year_p50_managed - first_year_p50: the years of upgrade managed charging defers (a managed "
+                "transformer that never reaches 0.5 in the horizon counts as the year after it: at least this)."
+            ),
+        ),
+        Col("as_of_date", pl.Date(), "Last local day of the history the forecast was fitted on.", nullable=False),
+        Col("updated_at", UTC_DATETIME, "When the snapshot was computed.", nullable=False),
+    ),
+    primary_key=("transformer_id", "scenario", "year"),
+    indexes=(("scenario", "first_year_p50"),),
+    group="planning",
+)
 
 EV_FEED_FILES = TableSpec(
     name="ev_feed_files",
@@ -1154,6 +1264,8 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     PREMISE_EV_PROFILE,
     NEW_EVS,
     TRANSFORMER_PLANNING_QUEUE,
+    EV_CHARGING_BEHAVIOR,
+    TRANSFORMER_OVERLOAD_FORECAST,
     EV_INGEST_BATCHES,
     EV_FEED_FILES,
     EV_REJECTED_MESSAGES,

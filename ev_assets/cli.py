@@ -1,8 +1,8 @@
 """`ev-awareness`: the pipeline without the UI.
 
-Every run it starts goes through the Dagster instance (DAGSTER_HOME) with the code location's
-origin and the sensors' run keys and tags (`ev_assets.runner`), so the daemon sees it, can retry it,
-and never computes the same work again. What is left to do is read from the warehouse, as the
+Every run it starts goes through the Dagster instance (DAGSTER_HOME) with the sensors' run keys and
+tags (`ev_assets.runner`, Dagster's public `execute_job`), so the UI and the daemon see it and the
+same work is never computed twice. What is left to do is read from the warehouse, as the
 sensors read it.
 """
 
@@ -312,7 +312,7 @@ class _RunPrinter:
         self.failed: list[str] = []
         self.totals = {"files_read": 0, "records_read": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
 
-    def stage(self, label: str, requests: list, job_name: str, instance, workspace) -> list:
+    def stage(self, label: str, requests: list, job_name: str, instance) -> list:
         from ev_assets import runner
 
         if not requests:
@@ -324,7 +324,6 @@ class _RunPrinter:
             for request in requests:
                 run = runner.run_request(
                     instance,
-                    workspace,
                     request,
                     request.job_name or job_name,
                     self._on_event,
@@ -375,29 +374,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     printer = _RunPrinter(args.verbose)
     feed_res, ref_res, wh_res = FeedResource(), ReferenceResource(), WarehouseResource()
-    with runner.code_location_workspace(instance) as workspace:
+    with runner.code_location(instance):
         # The feed sensor's own decision, evaluated without a cursor (a full scan: the file ledger
         # says what is done). New reference extracts come first, as under the daemon.
         requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
         if any(r.job_name == ingest.reference_job.name for r in requests):
-            printer.stage("reference", requests, ingest.reference_job.name, instance, workspace)
+            printer.stage("reference", requests, ingest.reference_job.name, instance)
             requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
         if not requests:
             console.print(reason)
-        printer.stage("ingest", requests, ingest.ingest_job.name, instance, workspace)
+        printer.stage("ingest", requests, ingest.ingest_job.name, instance)
 
         # Batches committed by a run that died before pairing them (the feed sensor's own request).
         pairing = ingest.pairing_run_request(instance, wh_res)
         if pairing is not None:
-            printer.stage("pairing", [pairing], ingest.sessions_job.name, instance, workspace)
+            printer.stage("pairing", [pairing], ingest.sessions_job.name, instance)
 
         load_requests, outside = planning.pending_load_run_requests(wh_res)
-        printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
+        printer.stage("daily load", load_requests, planning.daily_load_job.name, instance)
 
         # Never-loaded days of the partitions (a short gap: days with no charging), then the planning
         # snapshots, which follow the daily load (daily_load_sensor's decisions once no day waits).
         fills, _ = planning.fill_run_requests(instance)
-        printer.stage("empty days", fills, planning.daily_load_job.name, instance, workspace)
+        printer.stage("empty days", fills, planning.daily_load_job.name, instance)
         # A snapshot that reads another (the queue, the forecast) is asked for once that one is
         # current: ask again until nothing is, each request at most once (a failed run is reported,
         # not retried here).
@@ -410,13 +409,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                     [request],
                     request.job_name,
                     instance,
-                    workspace,
                 )
 
         # The gap each ingested batch export filled (vendor_gap_sensor's decision).
         gap_requests, _ = vendor.gap_run_requests(instance, wh_res)
         gap_requests = [r for r in gap_requests if runner.existing_run(instance, r.run_key) is None]
-        printer.stage("export gap", gap_requests, vendor.vendor_gap_job.name, instance, workspace)
+        printer.stage("export gap", gap_requests, vendor.vendor_gap_job.name, instance)
     t = printer.totals
     if t["records_read"]:
         console.print(
@@ -466,8 +464,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     ]
     instance = _instance()
     printer = _RunPrinter(args.verbose)
-    with runner.code_location_workspace(instance) as workspace:
-        printer.stage("export", requests, vendor.vendor_export_job.name, instance, workspace)
+    with runner.code_location(instance):
+        printer.stage("export", requests, vendor.vendor_export_job.name, instance)
     for line in printer.failed:
         console.print(line, style="red")
     code = cmd_run(args)
@@ -788,10 +786,10 @@ def cmd_rejected_replay(args: argparse.Namespace) -> int:
         run_config={"ops": {"ev_charging_events": {"config": config}}},
         tags={BATCH_TAG: batch_id},
     )
-    with runner.code_location_workspace(instance) as workspace:
-        (run,) = printer.stage("replay", [request], ingest.ingest_job.name, instance, workspace)
+    with runner.code_location(instance):
+        (run,) = printer.stage("replay", [request], ingest.ingest_job.name, instance)
         load_requests, _ = planning.pending_load_run_requests(WarehouseResource())
-        printer.stage("daily load", load_requests, planning.daily_load_job.name, instance, workspace)
+        printer.stage("daily load", load_requests, planning.daily_load_job.name, instance)
     t = printer.totals
     console.print(
         (

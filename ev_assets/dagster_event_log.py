@@ -2,7 +2,8 @@
 
 A daily-load run over a range reports one materialization per asset and day (6 assets x 31 days:
 186 events), and Dagster records as many planned materializations when it creates the run. With
-DAGSTER_EVENT_BATCH_SIZE > 0 (set by the code location) Dagster hands a step's per-partition
+Dagster's event batching on (DAGSTER_EVENT_BATCH_SIZE > 0, which these event logs set from their
+instance configuration, `event_batch_size`, written by `ev-awareness init`) Dagster hands a step's per-partition
 materializations, and a run's planned events, to `store_event_batch`. dagster-postgres writes the
 materializations with one INSERT, the planned events one connection each (10 to 15 ms each); Dagster's
 SQLite event log loops over `store_event`, which opens a new engine on the run's file and on the
@@ -14,8 +15,9 @@ index shard (the rows, their tags, each asset's latest event) and one statement 
 shard. `BatchingPostgresEventLogStorage` is dagster-postgres's with the same path for the planned
 events (one table holds the run's log and the index there: one transaction). Same files, tables
 and schema as Dagster's own, so a home switches to them and back freely. `ev-awareness init`
-configures one or the other (`event_log_storage` in dagster.yaml). Every other event of a batch (a
-check's planned evaluation, a failure) takes Dagster's own path, in the batch's order. When a
+configures one or the other (`event_log_storage` in dagster.yaml). The Dagster internals this
+rests on all come from `ev_assets.dagster_adapter` (pinned to Dagster 1.13, tested there). Every
+other event of a batch (a check's planned evaluation, a failure) takes Dagster's own path, in the batch's order. When a
 group's write fails its events are stored one by one, as Dagster does with a failed batch (raising
 would make Dagster store the groups already written again): on SQLite the index transaction goes
 first and rolls back whole, so only a failure of the run file's single statement after it (a full
@@ -25,40 +27,40 @@ disk) could leave that group twice in the index.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from itertools import groupby
 
-from dagster._core.events import DagsterEventType
-from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
-from dagster_postgres.event_log import PostgresEventLogStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+import dagster as dg
 from sqlalchemy import Connection
 
-EVENT_BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
+from ev_assets.dagster_adapter import (
+    DEFAULT_EVENT_BATCH_SIZE,
+    PostgresEventLogStorage,
+    SqlEventLogStorageTable,
+    SqliteEventLogStorage,
+    enable_event_batches,
+    get_token_provider_from_config,
+    index_asset_event,
+    index_asset_event_tags,
+    pg_url_from_config,
+)
 
-
-def enable_event_batches() -> None:
-    """Dagster hands asset events to `store_event_batch` only when DAGSTER_EVENT_BATCH_SIZE > 0, read
-    in the process that records them: a run worker records a step's materializations, and the
-    process that creates a run (the daemon's sensors, the CLI) its planned ones. The code location
-    sets it for the first, and these event logs, built in every process that opens the instance
-    (the daemon included), for the second. An operator's own value wins (`0` turns batching off)."""
-    os.environ.setdefault(EVENT_BATCH_SIZE_VARIABLE, "1000")
+# The instance configuration key (in `event_log_storage.config`) of the batch size: optional, the
+# default when absent; an exported DAGSTER_EVENT_BATCH_SIZE wins over it.
+BATCH_SIZE_KEY = "event_batch_size"
+_BATCH_SIZE_FIELD = dg.Field(dg.IntSource, is_required=False, default_value=DEFAULT_EVENT_BATCH_SIZE)
 
 
 # The asset events mirrored in the index shard that are written a batch at a time: a step's
 # per-partition materializations or observations, and a run's planned materializations.
 _BATCHABLE = {
-    DagsterEventType.ASSET_MATERIALIZATION,
-    DagsterEventType.ASSET_OBSERVATION,
-    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.ASSET_OBSERVATION,
+    dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
 }
 
 
-def _batchable(event: EventLogEntry) -> bool:
+def _batchable(event: dg.EventLogEntry) -> bool:
     return event.get_dagster_event().event_type in _BATCHABLE
 
 
@@ -67,7 +69,7 @@ class _AssetEventBatches:
     consecutive asset events of one run are written together by `_store_asset_events`, anything
     else event by event, so the run's log keeps the batch's order."""
 
-    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+    def store_event_batch(self, events: Sequence[dg.EventLogEntry]) -> None:
         if len({event.run_id for event in events}) != 1:
             super().store_event_batch(events)  # type: ignore[misc]
             return
@@ -86,23 +88,23 @@ class _AssetEventBatches:
             for event in group:
                 self.store_event(event)  # type: ignore[attr-defined]
 
-    def _store_asset_events(self, events: list[EventLogEntry]) -> None:
+    def _store_asset_events(self, events: list[dg.EventLogEntry]) -> None:
         raise NotImplementedError
 
-    def _index_asset_events(self, conn: Connection, events: list[EventLogEntry], insert) -> list[int]:
+    def _index_asset_events(self, conn: Connection, events: list[dg.EventLogEntry], insert) -> list[int]:
         """Insert the events into the index (cross-run) table, with their tags and each asset's
         latest-event row; returns their ids in the events' order."""
         # The database numbers one INSERT's rows in the order of its VALUES; RETURNING's own order
         # is unspecified, so the ids are put back in that order.
         ids = sorted(conn.execute(insert.returning(SqlEventLogStorageTable.c.id)).scalars())
-        self._store_asset_event_tags(conn, events, ids)  # type: ignore[attr-defined]
+        index_asset_event_tags(self, conn, events, ids)
         # Each asset's latest-event row holds what its last event of the batch sets (as
         # dagster-postgres does for one asset's materializations): the others are overwritten.
         last = {
             event.get_dagster_event().asset_key: (event, event_id) for event, event_id in zip(events, ids, strict=True)
         }
         for event, event_id in last.values():
-            self._store_asset_event(conn, event, event_id)  # type: ignore[attr-defined]
+            index_asset_event(self, conn, event, event_id)
         return ids
 
 
@@ -110,11 +112,16 @@ class BatchingSqliteEventLogStorage(_AssetEventBatches, SqliteEventLogStorage):
     """SqliteEventLogStorage whose `store_event_batch` writes one run's asset events at once."""
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value):  # the parent builds its own class
-        enable_event_batches()
-        return cls(inst_data=inst_data, **config_value)
+    def config_type(cls):
+        return {**SqliteEventLogStorage.config_type(), BATCH_SIZE_KEY: _BATCH_SIZE_FIELD}
 
-    def _store_asset_events(self, events: list[EventLogEntry]) -> None:
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):  # the parent builds its own class
+        config = dict(config_value)
+        enable_event_batches(config.pop(BATCH_SIZE_KEY, DEFAULT_EVENT_BATCH_SIZE))
+        return cls(inst_data=inst_data, **config)
+
+    def _store_asset_events(self, events: list[dg.EventLogEntry]) -> None:
         insert = self.prepare_insert_event_batch(events)
         # The index shard first, in one transaction: if it fails nothing is written and the group
         # is stored event by event.
@@ -130,8 +137,12 @@ class BatchingPostgresEventLogStorage(_AssetEventBatches, PostgresEventLogStorag
     each, 1.7 to 2.9 s for a 31-day range run's 186 here)."""
 
     @classmethod
+    def config_type(cls):
+        return {**PostgresEventLogStorage.config_type(), BATCH_SIZE_KEY: _BATCH_SIZE_FIELD}
+
+    @classmethod
     def from_config_value(cls, inst_data, config_value):  # the parent builds its own class
-        enable_event_batches()
+        enable_event_batches(config_value.get(BATCH_SIZE_KEY, DEFAULT_EVENT_BATCH_SIZE))
         return cls(
             inst_data=inst_data,
             postgres_url=pg_url_from_config(config_value),
@@ -139,7 +150,7 @@ class BatchingPostgresEventLogStorage(_AssetEventBatches, PostgresEventLogStorag
             token_provider=get_token_provider_from_config(config_value),
         )
 
-    def _store_asset_events(self, events: list[EventLogEntry]) -> None:
+    def _store_asset_events(self, events: list[dg.EventLogEntry]) -> None:
         insert = self.prepare_insert_event_batch(events)
         # One table holds the run's log and the index: the rows, their tags and the assets' rows in
         # one transaction (the engine autocommits each statement otherwise), so a failure leaves

@@ -12,11 +12,15 @@ where missing and a user's own values are kept. What each key is for:
 - `telemetry` off, and `nux` off so the UI opens straight onto the assets;
 - `event_log_storage`, while the instance stays in SQLite: Dagster's SQLite event log with a batch
   path (`ev_assets.dagster_event_log`), so a range run's per-partition materializations are
-  written in one transaction instead of one file commit each; same files, same schema;
+  written in one transaction instead of one file commit each; same files, same schema. Its
+  `event_batch_size` is how many events Dagster may hand it at once: the event log turns Dagster's
+  batching on with it (Dagster reads it only from DAGSTER_EVENT_BATCH_SIZE, which the event log sets
+  when an instance is opened unless the operator exported it; `ev_assets.dagster_adapter`);
 - `run_storage`, `event_log_storage` and `schedule_storage`, only when EV_DAGSTER_STORAGE_URL is
   set: runs, the event log, schedules and sensor cursors in PostgreSQL (`dagster-postgres`) instead
   of SQLite files under DAGSTER_HOME; what `storage: postgres:` configures, but with the event log
-  that writes a run's planned materializations at once (`ev_assets.dagster_event_log`). The SQLite
+  that writes a run's planned materializations at once (`ev_assets.dagster_event_log`; its
+  `event_batch_size` defaults to the same value, not written so earlier files still match). The SQLite
   event log opens, commits and closes a file per event, a large share of a run's fixed cost; and
   several processes (daemon, webserver, run workers) write it at once. The URL is written as an
   `env:` reference, so the password stays in the environment and never lands in the file. A file
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ev_assets.dagster_adapter import DEFAULT_EVENT_BATCH_SIZE
 
 HEADER = "# Written by `ev-awareness init`; edit freely: init adds missing keys and keeps your values.\n"
 
@@ -74,7 +80,8 @@ BATCHING_EVENT_LOG = {"module": "ev_assets.dagster_event_log", "class": "Batchin
 
 def batching_event_log(home: Path) -> dict[str, Any]:
     """The `event_log_storage` key: where Dagster's default keeps a home's event logs."""
-    return {**BATCHING_EVENT_LOG, "config": {"base_dir": str(home.resolve() / "history" / "runs")}}
+    base_dir = str(home.resolve() / "history" / "runs")
+    return {**BATCHING_EVENT_LOG, "config": {"base_dir": base_dir, "event_batch_size": DEFAULT_EVENT_BATCH_SIZE}}
 
 
 def _is_ours(value: Any) -> bool:

@@ -1,50 +1,49 @@
-"""Runs started outside the daemon (the CLI), recorded exactly like the daemon's.
+"""Runs started outside the daemon (the CLI), through Dagster's public entry point `dg.execute_job`.
 
-A run is created in the instance from the code location that `workspace.yaml` names, with that
-location's origin, the sensor's run key and tags, then executed in this process (what the daemon's
-run worker does in a subprocess). So the daemon can retry a CLI run that failed (run retries need
-the origin), the UI shows it like any other, and a request whose run key already has a run that
-succeeded, or is still on its way, is not run twice.
+A request's run is executed in this process (the code location's in-process executor), recorded in
+the instance with the sensor's run key and tags, the worker tag the dead-run sensor reads, and its
+job's Python origin (`dg.build_reconstructable_job`: the code location's job, resolved from
+`ev_assets.definitions`). A request whose run key already has a run that succeeded, or is still on
+its way, is not run twice. A CLI run that fails is reported and redone by the next `ev-awareness
+run` (its run key has no successful run); it is tagged `dagster/max_retries: 0`, because the daemon
+cannot retry it (its retries need a code-server origin) and the UI should not promise it will.
+
+Public only (issue 26): an earlier version created the run from the workspace's remote job
+(`dagster._cli`, `dagster._grpc.impl.core_execute_run`) so the daemon could retry it. Measured on the
+demo, it bought no time (BENCHMARKS.md "Private Dagster APIs"), so it went; the daemon leaves a CLI
+run to the CLI (its runs carry no code-server origin, which the daemon's retries need).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import cast
 
 import dagster as dg
-from dagster._cli.workspace.cli_target import (
-    get_code_location_from_workspace,
-    get_remote_job_from_remote_repo,
-    get_remote_repository_from_code_location,
-    get_workspace_from_cli_opts,
-)
-from dagster._core.definitions.selector import JobSubsetSelector
-from dagster._core.events import DagsterEvent, EngineEventData
-from dagster._core.origin import JobPythonOrigin
-from dagster._grpc.impl import core_execute_run
-from dagster._utils.hosted_user_process import recon_job_from_origin
-from dagster_shared.cli import WorkspaceOpts
 
 from ev_assets.defs.runs import IN_FLIGHT, WORKER_TAG, this_worker
-from ev_assets.settings import PROJECT_ROOT
 
 LAUNCHED_BY = "ev/launched_by"
 RUN_KEY = "dagster/run_key"
+MAX_RETRIES = "dagster/max_retries"
+
+
+def location_job(job_name: str) -> dg.JobDefinition:
+    """The code location's job, resources bound: what `dg.build_reconstructable_job` calls to
+    rebuild it (in this process, and in any process re-executing the run from its origin)."""
+    from ev_assets.definitions import defs
+
+    return defs.resolve_job_def(job_name)
 
 
 @contextmanager
-def code_location_workspace(instance: dg.DagsterInstance, *, in_process: bool = True) -> Iterator:
-    """The workspace of `workspace.yaml`, loaded in this process (no gRPC server to start), or as
-    the daemon loads it (a code server, which the instance's run launcher needs)."""
-    opts = WorkspaceOpts(workspace=[str(PROJECT_ROOT / "workspace.yaml")])
-    with get_workspace_from_cli_opts(
-        instance, version="", workspace_opts=opts, allow_in_process=in_process
-    ) as workspace:
-        yield workspace
+def code_location(instance: dg.DagsterInstance) -> Iterator[None]:
+    """The code location, imported once before the runs of a command (a clear error when it does
+    not load)."""
+    from ev_assets.definitions import defs
+
+    defs.get_repository_def()  # resolves every job once: a definition error shows here, not mid-run
+    yield None
 
 
 def existing_run(instance: dg.DagsterInstance, run_key: str | None) -> dg.DagsterRun | None:
@@ -56,76 +55,44 @@ def existing_run(instance: dg.DagsterInstance, run_key: str | None) -> dg.Dagste
     return runs[0] if runs else None
 
 
-def create_run(
-    instance: dg.DagsterInstance, workspace, request: dg.RunRequest, job_name: str, log_level: str = "WARNING"
-) -> dg.DagsterRun:
-    """Create the run of a request in the instance, with the code location's origin. Its console
-    log shows `log_level` and above (the full log is in the instance either way)."""
-    location = get_code_location_from_workspace(workspace, None)
-    repo = get_remote_repository_from_code_location(location, None)
-    remote_job = location.get_job(
-        JobSubsetSelector(location_name=location.name, repository_name=repo.name, job_name=job_name, op_selection=None)
-    )
-    get_remote_job_from_remote_repo(repo, job_name)  # a clear error when the job does not exist
-    run_config = {**(request.run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
-    tags = {**remote_job.tags, **request.tags, LAUNCHED_BY: "cli"}
+def run_tags(request: dg.RunRequest) -> dict[str, str]:
+    """What a CLI run carries: the request's tags and run key, who launched it, and the process
+    executing it (the dead-run sensor fails a STARTED run whose worker process is gone)."""
+    tags = {**request.tags, LAUNCHED_BY: "cli", WORKER_TAG: this_worker(), MAX_RETRIES: "0"}
     if request.run_key:
         tags[RUN_KEY] = request.run_key
-    plan = location.get_execution_plan(
-        remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=instance
-    )
-    snapshot = plan.execution_plan_snapshot
-    return instance.create_run(
-        job_name=job_name,
-        run_id=None,
-        run_config=run_config,
-        resolved_op_selection=None,
-        step_keys_to_execute=snapshot.step_keys_to_execute,
-        op_selection=None,
-        status=None,
-        root_run_id=None,
-        parent_run_id=None,
-        tags=tags,
-        job_snapshot=remote_job.job_snapshot,
-        execution_plan_snapshot=snapshot,
-        parent_job_snapshot=remote_job.parent_job_snapshot,
-        remote_job_origin=remote_job.get_remote_origin(),
-        job_code_origin=remote_job.get_python_origin(),
-        asset_selection=None,
-        asset_check_selection=None,
-        asset_graph=repo.asset_graph,
-    )
+    return tags
 
 
 def execute(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, on_event: Callable[[DagsterEvent], None] | None = None
+    instance: dg.DagsterInstance,
+    request: dg.RunRequest,
+    job_name: str,
+    on_event: Callable[[dg.DagsterEvent], None] | None = None,
+    log_level: str = "WARNING",
 ) -> dg.DagsterRun:
-    """Execute a created run in this process, as the daemon's run worker would, and return it as
-    recorded at the end (status SUCCESS or FAILURE)."""
-    recon_job = recon_job_from_origin(cast(JobPythonOrigin, run.job_code_origin))
-    instance.add_run_tags(run.run_id, {WORKER_TAG: this_worker()})
-    instance.report_engine_event(
-        f"Started process for run (pid: {os.getpid()}).", run, EngineEventData.in_process(os.getpid())
-    )
-    try:
-        for event in core_execute_run(recon_job, run, instance, inject_env_vars=False):
-            if on_event is not None:
-                on_event(event)
-    except Exception:  # noqa: BLE001 - core_execute_run records the failure in the event log first
-        logging.getLogger("ev_assets").debug("run %s failed", run.run_id, exc_info=True)
-    return instance.get_run_by_id(run.run_id)
+    """Execute a request's run in this process; returns it as recorded at the end (SUCCESS or
+    FAILURE). Its console
+    log shows `log_level` and above (the full log is in the instance either way)."""
+    job = dg.build_reconstructable_job("ev_assets.runner", "location_job", reconstructable_args=(job_name,))
+    run_config = {**(request.run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
+    tags = run_tags(request)
+    result = dg.execute_job(job, instance, run_config=run_config, tags=tags)
+    if on_event is not None:
+        for event in result.all_events:
+            on_event(event)
+    return instance.get_run_by_id(result.run_id)
 
 
 def run_request(
     instance: dg.DagsterInstance,
-    workspace,
     request: dg.RunRequest,
     job_name: str,
-    on_event: Callable[[DagsterEvent], None] | None = None,
+    on_event: Callable[[dg.DagsterEvent], None] | None = None,
     log_level: str = "WARNING",
 ) -> dg.DagsterRun:
     """Run one request unless its run key already has a run that succeeded or is on its way."""
     existing = existing_run(instance, request.run_key)
     if existing is not None:
         return existing
-    return execute(instance, create_run(instance, workspace, request, job_name, log_level), on_event)
+    return execute(instance, request, job_name, on_event, log_level)

@@ -153,7 +153,7 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
         assert "s3cret-not-in-files" not in (home / "dagster.yaml").read_text()
 
         # Three days: the daily load runs over a range, whose per-partition materializations Dagster
-        # writes as one batch (DAGSTER_EVENT_BATCH_SIZE, set by the code location).
+        # writes as one batch (DAGSTER_EVENT_BATCH_SIZE, set by the instance's event log).
         simulate(small_utility, env["EV_FEED_DIR"], days=3)
         cli(with_storage, "run")
         assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_SESSIONS) > 0
@@ -268,13 +268,23 @@ def test_a_range_run_on_the_sqlite_instance_stores_every_materialization_through
                 assert info.run_id == load_run.run_id, (asset, day)
 
 
-@pytest.mark.parametrize("exported", [None, "0"])
-def test_a_process_that_opens_the_instance_batches_the_events_of_the_runs_it_creates(env, exported):
+@pytest.mark.parametrize(
+    ("exported", "configured", "expected"), [(None, None, "1000"), ("0", None, "0"), (None, 250, "250")]
+)
+def test_a_process_that_opens_the_instance_batches_the_events_of_the_runs_it_creates(
+    env, exported, configured, expected
+):
     """The daemon creates the runs its sensors request and records their planned materializations
     (one per asset and partition) in its own process, which imports no code location: the event
     log `init` configures turns Dagster's event batching on in any process that opens the
-    instance. A value the operator exports wins (0: off)."""
+    instance, with the batch size of its configuration (`event_batch_size` in dagster.yaml). A
+    value the operator exports wins (0: off)."""
     cli(env, "init")
+    config = _config(env["DAGSTER_HOME"])
+    assert config["event_log_storage"]["config"]["event_batch_size"] == 1000  # written by init
+    if configured is not None:
+        config["event_log_storage"]["config"]["event_batch_size"] = configured
+        (env["DAGSTER_HOME"] / "dagster.yaml").write_text(yaml.safe_dump(config))
     environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_EVENT_BATCH_SIZE"}
     environment.update({k: str(v) for k, v in env.items() if k.isupper()})
     if exported is not None:
@@ -288,7 +298,7 @@ def test_a_process_that_opens_the_instance_batches_the_events_of_the_runs_it_cre
         [sys.executable, "-c", opens_the_instance], env=environment, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["BatchingSqliteEventLogStorage", exported or "1000"]
+    assert done.stdout.split() == ["BatchingSqliteEventLogStorage", expected]
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="needs EV_TEST_POSTGRES_URL (a PostgreSQL server)")

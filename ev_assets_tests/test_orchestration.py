@@ -1,4 +1,5 @@
-"""One orchestrator: CLI runs are the daemon's runs (origin, run keys, retries); importing the code
+"""One orchestrator: CLI runs are recorded in the instance like the daemon's (run keys, tags, the
+job's origin), a failed one is redone by the next run or the daemon's sensor; importing the code
 location writes nothing; the real daemon loads the reference data before the events."""
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.instance.ref import InstanceRef
-from dagster._daemon.auto_run_reexecution.auto_run_reexecution import retry_run, should_retry
 
 from ev_assets import runner
 from ev_assets.definitions import defs
@@ -34,7 +33,7 @@ from .test_end_to_end import cli
 
 
 def instance_at(home: Path) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def test_importing_the_code_location_writes_nothing(tmp_path):
@@ -80,9 +79,9 @@ def test_after_a_cli_run_the_daemons_sensors_ask_for_nothing(env, small_utility)
         "planning_queue_job",
     }
     for run in runs:
-        # Recorded as the daemon records its own: with the code location's origin and a run key.
-        assert run.is_success and run.remote_job_origin is not None
-        assert run.remote_job_origin.location_name == "ev_assets" and run.tags.get("dagster/run_key")
+        # Recorded with the job's origin (the code location's module), a run key and who ran it.
+        assert run.is_success and run.job_code_origin is not None
+        assert run.tags.get("dagster/run_key") and run.tags[runner.LAUNCHED_BY] == "cli"
     resources = {
         "warehouse": WarehouseResource(url=env["EV_WAREHOUSE_URL"]),
         "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), settle_seconds=0),
@@ -94,7 +93,11 @@ def test_after_a_cli_run_the_daemons_sensors_ask_for_nothing(env, small_utility)
         assert not sensor(context).run_requests, sensor.name
 
 
-def test_a_failed_cli_run_is_retried_by_the_daemon(env, small_utility, monkeypatch):
+def test_a_failed_cli_run_is_redone_by_the_next_run_and_asked_for_by_the_daemons_sensor(env, small_utility):
+    """A CLI run carries no code-server origin, so the daemon's run retries cannot re-execute it:
+    it says so (`dagster/max_retries: 0`, no "will retry" in the UI), and the work is redone from
+    the warehouse's state instead: the feed sensor asks for it again (a CLI run's run key would not
+    count as the sensor's anyway), and the next `ev-awareness run` does it."""
     cli(env, "init")
     meters = env["EV_REFERENCE_DIR"] / "meters.csv"
     good = meters.read_text()
@@ -103,27 +106,24 @@ def test_a_failed_cli_run_is_retried_by_the_daemon(env, small_utility, monkeypat
     instance = instance_at(env["DAGSTER_HOME"])
     (failed,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
     assert failed.job_name == "reference_job"
-    assert failed.tags.get("dagster/will_retry") == "true" and should_retry(failed, instance)
+    assert failed.tags[runner.MAX_RETRIES] == "0" and failed.tags.get("dagster/will_retry") != "true"
 
-    # The extract is fixed; the daemon's retry machinery re-executes the run from its origin.
     meters.write_text(good)
-    for name in ("EV_FEED_DIR", "EV_REFERENCE_DIR", "EV_WAREHOUSE_URL", "DAGSTER_HOME"):
-        monkeypatch.setenv(name, str(env[name]))
-    with runner.code_location_workspace(instance, in_process=False) as workspace:
-        retry_run(failed, workspace.process_context)
-        (retry,) = instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": failed.run_id}))
-        assert (
-            retry.status == dg.DagsterRunStatus.QUEUED
-            and retry.tags["dagster/run_key"] == failed.tags["dagster/run_key"]
-        )
-        # What the daemon's run queue then does: launch it through the instance's run launcher.
-        instance.launch_run(retry.run_id, workspace)
-        deadline = time.monotonic() + 120
-        while not instance.get_run_by_id(retry.run_id).is_finished and time.monotonic() < deadline:
-            time.sleep(0.5)
-    done = instance.get_run_by_id(retry.run_id)
-    assert done.is_success, [e.user_message for e in instance.all_logs(retry.run_id)][-8:]
-    assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_EVENTS) == 0  # only the reference ran
+    resources = {
+        "warehouse": WarehouseResource(url=env["EV_WAREHOUSE_URL"]),
+        "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), settle_seconds=0),
+        "reference": ReferenceResource(reference_dir=str(env["EV_REFERENCE_DIR"])),
+        "pipeline_config": PipelineConfig(),
+    }
+    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    requests = ev_feed_sensor(context).run_requests
+    # The fixed extracts' key (a run key names the extracts' content, so a fix is new work).
+    (asked,) = [r.run_key for r in requests if r.job_name == "reference_job"]
+
+    cli(env, "run")
+    (done,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], job_name="reference_job"))
+    assert done.tags["dagster/run_key"] == asked
+    assert Warehouse(env["EV_WAREHOUSE_URL"]).count(EV_CHARGING_EVENTS) == 0  # nothing landed to ingest
 
 
 @pytest.mark.parametrize("blank_warehouse_url", ["sqlite"], indirect=True)

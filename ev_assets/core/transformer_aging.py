@@ -230,27 +230,41 @@ def daily_cycle(
     p: ThermalParameters = DEFAULT_PARAMETERS,
     *,
     dt_min: float = INTERVAL_MINUTES,
+    initial: tuple[np.ndarray | float, np.ndarray | float] | None = None,
 ) -> Temperatures:
-    """The day's temperatures in its own daily cycle: start at the steady state of the day's mean
-    K (eqs. 15, 19), run the day once as a warm-up, report the second pass."""
+    """The day's temperatures. `initial` = (Δθ_TO, Δθ_H) at the day's start, per row: the end of
+    the day before (heat carries over midnight). Where it is None or NaN (the day before is
+    unknown) the day runs in its own daily cycle: start at the steady state of the day's mean K
+    (eqs. 15, 19), run the day once as a warm-up, report the second pass."""
     k = np.atleast_2d(np.asarray(k, dtype=float))
-    mean_k = k.mean(axis=1)
-    steps = _Steps(k, p)  # both passes run the same loads
-    warm = _temperatures(
-        steps,
-        ambient_c,
-        p,
-        dt_min=dt_min,
-        initial=(ultimate_top_oil_rise(mean_k, p), ultimate_hot_spot_rise(mean_k, p)),
-    )
-    return _temperatures(
-        steps, ambient_c, p, dt_min=dt_min, initial=(warm.top_oil_rise[:, -1], warm.hot_spot_rise[:, -1])
-    )
+    rows = k.shape[0]
+    start_to = np.full(rows, np.nan) if initial is None else np.broadcast_to(np.asarray(initial[0], float), (rows,))
+    start_hs = np.full(rows, np.nan) if initial is None else np.broadcast_to(np.asarray(initial[1], float), (rows,))
+    start_to, start_hs = start_to.copy(), start_hs.copy()
+    unknown = np.isnan(start_to) | np.isnan(start_hs)
+    if unknown.any():
+        # Only the rows without a known start pay for the warm-up pass.
+        k_unknown = k[unknown]
+        mean_k = k_unknown.mean(axis=1)
+        ambient_unknown = np.broadcast_to(np.asarray(ambient_c, dtype=float).reshape(-1), (rows,))[unknown]
+        warm = _temperatures(
+            _Steps(k_unknown, p),
+            ambient_unknown,
+            p,
+            dt_min=dt_min,
+            initial=(ultimate_top_oil_rise(mean_k, p), ultimate_hot_spot_rise(mean_k, p)),
+        )
+        start_to[unknown] = warm.top_oil_rise[:, -1]
+        start_hs[unknown] = warm.hot_spot_rise[:, -1]
+    return _temperatures(_Steps(k, p), ambient_c, p, dt_min=dt_min, initial=(start_to, start_hs))
 
 
 # Transformer-days modelled at once (about 100 intervals each): see daily_aging.
 AGING_CHUNK_ROWS = 5000
-AGING_COLUMNS = ("hot_spot_max_c", "aging_factor_max", "equivalent_aging", "loss_of_life_h")
+# The end-of-day rises (END_STATE_COLUMNS) are the next day's start: kept with the day so a later
+# run (another chunk, another day) carries the heat over midnight.
+END_STATE_COLUMNS = ("top_oil_rise_end_k", "hot_spot_rise_end_k")
+AGING_COLUMNS = ("hot_spot_max_c", "aging_factor_max", "equivalent_aging", "loss_of_life_h", *END_STATE_COLUMNS)
 
 
 def daily_aging(
@@ -263,13 +277,19 @@ def daily_aging(
     ambient_c: float = DEFAULT_AMBIENT_C,
     parameters: ThermalParameters = DEFAULT_PARAMETERS,
     chunk_rows: int = AGING_CHUNK_ROWS,
+    initial_state: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """`daily` (transformer-days with kva_rating) with AGING_COLUMNS added, from the transformer's
     15-minute profile (`interval_profile(level="transformer")`: transformer_id, load_date,
     interval_start, kva). Every 15-minute interval of the local day is modelled (92, 96 or 100 of
     them), the EV kVA of an interval without a profile row being 0. Null when the rating is
     unknown (or not positive). Optional columns of `daily`, the transformer's own overrides
-    (reference data): base_load_scale (null: `base_load_scale`) and ambient_c (null: `ambient_c`)."""
+    (reference data): base_load_scale (null: `base_load_scale`) and ambient_c (null: `ambient_c`).
+
+    Heat carries over midnight: a transformer-day starts from the end rises (END_STATE_COLUMNS) of
+    its day before, taken from `daily` itself when that day is in it, else from `initial_state`
+    (transformer_id, load_date, top_oil_rise_end_k, hot_spot_rise_end_k: the end state of the
+    given day), else, the day before unknown, from its own daily cycle (`daily_cycle`)."""
     key = ["transformer_id", "load_date"]
     if len(base_load_pu) != 24:
         raise ValueError("base_load_pu needs 24 hourly values")
@@ -299,7 +319,7 @@ def daily_aging(
         local_midnight_utc(pl.col("load_date")).alias("_start"),
         local_midnight_utc(pl.col("load_date") + timedelta(days=1)).alias("_end"),
     ).with_columns(((pl.col("_end") - pl.col("_start")).dt.total_microseconds() // step_us).alias("_n"))
-    rated = rated.filter(pl.col("_n") > 0).with_columns(pl.int_range(pl.len()).over("_n").alias("_row"))
+    rated = rated.filter(pl.col("_n") > 0)
     # The base load of each interval of each local day, by its local hour (a DST day's hours repeat
     # or skip): a few thousand distinct intervals, whatever the number of transformers.
     base = pl.DataFrame(
@@ -326,7 +346,7 @@ def daily_aging(
     # outside its local day's grid has no place in it, and was never part of a day's load here).
     ev = (
         profile.select(*key, pl.col("interval_start").dt.convert_time_zone("UTC"), "kva")
-        .join(rated.select(*key, "_start", "_n", "_row"), on=key, how="inner")
+        .join(rated.select(*key, "_start", "_n"), on=key, how="inner")
         .with_columns((pl.col("interval_start") - pl.col("_start")).dt.total_microseconds().alias("_offset"))
         .filter(
             (pl.col("_offset") % step_us == 0)
@@ -335,33 +355,74 @@ def daily_aging(
         )
         .with_columns((pl.col("_offset") // step_us).alias("_j"))
     )
+    # Day by day in date order, so each transformer-day starts from the end of its day before
+    # (heat carries over midnight): from this frame's previous day, else from `initial_state`
+    # (the end state of the day before the range, e.g. read from the warehouse), else (unknown)
+    # from its own daily cycle. Rows = the transformers of the day: K = EV kVA / kva_rating (0
+    # without a profile row) + base pu x scale, element-wise as written, modelled `chunk_rows` at a
+    # time (the passes keep several arrays of the matrix's size).
     results = []
-    # One matrix per day length, rows = transformer-days: K = EV kVA / kva_rating (0 without a
-    # profile row) + base pu x scale, element-wise as written. Modelled `chunk_rows` transformer-days
-    # at a time: the two passes keep several arrays of the matrix's size, so a month of 20,000
-    # transformers at once would hold hundreds of MB; a chunk holds a few tens.
-    for (n,), days_of_n in rated.join(day_base, on="load_date", how="left").group_by("_n"):
-        days_of_n = days_of_n.sort("_row")
-        placed = ev.filter(pl.col("_n") == n).sort("_row")
+    state = (
+        initial_state.select(
+            "transformer_id",
+            (pl.col("load_date") + timedelta(days=1)).alias("load_date"),
+            pl.col("top_oil_rise_end_k").cast(pl.Float64).alias("_to0"),
+            pl.col("hot_spot_rise_end_k").cast(pl.Float64).alias("_hs0"),
+        )
+        if initial_state is not None
+        else pl.DataFrame(
+            schema={"transformer_id": pl.String, "load_date": pl.Date, "_to0": pl.Float64, "_hs0": pl.Float64}
+        )
+    )
+    rated = rated.join(day_base, on="load_date", how="left").sort("load_date", "transformer_id")
+    ev_by_date = ev.partition_by("load_date", as_dict=True)
+    no_ev = ev.clear()
+    for (day,), days_of_date in rated.group_by("load_date", maintain_order=True):
+        n = int(days_of_date["_n"][0])
+        days_of_date = (
+            days_of_date.with_columns(pl.int_range(pl.len()).alias("_row"))
+            .join(
+                state.cast({"transformer_id": days_of_date.schema["transformer_id"]}),
+                on=["transformer_id", "load_date"],
+                how="left",
+            )
+            .sort("_row")
+        )
+        placed = (
+            ev_by_date.get((day,), no_ev)
+            .join(days_of_date.select("transformer_id", "_row"), on="transformer_id", how="inner")
+            .sort("_row")
+        )
         placed_row, placed_j, placed_kva = (placed[c].to_numpy() for c in ("_row", "_j", "kva"))
-        for first in range(0, len(days_of_n), chunk_rows):
-            part = days_of_n.slice(first, chunk_rows)
+        day_results = []
+        for first in range(0, len(days_of_date), chunk_rows):
+            part = days_of_date.slice(first, chunk_rows)
             lo, hi = np.searchsorted(placed_row, [first, first + len(part)])
             kva = np.zeros((len(part), n))
             kva[placed_row[lo:hi] - first, placed_j[lo:hi]] = placed_kva[lo:hi]
             base_pu = part["_base_pu"].list.to_array(n).to_numpy()
             k = kva / part["kva_rating"].to_numpy()[:, None] + base_pu * part["_base_load_scale"].to_numpy()[:, None]
-            t = daily_cycle(k, part["_ambient_c"].to_numpy(), parameters)
+            start = (part["_to0"].fill_null(np.nan).to_numpy(), part["_hs0"].fill_null(np.nan).to_numpy())
+            t = daily_cycle(k, part["_ambient_c"].to_numpy(), parameters, initial=start)
             f_aa = aging_acceleration(t.hot_spot)
             f_eqa = equivalent_aging(f_aa)
-            results.append(
+            day_results.append(
                 part.select(key).with_columns(
                     pl.Series("hot_spot_max_c", t.hot_spot.max(axis=1)),
                     pl.Series("aging_factor_max", f_aa.max(axis=1)),
                     pl.Series("equivalent_aging", f_eqa),
                     pl.Series("loss_of_life_h", f_eqa * n * INTERVAL_MINUTES / 60),
+                    pl.Series("top_oil_rise_end_k", t.top_oil_rise[:, -1]),
+                    pl.Series("hot_spot_rise_end_k", t.hot_spot_rise[:, -1]),
                 )
             )
+        results.extend(day_results)
+        state = pl.concat(day_results).select(
+            "transformer_id",
+            (pl.col("load_date") + timedelta(days=1)).alias("load_date"),
+            pl.col("top_oil_rise_end_k").alias("_to0"),
+            pl.col("hot_spot_rise_end_k").alias("_hs0"),
+        )
     if not results:  # no rated day has a local day (a midnight that does not exist in `tz`)
         return daily.with_columns(*[pl.lit(None, dtype=pl.Float64).alias(c) for c in AGING_COLUMNS])
     aging = pl.concat(results)

@@ -71,10 +71,21 @@ def test_load_step_follows_the_oil_and_winding_time_constants():
     hs_i = 25 * 0.5**1.6
     one = ta.temperatures(np.array([1.0]), 0.0, dt_min=tau, initial=(i, hs_i))
     assert one.top_oil_rise[0, 0] == pytest.approx(i + E1 * (u - i), rel=1e-12)
-    # In 15-minute intervals, the same exponential (τ held for the period of constant load).
+    # In 15-minute intervals, each interval its own period (the τ_TO rule of `temperatures`): the
+    # first interval is eq. (14) with the τ of eq. (16) from the step's start, the second restarts
+    # from the end of the first with its own τ, by hand.
     steps = ta.temperatures(np.ones(40), 0.0, initial=(i, hs_i))
+    first = i + (u - i) * (1 - math.exp(-15 / tau))
+    assert steps.top_oil_rise[0, 0] == pytest.approx(first, rel=1e-12)
+    tau2 = 180 * (u / 55 - first / 55) / ((u / 55) ** (1 / 0.8) - (first / 55) ** (1 / 0.8))
+    assert steps.top_oil_rise[0, 1] == pytest.approx(first + (u - first) * (1 - math.exp(-15 / tau2)), rel=1e-12)
+    # The step still follows the oil time constant: within 0.4 K of the one-period exponential of
+    # eq. (14) over 10 h (the per-interval τ shrinks as the rise nears 55 K, so it arrives a little
+    # sooner), and the winding follows τ_w exactly (constant, so step by step is exact).
     times = 15.0 * np.arange(1, 41)
-    assert np.allclose(steps.top_oil_rise[0], i + (u - i) * (1 - np.exp(-times / tau)), rtol=1e-12)
+    held = i + (u - i) * (1 - np.exp(-times / tau))
+    assert np.max(np.abs(steps.top_oil_rise[0] - held)) < 0.4
+    assert np.all(steps.top_oil_rise[0] >= held - 1e-12)
     assert np.allclose(steps.hot_spot_rise[0], hs_i + (25 - hs_i) * (1 - np.exp(-times / 4)), rtol=1e-12)
 
 
@@ -161,9 +172,9 @@ def test_daily_aging_base_profile_by_local_hour_and_dst_day():
     k = np.zeros(100)
     k[4:12] = 1.0
     t = ta.daily_cycle(k, 30.0)
-    f = ta.aging_acceleration(t.hot_spot)
+    f = t.aging_factor  # F_AA integrated within each interval
     row = out.row(0, named=True)
-    assert row["hot_spot_max_c"] == pytest.approx(t.hot_spot.max())
+    assert row["hot_spot_max_c"] == pytest.approx(t.hot_spot_peak.max())
     assert row["equivalent_aging"] == pytest.approx(f.mean())
     assert row["loss_of_life_h"] == pytest.approx(25 * f.mean())
 
@@ -223,9 +234,9 @@ def test_daily_load_step_writes_the_aging_of_each_rated_transformer_day(warehous
     for ts, kw, _ in HAND_PROFILE:
         k[int((ts - midnight) / timedelta(minutes=15))] += kw / 0.9 / 10
     t = ta.daily_cycle(k, 25.0)
-    f = ta.aging_acceleration(t.hot_spot)
-    assert day["hot_spot_max_c"] == pytest.approx(t.hot_spot.max(), rel=1e-12)
-    assert day["aging_factor_max"] == pytest.approx(f.max(), rel=1e-12)
+    f = t.aging_factor  # F_AA integrated within each interval
+    assert day["hot_spot_max_c"] == pytest.approx(t.hot_spot_peak.max(), rel=1e-12)
+    assert day["aging_factor_max"] == pytest.approx(ta.aging_acceleration(t.hot_spot_peak.max()), rel=1e-12)
     assert day["equivalent_aging"] == pytest.approx(f.mean(), rel=1e-12)
     assert day["loss_of_life_h"] == pytest.approx(24 * f.mean(), rel=1e-12)
     # The peak (18:45, K = 0.5 + 1.8 = 2.3) heats the hot spot well above the 110 °C reference.
@@ -249,3 +260,90 @@ def test_a_changed_aging_override_queues_the_transformers_days(warehouse, tmp_pa
     with warehouse.transaction() as conn:
         assert _days_of_rerated_transformers(warehouse, conn, old, old) == []
         assert _days_of_rerated_transformers(warehouse, conn, old, new) == [DAY]
+
+
+def _trapezoid_reference(k: np.ndarray, start: tuple[float, float], ambient: float, steps: int = 3600):
+    """The same model as `temperatures` (each 15-minute interval its own period, τ_TO by eq. 16
+    from its start) evaluated every second within each interval; F_AA by the trapezoid rule."""
+    to, hs = start
+    f_mean, peak = [], []
+    s = np.linspace(0.0, 15.0, steps + 1)
+    for kj in k:
+        to_u, hs_u = float(ta.ultimate_top_oil_rise(kj)), float(ta.ultimate_hot_spot_rise(kj))
+        tau = float(ta.top_oil_time_constant(np.array([to]), np.array([to_u]))[0])
+        to_s = to + (to_u - to) * (1 - np.exp(-s / tau))
+        hs_s = hs_u + (hs - hs_u) * np.exp(-s / 4.0)
+        f = ta.aging_acceleration(ambient + to_s + hs_s)
+        f_mean.append(float(np.sum((f[1:] + f[:-1]) / 2) / steps))
+        peak.append(float((ambient + to_s + hs_s).max()))
+        to, hs = to_s[-1], hs_s[-1]
+    return np.array(f_mean), np.array(peak)
+
+
+def _heavy_day() -> np.ndarray:
+    # The default base profile plus 2 EVs of 7.2 kW (8 kVA at pf 0.9) on 25 kVA from 17:00 to 22:00.
+    k = np.repeat(np.array(ta.DEFAULT_BASE_LOAD_PU), 4)
+    k[68:88] += 2 * 8.0 / 25
+    return k
+
+
+def test_aging_factor_is_integrated_within_the_interval():
+    k = _heavy_day()
+    start = (40.0, 10.0)
+    t = ta.temperatures(k, 30.0, initial=start)
+    f_ref, peak_ref = _trapezoid_reference(k, start, 30.0)
+    # 8 nodes: within 2.1e-6 of the reference in every interval (the largest where the load drops).
+    assert np.allclose(t.aging_factor[0], f_ref, rtol=1e-5, atol=0)
+    assert ta.equivalent_aging(t.aging_factor)[0] == pytest.approx(f_ref.mean(), rel=1e-6)
+    assert t.hot_spot_peak.max() == pytest.approx(peak_ref.max(), abs=0.01)
+    # Sampling F_AA at the interval end points (the old method) overstates this day's F_EQA: the
+    # hot spot reaches each step's end only after rising through it (τ_w = 4 min): here +4.0 %.
+    sampled = ta.equivalent_aging(ta.aging_acceleration(t.hot_spot))[0]
+    assert sampled > 1.03 * f_ref.mean()
+
+
+def test_tau_rule_is_continuous_in_k():
+    # K = 1.5 held for a day vs 1.5 ± 1e-9 alternating: under the old rule (τ_TO held while K is
+    # exactly unchanged) F_EQA was 104.6 vs 113.9; per-interval τ makes them agree to ~1e-7.
+    flat = np.full(96, 1.5)
+    wobble = flat + 1e-9 * (-1.0) ** np.arange(96)
+    a, b = (ta.equivalent_aging(ta.temperatures(x, 30.0, initial=(20.0, 5.0)).aging_factor)[0] for x in (flat, wobble))
+    assert a > 50
+    assert abs(a - b) / a < 1e-6
+
+
+def test_heat_carries_over_midnight():
+    # Three UTC days, one 25 kVA transformer, base 0.5 pu; two EVs (16 kVA) from 18:00 on day 1
+    # to 02:00 on day 2: day 2's charging began before its midnight.
+    days = [date(2024, 6, 3) + timedelta(days=d) for d in range(3)]
+    midnight = datetime(2024, 6, 3, tzinfo=UTC)
+    ev = []
+    k = np.full(96 * 3, 0.5)
+    for j in range(72, 96 + 8):
+        ts = midnight + timedelta(minutes=15 * j)
+        ev.append(("T", ts.date(), ts, 16.0))
+        k[j] += 16.0 / 25
+    daily = pl.DataFrame({"transformer_id": ["T"] * 3, "load_date": days, "kva_rating": [25.0] * 3})
+    kwargs = {"tz": "UTC", "base_load_pu": (0.5,) * 24, "ambient_c": 30.0}
+    out = ta.daily_aging(_profile(ev), daily, **kwargs).sort("load_date")
+    # Continuous reference: day 1 from its own daily cycle, then days 2-3 as one 48-hour run.
+    first = ta.daily_cycle(k[:96], 30.0)
+    rest = ta.temperatures(k[96:], 30.0, initial=(first.top_oil_rise[0, -1], first.hot_spot_rise[0, -1]))
+    for d, (lo, hi) in enumerate([(0, 96), (96, 192)]):
+        assert out["equivalent_aging"][d + 1] == pytest.approx(rest.aging_factor[0, lo:hi].mean(), rel=1e-12)
+        assert out["hot_spot_max_c"][d + 1] == pytest.approx(rest.hot_spot_peak[0, lo:hi].max(), rel=1e-12)
+    # Day by day with carry-over equals the continuous run: each day alone, from the written end
+    # state of the day before.
+    for d in (1, 2):
+        alone = ta.daily_aging(
+            _profile([r for r in ev if r[1] == days[d]]),
+            daily.slice(d, 1),
+            initial_state=out.slice(d - 1, 1),
+            **kwargs,
+        )
+        assert alone["equivalent_aging"][0] == pytest.approx(out["equivalent_aging"][d], rel=1e-12)
+    # The steady-state start (the day before unknown) forgets the heat of the evening before: the
+    # day comes out cooler and ages less than with carry-over.
+    steady = ta.daily_aging(_profile([r for r in ev if r[1] == days[1]]), daily.slice(1, 1), **kwargs)
+    assert steady["hot_spot_max_c"][0] < out["hot_spot_max_c"][1] - 1
+    assert steady["equivalent_aging"][0] < out["equivalent_aging"][1]

@@ -108,18 +108,30 @@ def update_daily_load(
             REF_TRANSFORMERS, "transformer_id", complete["transformer_id"].drop_nulls().unique(), conn=conn
         )
 
-        def compute(span: tuple[date, date]) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+        def compute(
+            span: tuple[date, date], initial_state: pl.DataFrame | None
+        ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
             overlapping = complete.filter(pl.col("event_date").is_between(*start_dates(settings, *span)))
-            return compute_days(settings, overlapping, transformers, *span, now)
+            return compute_days(settings, overlapping, transformers, *span, now, initial_state)
+
+        # Heat carries over midnight: the first day starts from the end state of the day before as
+        # written (null where that day was not computed), each later chunk from the last day of
+        # the chunk before it.
+        day_before = warehouse.read(
+            TRANSFORMER_DAILY_LOAD,
+            warehouse.column(TRANSFORMER_DAILY_LOAD, "load_date") == first_day - timedelta(days=1),
+            conn=conn,
+        ).select("transformer_id", "load_date", *transformer_aging.END_STATE_COLUMNS)
 
         spans = day_chunks(first_day, last_day, chunk_days)
         # The next chunk is computed (polars, outside the GIL) while this one is written (SQLite):
         # one chunk ahead at most, so memory still follows the chunk (two of them, not the range).
-        ahead = computer.submit(compute, spans[0]) if spans else None
+        ahead = computer.submit(compute, spans[0], day_before) if spans else None
         for index, (chunk_first, chunk_last) in enumerate(spans):
             frames, profiles = ahead.result()
             if index + 1 < len(spans):
-                ahead = computer.submit(compute, spans[index + 1])
+                last = frames["transformer"].filter(pl.col("load_date") == chunk_last)
+                ahead = computer.submit(compute, spans[index + 1], last)
             for level, spec in DAILY_LOAD_TABLES.items():
                 warehouse.delete(conn, spec, warehouse.column(spec, "load_date").between(chunk_first, chunk_last))
                 report.rows[level] = report.rows.get(level, 0) + warehouse.insert(conn, spec, frames[level])
@@ -181,11 +193,14 @@ def compute_days(
     first_day: date,
     last_day: date,
     now: datetime,
+    initial_state: pl.DataFrame | None = None,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
     """The daily rows and the 15-minute profile of every level for local days first..last, as the
     tables take them, from `complete`: the complete sessions that can overlap those days (those
     that start up to the longest session before them), and `transformers`: the ref_transformers
-    rows (every version) of their transformers. Pure: no database."""
+    rows (every version) of their transformers, and `initial_state`: the transformer rows of the
+    day before first_day (their end-of-day rises start first_day's aging; None: that day
+    unknown, each transformer's first day starts from its own daily cycle). Pure: no database."""
     intervals = load_profile.interval_loads(
         complete, load_shape=settings.load_shape, idle_ratio=settings.load_shape_idle_ratio
     )
@@ -222,6 +237,7 @@ def compute_days(
                 base_load_pu=settings.base_load_pu,
                 base_load_scale=settings.base_load_scale,
                 ambient_c=settings.ambient_c,
+                initial_state=initial_state,
             )
         frames[level] = spec.conform(daily)
         profiles[level] = INTERVAL_LOAD_TABLES[level].conform(profile)

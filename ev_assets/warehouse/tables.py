@@ -664,6 +664,22 @@ TRANSFORMER_DAILY_LOAD = _daily_load_spec(
             ),
             checks=_non_negative("loss_of_life_h"),
         ),
+        Col(
+            "top_oil_rise_end_k",
+            pl.Float64(),
+            (
+                "Top-oil rise over ambient at the end of the day, K (C57.91 clause 7): the next day's start (heat "
+                "carries over midnight); null when the rating is unknown."
+            ),
+        ),
+        Col(
+            "hot_spot_rise_end_k",
+            pl.Float64(),
+            (
+                "Hot-spot rise over top oil at the end of the day, K: the next day's start; null when the rating "
+                "is unknown."
+            ),
+        ),
     ),
     "distribution transformer",
 )

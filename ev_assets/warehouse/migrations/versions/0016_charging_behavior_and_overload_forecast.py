@@ -3,7 +3,7 @@ from the sessions and the ten-year overload forecast per transformer, two snapsh
 their next refresh.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-07
 
 Written out explicitly: a migration is a frozen step, it must not read ev_assets.warehouse.tables.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

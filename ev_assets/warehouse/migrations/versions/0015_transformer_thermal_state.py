@@ -1,7 +1,7 @@
 """transformer_daily_load: the end-of-day thermal state, so heat carries over midnight
 
 Revision ID: 0015
-Revises: 0020
+Revises: 0014
 Create Date: 2026-12-07
 
 The aging of a transformer-day starts from the top-oil and hot-spot rises at the end of its day
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0020"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -98,9 +98,16 @@ def update_daily_load(
     daily: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
     tops: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
     busiest: dict[str, list[pl.DataFrame]] = {level: [] for level in DAILY_LOAD_TABLES}
-    # Read and write in one transaction: a session committed meanwhile waits for it, and the days
-    # it queues stay queued (they are deleted here only together with the load computed from them).
-    with warehouse.transaction() as conn, ThreadPoolExecutor(max_workers=1) as computer:
+    # Read and write in one transaction, under the locks of its days and of the day before (whose
+    # end-of-day thermal state the first day starts from): two ranges that share no day run at once
+    # (PostgreSQL), as does the pairing, which locks meter shards. A session committed meanwhile
+    # re-queues its days with a later queued_at (sessions.queue_load_days): the queue entries read
+    # here, before the sessions, are deleted only if they are still the same, so such a day stays
+    # queued and is computed again.
+    days = [first_day + timedelta(days=n) for n in range(-1, (last_day - first_day).days + 1)]
+    with warehouse.transaction(days=days) as conn, ThreadPoolExecutor(max_workers=1) as computer:
+        pending = warehouse.column(EV_LOAD_DAYS_PENDING, "load_date")
+        queued = warehouse.read(EV_LOAD_DAYS_PENDING, pending.between(first_day, last_day), conn=conn)
         # The range's sessions are read once (a month of 20,000 meters: 50,000 rows); what takes
         # memory is their 15-minute intervals, made a chunk at a time.
         complete = complete_sessions_for_days(warehouse, conn, settings, first_day, last_day)
@@ -145,14 +152,23 @@ def update_daily_load(
                 tops[level].append(_top_intervals(level, profiles[level]))
                 busiest[level].append(_busiest_day_profile(level, frames[level], profiles[level]))
             report.chunks += 1
-        warehouse.delete(
-            conn, EV_LOAD_DAYS_PENDING, warehouse.column(EV_LOAD_DAYS_PENDING, "load_date").between(first_day, last_day)
-        )
+        delete_queue_entries(warehouse, conn, queued)
     for level, spec in DAILY_LOAD_TABLES.items():
         report.frames[level] = pl.concat(daily[level]).sort(spec.primary_key[0], "load_date")
         report.top_intervals[level] = _top_intervals(level, pl.concat(tops[level]))
         report.busiest_profiles[level] = _busiest_day_profile(level, report.frames[level], pl.concat(busiest[level]))
     return report
+
+
+def delete_queue_entries(warehouse: Warehouse, conn: sa.Connection, queued: pl.DataFrame) -> int:
+    """Take these ev_load_days_pending rows off the queue, each only if its queued_at is still the
+    one read (a day queued again meanwhile stays queued)."""
+    table = warehouse.table(EV_LOAD_DAYS_PENDING)
+    deleted = 0
+    for load_date, queued_at in queued.select("load_date", "queued_at").rows():
+        condition = sa.and_(table.c.load_date == load_date, table.c.queued_at == queued_at)
+        deleted += warehouse.delete(conn, EV_LOAD_DAYS_PENDING, condition)
+    return deleted
 
 
 def start_dates(settings: PipelineSettings, first_day: date, last_day: date) -> tuple[date, date]:

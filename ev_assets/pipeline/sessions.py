@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from ev_assets.core import events, pairing, quality
 from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.warehouse.store import Warehouse, empty_frame
+from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, empty_frame, shard_of, shards_of
 from ev_assets.warehouse.tables import (
     EV_BATCH_PAIRING,
     EV_BATCHES_PENDING,
@@ -55,11 +56,24 @@ def pair_pending_batches(
 ) -> SessionsReport:
     """Pair every committed batch not paired yet (oldest first, up to `max_batches`): the sessions
     their events can change are replaced, the batches recorded as paired and the days whose load
-    changed queued, in one transaction."""
+    changed queued, in one transaction.
+
+    The transaction locks the write-lock shards of the batches' meters only (PostgreSQL), so the
+    pairing of one shard's batches runs beside the ingest or pairing of another's. The meters are
+    read before the lock: a committed batch's events never change meter. Which of the batches are
+    still waiting is read again under it (another run may have paired some meanwhile)."""
     now = now or utc_now()
     warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
-    with warehouse.transaction() as conn:
-        pending = batches_awaiting_pairing(warehouse, conn=conn, limit=max_batches)
+    chosen = batches_awaiting_pairing(warehouse, limit=max_batches)
+    if not chosen:
+        return SessionsReport()
+    meters = warehouse.read_in(EV_CHARGING_EVENTS, "batch_id", chosen, columns=("meter_id",))["meter_id"]
+    shards = shards_of(meters.unique())
+    with warehouse.transaction(shards=shards) as conn:
+        waiting = set(
+            warehouse.read_in(EV_BATCHES_PENDING, "batch_id", chosen, conn=conn, columns=("batch_id",))["batch_id"]
+        )
+        pending = [batch for batch in chosen if batch in waiting]
         if not pending:
             return SessionsReport()
         # What the window and the duration agreement need of the batches' events, no more.
@@ -67,7 +81,7 @@ def pair_pending_batches(
             EV_CHARGING_EVENTS, "batch_id", pending, conn=conn, columns=("message_id", "meter_id", "message_time")
         )
         report = _repair_in(warehouse, conn, changed, settings, now)
-        time_out_open_starts(warehouse, conn, settings, now)
+        time_out_open_starts(warehouse, conn, settings, now, shards=shards)
         paired = pl.DataFrame({"batch_id": pending, "sessions_written": report.sessions_written, "paired_at": now})
         warehouse.insert(conn, EV_BATCH_PAIRING, paired)
         warehouse.delete_in(conn, EV_BATCHES_PENDING, "batch_id", pending)
@@ -233,15 +247,29 @@ def _nearest_events(warehouse: Warehouse, conn, meters: list[str], bound: dateti
     return pl.concat([found.filter(beyond), further])
 
 
-def time_out_open_starts(warehouse: Warehouse, conn, settings: PipelineSettings, now: datetime) -> int:
+def time_out_open_starts(
+    warehouse: Warehouse, conn, settings: PipelineSettings, now: datetime, *, shards: list[int] | None = None
+) -> int:
     """Mark start_only sessions older than max_session as timed_out (indexed on status, start_time).
-    Neither status counts in the load, so no day changes."""
+    Neither status counts in the load, so no day changes.
+
+    `shards`: only the sessions of meters in these write-lock shards (the ones the caller's
+    transaction holds; PostgreSQL). The candidates are few (each open start times out once), so
+    they are read and their meters' shards computed here; SQLite's single writer takes them all."""
     s = warehouse.table(EV_CHARGING_SESSIONS)
-    result = conn.execute(
-        s.update()
-        .where(s.c.status == "start_only", s.c.start_time < now - settings.max_session)
-        .values(status="timed_out", updated_at=now)
-    )
+    expired = sa.and_(s.c.status == "start_only", s.c.start_time < now - settings.max_session)
+    if shards is not None and warehouse.dialect != "sqlite":
+        candidates = conn.execute(sa.select(s.c.session_id, s.c.meter_id).where(expired)).all()
+        held = set(shards)
+        ids = [sid for sid, meter in candidates if shard_of(meter) in held]
+        timed_out = 0
+        for chunk in chunked(ids, IN_CHUNK):
+            result = conn.execute(
+                s.update().where(expired, s.c.session_id.in_(chunk)).values(status="timed_out", updated_at=now)
+            )
+            timed_out += result.rowcount or 0
+        return timed_out
+    result = conn.execute(s.update().where(expired).values(status="timed_out", updated_at=now))
     return result.rowcount or 0
 
 
@@ -307,11 +335,31 @@ def _repair_meters(
 
 
 def queue_load_days(warehouse: Warehouse, conn, days: list[date], now: datetime) -> None:
-    """Record (inside the caller's transaction) that these days' daily load must be recomputed."""
+    """Record (inside the caller's transaction) that these days' daily load must be recomputed.
+
+    A day already queued gets a later queued_at (`now`, or a microsecond past the stored one when
+    that is later): the daily load deletes a day's entry only if it still holds the queued_at it
+    read before reading the sessions, so a change committed by a writer beside it (PostgreSQL:
+    pairing and the daily load hold different locks) leaves the day queued, and the daily-load
+    sensor's run key, which names the latest queued_at, asks for it again."""
     if not days:
         return
+    if warehouse.dialect == "postgresql":
+        table = warehouse.table(EV_LOAD_DAYS_PENDING)
+        rows = [{"load_date": day, "queued_at": now} for day in sorted(set(days))]
+        insert = postgresql.insert(table).values(rows)
+        later = sa.case(
+            (insert.excluded.queued_at > table.c.queued_at, insert.excluded.queued_at),
+            else_=table.c.queued_at + sa.text("interval '1 microsecond'"),
+        )
+        conn.execute(insert.on_conflict_do_update(index_elements=["load_date"], set_={"queued_at": later}))
+        return
+    # SQLite: one writer at a time, so nothing changes between this delete and insert.
+    stored = warehouse.read_in(EV_LOAD_DAYS_PENDING, "load_date", days, conn=conn)
+    latest = stored["queued_at"].max() if stored.height else None
+    queued_at = now if latest is None or now > latest else latest + timedelta(microseconds=1)
     warehouse.delete_in(conn, EV_LOAD_DAYS_PENDING, "load_date", days)
-    warehouse.insert(conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": days, "queued_at": now}))
+    warehouse.insert(conn, EV_LOAD_DAYS_PENDING, pl.DataFrame({"load_date": days, "queued_at": queued_at}))
 
 
 # What a session's part in the daily load depends on: _changed compares these to queue load days.

@@ -13,7 +13,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +45,23 @@ WRITE_LOCK_KEY = 0x45565F5752495445  # "EV_WRITE" as a bigint
 # just before the commit, so writers that run in parallel serialise only on the commit itself.
 COMMIT_SEQ_LOCK_KEY = 0x45565F434F4D4954  # "EV_COMIT" as a bigint
 
-# PostgreSQL: the write lock is one advisory lock per shard, WRITE_LOCK_KEY + shard (0 <= shard <
-# WRITE_SHARDS). A step that writes only some meters' rows (an ingest batch) takes the shards of
-# those meters (and of its files: see `shards_of`); every other writer takes all of them, which
-# excludes every sharded writer exactly as the single lock did. Shards are taken in ascending
-# order, one at a time, so two writers never wait for each other in a cycle (no deadlock). A lock
-# taken after them (a short commit-sequence lock just before the commit) keeps the order: it is
-# always the last a transaction takes. SQLite keeps one writer at a time (BEGIN IMMEDIATE).
+# PostgreSQL: the write lock is scoped to what a transaction writes. Three kinds of advisory lock,
+# always taken in this order, each kind in ascending key order, one statement per key, so two
+# writers never wait for each other in a cycle (no deadlock):
+#   1. the warehouse lock, WRITE_LOCK_KEY: exclusive for a writer whose rows are not confined to
+#      some meters or days (a reference load, a rebuild, a snapshot), which therefore excludes every
+#      other writer as the single lock did; shared for a scoped writer, so scoped writers run
+#      together and an exclusive writer waits for all of them;
+#   2. meter shards, SHARD_LOCK_KEY + shard (0 <= shard < WRITE_SHARDS): an ingest batch takes the
+#      shards of its meters and files (`shards_of`), the pairing of batches the shards of their
+#      meters;
+#   3. days, DAY_LOCK_KEY + date.toordinal(): a daily-load range takes its days and the day
+#      before (whose end-of-day thermal state it starts from).
+# The commit-sequence lock (record_event_commit) comes last of all, just before the commit.
+# SQLite keeps one writer at a time (BEGIN IMMEDIATE) and ignores the scope.
 WRITE_SHARDS = 64
+SHARD_LOCK_KEY = 0x45565F5348415244  # "EV_SHARD"
+DAY_LOCK_KEY = 0x45565F4441590000  # "EV_DAY\0\0" + ordinal (a date's ordinal is under 2**20)
 ALL_SHARDS: tuple[int, ...] = tuple(range(WRITE_SHARDS))
 
 
@@ -60,7 +69,12 @@ def shards_of(keys: Iterable[str]) -> list[int]:
     """The write-lock shards of these keys (meter ids, file digests), sorted: CRC-32 of the key's
     UTF-8 bytes modulo WRITE_SHARDS, the same in every process and Python version (`hash()` of a
     str is salted per process). One call per distinct key, not per row."""
-    return sorted({zlib.crc32(key.encode()) % WRITE_SHARDS for key in set(keys) if key is not None})
+    return sorted({shard_of(key) for key in set(keys) if key is not None})
+
+
+def shard_of(key: str) -> int:
+    """The write-lock shard of one key (see shards_of)."""
+    return zlib.crc32(key.encode()) % WRITE_SHARDS
 
 
 def lock_wait_s() -> float:
@@ -175,37 +189,47 @@ class Warehouse:
         return self.tables[spec.name]
 
     @contextmanager
-    def transaction(self, shards: Iterable[int] | None = None) -> Iterator[Connection]:
+    def transaction(
+        self, shards: Iterable[int] | None = None, days: Iterable[date] | None = None
+    ) -> Iterator[Connection]:
         """One writing transaction: everything inside commits together or not at all, under the
         database's write lock, taken before anything is read.
 
-        `shards` (PostgreSQL): only these write-lock shards (`shards_of` the meters and files the
-        transaction writes; see WRITE_SHARDS), so writers of disjoint shards run at once. None:
-        every shard, for a writer whose rows are not confined to some meters. SQLite ignores it.
+        PostgreSQL: with neither `shards` nor `days`, the warehouse lock exclusively: no other
+        writer runs meanwhile. With either, the warehouse lock shared, then only those meter shards
+        (`shards_of` the meters and files the transaction writes) and days (the local days whose
+        load it writes): writers of disjoint shards and days run at once. SQLite ignores the scope
+        (one writer at a time).
 
         Writers are serialised by the database (see WRITE_LOCK_KEY): read what decides the writes
-        through `conn`, inside the block, and no other writer can change it before the commit.
-        Keep the block short: every other writer waits for it (at most EV_LOCK_WAIT_S). Never open a
-        second transaction inside one: it would wait for the first.
+        through `conn`, inside the block, and no other writer of the same scope can change it
+        before the commit. Keep the block short: every other writer of the scope waits for it (at
+        most EV_LOCK_WAIT_S). Never open a second transaction inside one: it would wait for the first.
         """
         self.check_schema()
-        with self._locked_transaction(ALL_SHARDS if shards is None else sorted(set(shards))) as conn:
+        scoped = shards is not None or days is not None
+        keys = [SHARD_LOCK_KEY + shard for shard in sorted(set(shards or ()))]
+        for shard in sorted(set(shards or ())):
+            if not 0 <= shard < WRITE_SHARDS:
+                raise ValueError(f"write-lock shard {shard} outside 0..{WRITE_SHARDS - 1}")
+        keys += [DAY_LOCK_KEY + day.toordinal() for day in sorted(set(days or ()))]
+        with self._locked_transaction(shared=scoped, keys=keys) as conn:
             yield conn
 
     @contextmanager
-    def _locked_transaction(self, shards: Sequence[int]) -> Iterator[Connection]:
+    def _locked_transaction(self, *, shared: bool, keys: Sequence[int]) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             conn.execution_options(**{WRITE_LOCK_OPTION: True})
             with conn.begin():  # SQLite: BEGIN IMMEDIATE (make_engine)
                 if self.dialect == "postgresql":
                     conn.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_wait_s() * 1000)}ms'"))
-                    take = sa.text("SELECT pg_advisory_xact_lock(:key)")
-                    # One statement per shard, in ascending order: the order is the deadlock rule,
+                    warehouse_lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+                    conn.execute(sa.text(f"SELECT {warehouse_lock}(:key)"), {"key": WRITE_LOCK_KEY})
+                    # One statement per key, in the order above: the order is the deadlock rule,
                     # and a single statement over a set of keys does not promise one.
-                    for shard in sorted(shards):
-                        if not 0 <= shard < WRITE_SHARDS:
-                            raise ValueError(f"write-lock shard {shard} outside 0..{WRITE_SHARDS - 1}")
-                        conn.execute(take, {"key": WRITE_LOCK_KEY + shard})
+                    take = sa.text("SELECT pg_advisory_xact_lock(:key)")
+                    for key in keys:
+                        conn.execute(take, {"key": key})
                 yield conn
 
     # --- reads -------------------------------------------------------------------------------

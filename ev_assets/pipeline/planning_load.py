@@ -14,6 +14,7 @@ from ev_assets.core import load_profile, planning_queue, transformer_aging
 from ev_assets.core.enrich import as_of_join
 from ev_assets.pipeline.config import PipelineSettings, utc_now
 from ev_assets.pipeline.forecast import BASE_SCENARIO
+from ev_assets.pipeline.sessions import queue_load_days
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
     EV_CHARGING_SESSIONS,
@@ -62,6 +63,8 @@ class LoadReport:
     top_intervals: dict[str, pl.DataFrame] = field(default_factory=dict)
     busiest_profiles: dict[str, pl.DataFrame] = field(default_factory=dict)
     chunks: int = 0
+    # The day after the range was queued again: its start state (this range's last end state) moved.
+    next_day_queued: bool = False
 
 
 def day_chunks(first_day: date, last_day: date, chunk_days: int) -> list[tuple[date, date]]:
@@ -130,6 +133,14 @@ def update_daily_load(
             conn=conn,
         ).select("transformer_id", "load_date", *transformer_aging.END_STATE_COLUMNS)
 
+        # The last day's end state as stored before this run: if it changes, the day after starts
+        # from another state, so it is queued again (below) when it has a load of its own.
+        last_before = warehouse.read(
+            TRANSFORMER_DAILY_LOAD,
+            warehouse.column(TRANSFORMER_DAILY_LOAD, "load_date") == last_day,
+            conn=conn,
+        ).select("transformer_id", *transformer_aging.END_STATE_COLUMNS)
+
         spans = day_chunks(first_day, last_day, chunk_days)
         # The next chunk is computed (polars, outside the GIL) while this one is written (SQLite):
         # one chunk ahead at most, so memory still follows the chunk (two of them, not the range).
@@ -153,11 +164,44 @@ def update_daily_load(
                 busiest[level].append(_busiest_day_profile(level, frames[level], profiles[level]))
             report.chunks += 1
         delete_queue_entries(warehouse, conn, queued)
+        last_after = daily["transformer"][-1].filter(pl.col("load_date") == last_day) if daily["transformer"] else None
+        if end_state_changed(last_before, last_after) and _has_load(warehouse, conn, last_day + timedelta(days=1)):
+            queue_load_days(warehouse, conn, [last_day + timedelta(days=1)], now)
+            report.next_day_queued = True
     for level, spec in DAILY_LOAD_TABLES.items():
         report.frames[level] = pl.concat(daily[level]).sort(spec.primary_key[0], "load_date")
         report.top_intervals[level] = _top_intervals(level, pl.concat(tops[level]))
         report.busiest_profiles[level] = _busiest_day_profile(level, report.frames[level], pl.concat(busiest[level]))
     return report
+
+
+# How far (°C) an end-of-day rise may move before the day after is computed again. A start
+# state's effect on a day decays as e^(-t/τ_TO) (τ_TO about 3 h: e^-8 over 24 h), so a change
+# ripples through a few later days and stops here; what it leaves is below the tables' 1e-6
+# rounding (the digest test) instead of a recomputation of every later day for a last-bit change.
+END_STATE_TOLERANCE_C = 1e-9
+
+
+def end_state_changed(before: pl.DataFrame, after: pl.DataFrame | None) -> bool:
+    """Whether a day's end-of-day thermal state (END_STATE_COLUMNS per transformer) differs between
+    two computations: another set of transformers, or a rise moved by more than the tolerance."""
+    after = after if after is not None else before.clear()
+    if before.is_empty() and after.is_empty():
+        return False
+    columns = list(transformer_aging.END_STATE_COLUMNS)
+    joined = before.select("transformer_id", *columns).join(
+        after.select("transformer_id", *columns), on="transformer_id", how="full", suffix="_after", coalesce=True
+    )
+    moved = [(pl.col(c) - pl.col(f"{c}_after")).abs().fill_nan(0.0) > END_STATE_TOLERANCE_C for c in columns] + [
+        pl.col(c).is_null() != pl.col(f"{c}_after").is_null() for c in columns
+    ]
+    return bool(joined.select(pl.any_horizontal(moved).any()).item())
+
+
+def _has_load(warehouse: Warehouse, conn: sa.Connection, day: date) -> bool:
+    load_date = warehouse.column(TRANSFORMER_DAILY_LOAD, "load_date")
+    query = sa.select(sa.literal(1)).select_from(warehouse.table(TRANSFORMER_DAILY_LOAD)).where(load_date == day)
+    return bool(warehouse.scalars(query.limit(1), conn=conn))
 
 
 def delete_queue_entries(warehouse: Warehouse, conn: sa.Connection, queued: pl.DataFrame) -> int:

@@ -323,21 +323,25 @@ class _RunPrinter:
             task = progress.add_task(label, total=len(requests))
             for request in requests:
                 run = runner.run_request(
-                    instance,
-                    request,
-                    request.job_name or job_name,
-                    self._on_event,
-                    "DEBUG" if self.verbose else "WARNING",
+                    instance, request, request.job_name or job_name, self._on_event, self.log_level
                 )
-                runs.append(run)
-                if not run.is_success and run.is_finished:
-                    self.failed.append(
-                        (
-                            f"{label} run {run.run_id[:8]} ({request.run_key}) failed: `dagster` UI or "
-                            "`ev-awareness status`"
-                        )
-                    )
+                runs.append(self._finished(label, request, run))
                 progress.advance(task)
+        self._summary(label, runs)
+        return runs
+
+    @property
+    def log_level(self) -> str:
+        return "DEBUG" if self.verbose else "WARNING"
+
+    def _finished(self, label: str, request, run):
+        if not run.is_success and run.is_finished:
+            self.failed.append(
+                f"{label} run {run.run_id[:8]} ({request.run_key}) failed: `dagster` UI or `ev-awareness status`"
+            )
+        return run
+
+    def _summary(self, label: str, runs: list) -> None:
         ok = sum(r.is_success for r in runs)
         # A run this process executed is finished; one it is not is a run key's run on its way in
         # another process (another `ev-awareness run`, the daemon), left to it: not a failure.
@@ -348,7 +352,68 @@ class _RunPrinter:
             + (f", {elsewhere} on its way in another process" if elsewhere else "")
             + (f", {failed} FAILED" if failed else "")
         )
-        return runs
+
+    def ingest_beside_loads(self, instance, ingest_requests: list, load_requests, workers: int) -> None:
+        """The ingest runs and the daily-load runs at once, in `workers` processes (PostgreSQL): up
+        to workers - 1 ingest runs in flight, in order, while the other workers load the days the
+        pairing has queued so far (`load_requests()`: the daily-load sensor's own requests), a span
+        at a time and never one that shares a locked day with a load in flight; once the ingest is
+        done, every worker loads. The pairing locks meter shards and the daily load days, so the
+        two write at the same time; a day changed again after its load read it stays queued and is
+        loaded again (ev_assets.pipeline.sessions.queue_load_days)."""
+        from collections import deque
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        import dagster as dg
+
+        from ev_assets import runner
+        from ev_assets.defs import ingest, planning
+
+        def days_locked(request) -> tuple[date, date]:  # a range's days and the day before
+            first = date.fromisoformat(request.tags[planning.RANGE_START]) - timedelta(days=1)
+            return first, date.fromisoformat(request.tags[planning.RANGE_END])
+
+        waiting = deque(ingest_requests)
+        in_flight: dict = {}
+        asked: set[str] = set()
+        runs: dict[str, list] = {"ingest": [], "daily load": []}
+        pool = runner.Workers(workers)
+        try:
+            while True:
+                ingesting = sum(label == "ingest" for label, _ in in_flight.values())
+                while waiting and ingesting < max(1, workers - 1) and len(in_flight) < workers:
+                    request = waiting.popleft()
+                    job = request.job_name or ingest.ingest_job.name
+                    in_flight[pool.submit(request, job, self.log_level)] = ("ingest", request)
+                    ingesting += 1
+                loading = [days_locked(r) for label, r in in_flight.values() if label == "daily load"]
+                for request in load_requests() if len(in_flight) < workers else []:
+                    span = days_locked(request)
+                    if request.run_key in asked or any(span[0] <= b and a <= span[1] for a, b in loading):
+                        continue
+                    asked.add(request.run_key)
+                    in_flight[pool.submit(request, planning.daily_load_job.name, self.log_level)] = (
+                        "daily load",
+                        request,
+                    )
+                    loading.append(span)
+                    if len(in_flight) >= workers:
+                        break
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    label, request = in_flight.pop(future)
+                    run = instance.get_run_by_id(future.result())
+                    materialized = dg.DagsterEventType.ASSET_MATERIALIZATION
+                    for entry in instance.all_logs(run.run_id, of_type=materialized):
+                        self._on_event(entry.dagster_event)
+                    runs[label].append(self._finished(label, request, run))
+        finally:
+            pool.close()
+        for label, finished in runs.items():
+            if finished:
+                self._summary(label, finished)
 
     def _on_event(self, event) -> None:
         if event.is_step_materialization and event.asset_key and event.asset_key.path[-1] == "ev_charging_events":
@@ -367,6 +432,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ev_assets.defs.partitions import outside_partitions_message
     from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
 
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        console.print("--workers must be at least 1", style="red")
+        return 2
+    if workers > 1 and WarehouseResource().get().dialect == "sqlite":
+        console.print(
+            "--workers needs PostgreSQL (EV_WAREHOUSE_URL): SQLite takes one writer at a time, so more "
+            "workers would only wait for each other",
+            style="red",
+        )
+        return 2
     instance = _instance()
     for dead in fail_dead_runs(instance):
         console.print(
@@ -383,15 +459,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
         if not requests:
             console.print(reason)
-        printer.stage("ingest", requests, ingest.ingest_job.name, instance)
+        loads_asked: set[str] = set()
+
+        def load_requests() -> list:
+            return [r for r in planning.pending_load_run_requests(wh_res)[0] if r.run_key not in loads_asked]
+
+        if workers > 1:
+            printer.ingest_beside_loads(instance, requests, load_requests, workers)
+        else:
+            printer.stage("ingest", requests, ingest.ingest_job.name, instance)
 
         # Batches committed by a run that died before pairing them (the feed sensor's own request).
         pairing = ingest.pairing_run_request(instance, wh_res)
         if pairing is not None:
             printer.stage("pairing", [pairing], ingest.sessions_job.name, instance)
 
-        load_requests, outside = planning.pending_load_run_requests(wh_res)
-        printer.stage("daily load", load_requests, planning.daily_load_job.name, instance)
+        # Every queued day, until none is new: a recomputed day may queue the day after it (its
+        # end-of-day thermal state moved). Each request at most once: a failed run is reported.
+        while queued := load_requests():
+            loads_asked.update(r.run_key for r in queued)
+            printer.stage("daily load", queued, planning.daily_load_job.name, instance)
+        outside = planning.pending_load_run_requests(wh_res)[1]
 
         # Never-loaded days of the partitions (a short gap: days with no charging), then the planning
         # snapshots, which follow the daily load (daily_load_sensor's decisions once no day waits).
@@ -808,7 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show the engine's own logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser(
+    p = sub.add_parser(
         "init",
         help=(
             "write the Dagster instance configuration (DAGSTER_HOME), create or migrate its storage, and upgrade "
@@ -887,9 +975,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_backfill)
 
-    sub.add_parser(
-        "run", help="process everything pending: reference data, ingest batches, pairing, daily load"
-    ).set_defaults(func=cmd_run)
+    p = sub.add_parser("run", help="process everything pending: reference data, ingest batches, pairing, daily load")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes executing runs at once (PostgreSQL): the daily load of the days paired so far "
+        "beside the ingest of the next batches",
+    )
+    p.set_defaults(func=cmd_run)
     sub.add_parser("status", help="row counts, the ledger's reconciliation, pending work and failed runs").set_defaults(
         func=cmd_status
     )

@@ -96,3 +96,35 @@ def run_request(
     if existing is not None:
         return existing
     return execute(instance, request, job_name, on_event, log_level)
+
+
+# --- several runs at once (`ev-awareness run --workers N`) -----------------------------------------
+
+
+def _execute_in_worker(request: dg.RunRequest, job_name: str, log_level: str) -> str:
+    """A worker process's task: one request's run, in this process (the instance from DAGSTER_HOME,
+    as the parent's). Returns the run id; the parent reads the run back from the instance."""
+    instance = dg.DagsterInstance.get()
+    return run_request(instance, request, job_name, None, log_level).run_id
+
+
+class Workers:
+    """N worker processes, each executing one run at a time with `run_request` (in that process:
+    its worker tag is that process's, so the dead-run sensor can tell a killed worker's run).
+
+    Processes, not threads: a run is mostly Python (Dagster's bookkeeping, the pipeline's frames
+    hand over to polars only in stretches). Spawned, not forked: the parent holds a loaded code
+    location and database connections, which a fork would share."""
+
+    def __init__(self, workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.size = workers
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, request: dg.RunRequest, job_name: str, log_level: str = "WARNING"):
+        return self._pool.submit(_execute_in_worker, request, job_name, log_level)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -84,6 +84,11 @@ def reattribute_pending_meters(
     now = now or utc_now()
     warehouse.ensure_timezone(settings.timezone)
     changed_total = 0
+    # Nothing queued, nothing locked: every ingest step asks, and the exclusive lock below would make
+    # it wait for any daily load in flight. Only a reference load (itself exclusive) queues meters, so
+    # one it commits after this read is found by the next step.
+    if not pending_meters(warehouse, "attribute", limit=1):
+        return changed_total
     while True:
         with warehouse.transaction() as conn:
             chunk = pending_meters(warehouse, "attribute", limit=chunk_meters, conn=conn)

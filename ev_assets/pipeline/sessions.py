@@ -300,6 +300,10 @@ def repair_reattributed_meters(
     now = now or utc_now()
     warehouse.ensure_timezone(settings.timezone)
     total = SessionsReport()
+    # Nothing queued, nothing locked (as reference.reattribute_pending_meters): the sessions step asks
+    # every time, and the exclusive lock would make it wait for any daily load in flight.
+    if not pending_meters(warehouse, "pair", limit=1):
+        return total
     while True:
         with warehouse.transaction() as conn:
             chunk = pending_meters(warehouse, "pair", limit=chunk_meters, conn=conn)

@@ -472,7 +472,7 @@ class Settings(BaseSettings):
         "ev-awareness-live", "Live service: MQTT client id (one per running live service).", LIVE
     )
     mqtt_username: str = _setting("", "Live service: MQTT user name (empty: none).", LIVE)
-    mqtt_password: str = _setting("", "Live service: MQTT password.", LIVE, secret=True)
+    mqtt_password: str = _setting("", "Live service: MQTT password (a secret: keep it in the environment).", LIVE)
     mqtt_topic_prefix: str = _setting(
         "ev",
         "Live service: first level of every topic (`<prefix>/transformer/<TransformerID>/events|state|alert`).",
@@ -487,9 +487,8 @@ class Settings(BaseSettings):
     live_webhook_secret: str = _setting(
         "",
         "Live service: the key of the HMAC-SHA256 of each webhook body, sent hex-encoded in the "
-        "`X-EV-Signature: sha256=<hex>` header.",
+        "`X-EV-Signature: sha256=<hex>` header (a secret: keep it in the environment).",
         LIVE,
-        secret=True,
     )
     live_webhook_max_backoff_s: float = _setting(
         60.0,

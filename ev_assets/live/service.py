@@ -98,6 +98,7 @@ class LiveService:
             self._skip_existing(store)
         # Bring the state up to now (time-outs, the hour's base load), then queue every retained
         # message again behind whatever still waits in the outbox: the broker ends on the current state.
+        processor.warm_up()
         processor.sweep()
         republished = processor.republish()
         wakes = [threading.Event()]

@@ -66,13 +66,14 @@ class Broker:
     """A private Mosquitto on a free port, with persistence (so a subscriber's session and its
     queued QoS 1 messages survive the broker's restart, as a production broker's do)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, persistence: bool = True):
         self.port = free_port()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "mosquitto.conf"
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {folder}/\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            + (f"persistence true\npersistence_location {folder}/\n" if persistence else "persistence false\n")
         )
         self.process: subprocess.Popen | None = None
 
@@ -90,8 +91,8 @@ class Broker:
 
 
 @contextmanager
-def private_broker(folder: Path):
-    broker = Broker(folder)
+def private_broker(folder: Path, persistence: bool = True):
+    broker = Broker(folder, persistence)
     broker.start()
     try:
         yield broker

@@ -23,7 +23,9 @@ from ev_assets import pipeline
 from ev_assets.core import feed
 from ev_assets.live import messages
 from ev_assets.live.messages import LiveRules
+from ev_assets.live.processor import Processor, ReferenceReader
 from ev_assets.live.publishers import SIGNATURE_HEADER, signature
+from ev_assets.live.store import MQTT_CURSOR, LiveStore, webhook_cursor
 from ev_assets.pipeline.config import PipelineSettings
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import EV_CHARGING_SESSIONS
@@ -116,6 +118,79 @@ def test_state_adds_the_aging_models_base_load_of_the_local_hour_and_alerts_with
     assert decide(1.5, True) == (False, False)  # already raised: no second alert
     assert decide(0.95, True) == (False, False)  # under the threshold, inside the hysteresis
     assert decide(0.89, True) == (False, True)
+
+
+# --- the processor on a real state file and warehouse, no broker ----------------------------------
+
+
+@pytest.fixture
+def processor(grid_url, tmp_path):
+    store = LiveStore(tmp_path / "live.sqlite")
+    reference = ReferenceReader(grid_url)
+    yield Processor(store, reference, rules(base_load_pu=(0.2,) * 24))
+    reference.close()
+    store.close()
+
+
+def landed(folder, name: str, *records: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(payload(*records))
+    return path
+
+
+def outbox(processor: Processor) -> list[dict]:
+    return [json.loads(r.payload) | {"_kind": r.kind} for r in processor.store.outbox_after(0, 1000)]
+
+
+def test_a_redelivered_message_is_published_once_and_a_conflicting_one_not_at_all(processor, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = start_record("M1", now - timedelta(minutes=20), 7000)
+    conflicting = start | {"ChargeW": "9000"}
+    first = processor.process_files([landed(tmp_path / "in", "a.json", start)], now)
+    again = processor.process_files(
+        [landed(tmp_path / "in", "b.json", start), landed(tmp_path / "in", "c.json", conflicting)], now
+    )
+    assert (first[0].accepted, again[0].duplicates, again[1].rejected) == (1, 1, 1)
+    assert again[1].rejection_codes == {"conflicting_duplicate": 1}
+    starts = [m for m in outbox(processor) if m["_kind"] == "start"]
+    assert [m["EventID"] for m in starts] == [f"M1|start|{(now - timedelta(minutes=20)):%Y-%m-%dT%H:%M:%S}.000000Z"]
+    assert [m["EVkW"] for m in outbox(processor) if m["_kind"] == "state"] == [7.0]  # the re-delivery changed nothing
+
+
+def test_a_session_open_longer_than_max_session_times_out_in_the_sweep(processor, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = now - processor.rules.max_session + timedelta(minutes=30)
+    processor.process_files([landed(tmp_path / "in", "a.json", start_record("M5", old, 7000))], now)
+    assert processor.store.open_sessions().height == 1
+    assert processor.sweep(now + timedelta(minutes=10)) == 0  # still open: nothing changed
+    assert processor.sweep(now + timedelta(minutes=40)) == 1  # timed out: T2's state again
+    assert processor.store.open_sessions().height == 0
+    last = [m for m in outbox(processor) if m["_kind"] == "state"][-1]
+    assert (last["TransformerID"], last["EVkW"], last["ActiveEVs"]) == ("T2", 0, 0)
+
+
+def test_the_outbox_keeps_what_a_consumer_has_not_delivered_and_sequences_never_repeat(processor, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    for i, meter in enumerate(("M1", "M2", "M3")):
+        processor.process_files(
+            [landed(tmp_path / "in", f"{i}.json", start_record(meter, now - timedelta(hours=1), 7000))], now
+        )
+    store = processor.store
+    last = store.last_sequence()
+    store.set_cursor(MQTT_CURSOR, last)  # delivered everything
+    store.set_cursor(webhook_cursor("http://127.0.0.1:1/hook"), 2)
+    processor.consumers = (MQTT_CURSOR, webhook_cursor("http://127.0.0.1:1/hook"))
+    with store.transaction():
+        assert store.prune_outbox(processor.consumers, now + timedelta(days=2)) == 2  # the webhook has 3.. to go
+    processor.consumers = (MQTT_CURSOR,)
+    with store.transaction():
+        store.prune_outbox(processor.consumers, now + timedelta(days=2))
+    assert [r.sequence for r in store.outbox_after(0, 100)] == [last]  # the newest stays
+    processor.process_files(
+        [landed(tmp_path / "in", "z.json", end_record("M1", now - timedelta(hours=1), now, 900))], now
+    )
+    assert store.outbox_after(last, 10)[0].sequence == last + 1
 
 
 # --- against the real broker and receiver --------------------------------------------------------
@@ -379,6 +454,35 @@ def test_kill_9_mid_burst_then_restart_leaves_retained_states_equal_to_the_sessi
         assert {a["AlertID"] for a in alerts_of(watcher, "T1")} == {alerts_of(watcher, "T1")[0]["AlertID"]}
         assert all(a["Active"] for a in alerts_of(watcher, "T1"))
         watcher.close()
+
+
+def test_a_restart_republishes_the_retained_states_to_a_broker_that_lost_them(grid_url, prefix, tmp_path):
+    """The broker restarts empty (no persistence) while the live service is down: once the service
+    is back, a subscriber that connects sees T1's state and alert again, from the state file alone."""
+    landing = tmp_path / "landing"
+    with private_broker(tmp_path / "broker", persistence=False) as broker:
+        env = live_env(tmp_path, landing, grid_url, broker.port, prefix)
+        with running_receiver(landing) as (base, _), httpx.Client(base_url=base, headers=auth()) as client:
+            with running_live(env, tmp_path / "live.log"):
+                at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+                push(client, *(start_record(m, at, 8000) for m in ("M1", "M2", "M3")))
+                first = Subscriber(broker.port, prefix)
+                first.wait_for(lambda ms: first.of("T1", "alert") and first.of("T1", "state"), 5)
+                first.close()
+            broker.stop()
+            broker.start()  # empty: no retained message survived
+            empty = Subscriber(broker.port, prefix)
+            time.sleep(0.5)
+            assert empty.snapshot() == []
+            empty.close()
+            with running_live(env, tmp_path / "live.log"):
+                late = Subscriber(broker.port, prefix)
+                late.wait_for(lambda ms: late.of("T1", "alert") and late.of("T1", "state"), 5)
+                state, alert = late.of("T1", "state")[-1], late.of("T1", "alert")[-1]
+                assert state["retain"] and state["body"]["EVkW"] == 24.0 and state["body"]["ActiveEVs"] == 3
+                assert alert["retain"] and alert["body"]["Active"] is True
+                assert alert["body"]["AlertID"] == first.of("T1", "alert")[0]["body"]["AlertID"]  # the same alert
+                late.close()
 
 
 class WebhookReceiver:

@@ -31,7 +31,14 @@ from ev_assets.core import enrich, events, feed, pairing
 from ev_assets.core.contract import apply_contract
 from ev_assets.live import messages
 from ev_assets.live.messages import LiveRules
-from ev_assets.live.store import EVENT_SCHEMA, OPEN_SESSION_SCHEMA, LiveStore, Message
+from ev_assets.live.store import (
+    EVENT_SCHEMA,
+    MQTT_CURSOR,
+    OPEN_SESSION_SCHEMA,
+    OUTBOX_RETENTION,
+    LiveStore,
+    Message,
+)
 from ev_assets.warehouse.migrate import SchemaError
 from ev_assets.warehouse.store import Warehouse, empty_frame
 from ev_assets.warehouse.tables import REF_FEEDERS, REF_METERS, REF_SERVICE_POINTS, REF_TRANSFORMERS
@@ -159,8 +166,15 @@ _PAIRING_COLUMNS = (
 class Processor:
     """Reads landing files into the live state. One per service; it is the state's only writer."""
 
-    def __init__(self, store: LiveStore, reference: ReferenceReader, rules: LiveRules):
-        self.store, self.reference, self.rules = store, reference, rules
+    def __init__(
+        self,
+        store: LiveStore,
+        reference: ReferenceReader,
+        rules: LiveRules,
+        consumers: tuple[str, ...] = (MQTT_CURSOR,),
+    ):
+        """`consumers`: the outbox cursors that must have delivered a message before it is deleted."""
+        self.store, self.reference, self.rules, self.consumers = store, reference, rules, consumers
 
     def warm_up(self) -> None:
         """Run the parse and contract stages once on a made-up record, writing nothing: their first
@@ -356,14 +370,16 @@ class Processor:
 
     def sweep(self, now: datetime | None = None) -> int:
         """Time out sessions open longer than EV_MAX_SESSION_H (pairing's `timed_out`), forget
-        events too old to pair, and evaluate every transformer again (its base load follows the
-        local hour): one transaction. Returns the messages appended."""
+        events too old to pair, delete messages delivered everywhere over OUTBOX_RETENTION ago, and
+        evaluate every transformer again (its base load follows the local hour): one transaction.
+        Returns the messages appended."""
         now = now or datetime.now(UTC)
         with self.store.transaction():
             open_now = self.store.open_sessions()
             expired = open_now.filter(pl.col("start_time") < now - self.rules.max_session)
             self.store.delete_open_sessions(expired["session_id"].to_list())
             self.store.prune_events(now - 2 * self.rules.max_session)
+            self.store.prune_outbox(self.consumers, now - OUTBOX_RETENTION)
             ids = set(self.store.transformers()) | set(expired["transformer_id"].drop_nulls())
             out = self._transformer_messages(sorted(ids), now)
             self.store.append(out, now)

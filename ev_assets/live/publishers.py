@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ev_assets.live.store import MQTT_CURSOR, LiveStore, OutboxRow
+from ev_assets.live.store import MQTT_CURSOR, LiveStore, OutboxRow, webhook_cursor
 
 log = logging.getLogger("ev_assets.live")
 
@@ -216,7 +216,7 @@ class WebhookSender(threading.Thread):
         super().__init__(name=f"live-webhook-{url}", daemon=True)
         self.state_path, self.url, self.secret, self.max_backoff_s = state_path, url, secret, max_backoff_s
         self.wake, self.stop, self.timeout_s = wake, stop, timeout_s
-        self.consumer = f"webhook:{url}"
+        self.consumer = webhook_cursor(url)
         self.attempts = 0
 
     def run(self) -> None:

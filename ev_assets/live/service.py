@@ -21,7 +21,7 @@ from ev_assets.core import feed
 from ev_assets.live.messages import LiveRules
 from ev_assets.live.processor import Processor, ReferenceReader
 from ev_assets.live.publishers import MqttConfig, MqttPublisher, WebhookSender
-from ev_assets.live.store import LiveStore
+from ev_assets.live.store import MQTT_CURSOR, LiveStore, webhook_cursor
 
 log = logging.getLogger("ev_assets.live")
 
@@ -93,7 +93,8 @@ class LiveService:
             raise SystemExit("EV_LIVE_WEBHOOK_URLS is set but EV_LIVE_WEBHOOK_SECRET is empty: webhooks must be signed")
         store = LiveStore(cfg.state_path)
         reference = ReferenceReader(cfg.warehouse_url)
-        processor = Processor(store, reference, cfg.rules)
+        consumers = (MQTT_CURSOR, *(webhook_cursor(url) for url in cfg.webhook_urls))
+        processor = Processor(store, reference, cfg.rules, consumers)
         if skip_existing:
             self._skip_existing(store)
         # Bring the state up to now (time-outs, the hour's base load), then queue every retained

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -33,6 +33,13 @@ import polars as pl
 SCHEMA_VERSION = 1
 UTC_DATETIME = pl.Datetime("us", "UTC")
 MQTT_CURSOR = "mqtt"
+# Delivered messages are kept this long in the outbox (to look at), then deleted.
+OUTBOX_RETENTION = timedelta(days=1)
+
+
+def webhook_cursor(url: str) -> str:
+    return f"webhook:{url}"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS live_files (
@@ -335,6 +342,16 @@ class LiveStore:
             (sequence, limit),
         ).fetchall()
         return [OutboxRow(s, k, t, p, bool(r), tid, eid, bool(rp)) for s, k, t, p, r, tid, eid, rp in rows]
+
+    def prune_outbox(self, consumers: Sequence[str], older_than: datetime) -> int:
+        """Delete the messages every consumer has delivered and that are older than `older_than`;
+        the newest row always stays, so the next sequence is still max + 1 (sequences never repeat)."""
+        delivered = min(self.cursor(c) for c in consumers)
+        return self.conn.execute(
+            "DELETE FROM live_outbox WHERE sequence <= ? AND created_at < ? "
+            "AND sequence < (SELECT max(sequence) FROM live_outbox)",
+            (delivered, iso(older_than)),
+        ).rowcount
 
     def last_sequence(self) -> int:
         return self.conn.execute("SELECT coalesce(max(sequence), 0) FROM live_outbox").fetchone()[0]

@@ -100,6 +100,63 @@ def private_broker(folder: Path, persistence: bool = True):
         broker.stop()
 
 
+class CuttableProxy:
+    """A TCP proxy on a free port in front of the broker whose link can be cut mid-flight: `cut`
+    drops every byte in both directions for `hold_s` (PUBLISH packets and PUBACKs in flight are
+    lost, as in a network partition), then closes the connections."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.blackhole = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self.blackhole.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self, hold_s: float) -> None:
+        self.blackhole.set()
+        time.sleep(hold_s)
+        with self.lock:
+            doomed, self.sockets = self.sockets, []
+        for s in doomed:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self.blackhole.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut(0)
+
+
 class Subscriber:
     """An MQTT 5 subscriber to `<prefix>/#`, QoS 1, keeping every message with its arrival time.
     `persistent`: a session that outlives a disconnect (clean start only the first time, session

@@ -15,6 +15,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from ev_assets.live.store import MQTT_CURSOR, LiveStore, OutboxRow, webhook_curs
 log = logging.getLogger("ev_assets.live")
 
 SIGNATURE_HEADER = "X-EV-Signature"
+# How long a stopping publisher waits for the PUBACKs of messages in flight, s.
+STOP_GRACE_S = 2.0
 SEQUENCE_HEADER = "X-EV-Sequence"
 
 
@@ -130,7 +133,8 @@ class MqttPublisher(threading.Thread):
         early: set[int] = set()  # mids acknowledged before their publish() returned
         sent: deque[int] = deque()  # sequences in flight, in order
         acked: set[int] = set()
-        while not self.stop.is_set() and self.connected.is_set():
+        stopping_since: float | None = None
+        while self.connected.is_set():
             while True:
                 try:
                     ack = acks.get_nowait()
@@ -154,6 +158,14 @@ class MqttPublisher(threading.Thread):
                 self.delivered += 1
             if cursor != moved:
                 store.set_cursor(MQTT_CURSOR, cursor)
+            if self.stop.is_set():
+                # Stopping: send nothing more, but record the PUBACKs still on their way (for a
+                # moment), so a restart does not send those messages again.
+                stopping_since = stopping_since or time.monotonic()
+                if not sent or time.monotonic() - stopping_since > STOP_GRACE_S:
+                    return
+                time.sleep(0.02)
+                continue
             room = self.config.window - len(sent)
             rows = store.outbox_after(last_sent, room) if room > 0 else []
             for row in rows:

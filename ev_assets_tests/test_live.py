@@ -42,6 +42,7 @@ from .live_harness import (
     private_broker,
     reference_warehouse,
     running_live,
+    spec_time,
     start_record,
     wait_for_port,
 )
@@ -508,8 +509,10 @@ def test_kill_9_mid_burst_then_restart_leaves_retained_states_equal_to_the_sessi
         assert published == stored and len(published) == len(burst)
         ends = {m["body"]["EventID"]: m["body"] for m in watcher.events() if m["body"]["MessageType"] == "end"}
         for row in sessions.filter(pl.col("end_message_id").is_not_null()).iter_rows(named=True):
-            assert ends[row["end_message_id"]]["SessionID"] == row["session_id"]
-            assert float(ends[row["end_message_id"]]["SessionEnergy"]) == row["energy_wh"]
+            end = ends[row["end_message_id"]]
+            assert end["SessionID"] == row["session_id"] and float(end["SessionEnergy"]) == row["energy_wh"]
+            assert end["SessionStartTime"] == spec_time(row["start_time"]) and end["SessionStatus"] == row["status"]
+            assert end["SessionEndTime"] == spec_time(row["end_time"])
         assert {a["AlertID"] for a in alerts_of(watcher, "T1")} == {alerts_of(watcher, "T1")[0]["AlertID"]}
         assert all(a["Active"] for a in alerts_of(watcher, "T1"))
         watcher.close()
@@ -548,7 +551,8 @@ def test_a_restart_republishes_the_retained_states_to_a_broker_that_lost_them(gr
             assert empty.snapshot() == []
             empty.close()
             with running_live(env, tmp_path / "live.log"):
-                late = Subscriber(broker.port, prefix)
+                wait_until_delivered(tmp_path / "live" / "live.sqlite")
+                late = Subscriber(broker.port, prefix)  # after the republish: what it gets is retained
                 late.wait_for(lambda ms: late.of("T1", "alert") and late.of("T1", "state"), 5)
                 state, alert = late.of("T1", "state")[-1], late.of("T1", "alert")[-1]
                 assert state["retain"] and state["body"]["EVkW"] == 24.0 and state["body"]["ActiveEVs"] == 3

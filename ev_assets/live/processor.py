@@ -61,6 +61,9 @@ class ReferenceReader:
         self.warehouse_url = warehouse_url
         self._warehouse: Warehouse | None = None
         self._next_try = 0.0
+        # The grid rows last read per transformer: used while the warehouse does not answer, so a
+        # warehouse outage does not publish states without ratings (and flap them back after).
+        self._grid_seen: dict[str, pl.DataFrame] = {}
 
     def _open(self) -> Warehouse | None:
         if self._warehouse is not None or not self.warehouse_url or time.monotonic() < self._next_try:
@@ -109,6 +112,12 @@ class ReferenceReader:
             return transformers, wh.read_in(REF_FEEDERS, "feeder_id", transformers["feeder_id"].drop_nulls())
 
         found = self._read(read) if transformer_ids else None
+        if found is not None:
+            for name, frame, key in (("transformers", found[0], "transformer_id"), ("feeders", found[1], "feeder_id")):
+                seen = self._grid_seen.get(name, frame.clear())
+                self._grid_seen[name] = pl.concat([seen, frame]).unique([key, "effective_from"], keep="last")
+        elif self._grid_seen and self.warehouse_url:
+            found = self._grid_seen["transformers"], self._grid_seen["feeders"]
         transformers, feeders = found or (empty_frame(REF_TRANSFORMERS), empty_frame(REF_FEEDERS))
         frame = pl.DataFrame(
             {"transformer_id": transformer_ids, "_on": [on] * len(transformer_ids)},

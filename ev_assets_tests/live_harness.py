@@ -73,6 +73,9 @@ class Broker:
         self.config = folder / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            # Mosquitto drops QoS 1 messages for a subscriber with more than 1,000 queued (its
+            # default): a slow subscriber in a burst would lose messages the publisher delivered.
+            "max_queued_messages 0\n"
             + (f"persistence true\npersistence_location {folder}/\n" if persistence else "persistence false\n")
         )
         self.process: subprocess.Popen | None = None

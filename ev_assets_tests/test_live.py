@@ -26,6 +26,7 @@ from ev_assets.live import messages
 from ev_assets.live.messages import LiveRules
 from ev_assets.live.processor import Processor, ReferenceReader
 from ev_assets.live.publishers import SIGNATURE_HEADER, signature
+from ev_assets.live.service import read_files
 from ev_assets.live.store import MQTT_CURSOR, LiveStore, webhook_cursor
 from ev_assets.pipeline.config import PipelineSettings
 from ev_assets.warehouse.store import Warehouse
@@ -194,6 +195,30 @@ def test_the_outbox_keeps_what_a_consumer_has_not_delivered_and_sequences_never_
         [landed(tmp_path / "in", "z.json", end_record("M1", now - timedelta(hours=1), now, 900))], now
     )
     assert store.outbox_after(last, 10)[0].sequence == last + 1
+
+
+def test_a_file_the_processor_fails_on_is_set_aside_and_the_others_are_read(processor, tmp_path):
+    class Tripping(Processor):  # a bug that one file trips (no such file is known: the contract takes anything)
+        def process_files(self, paths, now=None):
+            if any(p.name == "poison.json" for p in paths):
+                raise ValueError("tripped")
+            return super().process_files(paths, now)
+
+    tripping = Tripping(processor.store, processor.reference, processor.rules)
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    paths = [
+        landed(tmp_path / "in", "a.json", start_record("M1", now, 7000)),
+        landed(tmp_path / "in", "poison.json", start_record("M2", now, 7000)),
+        landed(tmp_path / "in", "z.json", start_record("M3", now, 7000)),
+    ]
+    outcomes = read_files(processor.store, tripping, paths)
+    assert [(o.name, o.status) for o in outcomes] == [
+        ("a.json", "parsed"),
+        ("poison.json", "failed"),
+        ("z.json", "parsed"),
+    ]
+    assert [m["MeterID"] for m in outbox(processor) if m["_kind"] == "start"] == ["M1", "M3"]
+    assert processor.store.processed_file_names() == {"a.json", "poison.json", "z.json"}
 
 
 # --- against the real broker and receiver --------------------------------------------------------

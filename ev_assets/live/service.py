@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ev_assets.core import feed
 from ev_assets.live.messages import LiveRules
-from ev_assets.live.processor import Processor, ReferenceReader
+from ev_assets.live.processor import FileOutcome, Processor, ReferenceReader
 from ev_assets.live.publishers import MqttConfig, MqttPublisher, WebhookSender
 from ev_assets.live.store import MQTT_CURSOR, LiveStore, webhook_cursor
 
@@ -149,8 +150,8 @@ class LiveService:
             for first in range(0, len(waiting), FILES_PER_TRANSACTION):
                 if self.stop.is_set():
                     return
-                outcomes = processor.process_files(
-                    [landing / n for n in waiting[first : first + FILES_PER_TRANSACTION]]
+                outcomes = self._read_files(
+                    store, processor, [landing / n for n in waiting[first : first + FILES_PER_TRANSACTION]]
                 )
                 done.update(o.name for o in outcomes if o.status != "missing")
                 notify()
@@ -172,6 +173,26 @@ class LiveService:
                     name, None, "skipped", {}, "present when the live service started with --skip-existing", now
                 )
         log.info("live: %d file(s) already in the landing folder skipped", len(names))
+
+
+def read_files(store: LiveStore, processor: Processor, paths: list[Path]) -> list[FileOutcome]:
+    """Read the files in one transaction; should that fail for a reason of their own (a bug a
+    file trips, not the state file: sqlite3 errors stop the service), read them one by one and
+    set aside the one that fails, marked `failed` with its error, so one file cannot stop the
+    live view for every transformer. Its transaction rolled back: nothing of it was published."""
+    try:
+        return processor.process_files(paths)
+    except sqlite3.Error:
+        raise
+    except Exception:
+        if len(paths) > 1:
+            return [outcome for path in paths for outcome in read_files(store, processor, [path])]
+        log.exception("%s: could not be read; set aside as failed, not published", paths[0].name)
+        with store.transaction():
+            store.mark_file(
+                paths[0].name, None, "failed", {}, "the live service failed on it: see its log", datetime.now(UTC)
+            )
+        return [FileOutcome(paths[0].name, "failed")]
 
 
 def _payload_names(landing: Path) -> set[str]:

@@ -150,7 +150,7 @@ class LiveService:
             for first in range(0, len(waiting), FILES_PER_TRANSACTION):
                 if self.stop.is_set():
                     return
-                outcomes = self._read_files(
+                outcomes = read_files(
                     store, processor, [landing / n for n in waiting[first : first + FILES_PER_TRANSACTION]]
                 )
                 done.update(o.name for o in outcomes if o.status != "missing")

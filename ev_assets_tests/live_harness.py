@@ -33,8 +33,9 @@ GRID_METERS = {"M1": "T1", "M2": "T1", "M3": "T1", "M4": "T1", "M5": "T2", "M6":
 RATINGS = {"T1": 25.0, "T2": 50.0}
 
 
-def reference_warehouse(folder: Path) -> str:
-    """A SQLite warehouse at the code's schema with the hand-made grid as its reference data."""
+def reference_warehouse(folder: Path, url: str | None = None) -> str:
+    """A warehouse at the code's schema (SQLite in `folder` unless `url`) with the hand-made grid
+    as its reference data, loaded by the pipeline's reference step from a minimal extract."""
     from ev_assets import pipeline
     from ev_assets.warehouse.store import Warehouse
 
@@ -42,7 +43,7 @@ def reference_warehouse(folder: Path) -> str:
     lines = ["meter_id,transformer_id,feeder_id,substation_id,kva_rating"]
     lines += [f"{m},{t},F1,S1,{RATINGS[t]}" for m, t in GRID_METERS.items()]
     (folder / "meters.csv").write_text("\n".join(lines) + "\n")
-    url = f"sqlite:///{folder / 'ev.sqlite'}"
+    url = url or f"sqlite:///{folder / 'ev.sqlite'}"
     migrate.upgrade(url)
     warehouse = Warehouse(url)
     try:

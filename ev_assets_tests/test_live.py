@@ -147,6 +147,23 @@ def outbox(processor: Processor) -> list[dict]:
     return [json.loads(r.payload) | {"_kind": r.kind} for r in processor.store.outbox_after(0, 1000)]
 
 
+def test_events_and_states_take_the_grid_from_the_warehouse_on_each_backend(blank_warehouse_url, tmp_path):
+    """The reference data as the ingest step reads it, on SQLite and on PostgreSQL."""
+    url = reference_warehouse(tmp_path / "grid", blank_warehouse_url)
+    store, reference = LiveStore(tmp_path / "live.sqlite"), ReferenceReader(url)
+    try:
+        live = Processor(store, reference, rules(base_load_pu=(0.2,) * 24))
+        at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+        live.process_files([landed(tmp_path / "in", "a.json", start_record("M6", at, 9000) | {"TransformerID": "T1"})])
+        start, state = outbox(live)
+        # Reported T1, but the reference data (GIS) says M6 hangs off T2: the record's answer wins.
+        assert (start["TransformerID"], start["FeederID"], start["SubstationID"]) == ("T2", "F1", "S1")
+        assert (state["TransformerID"], state["KVARating"], state["EVkW"]) == ("T2", 50.0, 9.0)
+    finally:
+        reference.close()
+        store.close()
+
+
 def test_a_redelivered_message_is_published_once_and_a_conflicting_one_not_at_all(processor, tmp_path):
     now = datetime.now(UTC).replace(microsecond=0)
     start = start_record("M1", now - timedelta(minutes=20), 7000)

@@ -39,6 +39,7 @@ from ev_assets.live.store import (
     LiveStore,
     Message,
 )
+from ev_assets.pipeline.ingest import reference_for
 from ev_assets.warehouse.migrate import SchemaError
 from ev_assets.warehouse.store import Warehouse, empty_frame
 from ev_assets.warehouse.tables import REF_FEEDERS, REF_METERS, REF_SERVICE_POINTS, REF_TRANSFORMERS
@@ -92,8 +93,6 @@ class ReferenceReader:
             return None
 
     def for_events(self, new_events: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        from ev_assets.pipeline.ingest import reference_for
-
         found = None if new_events.is_empty() else self._read(lambda wh: reference_for(wh, new_events))
         if found is None:
             return {

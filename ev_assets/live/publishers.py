@@ -61,7 +61,6 @@ class MqttPublisher(threading.Thread):
         super().__init__(name="live-mqtt", daemon=True)
         self.state_path, self.config, self.wake, self.stop = state_path, config, wake, stop
         self.connected = threading.Event()
-        self.delivered = 0  # messages acknowledged since start (for tests and the log)
 
     def run(self) -> None:
         store = LiveStore(self.state_path)
@@ -155,7 +154,6 @@ class MqttPublisher(threading.Thread):
             while sent and sent[0] in acked:
                 cursor = sent.popleft()
                 acked.discard(cursor)
-                self.delivered += 1
             if cursor != moved:
                 store.set_cursor(MQTT_CURSOR, cursor)
             if self.stop.is_set():

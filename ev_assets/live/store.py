@@ -230,15 +230,6 @@ class LiveStore:
             ),
         )
 
-    def file_totals(self) -> dict[str, int]:
-        row = self.conn.execute(
-            "SELECT count(*), coalesce(sum(records), 0), coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0), "
-            "coalesce(sum(rejected), 0), coalesce(sum(status = 'quarantined'), 0) FROM live_files"
-        ).fetchone()
-        return dict(
-            zip(("files", "records", "accepted", "duplicates", "rejected", "files_quarantined"), row, strict=True)
-        )
-
     # --- events and sessions -------------------------------------------------------------------
 
     def events_of_meters(self, meter_ids: Sequence[str]) -> pl.DataFrame:

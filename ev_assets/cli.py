@@ -265,6 +265,21 @@ def cmd_receive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    from ev_assets.live.service import run_service
+
+    # The service's own log (files read, records rejected, broker up or down) on stderr.
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    s = Settings()
+    console.print(
+        f"live: {s.feed_dir} -> MQTT {s.mqtt_host}:{s.mqtt_port} topics {s.mqtt_topic_prefix}/transformer/<id>/..."
+    )
+    run_service(s, skip_existing=args.skip_existing)
+    return 0
+
+
 def cmd_receiver_token(_args: argparse.Namespace) -> int:
     from ev_assets.receiver.auth import new_token
 
@@ -945,6 +960,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser(
+        "live",
+        help="publish the landing folder's events, transformer states and overload alerts to MQTT and webhooks",
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="mark the files already in the landing folder as read without publishing them",
+    )
+    p.set_defaults(func=cmd_live)
     sub.add_parser(
         "receiver-token", help="print a new random receiver token and its SHA-256 hash (for EV_RECEIVER_TOKEN_SHA256S)"
     ).set_defaults(func=cmd_receiver_token)

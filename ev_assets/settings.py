@@ -6,6 +6,7 @@ meaning, and when it is read.
 - **run**: read when a run starts (resources are configured from the environment then), so a
   change applies to the next run.
 - **receiver start**: read when `ev-awareness receive` starts; restart the receiver to change it.
+- **live start**: read when `ev-awareness live` starts; restart the live service to change it.
 - **instance load**: read by Dagster itself whenever a process opens the instance (daemon, webserver,
   CLI, run workers), through an `env:` reference that `ev-awareness init` writes in `dagster.yaml`.
 
@@ -38,6 +39,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOAD = "load"
 RUN = "run"
 RECEIVER = "receiver start"
+LIVE = "live start"
 INSTANCE = "instance load"
 
 
@@ -440,6 +442,61 @@ class Settings(BaseSettings):
         1000, "Events API: most EntityId values in one request (more: 422).", RECEIVER, gt=0
     )
     api_page_size_max: int = _setting(10_000, "Events API: largest page (PageSize) of one response.", RECEIVER, gt=0)
+
+    live_state_path: Path = _setting(
+        PROJECT_ROOT / "data" / "live" / "live.sqlite",
+        "Live service (`ev-awareness live`): its own SQLite file of durable state (files processed, open "
+        "sessions, transformer and alert state, the outbox of messages and each publisher's cursor).",
+        LIVE,
+    )
+    live_poll_interval_s: float = _setting(
+        0.15, "Live service: how often it looks for new files in EV_FEED_DIR, s.", LIVE, gt=0
+    )
+    live_sweep_interval_s: float = _setting(
+        30.0,
+        "Live service: how often every transformer's state is evaluated again without a new message (the base "
+        "load follows the local hour; sessions open longer than EV_MAX_SESSION_H time out), s.",
+        LIVE,
+        gt=0,
+    )
+    live_alert_hysteresis: float = _setting(
+        0.05,
+        "Live overload alert: raised when (live EV kVA + base kVA) / rating exceeds EV_PLANNING_THRESHOLD, "
+        "cleared only once it is below EV_PLANNING_THRESHOLD minus this (a share of the rating).",
+        LIVE,
+        ge=0,
+    )
+    mqtt_host: str = _setting("127.0.0.1", "Live service: MQTT broker host (MQTT 5).", LIVE)
+    mqtt_port: int = _setting(1883, "Live service: MQTT broker port.", LIVE, gt=0, lt=65536)
+    mqtt_client_id: str = _setting(
+        "ev-awareness-live", "Live service: MQTT client id (one per running live service).", LIVE
+    )
+    mqtt_username: str = _setting("", "Live service: MQTT user name (empty: none).", LIVE)
+    mqtt_password: str = _setting("", "Live service: MQTT password (a secret: keep it in the environment).", LIVE)
+    mqtt_topic_prefix: str = _setting(
+        "ev",
+        "Live service: first level of every topic (`<prefix>/transformer/<TransformerID>/events|state|alert`).",
+        LIVE,
+    )
+    live_webhook_urls: str = _setting(
+        "",
+        "Live service: comma-separated URLs each message is POSTed to as JSON (empty: no webhooks); each URL "
+        "has its own cursor on the outbox.",
+        LIVE,
+    )
+    live_webhook_secret: str = _setting(
+        "",
+        "Live service: the key of the HMAC-SHA256 of each webhook body, sent hex-encoded in the "
+        "`X-EV-Signature: sha256=<hex>` header (a secret: keep it in the environment).",
+        LIVE,
+    )
+    live_webhook_max_backoff_s: float = _setting(
+        60.0,
+        "Live service: longest wait between two attempts of a failed webhook delivery (the waits double from "
+        "0.5 s up to this), s.",
+        LIVE,
+        gt=0,
+    )
 
     @field_validator("forecast_adoption_scenarios")
     @classmethod

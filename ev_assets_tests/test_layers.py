@@ -56,6 +56,7 @@ def _forbidden(paths: list[Path], prefixes: tuple[str, ...]) -> dict[str, list[s
         ("defs", ("ev_assets.synthetic", "ev_assets.cli", "ev_assets.runner")),
         ("receiver", ("dagster", "ev_assets.synthetic", "ev_assets.defs")),
         ("vendor", ("dagster", "ev_assets.synthetic", "ev_assets.defs")),
+        ("live", ("dagster", "ev_assets.synthetic", "ev_assets.defs")),
     ],
 )
 def test_layer_imports(folder, forbidden):

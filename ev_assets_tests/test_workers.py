@@ -12,7 +12,7 @@ from ev_assets_tests.conftest import _postgres_database
 from ev_assets_tests.test_concurrency import comparable
 from ev_assets_tests.test_end_to_end import cli, run_cli
 
-FEED = ("simulate", "--start", "2024-06-03", "--days", "4", "--seed", "5")
+FEED = ("simulate", "--start", "2024-06-03", "--days", "2", "--seed", "5")
 
 
 def test_workers_need_postgresql(env):
@@ -26,7 +26,7 @@ def test_two_workers_equal_a_serial_run(env, tmp_path):
     if not env["EV_WAREHOUSE_URL"].startswith("postgresql"):
         pytest.skip("SQLite takes one writer: --workers is PostgreSQL's")
     # Small batches, so the feed is several ingest runs and the loads have days to run beside them.
-    env = {**env, "EV_BATCH_MAX_FILES": "30"}
+    env = {**env, "EV_BATCH_MAX_FILES": "20"}
     serial_url, drop = _postgres_database()
     try:
         serial = {

@@ -20,9 +20,12 @@ EXPECTED = {
 }
 NOW = datetime(2024, 6, 20, tzinfo=UTC)
 WRITE_TIMES = {"updated_at"}
-# Columns issue 12 added to transformer_daily_load after the digest was recorded (overload exposure,
-# C57.91 aging): new figures, not changed ones, so the digest covers the columns it was taken on.
+# Columns added to transformer_daily_load after the digest was recorded (issue 12: overload exposure,
+# C57.91 aging; issue 28: the end-of-day thermal state carried into the next day): new figures, not
+# changed ones, so the digest covers the columns it was taken on.
 ADDED_SINCE_RECORDED = {
+    "top_oil_rise_end_k",
+    "hot_spot_rise_end_k",
     "minutes_above_rating",
     "kwh_above_rating",
     "planning_threshold",

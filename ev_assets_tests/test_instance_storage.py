@@ -171,6 +171,7 @@ def test_a_run_against_a_postgres_instance_records_its_runs_there(env, small_uti
                 "ingest_job",
                 "daily_load_job",
                 "premise_profile_job",
+                "forecast_job",
                 "planning_queue_job",
             }
             assert all(r.is_success for r in runs)

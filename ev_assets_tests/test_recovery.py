@@ -33,7 +33,7 @@ from ev_assets.defs import ingest
 from ev_assets.defs.planning import MAX_DAYS_PER_RUN, RANGE_END, RANGE_START, daily_load_sensor
 from ev_assets.defs.resources import FeedResource, WarehouseResource
 from ev_assets.settings import PROJECT_ROOT
-from ev_assets.warehouse import migrate
+from ev_assets.warehouse import migrate, tables
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import EV_CHARGING_SESSIONS, EV_LOAD_DAYS_PENDING
 
@@ -137,7 +137,18 @@ def step_events(instance: dg.DagsterInstance, run_id: str, event_type: DagsterEv
     return {e.step_key for e in instance.all_logs(run_id, of_type=event_type)}
 
 
-SNAPSHOT_TABLES = {"premise_ev_profile", "new_evs", "transformer_planning_queue"}
+# Views as of their refresh time (the planning snapshots and the forecast's tables), refreshed after
+# the record by their own runs: a clean run and a recovered daemon refresh them at other times.
+SNAPSHOT_TABLES = {
+    spec.name
+    for spec in (
+        tables.PREMISE_EV_PROFILE,
+        tables.NEW_EVS,
+        tables.TRANSFORMER_PLANNING_QUEUE,
+        tables.EV_CHARGING_BEHAVIOR,
+        tables.TRANSFORMER_OVERLOAD_FORECAST,
+    )
+}
 
 
 def comparable(wh: Warehouse) -> dict[str, pl.DataFrame]:

@@ -478,7 +478,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_status(_args: argparse.Namespace) -> int:
     """Row counts, the ledger's totals (the proof that nothing was lost), and what is pending."""
     from ev_assets import pipeline
-    from ev_assets.defs.ingest import landing_batches_to_ingest
+    from ev_assets.defs.ingest import landing_files_to_ingest
     from ev_assets.defs.resources import FeedResource, WarehouseResource
 
     wh = _warehouse()
@@ -494,7 +494,8 @@ def cmd_status(_args: argparse.Namespace) -> int:
         "already read; "
         f"{t['events_stored']:,} events stored: {'reconciles' if t['reconciled'] else 'DOES NOT RECONCILE'}"
     )
-    files = sum(len(b.files) for b in landing_batches_to_ingest(FeedResource(), WarehouseResource(), None))
+    # A read: the files are counted, none is moved (the step that commits a batch archives them).
+    files = len(landing_files_to_ingest(FeedResource(), WarehouseResource(), None))
     days = pipeline.pending_load_days(wh)
     console.print(
         (

@@ -1,15 +1,13 @@
 """Ingest area: landing files -> ev_charging_events -> ev_charging_sessions, the feed sensor and its jobs."""
 
 import time
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 import dagster as dg
-from pydantic import AfterValidator
 
 from ev_assets import pipeline
 from ev_assets.core import feed
-from ev_assets.core.batching import Batch, FeedCursor, plan_batches, settled
+from ev_assets.core.batching import Batch, BatchSpan, FeedCursor, batch_id, plan_batches, settled
 from ev_assets.defs.metadata import (
     OWNERS,
     TOUCHED_DATES,
@@ -24,37 +22,56 @@ from ev_assets.defs.reference import reference_job, reference_version
 from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
 from ev_assets.defs.runs import BATCH_TAG, IN_FLIGHT, record_worker, retry_when_transient, utc_day
 from ev_assets.settings import Settings
-from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REFERENCE_TABLES
-
-
-def _list_of_strings(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"expected a list of strings, got {type(value).__name__}: {str(value)[:200]}")
-    return value
-
-
-# A list of strings that Dagster's config system takes whole (config type Any) and pydantic checks.
-# Typed list[str], Dagster validates and post-processes each element as a StringSource (a string or
-# {env: ...}), and it builds a run's config several times (the sensor's request, run creation, the
-# execution plan, the step's context): 0.24 s per build for a batch of 8,836 files, under 1 ms
-# with Any.
-StringList = Annotated[Any, AfterValidator(_list_of_strings)]
+from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, REFERENCE_TABLES
 
 
 class IngestBatchConfig(dg.Config):
-    """The micro-batch the feed sensor named: its id (the run key) and its files, in order. Without
-    a batch (a reference_job run, a Materialize click) the step only attributes again the events of
-    the meters a reference load queued.
+    """The micro-batch the feed sensor named: its id (the run key) and where its files stand in
+    the landing folder (core.batching.BatchSpan). Without a batch (a reference_job run, a
+    Materialize click) the step only attributes again the events of the meters a reference load
+    queued.
+
+    Why a span and not the files' paths (up to EV_MAX_FILES_PER_BATCH of them, which had to be
+    typed Any to keep Dagster from checking each one, 0.24 s per config build for 8,836 paths): a
+    run's config is built several times, shown in the UI and stored with the run. Why not a
+    manifest table either: the sensor that plans a batch must write nothing (a tick is a read),
+    and the step cannot write the list it has not been given. The span is a few typed fields the
+    step re-derives the files from (the landing files between its ends the file ledger does not
+    hold), and the batch id, a digest of those files' names and content, tells whether they are
+    the planned ones (BatchSpan says why any difference is harmless). After the commit the file
+    ledger (ev_feed_files) is the batch's manifest.
 
     A replay batch (`ev-awareness rejected replay`) names quarantined records instead of files:
     `replay_rejection_ids`, with their stored raw records, or with corrected ones from
-    `replay_corrected_file` (an export whose records keep their `_rejection_id`).
+    `replay_corrected_file` (an export whose records keep their `_rejection_id`). A replay is an
+    operator's rare selection, so its ids are typed as what they are.
     """
 
     batch_id: str | None = None
-    files: StringList = []
-    replay_rejection_ids: StringList = []
+    first_arrived_ns: int = 0
+    first_file: str = ""
+    last_arrived_ns: int = 0
+    last_file: str = ""
+    file_count: int = 0
+    replay_rejection_ids: list[str] = []
     replay_corrected_file: str | None = None
+
+    @property
+    def span(self) -> BatchSpan:
+        return BatchSpan(self.first_arrived_ns, self.first_file, self.last_arrived_ns, self.last_file, self.file_count)
+
+
+def batch_config(batch: Batch) -> dict:
+    """The run config of the ingest step for `batch` (IngestBatchConfig's fields)."""
+    span = batch.span
+    return {
+        "batch_id": batch.batch_id,
+        "first_arrived_ns": span.first_arrived_ns,
+        "first_file": span.first_name,
+        "last_arrived_ns": span.last_arrived_ns,
+        "last_file": span.last_name,
+        "file_count": span.files,
+    }
 
 
 @dg.asset(
@@ -122,21 +139,28 @@ def ev_charging_events(
     # and the check's read must be retried like a lost transaction (the retry finds the batch
     # committed and writes nothing).
     with retry_when_transient(context):
+        archived, as_planned = 0, True
         if config.batch_id is None:
             report = pipeline.IngestReport(batch_id="")
         elif config.replay_rejection_ids:
             replays = pipeline.replay_selection(wh, config.replay_rejection_ids, config.replay_corrected_file)
             report = pipeline.replay_rejected(wh, settings_, replays, config.batch_id, run_id=run_id)
         else:
-            report = pipeline.ingest_batch(
-                wh, config.batch_id, [Path(f) for f in config.files], settings_, run_id=run_id
-            )
+            landing = feed.list_landing(feed_landing.path)
+            files, committed_in_span, as_planned = batch_files(context, config, landing, wh)
+            report = pipeline.ingest_batch(wh, config.batch_id, [f.path for f in files], settings_, run_id=run_id)
+            # Committed: the batch's files leave the landing folder, which then holds only what is
+            # still to read; with them, files an earlier run committed and died before moving (a
+            # crash between a commit and this line is harmless: the ledger holds them, planning
+            # skips them, and the next batch's step moves them).
+            spanned = {f.path for f in files} | {f.path for f in committed_in_span}
+            _, leftovers = pipeline.split_committed(wh, [f for f in landing if f.path not in spanned])
+            archive = [f.path for f in (*files, *committed_in_span, *leftovers)]
+            archived = feed.archive_files(archive, feed_landing.path, utc_day())
         # Meters a reference load queued (a correction may reach back in time): their events again.
         reattributed = pipeline.reattribute_pending_meters(
             wh, settings_, chunk_meters=pipeline_config.resolved().rebuild_chunk_meters
         )
-        # Committed: the files leave the landing folder, which then holds only what is still to read.
-        archived = feed.archive_files([Path(f) for f in config.files], feed_landing.path, utc_day())
         rows_checked, verified, errors = stored_batch_conforms(wh, config.batch_id or "", report.accepted)
         reference_version = pipeline.loaded_reference_version(wh)
         # A batch an earlier attempt committed may have no materialization to count on from: the
@@ -157,6 +181,7 @@ def ev_charging_events(
             rows,
             batch_id=config.batch_id or "",
             files_archived=archived,
+            files_as_planned=as_planned,
             events_reattributed=reattributed,
             **counts,
             conflicts=report.conflicts,
@@ -189,6 +214,24 @@ def ev_charging_events(
             ),
         ],
     )
+
+
+def batch_files(
+    context: dg.AssetExecutionContext, config: IngestBatchConfig, landing: list[feed.FeedFile], wh
+) -> tuple[list[feed.FeedFile], list[feed.FeedFile], bool]:
+    """The batch's files re-derived from its span in the landing folder (those the file ledger does
+    not hold, as the sensor planned them), the span's files the ledger holds (committed: to
+    archive), and whether the first are the planned ones. Another batch id than the planned one is
+    said, not fatal: the difference is files another batch committed meanwhile, or one landed
+    inside the span (BatchSpan)."""
+    files, committed = pipeline.split_committed(wh, config.span.select(landing))
+    derived = batch_id([(f.name, feed.file_sha256(f.path)) for f in files]) if files else "no files"
+    if derived != config.batch_id:
+        context.log.warning(
+            f"batch {config.batch_id} ({config.file_count} files planned) now holds {len(files)} files not read "
+            f"yet ({derived}): the others were committed by another batch meanwhile"
+        )
+    return files, committed, derived == config.batch_id
 
 
 def stored_batch_conforms(wh, batch_id: str, inserted: int) -> tuple[int, str, str | None]:
@@ -376,7 +419,7 @@ def ingest_run_request(batch: Batch) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=batch.batch_id,
         job_name=ingest_job.name,
-        run_config={"ops": {"ev_charging_events": {"config": {"batch_id": batch.batch_id, "files": batch.paths}}}},
+        run_config={"ops": {"ev_charging_events": {"config": batch_config(batch)}}},
         tags={
             BATCH_TAG: batch.batch_id,
             "ev/files": str(len(batch.files)),
@@ -392,31 +435,33 @@ def reference_run_request(version: str) -> dg.RunRequest:
     )
 
 
-def landing_batches_to_ingest(
+def landing_files_to_ingest(
     feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None
-) -> list[Batch]:
-    """Files after the cursor that the file ledger does not hold yet, grouped into batches.
+) -> list[feed.FeedFile]:
+    """Files after the cursor that the file ledger does not hold yet, in arrival order.
 
     With a cursor (a sensor tick), only settled files count; without one (a full scan, as the CLI
     does), every file does. A file whose name the ledger holds is pending only if its content
     changed (a re-delivery under the same name); only those files are hashed, so the common case
-    reads no bytes here.
+    reads no bytes here. Files the ledger holds are left where they are: a tick and `status` are
+    reads, and the step that commits a batch archives (defs.ingest.ev_charging_events).
     """
     files = feed.list_landing(feed_res.path)
     if cursor is not None:
         files = settled(cursor.after(files), now_ns=time.time_ns(), settle_ns=int(feed_res.settle_seconds * 1e9))
-    if not files:
-        return []
-    ledger = warehouse.get().read_in(EV_FEED_FILES, "file_name", [f.name for f in files])
-    known = set(ledger.select("file_name", "file_sha256").iter_rows())
-    names = set(ledger["file_name"].to_list())
-    todo, done = [], []
-    for f in files:
-        (done if f.name in names and (f.name, feed.file_sha256(f.path)) in known else todo).append(f)
-    # Committed by a run that died before archiving them: archive now (the ledger holds them).
-    feed.archive_files([f.path for f in done], feed_res.path, utc_day())
+    todo, _committed = pipeline.split_committed(warehouse.get(), files)
+    return todo
+
+
+def landing_batches_to_ingest(
+    feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None
+) -> list[Batch]:
+    """The files to ingest (landing_files_to_ingest) grouped into batches within the bounds."""
     return plan_batches(
-        todo, max_files=feed_res.max_files, max_messages=feed_res.max_messages, max_bytes=feed_res.max_bytes
+        landing_files_to_ingest(feed_res, warehouse, cursor),
+        max_files=feed_res.max_files,
+        max_messages=feed_res.max_messages,
+        max_bytes=feed_res.max_bytes,
     )
 
 

@@ -27,6 +27,7 @@ from ev_assets.pipeline.ingest import (
     reference_for,
     replay_rejected,
     replay_selection,
+    split_committed,
 )
 from ev_assets.pipeline.planning_load import (
     DAILY_LOAD_TABLES,
@@ -82,6 +83,7 @@ __all__ = [
     "reference_for",
     "replay_rejected",
     "replay_selection",
+    "split_committed",
     "by_peak",
     "update_daily_load",
     "pair_pending_batches",

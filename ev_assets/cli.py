@@ -412,7 +412,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
 
         # The gap each ingested batch export filled (vendor_gap_sensor's decision).
-        gap_requests, _ = vendor.gap_run_requests(instance, wh_res)
+        gap_requests, _ = vendor.gap_run_requests(wh_res)
         gap_requests = [r for r in gap_requests if runner.existing_run(instance, r.run_key) is None]
         printer.stage("export gap", gap_requests, vendor.vendor_gap_job.name, instance)
     t = printer.totals

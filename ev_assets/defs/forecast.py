@@ -18,7 +18,6 @@ from ev_assets.defs.runs import daily_snapshot_schedule, record_worker, retry_wh
 from ev_assets.pipeline.forecast import BASE_SCENARIO, first_overloading
 from ev_assets.warehouse import tables
 
-FORECAST_SPECS = (tables.EV_CHARGING_BEHAVIOR, tables.TRANSFORMER_OVERLOAD_FORECAST)
 CHART_TRANSFORMERS = 5
 CALIBRATION_CHECK = "backtest_calibration"
 

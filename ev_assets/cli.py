@@ -362,9 +362,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Every pending batch, the pairing a dead run may have left, then every queued day."""
 
     from ev_assets import runner
-    from ev_assets.defs import ingest, planning, vendor
+    from ev_assets.defs import planning, vendor
+    from ev_assets.defs.ingest import jobs
+    from ev_assets.defs.ingest import requests as ingest_requests
     from ev_assets.defs.operations import fail_dead_runs
     from ev_assets.defs.partitions import outside_partitions_message
+    from ev_assets.defs.reference import reference_job
     from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
 
     instance = _instance()
@@ -377,18 +380,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     with runner.code_location(instance):
         # The feed sensor's own decision, evaluated without a cursor (a full scan: the file ledger
         # says what is done). New reference extracts come first, as under the daemon.
-        requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
-        if any(r.job_name == ingest.reference_job.name for r in requests):
-            printer.stage("reference", requests, ingest.reference_job.name, instance)
-            requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
+        requests, _, reason = ingest_requests.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
+        if any(r.job_name == reference_job.name for r in requests):
+            printer.stage("reference", requests, reference_job.name, instance)
+            requests, _, reason = ingest_requests.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
         if not requests:
             console.print(reason)
-        printer.stage("ingest", requests, ingest.ingest_job.name, instance)
+        printer.stage("ingest", requests, jobs.ingest_job.name, instance)
 
         # Batches committed by a run that died before pairing them (the feed sensor's own request).
-        pairing = ingest.pairing_run_request(instance, wh_res)
+        pairing = ingest_requests.pairing_run_request(instance, wh_res)
         if pairing is not None:
-            printer.stage("pairing", [pairing], ingest.sessions_job.name, instance)
+            printer.stage("pairing", [pairing], jobs.sessions_job.name, instance)
 
         load_requests, outside = planning.pending_load_run_requests(wh_res)
         printer.stage("daily load", load_requests, planning.daily_load_job.name, instance)
@@ -478,7 +481,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_status(_args: argparse.Namespace) -> int:
     """Row counts, the ledger's totals (the proof that nothing was lost), and what is pending."""
     from ev_assets import pipeline
-    from ev_assets.defs.ingest import landing_files_to_ingest
+    from ev_assets.defs.ingest.requests import landing_files_to_ingest
     from ev_assets.defs.resources import FeedResource, WarehouseResource
 
     wh = _warehouse()
@@ -761,12 +764,11 @@ def cmd_rejected_export(args: argparse.Namespace) -> int:
 def cmd_rejected_replay(args: argparse.Namespace) -> int:
     """Replay through `ingest_job`, like any batch: same rules, same ledger, same checks; then the
     days its sessions touched."""
-    import dagster as dg
 
     from ev_assets import runner
-    from ev_assets.defs import ingest, planning
+    from ev_assets.defs import planning
+    from ev_assets.defs.ingest.requests import replay_run_request
     from ev_assets.defs.resources import WarehouseResource
-    from ev_assets.defs.runs import BATCH_TAG
 
     if args.file:
         ids = [r["_rejection_id"] for r in json.loads(Path(args.file).read_text())["EVChargingEvents"]]
@@ -776,19 +778,12 @@ def cmd_rejected_replay(args: argparse.Namespace) -> int:
         console.print("nothing to replay")
         return 0
     batch_id = f"replay-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-    config = {"batch_id": batch_id, "replay_rejection_ids": ids}
-    if args.file:
-        config["replay_corrected_file"] = str(Path(args.file).resolve())
+    corrected = str(Path(args.file).resolve()) if args.file else None
     instance = _instance()
     printer = _RunPrinter(args.verbose)
-    request = dg.RunRequest(
-        run_key=batch_id,
-        job_name=ingest.ingest_job.name,
-        run_config={"ops": {"ev_charging_events": {"config": config}}},
-        tags={BATCH_TAG: batch_id},
-    )
+    request = replay_run_request(batch_id, ids, corrected)
     with runner.code_location(instance):
-        (run,) = printer.stage("replay", [request], ingest.ingest_job.name, instance)
+        (run,) = printer.stage("replay", [request], request.job_name, instance)
         load_requests, _ = planning.pending_load_run_requests(WarehouseResource())
         printer.stage("daily load", load_requests, planning.daily_load_job.name, instance)
     t = printer.totals

@@ -11,7 +11,8 @@ import pytest
 
 from ev_assets.definitions import defs
 from ev_assets.defs.forecast import transformer_overload_forecast
-from ev_assets.defs.ingest import ev_charging_events, ev_charging_sessions, ev_feed_sensor
+from ev_assets.defs.ingest.assets import ev_charging_events, ev_charging_sessions
+from ev_assets.defs.ingest.sensors import ev_feed_sensor
 from ev_assets.defs.planning import (
     RANGE_END,
     RANGE_START,
@@ -120,7 +121,7 @@ def test_a_batch_travels_in_run_config_as_a_few_typed_fields_not_its_file_list(e
     of paths), and the step re-derives exactly the planned files from the landing folder."""
     from dagster._config import ConfigTypeKind
 
-    from ev_assets.defs.ingest import IngestBatchConfig
+    from ev_assets.defs.ingest.assets import IngestBatchConfig
 
     fields = IngestBatchConfig.to_config_schema().as_field().config_type.fields
     for name, field in fields.items():
@@ -487,14 +488,14 @@ def test_the_warehouse_lost_after_a_batch_commit_retries_the_step_and_keeps_the_
     import sqlalchemy as sa
     from dagster._core.events import DagsterEventType
 
-    from ev_assets.defs import ingest as ingest_defs
+    from ev_assets.defs.ingest import assets as ingest_assets
 
     load_reference(resources, instance)
     simulate(small_utility, env["EV_FEED_DIR"], days=1)
     first, second = sensor_result(instance, resources).run_requests[:2]
     assert ingest(resources, instance, first).success
 
-    read_for_the_check = ingest_defs.stored_batch_conforms
+    read_for_the_check = ingest_assets.stored_batch_conforms
     refused = []
 
     def refused_once(*args, **kwargs):
@@ -505,7 +506,7 @@ def test_the_warehouse_lost_after_a_batch_commit_retries_the_step_and_keeps_the_
             )
         return read_for_the_check(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_defs, "stored_batch_conforms", refused_once)
+    monkeypatch.setattr(ingest_assets, "stored_batch_conforms", refused_once)
     result = ingest(resources, instance, second)
     assert refused and result.success
     assert DagsterEventType.STEP_UP_FOR_RETRY in {e.event_type for e in result.all_events}
@@ -534,7 +535,7 @@ def test_a_tick_and_status_change_nothing_on_disk_and_the_committing_step_archiv
     first, *rest = sensor_result(instance, resources).run_requests
     assert rest
     from ev_assets.core import feed
-    from ev_assets.defs.ingest import IngestBatchConfig
+    from ev_assets.defs.ingest.assets import IngestBatchConfig
 
     span = IngestBatchConfig(**batch_config(first)).span
     committed = [f.path for f in span.select(feed.list_landing(landing))]

@@ -10,7 +10,7 @@ import polars as pl
 
 from ev_assets import pipeline
 from ev_assets.defs import charts
-from ev_assets.defs.ingest import ev_charging_sessions
+from ev_assets.defs.ingest.assets import ev_charging_sessions
 from ev_assets.defs.metadata import markdown_table, rounded, table_asset_spec, table_metadata
 from ev_assets.defs.reference import reference_tables
 from ev_assets.defs.resources import PipelineConfig, WarehouseResource

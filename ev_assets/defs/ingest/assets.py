@@ -138,8 +138,10 @@ def ev_charging_events(
             # still to read; with them, files an earlier run committed and died before moving (a
             # crash between a commit and this line is harmless: the ledger holds them, planning
             # skips them, and the next batch's step moves them).
-            spanned = {f.path for f in files} | {f.path for f in committed_in_span}
-            _, leftovers = pipeline.split_committed(wh, [f for f in landing if f.path not in spanned])
+            # Leftovers are looked for before the span only: what lies after it is later batches'
+            # (not committed yet, as a rule), and a backlog's ledger lookup per step would grow with it.
+            first = (config.first_arrived_ns, config.first_file)
+            _, leftovers = pipeline.split_committed(wh, [f for f in landing if f.position < first])
             archive = [f.path for f in (*files, *committed_in_span, *leftovers)]
             archived = feed.archive_files(archive, feed_landing.path, utc_day())
         # Meters a reference load queued (a correction may reach back in time): their events again.

@@ -361,7 +361,7 @@ class _RunPrinter:
 def cmd_run(args: argparse.Namespace) -> int:
     """Every pending batch, the pairing a dead run may have left, then every queued day."""
 
-    from ev_assets import runner
+    from ev_assets import pipeline, runner
     from ev_assets.defs import planning, vendor
     from ev_assets.defs.ingest import jobs
     from ev_assets.defs.ingest import requests as ingest_requests
@@ -369,6 +369,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ev_assets.defs.partitions import outside_partitions_message
     from ev_assets.defs.reference import reference_job
     from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
+    from ev_assets.defs.runs import utc_day
 
     instance = _instance()
     for dead in fail_dead_runs(instance):
@@ -377,6 +378,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     printer = _RunPrinter(args.verbose)
     feed_res, ref_res, wh_res = FeedResource(), ReferenceResource(), WarehouseResource()
+    # Files a run committed and died before moving (its batch the last one: no later step moves them).
+    if moved := pipeline.archive_committed(wh_res.get(), feed_res.path, utc_day()):
+        console.print(f"{moved} committed files left in the landing folder by a run that died: archived")
     with runner.code_location(instance):
         # The feed sensor's own decision, evaluated without a cursor (a full scan: the file ledger
         # says what is done). New reference extracts come first, as under the daemon.

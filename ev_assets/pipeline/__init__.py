@@ -23,6 +23,7 @@ from ev_assets.pipeline.forecast import ForecastReport, refresh_forecast
 from ev_assets.pipeline.ingest import (
     BatchRejected,
     IngestReport,
+    archive_committed,
     ingest_batch,
     ledger_totals,
     reference_for,
@@ -59,6 +60,7 @@ from ev_assets.pipeline.sessions import (
 
 __all__ = [
     "BatchRejected",
+    "archive_committed",
     "ExportGap",
     "export_files_ingested",
     "export_gap",

@@ -293,6 +293,15 @@ def _batch_in_ledger(warehouse: Warehouse, batch_id: str) -> bool:
         return _batch_recorded(warehouse, batch_id, conn)
 
 
+def archive_committed(
+    warehouse: Warehouse, landing_dir: Path, day: str, files: list[feed.FeedFile] | None = None
+) -> int:
+    """Move the committed ones of `files` (default: every landing file) to the archive: files a
+    run committed and died before moving. Returns the number moved."""
+    _, committed = split_committed(warehouse, feed.list_landing(landing_dir) if files is None else files)
+    return feed.archive_files([f.path for f in committed], landing_dir, day) if committed else 0
+
+
 def split_committed(
     warehouse: Warehouse, files: list[feed.FeedFile]
 ) -> tuple[list[feed.FeedFile], list[feed.FeedFile]]:

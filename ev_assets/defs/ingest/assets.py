@@ -137,13 +137,14 @@ def ev_charging_events(
             # Committed: the batch's files leave the landing folder, which then holds only what is
             # still to read; with them, files an earlier run committed and died before moving (a
             # crash between a commit and this line is harmless: the ledger holds them, planning
-            # skips them, and the next batch's step moves them).
-            # Leftovers are looked for before the span only: what lies after it is later batches'
-            # (not committed yet, as a rule), and a backlog's ledger lookup per step would grow with it.
+            # skips them, and the next batch's step or `ev-awareness run` moves them). Leftovers
+            # are looked for before the span only: what lies after it is later batches' (not
+            # committed yet, as a rule), and a backlog's ledger lookup per step would grow with it.
+            day = utc_day()
+            archived = feed.archive_files([f.path for f in (*files, *committed_in_span)], feed_landing.path, day)
             first = (config.first_arrived_ns, config.first_file)
-            _, leftovers = pipeline.split_committed(wh, [f for f in landing if f.position < first])
-            archive = [f.path for f in (*files, *committed_in_span, *leftovers)]
-            archived = feed.archive_files(archive, feed_landing.path, utc_day())
+            before = [f for f in landing if f.position < first]
+            archived += pipeline.archive_committed(wh, feed_landing.path, day, before)
         # Meters a reference load queued (a correction may reach back in time): their events again.
         reattributed = pipeline.reattribute_pending_meters(
             wh, settings_, chunk_meters=pipeline_config.resolved().rebuild_chunk_meters

@@ -382,7 +382,8 @@ class _RunPrinter:
         import dagster as dg
 
         from ev_assets import runner
-        from ev_assets.defs import ingest, planning
+        from ev_assets.defs import planning
+        from ev_assets.defs.ingest import jobs as ingest_jobs
 
         def days_locked(request) -> tuple[date, date]:  # a range's days and the day before
             first = date.fromisoformat(request.tags[planning.RANGE_START]) - timedelta(days=1)
@@ -398,7 +399,7 @@ class _RunPrinter:
                 ingesting = sum(label == "ingest" for label, _ in in_flight.values())
                 while waiting and ingesting < max(1, workers - 1) and len(in_flight) < workers:
                     request = waiting.popleft()
-                    job = request.job_name or ingest.ingest_job.name
+                    job = request.job_name or ingest_jobs.ingest_job.name
                     in_flight[pool.submit(request, job, self.log_level)] = ("ingest", request)
                     ingesting += 1
                 loading = [days_locked(r) for label, r in in_flight.values() if label == "daily load"]
@@ -441,11 +442,15 @@ class _RunPrinter:
 def cmd_run(args: argparse.Namespace) -> int:
     """Every pending batch, the pairing a dead run may have left, then every queued day."""
 
-    from ev_assets import runner
-    from ev_assets.defs import ingest, planning, vendor
+    from ev_assets import pipeline, runner
+    from ev_assets.defs import planning, vendor
+    from ev_assets.defs.ingest import jobs
+    from ev_assets.defs.ingest import requests as ingest_requests
     from ev_assets.defs.operations import fail_dead_runs
     from ev_assets.defs.partitions import outside_partitions_message
+    from ev_assets.defs.reference import reference_job
     from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
+    from ev_assets.defs.runs import utc_day
 
     workers = getattr(args, "workers", 1)
     if workers < 1:
@@ -465,13 +470,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     printer = _RunPrinter(args.verbose)
     feed_res, ref_res, wh_res = FeedResource(), ReferenceResource(), WarehouseResource()
+    # Files a run committed and died before moving (its batch the last one: no later step moves them).
+    if moved := pipeline.archive_committed(wh_res.get(), feed_res.path, utc_day()):
+        console.print(f"{moved} committed files left in the landing folder by a run that died: archived")
     with runner.code_location(instance):
         # The feed sensor's own decision, evaluated without a cursor (a full scan: the file ledger
         # says what is done). New reference extracts come first, as under the daemon.
-        requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
-        if any(r.job_name == ingest.reference_job.name for r in requests):
-            printer.stage("reference", requests, ingest.reference_job.name, instance)
-            requests, _, reason = ingest.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
+        requests, _, reason = ingest_requests.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
+        if any(r.job_name == reference_job.name for r in requests):
+            printer.stage("reference", requests, reference_job.name, instance)
+            requests, _, reason = ingest_requests.feed_run_requests(instance, feed_res, ref_res, wh_res, cursor=None)
         if not requests:
             console.print(reason)
         loads_asked: set[str] = set()
@@ -482,12 +490,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if workers > 1:
             printer.ingest_beside_loads(instance, requests, load_requests, workers)
         else:
-            printer.stage("ingest", requests, ingest.ingest_job.name, instance)
+            printer.stage("ingest", requests, jobs.ingest_job.name, instance)
 
         # Batches committed by a run that died before pairing them (the feed sensor's own request).
-        pairing = ingest.pairing_run_request(instance, wh_res)
+        pairing = ingest_requests.pairing_run_request(instance, wh_res)
         if pairing is not None:
-            printer.stage("pairing", [pairing], ingest.sessions_job.name, instance)
+            printer.stage("pairing", [pairing], jobs.sessions_job.name, instance)
 
         # Every queued day, until none is new: a recomputed day may queue the day after it (its
         # end-of-day thermal state moved). Each request at most once: a failed run is reported.
@@ -515,7 +523,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
 
         # The gap each ingested batch export filled (vendor_gap_sensor's decision).
-        gap_requests, _ = vendor.gap_run_requests(instance, wh_res)
+        gap_requests, _ = vendor.gap_run_requests(wh_res)
         gap_requests = [r for r in gap_requests if runner.existing_run(instance, r.run_key) is None]
         printer.stage("export gap", gap_requests, vendor.vendor_gap_job.name, instance)
     t = printer.totals
@@ -581,7 +589,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_status(_args: argparse.Namespace) -> int:
     """Row counts, the ledger's totals (the proof that nothing was lost), and what is pending."""
     from ev_assets import pipeline
-    from ev_assets.defs.ingest import landing_batches_to_ingest
+    from ev_assets.defs.ingest.requests import landing_files_to_ingest
     from ev_assets.defs.resources import FeedResource, WarehouseResource
 
     wh = _warehouse()
@@ -597,7 +605,8 @@ def cmd_status(_args: argparse.Namespace) -> int:
         "already read; "
         f"{t['events_stored']:,} events stored: {'reconciles' if t['reconciled'] else 'DOES NOT RECONCILE'}"
     )
-    files = sum(len(b.files) for b in landing_batches_to_ingest(FeedResource(), WarehouseResource(), None))
+    # A read: the files are counted, none is moved (the step that commits a batch archives them).
+    files = len(landing_files_to_ingest(FeedResource(), WarehouseResource(), None))
     days = pipeline.pending_load_days(wh)
     console.print(
         (
@@ -863,12 +872,11 @@ def cmd_rejected_export(args: argparse.Namespace) -> int:
 def cmd_rejected_replay(args: argparse.Namespace) -> int:
     """Replay through `ingest_job`, like any batch: same rules, same ledger, same checks; then the
     days its sessions touched."""
-    import dagster as dg
 
     from ev_assets import runner
-    from ev_assets.defs import ingest, planning
+    from ev_assets.defs import planning
+    from ev_assets.defs.ingest.requests import replay_run_request
     from ev_assets.defs.resources import WarehouseResource
-    from ev_assets.defs.runs import BATCH_TAG
 
     if args.file:
         ids = [r["_rejection_id"] for r in json.loads(Path(args.file).read_text())["EVChargingEvents"]]
@@ -878,19 +886,12 @@ def cmd_rejected_replay(args: argparse.Namespace) -> int:
         console.print("nothing to replay")
         return 0
     batch_id = f"replay-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-    config = {"batch_id": batch_id, "replay_rejection_ids": ids}
-    if args.file:
-        config["replay_corrected_file"] = str(Path(args.file).resolve())
+    corrected = str(Path(args.file).resolve()) if args.file else None
     instance = _instance()
     printer = _RunPrinter(args.verbose)
-    request = dg.RunRequest(
-        run_key=batch_id,
-        job_name=ingest.ingest_job.name,
-        run_config={"ops": {"ev_charging_events": {"config": config}}},
-        tags={BATCH_TAG: batch_id},
-    )
+    request = replay_run_request(batch_id, ids, corrected)
     with runner.code_location(instance):
-        (run,) = printer.stage("replay", [request], ingest.ingest_job.name, instance)
+        (run,) = printer.stage("replay", [request], request.job_name, instance)
         load_requests, _ = planning.pending_load_run_requests(WarehouseResource())
         printer.stage("daily load", load_requests, planning.daily_load_job.name, instance)
     t = printer.totals

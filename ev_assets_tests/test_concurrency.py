@@ -137,7 +137,7 @@ def comparable(warehouse: Warehouse) -> tuple[dict[str, pl.DataFrame], dict]:
 
 
 def _batches(files: list[Path], max_files: int) -> Batches:
-    listed = [feed.FeedFile(p.name, p, p.stat().st_size, i) for i, p in enumerate(files)]
+    listed = [feed.FeedFile(p.name, p.parent, p.stat().st_size, i) for i, p in enumerate(files)]
     return [(b.batch_id, b.paths) for b in plan_batches(listed, max_files=max_files, max_messages=10**6)]
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from ev_assets.definitions import defs
 from ev_assets.defs.forecast import transformer_overload_forecast
-from ev_assets.defs.ingest import ev_charging_events, ev_charging_sessions, ev_feed_sensor
+from ev_assets.defs.ingest.assets import ev_charging_events, ev_charging_sessions
+from ev_assets.defs.ingest.sensors import ev_feed_sensor
 from ev_assets.defs.planning import (
     RANGE_END,
     RANGE_START,
@@ -104,32 +105,42 @@ def test_definitions_load():
     }
 
 
-def test_batch_file_lists_are_taken_whole_by_dagster_and_checked_by_pydantic():
-    """A batch's file list reaches Dagster's config system as one value, not element by element
-    (a list[str] field cost 0.24 s per config build for 8,836 files, and a run builds its config
-    several times); a list that is not of strings still fails the run with the field's name."""
-    from dagster._config import ConfigTypeKind
-    from dagster._core.system_config.objects import ResolvedRunConfig
+def batch_config(request: dg.RunRequest) -> dict:
+    return request.run_config["ops"]["ev_charging_events"]["config"]
 
-    from ev_assets.defs.ingest import IngestBatchConfig, ingest_job
+
+def landing_state(landing) -> dict[str, tuple[int, bytes]]:
+    """Every file under the landing folder (the archive included): its inode change time and bytes."""
+    return {
+        str(p.relative_to(landing)): (p.stat().st_ctime_ns, p.read_bytes()) for p in landing.rglob("*") if p.is_file()
+    }
+
+
+def test_a_batch_travels_in_run_config_as_a_few_typed_fields_not_its_file_list(env, small_utility, resources, instance):
+    """A batch of thousands of files is its id and span in run config (no field typed Any, no list
+    of paths), and the step re-derives exactly the planned files from the landing folder."""
+    from dagster._config import ConfigTypeKind
+
+    from ev_assets.defs.ingest.assets import IngestBatchConfig
 
     fields = IngestBatchConfig.to_config_schema().as_field().config_type.fields
-    for name in ("files", "replay_rejection_ids"):
-        config_type = fields[name].config_type
+    for name, field in fields.items():
+        config_type = field.config_type
         while config_type.kind == ConfigTypeKind.NONEABLE:
             config_type = config_type.inner_type
-        assert config_type.kind == ConfigTypeKind.ANY, name
-
-    job = defs.resolve_job_def(ingest_job.name)
-    files = [f"/landing/{i:06d}.json" for i in range(20_000)]
-    resolved = ResolvedRunConfig.build(
-        job, {"ops": {"ev_charging_events": {"config": {"batch_id": "b", "files": files}}}}
-    )
-    assert resolved.ops["ev_charging_events"].config["files"] == files
-    assert IngestBatchConfig(batch_id="b", files=files).files == files
-    for wrong in ("/landing/a.json", ["/landing/a.json", 7], None):
-        with pytest.raises(ValueError, match="(?s)files.*expected a list of strings"):
-            IngestBatchConfig(batch_id="b", files=wrong)
+        assert config_type.kind != ConfigTypeKind.ANY, name
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=2)
+    wide = {**resources, "feed_landing": FeedResource(landing_dir=str(env["EV_FEED_DIR"]), settle_seconds=0)}
+    (request,) = sensor_result(instance, wide).run_requests
+    landed = len(list(env["EV_FEED_DIR"].glob("*.json")))
+    config = batch_config(request)
+    assert config["file_count"] == landed > 20 and len(json.dumps(config)) < 300
+    result = ingest(wide, instance, request)
+    assert result.success
+    meta = result.asset_materializations_for_node("ev_charging_events")[0].metadata
+    assert meta["files_read"].value == landed and meta["files_archived"].value == landed
+    assert meta["files_as_planned"].value is True
 
 
 def test_sensor_batches_new_files_once(env, small_utility, resources, instance):
@@ -139,8 +150,12 @@ def test_sensor_batches_new_files_once(env, small_utility, resources, instance):
     assert len(first.run_requests) >= 2  # 20 files a batch: a backlog is a few runs
     keys = [r.run_key for r in first.run_requests]
     assert len(set(keys)) == len(keys)
-    files = [f for r in first.run_requests for f in r.run_config["ops"]["ev_charging_events"]["config"]["files"]]
-    assert len(files) == len(set(files)) == len(list(env["EV_FEED_DIR"].glob("*.json")))
+    spans = sorted(
+        (c["first_arrived_ns"], c["first_file"], c["last_arrived_ns"], c["last_file"], c["file_count"])
+        for c in map(batch_config, first.run_requests)
+    )
+    assert sum(s[-1] for s in spans) == len(list(env["EV_FEED_DIR"].glob("*.json")))
+    assert all(a[2:4] < b[0:2] for a, b in zip(spans, spans[1:], strict=False))  # consecutive spans, no overlap
 
     # Same files again with the cursor: nothing new. Without it: the same batches, same run keys.
     assert not sensor_result(instance, resources, cursor=first.cursor).run_requests
@@ -160,7 +175,8 @@ def test_sensor_waits_for_files_to_settle(env, small_utility, resources, instanc
     }
     assert not sensor_result(instance, waiting, cursor=first.cursor).run_requests
     (request,) = sensor_result(instance, resources, cursor=first.cursor).run_requests
-    assert request.run_config["ops"]["ev_charging_events"]["config"]["files"] == [str(late)]
+    config = batch_config(request)
+    assert (config["first_file"], config["last_file"], config["file_count"]) == (late.name, late.name, 1)
 
 
 def test_sensor_skips_files_the_ledger_holds(env, small_utility, resources, instance):
@@ -194,7 +210,7 @@ def test_redelivered_file_under_a_known_name_is_read_again(env, small_utility, r
     payload["EVChargingEvents"].append(extra)
     target.write_text(json.dumps(payload))
     requests = sensor_result(instance, resources).run_requests
-    assert [r.run_config["ops"]["ev_charging_events"]["config"]["files"] for r in requests] == [[str(target)]]
+    assert [(batch_config(r)["first_file"], batch_config(r)["file_count"]) for r in requests] == [(target.name, 1)]
     assert ingest(resources, instance, requests[0]).success
     ledger = Warehouse(env["EV_WAREHOUSE_URL"]).read(EV_INGEST_BATCHES).sort("processed_at").row(-1, named=True)
     # The records already accepted from the first delivery are recognised as duplicates.
@@ -472,14 +488,14 @@ def test_the_warehouse_lost_after_a_batch_commit_retries_the_step_and_keeps_the_
     import sqlalchemy as sa
     from dagster._core.events import DagsterEventType
 
-    from ev_assets.defs import ingest as ingest_defs
+    from ev_assets.defs.ingest import assets as ingest_assets
 
     load_reference(resources, instance)
     simulate(small_utility, env["EV_FEED_DIR"], days=1)
     first, second = sensor_result(instance, resources).run_requests[:2]
     assert ingest(resources, instance, first).success
 
-    read_for_the_check = ingest_defs.stored_batch_conforms
+    read_for_the_check = ingest_assets.stored_batch_conforms
     refused = []
 
     def refused_once(*args, **kwargs):
@@ -490,7 +506,7 @@ def test_the_warehouse_lost_after_a_batch_commit_retries_the_step_and_keeps_the_
             )
         return read_for_the_check(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_defs, "stored_batch_conforms", refused_once)
+    monkeypatch.setattr(ingest_assets, "stored_batch_conforms", refused_once)
     result = ingest(resources, instance, second)
     assert refused and result.success
     assert DagsterEventType.STEP_UP_FOR_RETRY in {e.event_type for e in result.all_events}
@@ -502,3 +518,43 @@ def test_the_warehouse_lost_after_a_batch_commit_retries_the_step_and_keeps_the_
         for c in result.get_asset_check_evaluations()
         if c.check_name in ("batch_reconciles", "schema_conforms")
     )
+
+
+def test_a_tick_and_status_change_nothing_on_disk_and_the_committing_step_archives(
+    env, small_utility, resources, instance
+):
+    """A batch committed by a run that died before moving its files (the commit, then the crash):
+    a sensor tick and `ev-awareness status` are reads, they leave the landing folder byte for byte
+    as it was and do not plan the committed files again; the next batch's step archives its own
+    files and those leftovers, and nothing else."""
+    from ev_assets import cli, pipeline
+
+    load_reference(resources, instance)
+    simulate(small_utility, env["EV_FEED_DIR"], days=1)
+    landing = env["EV_FEED_DIR"]
+    first, *rest = sensor_result(instance, resources).run_requests
+    assert rest
+    from ev_assets.core import feed
+    from ev_assets.defs.ingest.assets import IngestBatchConfig
+
+    span = IngestBatchConfig(**batch_config(first)).span
+    committed = [f.path for f in span.select(feed.list_landing(landing))]
+    assert len(committed) == batch_config(first)["file_count"]
+    # The died run's commit, without its step's archiving.
+    wh = Warehouse(env["EV_WAREHOUSE_URL"])
+    pipeline.ingest_batch(wh, first.run_key, committed, pipeline.PipelineSettings())
+    before = landing_state(landing)
+    result = sensor_result(instance, resources)
+    assert landing_state(landing) == before
+    planned = sum(batch_config(r)["file_count"] for r in result.run_requests)
+    assert planned == len(before) - len(committed)
+    cli.main(["status"])
+    assert landing_state(landing) == before
+
+    second = result.run_requests[0]
+    meta = ingest(resources, instance, second).asset_materializations_for_node("ev_charging_events")[0].metadata
+    assert meta["files_archived"].value == batch_config(second)["file_count"] + len(committed)
+    assert not any(p.exists() for p in committed)
+    left = {p.name for p in landing.glob("*.json")}
+    assert len(left) == len(before) - len(committed) - batch_config(second)["file_count"]
+    assert sum(batch_config(r)["file_count"] for r in sensor_result(instance, resources).run_requests) == len(left)

@@ -155,7 +155,8 @@ def test_a_run_on_its_way_in_another_process_is_not_reported_failed(env):
     from dagster._core.instance.ref import InstanceRef
 
     from ev_assets.definitions import defs
-    from ev_assets.defs import ingest
+    from ev_assets.defs.ingest.jobs import ingest_job
+    from ev_assets.defs.ingest.requests import feed_run_requests
     from ev_assets.defs.resources import FeedResource, ReferenceResource, WarehouseResource
     from ev_assets.defs.runs import WORKER_TAG
     from ev_assets.runner import RUN_KEY
@@ -164,13 +165,11 @@ def test_a_run_on_its_way_in_another_process_is_not_reported_failed(env):
     assert "reference    1 runs, 1 ok" in cli(env, "run")  # nothing to ingest yet
     cli(env, "simulate", "--start", "2024-06-03", "--days", "1", "--seed", "5")
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(env["DAGSTER_HOME"])))
-    requests, _, _ = ingest.feed_run_requests(
-        instance, FeedResource(), ReferenceResource(), WarehouseResource(), cursor=None
-    )
-    assert requests and all(r.job_name == ingest.ingest_job.name for r in requests)
+    requests, _, _ = feed_run_requests(instance, FeedResource(), ReferenceResource(), WarehouseResource(), cursor=None)
+    assert requests and all(r.job_name == ingest_job.name for r in requests)
     # The other process's run of the first batch: started, its worker (this test) alive.
     instance.create_run_for_job(
-        defs.resolve_job_def(ingest.ingest_job.name),
+        defs.resolve_job_def(ingest_job.name),
         tags={RUN_KEY: requests[0].run_key, WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}"},
         status=dg.DagsterRunStatus.STARTED,
     )

@@ -212,3 +212,20 @@ def test_files_another_writer_reads_while_a_batch_is_parsed_are_not_read_twice(
         "agent-a.json": "other",
         "agent-b.json": "this",
     }
+
+
+def test_archive_committed_moves_only_what_the_file_ledger_holds(warehouse, settings, tmp_path):
+    """Files a run committed and died before moving are archived; a file not read, and a file
+    re-delivered under a committed name with new content, stay in the landing folder."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    committed, unread, redelivered = (landing / f"agent-{n}.json" for n in (1, 2, 3))
+    write_payload(committed, charge_messages(0, 2))
+    write_payload(redelivered, charge_messages(2, 2))
+    pipeline.ingest_batch(warehouse, "b1", [committed, redelivered], settings, now=NOW)
+    write_payload(unread, charge_messages(4, 2))
+    write_payload(redelivered, charge_messages(6, 2))
+    assert pipeline.archive_committed(warehouse, landing, "2024-06-10") == 1
+    assert sorted(p.name for p in landing.glob("*.json")) == [unread.name, redelivered.name]
+    assert [p.name for p in (landing / feed.ARCHIVE_DIR / "2024-06-10").glob("*.json")] == [committed.name]
+    assert pipeline.archive_committed(warehouse, landing, "2024-06-10") == 0

@@ -16,7 +16,7 @@ import pytest
 
 from ev_assets import runner
 from ev_assets.definitions import defs
-from ev_assets.defs.ingest import ev_feed_sensor
+from ev_assets.defs.ingest.sensors import ev_feed_sensor
 from ev_assets.defs.planning import daily_load_sensor
 from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
 from ev_assets.settings import PROJECT_ROOT

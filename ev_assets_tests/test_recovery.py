@@ -29,7 +29,7 @@ from polars.testing import assert_frame_equal
 from ev_assets import pipeline
 from ev_assets.core import feed
 from ev_assets.definitions import defs
-from ev_assets.defs import ingest
+from ev_assets.defs.ingest import requests as ingest_requests
 from ev_assets.defs.planning import MAX_DAYS_PER_RUN, RANGE_END, RANGE_START, daily_load_sensor
 from ev_assets.defs.resources import FeedResource, WarehouseResource
 from ev_assets.settings import PROJECT_ROOT
@@ -469,7 +469,7 @@ def test_a_tick_lists_and_hashes_only_new_files(env, small_utility, monkeypatch)
 
     def tick() -> int:
         listed.clear(), hashed.clear()
-        batches = ingest.landing_batches_to_ingest(feed_res, wh_res, cursor=None)
+        batches = ingest_requests.landing_batches_to_ingest(feed_res, wh_res, cursor=None)
         assert not hashed  # names the ledger never saw are not hashed
         return sum(len(b.files) for b in batches)
 

@@ -292,7 +292,7 @@ class TestBatching:
         for i, n in enumerate(sizes):
             path = tmp_path / f"f{i:03d}.json"
             path.write_text('{"EVChargingEvents": [' + ",".join(['{"ReceivedTime": "x"}'] * n) + "]}")
-            out.append(FeedFile(path.name, path, path.stat().st_size, i))
+            out.append(FeedFile(path.name, path.parent, path.stat().st_size, i))
         return out
 
     def test_batches_respect_file_and_message_limits(self, tmp_path):

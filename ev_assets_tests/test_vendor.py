@@ -95,11 +95,11 @@ def test_refusals_and_deadlines_are_clear_errors(day_feed, tmp_path):
     assert not (tmp_path / "landing").exists()
 
 
-def test_received_day_asset_lands_the_export(day_feed, tmp_path):
+def test_received_day_asset_lands_the_export(day_feed, tmp_path, warehouse_url):
     import dagster as dg
 
-    from ev_assets.defs.resources import FeedResource
-    from ev_assets.defs.vendor import VendorResource, vendor_export_files
+    from ev_assets.defs.resources import FeedResource, WarehouseResource
+    from ev_assets.defs.vendor import VendorResource, latest_exports, vendor_export_files
 
     day = SIM_START + timedelta(days=1)
     landing = tmp_path / "landing"
@@ -117,7 +117,11 @@ def test_received_day_asset_lands_the_export(day_feed, tmp_path):
         result = dg.materialize(
             [vendor_export_files],
             partition_key=day.isoformat(),
-            resources={"vendor": vendor, "feed_landing": FeedResource(landing_dir=str(landing))},
+            resources={
+                "vendor": vendor,
+                "feed_landing": FeedResource(landing_dir=str(landing)),
+                "warehouse": WarehouseResource(url=warehouse_url),
+            },
             instance=dg.DagsterInstance.ephemeral(),
         )
     assert result.success
@@ -128,3 +132,6 @@ def test_received_day_asset_lands_the_export(day_feed, tmp_path):
     ).height
     assert metadata["records"].value == expected
     assert all(f.name.startswith(f"export-{day}") for f in feed.list_landing(landing))
+    # What it landed is in the warehouse, where the gap reads it.
+    export = latest_exports(WarehouseResource(url=warehouse_url), [day.isoformat()])[day.isoformat()]
+    assert export["job_id"] == metadata["job_id"].value and export["files"] == len(feed.list_landing(landing))

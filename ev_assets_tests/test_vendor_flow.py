@@ -148,6 +148,7 @@ def test_nightly_gap_fill_after_a_lossy_stream(two_days, small_utility, warehous
     assert request.partition_key == DAY.isoformat()
 
     instance = dg.DagsterInstance.ephemeral()
+    resource = WarehouseResource(url=warehouse_url)
     with running_emulator(two_days, EmulatorConfig(delay_s=0.2, rows_per_file=50)) as base:
         vendor = VendorResource(
             base_url=base,
@@ -163,12 +164,11 @@ def test_nightly_gap_fill_after_a_lossy_stream(two_days, small_utility, warehous
             [vendor_export_files],
             partition_key=request.partition_key,
             instance=instance,
-            resources={"vendor": vendor, "feed_landing": FeedResource(landing_dir=str(landing))},
+            resources={"vendor": vendor, "feed_landing": FeedResource(landing_dir=str(landing)), "warehouse": resource},
         )
     assert done.success
     # Landed, not ingested yet: the gap is not asked for.
-    resource = WarehouseResource(url=warehouse_url)
-    assert gap_run_requests(instance, resource)[0] == []
+    assert gap_run_requests(resource)[0] == []
 
     exported = [f.path for f in feed.list_landing(landing) if f.name.startswith("export-")]
     assert exported
@@ -176,10 +176,17 @@ def test_nightly_gap_fill_after_a_lossy_stream(two_days, small_utility, warehous
     assert report.accepted == dropped and report.duplicates == day_messages.height - dropped
     assert sessions_of(wh).equals(expected)  # every session is present
 
-    (gap_request,) = gap_run_requests(instance, resource)[0]
+    (gap_request,) = gap_run_requests(resource)[0]
     assert gap_request.partition_key == DAY.isoformat() and gap_request.tags["dagster/partition"] == DAY.isoformat()
+    # What the export landed is read from the warehouse, not from the export's materialization: an
+    # instance that never saw it (wiped, another deployment's) computes the same gap.
+    instance.wipe()
+    assert gap_run_requests(resource)[0] == [gap_request]
     result = dg.materialize(
-        [vendor_export_gap], partition_key=DAY.isoformat(), instance=instance, resources={"warehouse": resource}
+        [vendor_export_gap],
+        partition_key=DAY.isoformat(),
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"warehouse": resource},
     )
     assert result.success
     metadata = result.asset_materializations_for_node("vendor_export_gap")[0].metadata

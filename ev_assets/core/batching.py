@@ -31,6 +31,42 @@ class Batch:
     def paths(self) -> list[str]:
         return [str(f.path) for f in self.files]
 
+    @property
+    def span(self) -> BatchSpan:
+        return BatchSpan(
+            first_arrived_ns=self.files[0].arrived_ns,
+            first_name=self.files[0].name,
+            last_arrived_ns=self.files[-1].arrived_ns,
+            last_name=self.files[-1].name,
+            files=len(self.files),
+        )
+
+
+@dataclass(frozen=True)
+class BatchSpan:
+    """Where a batch's files stand in the landing folder's arrival order: its first and last
+    file's position and how many files it holds. The batch is the landing files between the two
+    positions that the file ledger does not hold: a few fields in place of up to max_files paths.
+
+    Planned once by a sensor tick from files that were settled (core.batching.settled), the span
+    holds the same files later, with two exceptions, both harmless to exactly-once: a file of it
+    committed by another batch meanwhile (then archived, or held by the file ledger: either way no
+    longer in the batch), and a file renamed into place inside the span after the plan (a coarse
+    clock and a full scan without settling): read with the batch. The batch id (a digest of the
+    files' names and content, `batch_id`) tells the two apart from the plan.
+    """
+
+    first_arrived_ns: int
+    first_name: str
+    last_arrived_ns: int
+    last_name: str
+    files: int
+
+    def select(self, files: list[FeedFile]) -> list[FeedFile]:
+        """The files (in arrival order) whose position lies within the span, its ends included."""
+        first, last = (self.first_arrived_ns, self.first_name), (self.last_arrived_ns, self.last_name)
+        return [f for f in files if first <= f.position <= last]
+
 
 def _count(content: bytes) -> int:
     return content.lower().count(_RECORD_MARKER)

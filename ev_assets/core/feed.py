@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ FIELDS: tuple[str, ...] = (
 # ServicePointId), and the spec's data-values table misspells ChargeDuration (DOMAIN.md).
 CANONICAL_FIELD: dict[str, str] = {name.lower(): name for name in FIELDS} | {"chargeduratjion": "ChargeDuration"}
 PAYLOAD_KEY = "EVChargingEvents"
-FEED_GLOB = "*.json"
+FEED_SUFFIX = ".json"
+FEED_GLOB = f"*{FEED_SUFFIX}"
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "file_name",
@@ -53,9 +55,15 @@ class FeedFile:
     """A payload file in the landing folder."""
 
     name: str
-    path: Path
+    folder: Path
     size: int
     arrived_ns: int
+
+    @property
+    def path(self) -> Path:
+        # Made when asked for, not when listed: building a Path costs more than the file's stat,
+        # and a listing of a 100,000-file backlog needs few of them.
+        return self.folder / self.name
 
     @property
     def position(self) -> tuple[int, str]:
@@ -74,10 +82,14 @@ def list_landing(landing_dir: Path) -> list[FeedFile]:
     """
     if not landing_dir.exists():
         return []
+    # os.scandir, not Path.glob and Path.stat: every ingest step lists the folder (its batch is a
+    # span of it), and a backlog can hold 100,000 files.
     files = []
-    for path in landing_dir.glob(FEED_GLOB):
-        stat = path.stat()
-        files.append(FeedFile(path.name, path, stat.st_size, stat.st_ctime_ns))
+    with os.scandir(landing_dir) as entries:
+        for entry in entries:
+            if entry.name.endswith(FEED_SUFFIX) and entry.is_file():
+                stat = entry.stat()
+                files.append(FeedFile(entry.name, landing_dir, stat.st_size, stat.st_ctime_ns))
     return sorted(files, key=lambda f: f.position)
 
 

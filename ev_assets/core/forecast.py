@@ -44,7 +44,6 @@ with P(exceed threshold) >= 50 % managed minus unmanaged.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -860,10 +859,6 @@ def transformer_inputs(
         .with_columns(pl.col("premises").cast(pl.Int64), pl.col("evs_now").cast(pl.Int64))
         .sort("transformer_id")
     )
-
-
-def clip_probability(x: float) -> float:
-    return min(max(x, 0.0), 1.0) if math.isfinite(x) else x
 
 
 @dataclass(frozen=True)

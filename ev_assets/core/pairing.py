@@ -28,7 +28,6 @@ import polars as pl
 from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
 from ev_assets.core.events import ISO_MICROS, id_time, meter_id_prefixes, meter_prefixes
 
-DEFAULT_MAX_SESSION = timedelta(hours=48)
 # Average power may exceed the session's own ChargeW by this factor (metering and rounding).
 DEFAULT_CHARGE_W_TOLERANCE = 1.1
 

@@ -46,7 +46,7 @@ def parse_tou_windows(text: str) -> tuple[TouWindow, ...]:
     for part in filter(None, (p.strip() for p in text.lower().split(";"))):
         match = _WINDOW.match(part)
         if not match:
-            raise ValueError(f"TOU window {part!r}: expected e.g. 'mon-fri 16:00-21:00'")
+            raise ValueError(f"TOU window {part!r}: expected e.g. {DEFAULT_TOU_ON_PEAK!r}")
         days_text, h1, m1, h2, m2 = match.groups()
         days: set[int] = set()
         for item in days_text.split(","):

@@ -10,7 +10,7 @@ import polars as pl
 
 from ev_assets import pipeline
 from ev_assets.defs import charts
-from ev_assets.defs.ingest import ev_charging_sessions
+from ev_assets.defs.ingest.assets import ev_charging_sessions
 from ev_assets.defs.metadata import markdown_table, rounded, table_asset_spec, table_metadata
 from ev_assets.defs.reference import reference_tables
 from ev_assets.defs.resources import PipelineConfig, WarehouseResource
@@ -18,7 +18,6 @@ from ev_assets.defs.runs import daily_snapshot_schedule, record_worker, retry_wh
 from ev_assets.pipeline.forecast import BASE_SCENARIO, first_overloading
 from ev_assets.warehouse import tables
 
-FORECAST_SPECS = (tables.EV_CHARGING_BEHAVIOR, tables.TRANSFORMER_OVERLOAD_FORECAST)
 CHART_TRANSFORMERS = 5
 CALIBRATION_CHECK = "backtest_calibration"
 

@@ -19,7 +19,7 @@ from ev_assets import pipeline
 from ev_assets.core.batching import contiguous_spans
 from ev_assets.defs import charts
 from ev_assets.defs.forecast import forecast_job
-from ev_assets.defs.ingest import ev_charging_sessions
+from ev_assets.defs.ingest.assets import ev_charging_sessions
 from ev_assets.defs.metadata import markdown_table, rounded, table_asset_spec, table_metadata
 from ev_assets.defs.partitions import (
     DAILY_PARTITIONS,

@@ -6,8 +6,10 @@ Why the gap is a separate asset (`vendor_export_gap`, with its checks) and not a
 `vendor_export_files`: the export asset only lands files; the feed sensor ingests them in later
 runs, so a check run with the export (the only time Dagster runs an asset's own checks) would
 count before anything of the export is in the warehouse. The export asset records its job id and
-file count; `vendor_gap_sensor` (and `ev-awareness run`) asks for the day's `vendor_export_gap`
-once the file ledger holds every one of those files, one run per export job (the run key).
+file count in the warehouse (ev_vendor_exports: data the gap is computed from, so not asset
+metadata, which a wiped instance or a pruned event log would lose); `vendor_gap_sensor` (and
+`ev-awareness run`) asks for the day's `vendor_export_gap` once the file ledger holds every one of
+those files, one run per export job (the run key).
 """
 
 import json
@@ -71,7 +73,11 @@ def export_file_prefix(day: date | str, job_id: str) -> str:
     ),
 )
 def vendor_export_files(
-    context: dg.AssetExecutionContext, config: ExportConfig, vendor: VendorResource, feed_landing: FeedResource
+    context: dg.AssetExecutionContext,
+    config: ExportConfig,
+    vendor: VendorResource,
+    feed_landing: FeedResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     day = RECEIVED_DAYS.time_window_for_partition_key(context.partition_key).start.date()
     filetype = config.filetype or vendor.filetype
@@ -87,6 +93,18 @@ def vendor_export_files(
             first_wait_s=vendor.first_poll_s,
         )
     records = sum(len(json.loads(p.read_bytes())["EVChargingEvents"]) for p in paths)
+    # After the files landed (their count is known only then). A step that dies between the two
+    # leaves files the feed ingests like any other, and no export for the gap: its retry asks the
+    # vendor for a new export, which is recorded.
+    pipeline.record_export(
+        warehouse.get(),
+        job_id=job_id,
+        received_day=day,
+        file_prefix=export_file_prefix(day, job_id),
+        files=len(paths),
+        records=records,
+        filetype=filetype,
+    )
     return dg.MaterializeResult(
         metadata={
             "job_id": job_id,
@@ -105,24 +123,14 @@ vendor_export_job = dg.define_asset_job("vendor_export_job", selection=[vendor_e
 # --- the gap each export filled -----------------------------------------------------------------
 
 
-def latest_exports(
-    instance: dg.DagsterInstance, partitions: list[str] | None = None, limit: int = 200
-) -> dict[str, dict]:
-    """Per received day, the newest materialization of `vendor_export_files`: its job_id,
-    file_prefix and files (from its metadata)."""
-    records_filter = dg.AssetRecordsFilter(asset_key=vendor_export_files.key, asset_partitions=partitions)
-    out: dict[str, dict] = {}
-    for record in instance.fetch_materializations(records_filter, limit=limit).records:
-        materialization = record.asset_materialization
-        if materialization is None or materialization.partition in out or "job_id" not in materialization.metadata:
-            continue
-        metadata = materialization.metadata
-        out[materialization.partition] = {
-            "job_id": metadata["job_id"].value,
-            "file_prefix": metadata["file_prefix"].value,
-            "files": int(metadata["files"].value),
-        }
-    return out
+def latest_exports(warehouse: WarehouseResource, partitions: list[str] | None = None) -> dict[str, dict]:
+    """Per received day (partition key), the newest export landed: its job_id, file_prefix and
+    files, from the warehouse (ev_vendor_exports)."""
+    days = None if partitions is None else [date.fromisoformat(p) for p in partitions]
+    return {
+        row["received_day"].isoformat(): row
+        for row in pipeline.latest_exports(warehouse.get(), days).iter_rows(named=True)
+    }
 
 
 GAP_CHECKS = [
@@ -162,7 +170,7 @@ GAP_CHECKS = [
 )
 def vendor_export_gap(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     day_key = context.partition_key
-    export = latest_exports(context.instance, [day_key], limit=1).get(day_key)
+    export = latest_exports(warehouse, [day_key]).get(day_key)
     if export is None:
         raise dg.Failure(
             f"no export of received day {day_key} has landed: materialize vendor_export_files for it first"
@@ -215,12 +223,12 @@ def vendor_export_gap(context: dg.AssetExecutionContext, warehouse: WarehouseRes
 vendor_gap_job = dg.define_asset_job("vendor_gap_job", selection=[vendor_export_gap])
 
 
-def gap_run_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> tuple[list[dg.RunRequest], str]:
+def gap_run_requests(warehouse: WarehouseResource) -> tuple[list[dg.RunRequest], str]:
     """One `vendor_gap_job` run per received day whose latest export is wholly in the file ledger
     (run key: the export's job id, so each export is counted once), and why."""
     requests, waiting = [], []
     wh = warehouse.get()
-    for day_key, export in sorted(latest_exports(instance).items()):
+    for day_key, export in latest_exports(warehouse).items():
         if pipeline.export_files_ingested(wh, export["file_prefix"]) < export["files"]:
             waiting.append(day_key)
             continue
@@ -248,7 +256,7 @@ def gap_run_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource)
     ),
 )
 def vendor_gap_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    requests, reason = gap_run_requests(context.instance, warehouse)
+    requests, reason = gap_run_requests(warehouse)
     if not requests:
         return dg.SkipReason(reason)
     return dg.SensorResult(run_requests=requests)

@@ -12,21 +12,24 @@ same code. Each step is idempotent: run it again on the same input and the table
 - `forecast`: sessions and reference -> ev_charging_behavior and transformer_overload_forecast, and the
   forecast's backtest;
 - `reference`: the utility's extracts -> ref_* tables, then late enrichment;
-- `export_gap`: which vendor export files the ledger holds;
+- `export_gap`: the vendor exports landed (`record_export`, `latest_exports`), which of their files the
+  ledger holds and the gap each filled;
 - `config`: `PipelineSettings`, the steps' plain form of `ev_assets.settings.Settings`.
 """
 
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.pipeline.export_gap import ExportGap, export_files_ingested, export_gap
+from ev_assets.pipeline.export_gap import ExportGap, export_files_ingested, export_gap, latest_exports, record_export
 from ev_assets.pipeline.forecast import ForecastReport, refresh_forecast
 from ev_assets.pipeline.ingest import (
     BatchRejected,
     IngestReport,
+    archive_committed,
     ingest_batch,
     ledger_totals,
     reference_for,
     replay_rejected,
     replay_selection,
+    split_committed,
 )
 from ev_assets.pipeline.planning_load import (
     DAILY_LOAD_TABLES,
@@ -57,9 +60,12 @@ from ev_assets.pipeline.sessions import (
 
 __all__ = [
     "BatchRejected",
+    "archive_committed",
     "ExportGap",
     "export_files_ingested",
     "export_gap",
+    "latest_exports",
+    "record_export",
     "DAILY_LOAD_TABLES",
     "INTERVAL_LOAD_TABLES",
     "IngestReport",
@@ -82,6 +88,7 @@ __all__ = [
     "reference_for",
     "replay_rejected",
     "replay_selection",
+    "split_committed",
     "by_peak",
     "update_daily_load",
     "pair_pending_batches",

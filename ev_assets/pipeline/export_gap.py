@@ -17,10 +17,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+import polars as pl
 import sqlalchemy as sa
 
 from ev_assets.warehouse.store import Warehouse
-from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_FEED_FILES, EV_REJECTED_MESSAGES
+from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_FEED_FILES, EV_REJECTED_MESSAGES, EV_VENDOR_EXPORTS
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,48 @@ class ExportGap:
             "day_messages": self.day_messages,
             "gap_share": round(self.gap_share, 6),
         }
+
+
+def record_export(
+    warehouse: Warehouse,
+    *,
+    job_id: str,
+    received_day: date,
+    file_prefix: str,
+    files: int,
+    records: int,
+    filetype: str,
+    landed_at: datetime | None = None,
+) -> None:
+    """An export's files are in the landing folder: what it landed, for the gap (ev_vendor_exports)."""
+    row = {
+        "job_id": job_id,
+        "received_day": received_day,
+        "file_prefix": file_prefix,
+        "files": files,
+        "records": records,
+        "filetype": filetype,
+        "landed_at": landed_at or datetime.now(UTC),
+    }
+    with warehouse.transaction() as conn:
+        warehouse.insert(conn, EV_VENDOR_EXPORTS, EV_VENDOR_EXPORTS.conform(pl.DataFrame([row])))
+
+
+def latest_exports(warehouse: Warehouse, days: list[date] | None = None) -> pl.DataFrame:
+    """Per received day (all, or those of `days`), the newest export landed: received_day, job_id,
+    file_prefix, files, in received-day order."""
+    exports = (
+        warehouse.read(EV_VENDOR_EXPORTS)
+        if days is None
+        else warehouse.read_in(EV_VENDOR_EXPORTS, "received_day", days)
+    )
+    return (
+        exports.sort("landed_at", "job_id")
+        .group_by("received_day")
+        .last()
+        .select("received_day", "job_id", "file_prefix", "files")
+        .sort("received_day")
+    )
 
 
 def export_files_ingested(warehouse: Warehouse, file_prefix: str) -> int:

@@ -132,13 +132,17 @@ def ingest_batch(
     warehouse.ensure_timezone(settings.timezone)  # before the lock: it may write the first time
     now = now or utc_now()
     # A re-execution of a committed batch (a retry of a run that died after its commit) may find
-    # its files archived: those the file ledger holds for this batch need no reading. Any other
-    # missing file is an error, and files still present go through the checks below.
+    # its files archived, and a file another batch committed meanwhile may have been archived by
+    # that batch's step: a file is archived only once the file ledger holds it, so a missing file
+    # the ledger holds needs no reading. Any other missing file is an error, and files still
+    # present go through the checks below.
     if any(not p.exists() for p in paths):
-        committed = _files_of_batch(warehouse, batch_id)
+        committed = _files_read(warehouse, [p.name for p in paths if not p.exists()])
         paths = [p for p in paths if p.exists() or p.name not in committed]
-        if not paths:
-            return IngestReport(batch_id=batch_id, committed_before=True)
+    # Nothing left to read (every file committed, by this batch or by another): a batch the
+    # ledger holds is done; one it does not is recorded empty, so its run key's work is on record.
+    if not paths and _batch_in_ledger(warehouse, batch_id):
+        return IngestReport(batch_id=batch_id, committed_before=True)
     # The same file (name and content) twice in one batch is one file, read once.
     parsed, all_records = feed.parse_batch(paths)
     # Files are only ever added to the file ledger, so what is unread under the lock is a subset of
@@ -279,9 +283,42 @@ def _already_read(
     return set(known.select("file_name", "file_sha256").iter_rows())
 
 
-def _files_of_batch(warehouse: Warehouse, batch_id: str) -> set[str]:
-    f = warehouse.table(EV_FEED_FILES).c
-    return set(warehouse.scalars(sa.select(f.file_name).where(f.batch_id == batch_id)))
+def _files_read(warehouse: Warehouse, names: list[str]) -> set[str]:
+    """Those of these file names the file ledger holds (under any batch)."""
+    return set(warehouse.read_in(EV_FEED_FILES, "file_name", names)["file_name"].to_list())
+
+
+def _batch_in_ledger(warehouse: Warehouse, batch_id: str) -> bool:
+    with warehouse.engine.connect() as conn:
+        return _batch_recorded(warehouse, batch_id, conn)
+
+
+def archive_committed(
+    warehouse: Warehouse, landing_dir: Path, day: str, files: list[feed.FeedFile] | None = None
+) -> int:
+    """Move the committed ones of `files` (default: every landing file) to the archive: files a
+    run committed and died before moving. Returns the number moved."""
+    _, committed = split_committed(warehouse, feed.list_landing(landing_dir) if files is None else files)
+    return feed.archive_files([f.path for f in committed], landing_dir, day) if committed else 0
+
+
+def split_committed(
+    warehouse: Warehouse, files: list[feed.FeedFile]
+) -> tuple[list[feed.FeedFile], list[feed.FeedFile]]:
+    """(files the file ledger does not hold, files it holds) of landing files, each in order.
+
+    A file whose name the ledger holds is committed only if its content is the one read (a
+    re-delivery under the same name is new); only those files are hashed, so landing files the
+    ledger never saw cost no read of their bytes."""
+    if not files:
+        return [], []
+    ledger = warehouse.read_in(EV_FEED_FILES, "file_name", [f.name for f in files])
+    known = set(ledger.select("file_name", "file_sha256").iter_rows())
+    names = set(ledger["file_name"].to_list())
+    todo, done = [], []
+    for f in files:
+        (done if f.name in names and (f.name, feed.file_sha256(f.path)) in known else todo).append(f)
+    return todo, done
 
 
 def _batch_recorded(warehouse: Warehouse, batch_id: str, conn: Connection) -> bool:

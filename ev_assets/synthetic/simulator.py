@@ -60,7 +60,6 @@ from ev_assets.core.reference_extracts import valid_on
 
 UTC_US = pl.Datetime("us", "UTC")
 CENTISECOND_US = 10_000
-US_PER_HOUR = 3_600_000_000
 EPOCH = date(1970, 1, 1)
 
 SESSION_COLUMNS = (

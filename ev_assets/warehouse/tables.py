@@ -1268,6 +1268,43 @@ EV_EVENT_COMMITS = TableSpec(
     indexes=(("batch_id",),),
 )
 
+EV_VENDOR_EXPORTS = TableSpec(
+    name="ev_vendor_exports",
+    description=(
+        "One row per vendor batch export landed (vendor_export_files): its received day (UTC), job id, the "
+        "prefix of its landing files' names and how many it landed. Written by the export step once its files "
+        "are in the landing folder; the gap sensor and vendor_export_gap read the day's latest export here "
+        "(the file ledger then says whether all its files are ingested)."
+    ),
+    columns=(
+        Col("job_id", pl.String(), "The vendor's export job id.", nullable=False),
+        Col(
+            "received_day",
+            pl.Date(),
+            "Received day (UTC) the export holds: ReceivedTime in [day, day+1).",
+            nullable=False,
+        ),
+        Col(
+            "file_prefix",
+            pl.String(),
+            "Its landing files' names start with this (export-<day>-<jobId>-).",
+            nullable=False,
+        ),
+        Col("files", pl.Int64(), "Landing files the export wrote.", nullable=False),
+        Col("records", pl.Int64(), "Records in those files.", nullable=False),
+        Col("filetype", pl.String(), "File type the vendor exported (Parquet, Orc, Json or Csv).", nullable=False),
+        Col(
+            "landed_at",
+            UTC_DATETIME,
+            "When its files were in the landing folder: the day's latest export is the newest.",
+            nullable=False,
+        ),
+    ),
+    primary_key=("job_id",),
+    indexes=(("received_day", "landed_at"),),
+    group="ingest",
+)
+
 ALL_TABLES: tuple[TableSpec, ...] = (
     EV_CHARGING_EVENTS,
     EV_CHARGING_SESSIONS,
@@ -1292,6 +1329,7 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     EV_METERS_PENDING,
     EV_WAREHOUSE_SETTINGS,
     EV_EVENT_COMMITS,
+    EV_VENDOR_EXPORTS,
     *REFERENCE_TABLES.values(),
 )
 

@@ -1,15 +1,13 @@
-"""Ingest area: landing files -> ev_charging_events -> ev_charging_sessions, the feed sensor and its jobs."""
+"""The ingest area's assets: ev_charging_events (a micro-batch of landing files, or of quarantined
+records on a replay) and ev_charging_sessions, with their checks and run config."""
 
-import time
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 import dagster as dg
-from pydantic import AfterValidator
 
 from ev_assets import pipeline
 from ev_assets.core import feed
-from ev_assets.core.batching import Batch, FeedCursor, plan_batches, settled
+from ev_assets.core.batching import BatchSpan, batch_id
 from ev_assets.defs.metadata import (
     OWNERS,
     TOUCHED_DATES,
@@ -20,41 +18,45 @@ from ev_assets.defs.metadata import (
     touched_dates_metadata,
 )
 from ev_assets.defs.partitions import days_outside_partitions, outside_partitions_message
-from ev_assets.defs.reference import reference_job, reference_version
-from ev_assets.defs.resources import FeedResource, PipelineConfig, ReferenceResource, WarehouseResource
-from ev_assets.defs.runs import BATCH_TAG, IN_FLIGHT, record_worker, retry_when_transient, utc_day
-from ev_assets.settings import Settings
-from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, EV_FEED_FILES, REFERENCE_TABLES
-
-
-def _list_of_strings(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"expected a list of strings, got {type(value).__name__}: {str(value)[:200]}")
-    return value
-
-
-# A list of strings that Dagster's config system takes whole (config type Any) and pydantic checks.
-# Typed list[str], Dagster validates and post-processes each element as a StringSource (a string or
-# {env: ...}), and it builds a run's config several times (the sensor's request, run creation, the
-# execution plan, the step's context): 0.24 s per build for a batch of 8,836 files, under 1 ms
-# with Any.
-StringList = Annotated[Any, AfterValidator(_list_of_strings)]
+from ev_assets.defs.resources import FeedResource, PipelineConfig, WarehouseResource
+from ev_assets.defs.runs import record_worker, retry_when_transient, utc_day
+from ev_assets.warehouse.tables import EV_CHARGING_EVENTS, EV_CHARGING_SESSIONS, REFERENCE_TABLES
 
 
 class IngestBatchConfig(dg.Config):
-    """The micro-batch the feed sensor named: its id (the run key) and its files, in order. Without
-    a batch (a reference_job run, a Materialize click) the step only attributes again the events of
-    the meters a reference load queued.
+    """The micro-batch the feed sensor named: its id (the run key) and where its files stand in
+    the landing folder (core.batching.BatchSpan). Without a batch (a reference_job run, a
+    Materialize click) the step only attributes again the events of the meters a reference load
+    queued.
+
+    Why a span and not the files' paths (up to EV_MAX_FILES_PER_BATCH of them, which had to be
+    typed Any to keep Dagster from checking each one, 0.24 s per config build for 8,836 paths): a
+    run's config is built several times, shown in the UI and stored with the run. Why not a
+    manifest table either: the sensor that plans a batch must write nothing (a tick is a read),
+    and the step cannot write the list it has not been given. The span is a few typed fields the
+    step re-derives the files from (the landing files between its ends the file ledger does not
+    hold), and the batch id, a digest of those files' names and content, tells whether they are
+    the planned ones (BatchSpan says why any difference is harmless). After the commit the file
+    ledger (ev_feed_files) is the batch's manifest.
 
     A replay batch (`ev-awareness rejected replay`) names quarantined records instead of files:
     `replay_rejection_ids`, with their stored raw records, or with corrected ones from
-    `replay_corrected_file` (an export whose records keep their `_rejection_id`).
+    `replay_corrected_file` (an export whose records keep their `_rejection_id`). A replay is an
+    operator's rare selection, so its ids are typed as what they are.
     """
 
     batch_id: str | None = None
-    files: StringList = []
-    replay_rejection_ids: StringList = []
+    first_arrived_ns: int = 0
+    first_file: str = ""
+    last_arrived_ns: int = 0
+    last_file: str = ""
+    file_count: int = 0
+    replay_rejection_ids: list[str] = []
     replay_corrected_file: str | None = None
+
+    @property
+    def span(self) -> BatchSpan:
+        return BatchSpan(self.first_arrived_ns, self.first_file, self.last_arrived_ns, self.last_file, self.file_count)
 
 
 @dg.asset(
@@ -122,21 +124,31 @@ def ev_charging_events(
     # and the check's read must be retried like a lost transaction (the retry finds the batch
     # committed and writes nothing).
     with retry_when_transient(context):
+        archived, as_planned = 0, True
         if config.batch_id is None:
             report = pipeline.IngestReport(batch_id="")
         elif config.replay_rejection_ids:
             replays = pipeline.replay_selection(wh, config.replay_rejection_ids, config.replay_corrected_file)
             report = pipeline.replay_rejected(wh, settings_, replays, config.batch_id, run_id=run_id)
         else:
-            report = pipeline.ingest_batch(
-                wh, config.batch_id, [Path(f) for f in config.files], settings_, run_id=run_id
-            )
+            landing = feed.list_landing(feed_landing.path)
+            files, committed_in_span, as_planned = batch_files(context, config, landing, wh)
+            report = pipeline.ingest_batch(wh, config.batch_id, [f.path for f in files], settings_, run_id=run_id)
+            # Committed: the batch's files leave the landing folder, which then holds only what is
+            # still to read; with them, files an earlier run committed and died before moving (a
+            # crash between a commit and this line is harmless: the ledger holds them, planning
+            # skips them, and the next batch's step or `ev-awareness run` moves them). Leftovers
+            # are looked for before the span only: what lies after it is later batches' (not
+            # committed yet, as a rule), and a backlog's ledger lookup per step would grow with it.
+            day = utc_day()
+            archived = feed.archive_files([f.path for f in (*files, *committed_in_span)], feed_landing.path, day)
+            first = (config.first_arrived_ns, config.first_file)
+            before = [f for f in landing if f.position < first]
+            archived += pipeline.archive_committed(wh, feed_landing.path, day, before)
         # Meters a reference load queued (a correction may reach back in time): their events again.
         reattributed = pipeline.reattribute_pending_meters(
             wh, settings_, chunk_meters=pipeline_config.resolved().rebuild_chunk_meters
         )
-        # Committed: the files leave the landing folder, which then holds only what is still to read.
-        archived = feed.archive_files([Path(f) for f in config.files], feed_landing.path, utc_day())
         rows_checked, verified, errors = stored_batch_conforms(wh, config.batch_id or "", report.accepted)
         reference_version = pipeline.loaded_reference_version(wh)
         # A batch an earlier attempt committed may have no materialization to count on from: the
@@ -157,6 +169,7 @@ def ev_charging_events(
             rows,
             batch_id=config.batch_id or "",
             files_archived=archived,
+            files_as_planned=as_planned,
             events_reattributed=reattributed,
             **counts,
             conflicts=report.conflicts,
@@ -189,6 +202,24 @@ def ev_charging_events(
             ),
         ],
     )
+
+
+def batch_files(
+    context: dg.AssetExecutionContext, config: IngestBatchConfig, landing: list[feed.FeedFile], wh
+) -> tuple[list[feed.FeedFile], list[feed.FeedFile], bool]:
+    """The batch's files re-derived from its span in the landing folder (those the file ledger does
+    not hold, as the sensor planned them), the span's files the ledger holds (committed: to
+    archive), and whether the first are the planned ones. Another batch id than the planned one is
+    said, not fatal: the difference is files another batch committed meanwhile, or one landed
+    inside the span (BatchSpan)."""
+    files, committed = pipeline.split_committed(wh, config.span.select(landing))
+    derived = batch_id([(f.name, feed.file_sha256(f.path)) for f in files]) if files else "no files"
+    if derived != config.batch_id:
+        context.log.warning(
+            f"batch {config.batch_id} ({config.file_count} files planned) now holds {len(files)} files not read "
+            f"yet ({derived}): the others were committed by another batch meanwhile"
+        )
+    return files, committed, derived == config.batch_id
 
 
 def stored_batch_conforms(wh, batch_id: str, inserted: int) -> tuple[int, str, str | None]:
@@ -352,173 +383,3 @@ def flagged_share(written) -> dict:
         "share": share,
         "flags": dg.MetadataValue.json(per_flag),
     }
-
-
-ingest_job = dg.define_asset_job(
-    "ingest_job",
-    selection=dg.AssetSelection.assets(ev_charging_events, ev_charging_sessions),
-    description=(
-        "One micro-batch of landing files: validate, quarantine, deduplicate, enrich; then pair every committed "
-        "batch not paired yet."
-    ),
-)
-sessions_job = dg.define_asset_job(
-    "sessions_job",
-    selection=dg.AssetSelection.assets(ev_charging_sessions),
-    description=(
-        "Pair the batches not paired yet (config mode: pending), or rebuild every session in chunks of meters "
-        "(mode: rebuild)."
-    ),
-)
-
-
-def ingest_run_request(batch: Batch) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=batch.batch_id,
-        job_name=ingest_job.name,
-        run_config={"ops": {"ev_charging_events": {"config": {"batch_id": batch.batch_id, "files": batch.paths}}}},
-        tags={
-            BATCH_TAG: batch.batch_id,
-            "ev/files": str(len(batch.files)),
-            "ev/messages": str(batch.messages),
-            "ev/bytes": str(batch.bytes),
-        },
-    )
-
-
-def reference_run_request(version: str) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=f"reference:{version[:16]}", job_name=reference_job.name, tags={"ev/reference_sha256": version}
-    )
-
-
-def landing_batches_to_ingest(
-    feed_res: FeedResource, warehouse: WarehouseResource, cursor: FeedCursor | None
-) -> list[Batch]:
-    """Files after the cursor that the file ledger does not hold yet, grouped into batches.
-
-    With a cursor (a sensor tick), only settled files count; without one (a full scan, as the CLI
-    does), every file does. A file whose name the ledger holds is pending only if its content
-    changed (a re-delivery under the same name); only those files are hashed, so the common case
-    reads no bytes here.
-    """
-    files = feed.list_landing(feed_res.path)
-    if cursor is not None:
-        files = settled(cursor.after(files), now_ns=time.time_ns(), settle_ns=int(feed_res.settle_seconds * 1e9))
-    if not files:
-        return []
-    ledger = warehouse.get().read_in(EV_FEED_FILES, "file_name", [f.name for f in files])
-    known = set(ledger.select("file_name", "file_sha256").iter_rows())
-    names = set(ledger["file_name"].to_list())
-    todo, done = [], []
-    for f in files:
-        (done if f.name in names and (f.name, feed.file_sha256(f.path)) in known else todo).append(f)
-    # Committed by a run that died before archiving them: archive now (the ledger holds them).
-    feed.archive_files([f.path for f in done], feed_res.path, utc_day())
-    return plan_batches(
-        todo, max_files=feed_res.max_files, max_messages=feed_res.max_messages, max_bytes=feed_res.max_bytes
-    )
-
-
-def reference_to_load(reference_res: ReferenceResource, warehouse: WarehouseResource) -> str | None:
-    """The version of the reference extracts in the folder when the warehouse holds another one
-    (or none): they must be loaded before the events that need them."""
-    version = reference_version(reference_res.path)
-    if version is None or version == pipeline.loaded_reference_version(warehouse.get()):
-        return None
-    return version
-
-
-def feed_run_requests(
-    instance: dg.DagsterInstance,
-    feed_res: FeedResource,
-    reference_res: ReferenceResource,
-    warehouse: WarehouseResource,
-    cursor: FeedCursor | None,
-) -> tuple[list[dg.RunRequest], list[Batch], str]:
-    """What the feed sensor asks for, and why (a sentence for the tick's log or skip reason).
-
-    New reference extracts are loaded first: while their run has not succeeded, no ingest run
-    starts (its events would be enriched with outdated reference data). A reference run that
-    failed does not stall the feed: events are then accepted as they can be, and the reason is said.
-    """
-    version = reference_to_load(reference_res, warehouse)
-    if version is not None:
-        request = reference_run_request(version)
-        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1)
-        if not runs:
-            return [request], [], f"loading reference extracts {version[:12]} before the events that need them"
-        if not runs[0].is_finished:
-            return [], [], f"waiting for the reference load {runs[0].run_id[:8]} to finish"
-        if not runs[0].is_success:
-            reason = f"reference load {runs[0].run_id[:8]} failed: ingesting without the new reference data"
-        else:
-            reason = ""
-    else:
-        reason = (
-            ""
-            if reference_version(reference_res.path)
-            else (f"no reference extracts in {reference_res.path}: events are accepted as meter_unknown")
-        )
-    batches = landing_batches_to_ingest(feed_res, warehouse, cursor)
-    requests = [ingest_run_request(b) for b in batches]
-    said = (
-        f"{len(batches)} batches of {sum(len(b.files) for b in batches)} new files"
-        if batches
-        else "no new files in the landing folder"
-    )
-    return requests, batches, "; ".join(x for x in (said, reason) if x)
-
-
-PAIR_FOR_TAG = "ev/pair_for"
-
-
-def pairing_run_request(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> dg.RunRequest | None:
-    """A sessions run for the batches committed but never paired (their run died or failed after
-    the events step), when no ingest or sessions run is on its way to pair them. The warehouse
-    says what waits, whatever became of the run that committed it; the run key counts the earlier
-    attempts, so a pairing run that died too is asked for again (a used run key never is)."""
-    waiting = pipeline.batches_awaiting_pairing(warehouse.get())
-    if not waiting:
-        return None
-    for job_name in (ingest_job.name, sessions_job.name):
-        if instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1):
-            return None
-    attempt = len(instance.get_runs(dg.RunsFilter(tags={PAIR_FOR_TAG: waiting[-1]})))
-    return dg.RunRequest(
-        run_key=f"pair:{waiting[-1]}:{attempt}", job_name=sessions_job.name, tags={PAIR_FOR_TAG: waiting[-1]}
-    )
-
-
-@dg.sensor(
-    jobs=[ingest_job, sessions_job, reference_job],
-    minimum_interval_seconds=Settings().feed_sensor_interval_s,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Polls EV_FEED_DIR for new payload files (one ingest run per micro-batch) and EV_REFERENCE_DIR for new "
-        "extracts (loaded before the events that need them); asks for a sessions run when committed batches wait "
-        "for pairing and no run is on its way to pair them."
-    ),
-)
-def ev_feed_sensor(
-    context: dg.SensorEvaluationContext,
-    feed_landing: FeedResource,
-    reference: ReferenceResource,
-    warehouse: WarehouseResource,
-):
-    # No cursor at all (a first tick, or a lost cursor): a full scan, the file ledger decides.
-    cursor = FeedCursor.from_json(context.cursor) if context.cursor else None
-    requests, batches, reason = feed_run_requests(context.instance, feed_landing, reference, warehouse, cursor)
-    if not requests and (pairing := pairing_run_request(context.instance, warehouse)) is not None:
-        requests, reason = (
-            [pairing],
-            (
-                f"pairing {pairing.tags[PAIR_FOR_TAG]} and the batches before it, committed by a run that ended "
-                "before pairing them"
-            ),
-        )
-    context.log.info(reason)
-    if not requests:
-        return dg.SensorResult(skip_reason=reason, cursor=context.cursor)
-    new_cursor = FeedCursor.at(batches[-1].files[-1]).to_json() if batches else context.cursor
-    return dg.SensorResult(run_requests=requests, cursor=new_cursor)

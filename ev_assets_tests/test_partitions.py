@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
-from polars.testing import assert_frame_equal
 import pytest
 import sqlalchemy as sa
+from polars.testing import assert_frame_equal
 
 from ev_assets import pipeline
 from ev_assets.warehouse import migrate
@@ -294,3 +294,34 @@ def test_an_old_month_is_detached_and_the_pipeline_carries_on(pg_url, small_util
     finally:
         engine.dispose()
         wh.dispose()
+
+
+def test_the_daily_schedule_runs_the_job_that_makes_the_months_ahead(pg_url, monkeypatch):
+    import dagster as dg
+
+    from ev_assets.definitions import defs
+    from ev_assets.defs.month_partitions import month_partitions_job, month_partitions_schedule
+    from ev_assets.defs.resources import WarehouseResource
+
+    migrate.upgrade(pg_url)
+    monkeypatch.setenv("EV_PARTITION_MONTHS_AHEAD", "2")
+    repo = defs.get_repository_def()
+    assert month_partitions_schedule.name in {s.name for s in repo.schedule_defs}
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 12, 8, 0, 15, tzinfo=UTC))
+    requests = month_partitions_schedule.evaluate_tick(context).run_requests
+    assert [r.run_key for r in requests] == ["month_partitions:2026-12-08"]
+
+    result = month_partitions_job.execute_in_process(resources={"warehouse": WarehouseResource(url=pg_url)})
+    assert result.success
+    engine = make_engine(pg_url)
+    try:
+        held = {(p.table, p.start) for p in list_partitions(engine, count_rows=False)}
+        first = datetime.now(UTC).date().replace(day=1)
+        months = [first]
+        for _ in range(2):
+            months.append(date(months[-1].year + months[-1].month // 12, months[-1].month % 12 + 1, 1))
+        assert {(s.name, m) for s in PARTITIONED_TABLES for m in months} <= held
+        assert len(held) == len(PARTITIONED_TABLES) * 4  # those three and DEFAULT
+        assert ensure_month_partitions(engine, 2) == []  # the job made them all
+    finally:
+        engine.dispose()

@@ -325,3 +325,34 @@ def test_the_daily_schedule_runs_the_job_that_makes_the_months_ahead(pg_url, mon
         assert ensure_month_partitions(engine, 2) == []  # the job made them all
     finally:
         engine.dispose()
+
+
+def test_the_db_commands_make_list_and_detach_months(pg_url, small_utility, settings, tmp_path, monkeypatch, capsys):
+    from ev_assets import cli
+
+    monkeypatch.setenv("EV_WAREHOUSE_URL", pg_url)
+    monkeypatch.setenv("EV_PARTITION_MONTHS_AHEAD", "1")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    assert cli.main(["db", "upgrade"]) == 0
+    this_month = datetime.now(UTC).date().replace(day=1)
+    assert f"ev_charging_events_p{this_month:%Y_%m}" in capsys.readouterr().out
+    wh = Warehouse(pg_url)
+    pipeline.load_reference(wh, small_utility, settings)
+    simulate(small_utility, tmp_path / "landing", days=2, start=date(2024, 6, 3))
+    pipeline.ingest_batch(wh, "b", sorted((tmp_path / "landing").glob("*.json")), settings)
+    events = wh.count(EV_CHARGING_EVENTS)
+    wh.dispose()
+    assert cli.main(["db", "upgrade"]) == 0  # June 2024 moved out of DEFAULT
+    assert "ev_charging_events_p2024_06" in capsys.readouterr().out
+    assert cli.main(["db", "partitions"]) == 0
+    listed = capsys.readouterr().out
+    assert "ev_charging_events_p2024_06" in listed and f"{events:,}" in listed and "DEFAULT" in listed
+
+    assert cli.main(["db", "detach-month", "2024-6"]) == 2  # not YYYY-MM
+    assert cli.main(["db", "detach-month", f"{this_month:%Y-%m}"]) == 2  # the pipeline writes it
+    assert cli.main(["db", "detach-month", "2023-01"]) == 1  # no such partition
+    capsys.readouterr()
+    assert cli.main(["db", "detach-month", "2024-06"]) == 0
+    # only the events were written (no pairing yet): only they had June out of DEFAULT
+    assert "1 partitions detached" in capsys.readouterr().out
+    assert _rows_in(pg_url, "ev_charging_events_p2024_06_detached") == events

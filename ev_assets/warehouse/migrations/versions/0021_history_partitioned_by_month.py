@@ -82,7 +82,7 @@ def _rebuild(table: str, column: str, key: tuple[str, ...], *, partitioned: bool
         {"t": table},
     ).scalar_one()
     comment = conn.execute(sa.text("SELECT obj_description(CAST(:t AS regclass), 'pg_class')"), {"t": table}).scalar()
-    copy = f"{table}__rebuilt"
+    copy, low = f"{table}__rebuilt", None
     like = f'(LIKE "{table}" INCLUDING DEFAULTS INCLUDING COMMENTS INCLUDING STATISTICS)'
     if partitioned:
         op.execute(f'CREATE TABLE "{copy}" {like} PARTITION BY RANGE ("{column}")')
@@ -110,7 +110,10 @@ def _rebuild(table: str, column: str, key: tuple[str, ...], *, partitioned: bool
     if comment is not None:
         # Through the driver, unparsed: descriptions hold colons and percent signs.
         conn.exec_driver_sql(f'COMMENT ON TABLE "{table}" IS {_comment_literal(comment)}')
-    op.execute(f'ANALYZE "{table}"')
+    if low is not None or not partitioned:
+        # The planner's statistics of the new table (an empty one is left to autovacuum: statistics
+        # of no rows would steer the plans of its first batches).
+        op.execute(f'ANALYZE "{table}"')
 
 
 def _comment_literal(comment: str) -> str:

@@ -327,11 +327,19 @@ def assert_postgres_seeks(wh, statements) -> None:
         ]
         assert edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge), direction
     # The window's events: a range of the primary key per meter and type.
-    assert any("message_id >= (" in c and "message_id <= (" in c for c in conditions), conditions
+    # Partitioned (0021), the read also names the window's days, which prune the months: on these
+    # small partitions the planner may then seek the window's days on their index instead, a
+    # bounded seek too (on 3 M sessions it keeps the key's range: BENCHMARKS.md).
+    days = {"message_id": "message_date >= '", "session_id": "event_date >= '"}
+    assert any(("message_id >= (" in c and "message_id <= (" in c) or days["message_id"] in c for c in conditions), (
+        conditions
+    )
     # The replaced sessions: a range of start times within each meter, not the meter alone: of the
     # primary key (meter|start time) for those with a start, of the partial index by end time for
     # end_only ones.
-    assert any("session_id >= (" in c and "session_id <= (" in c for c in conditions), conditions
+    assert any(("session_id >= (" in c and "session_id <= (" in c) or days["session_id"] in c for c in conditions), (
+        conditions
+    )
     assert any("meter_id = ANY" in c and "end_time >=" in c for c in conditions), conditions
 
 

@@ -13,7 +13,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,7 @@ class Warehouse:
         self.tables: dict[str, sa.Table] = {spec.name: spec.sqlalchemy_table(self.metadata) for spec in ALL_TABLES}
         self._schema_checked = False
         self._timezone_ok: str | None = None
+        self._zone_of_partitions: str | None = None
 
     @property
     def dialect(self) -> str:
@@ -272,8 +273,13 @@ class Warehouse:
         if spec.leads_an_index(column) and all(isinstance(v, str) for v in distinct):
             self.check_schema()
             ids = self.text_rows(distinct)
+            value = sa.type_coerce(ids.c.value, sa.Text)
+            on = col == value
+            day = self._partition_day_of_id(spec, column, value, conn)
+            if day is not None:  # the one month partition each id can be in (run-time pruning)
+                on = sa.and_(on, self.table(spec).c[spec.partition_by_month] == day)
             joined = sa.select(*self.stored_columns(spec, columns)).select_from(ids)
-            joined = joined.join(self.table(spec), col == sa.type_coerce(ids.c.value, sa.Text))
+            joined = joined.join(self.table(spec), on)
             return self.query_frame(spec, joined if where is None else joined.where(where), conn, columns)
         frames = [
             self.read(spec, col.in_(chunk) if where is None else sa.and_(col.in_(chunk), where), conn, columns)
@@ -308,6 +314,9 @@ class Warehouse:
         key = t.c[id_column]
         bounded = sa.and_(key >= prefix.concat(low), key <= prefix.concat(high))
         selected = self.stored_columns(spec, columns)
+        days = self._partition_days_between(spec, id_column, low, high, conn)
+        if days is not None:  # the months the range's times lie in (PostgreSQL prunes the others)
+            bounded = sa.and_(bounded, t.c[spec.partition_by_month].between(*days))
         if self.dialect == "postgresql":
             # A range scan of the key per prefix, always: PostgreSQL cannot estimate a range whose
             # ends are computed from the other side, takes each for 0.5 % of the table, and as a
@@ -448,8 +457,63 @@ class Warehouse:
         deleted = 0
         for chunk in chunked(sorted(set(values)), IN_CHUNK):
             condition = col.in_(chunk) if where is None else sa.and_(col.in_(chunk), where)
+            days = self._partition_days_of_ids(spec, column, chunk, conn)
+            if days is not None:  # the months of these ids only (PostgreSQL prunes the others)
+                condition = sa.and_(condition, self.table(spec).c[spec.partition_by_month].in_(days))
             deleted += self.delete(conn, spec, condition)
         return deleted
+
+    # --- month partitions (PostgreSQL) -----------------------------------------------------------
+
+    def _partition_zone(self, spec: TableSpec, id_column: str, conn: Connection | None) -> str | None:
+        """The time zone whose local dates partition `spec`, when `id_column` holds the time they
+        come from and the database partitions the table (PostgreSQL, migration 0021): the
+        warehouse's recorded zone. None otherwise: no partition condition to add. A warehouse
+        without a recorded zone has no rows to find yet (the first write records it)."""
+        if self.dialect != "postgresql" or spec.partition_date_in_id != id_column:
+            return None
+        if self._zone_of_partitions is None:
+            table = self.table(EV_WAREHOUSE_SETTINGS)
+            query = sa.select(table.c.value).where(table.c.key == "timezone")
+            found = self.scalars(query, conn=conn)
+            if not found:
+                return None
+            self._zone_of_partitions = found[0]  # recorded once, never changed (ensure_timezone)
+        return self._zone_of_partitions
+
+    def _partition_day_of_id(
+        self, spec: TableSpec, id_column: str, value: sa.ColumnElement[str], conn: Connection | None
+    ) -> sa.ColumnElement | None:
+        """SQL: the partition column's value of the row with id `value` (the local date of the time
+        the id ends with), for a join on the id to name its partition; None when not partitioned."""
+        zone = self._partition_zone(spec, id_column, conn)
+        if zone is None:
+            return None
+        time = sa.cast(sa.func.substring(value, "[^|]+$"), sa.DateTime(timezone=True))
+        return sa.cast(sa.func.timezone(zone, time), sa.Date)
+
+    def _partition_days_of_ids(
+        self, spec: TableSpec, id_column: str, ids: Sequence[str], conn: Connection | None
+    ) -> list[date] | None:
+        """The partition column's values of rows with these ids (as _partition_day_of_id, computed
+        here: constants prune when the statement is planned); None when not partitioned."""
+        zone = self._partition_zone(spec, id_column, conn)
+        if zone is None or not ids:
+            return None
+        times = pl.Series(list(ids), dtype=pl.String).str.extract(r"([^|]+)$")
+        stamps = times.str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", strict=False)
+        if stamps.null_count():  # an id of another form: no condition (every partition is sought)
+            return None
+        return stamps.dt.replace_time_zone("UTC").dt.convert_time_zone(zone).dt.date().unique().sort().to_list()
+
+    def _partition_days_between(
+        self, spec: TableSpec, id_column: str, low: str, high: str, conn: Connection | None
+    ) -> tuple[date, date] | None:
+        """The partition column's range for ids from prefix + `low` to prefix + `high` when both are
+        times (`id_time`), the local dates of those times; None for other bounds (a whole meter: ""
+        to ID_END) or a table not partitioned."""
+        days = self._partition_days_of_ids(spec, id_column, [low, high], conn) if low and high != ID_END else None
+        return None if days is None else (days[0], days[-1])
 
     def record_event_commit(self, conn: Connection, batch_id: str, event_count: int, now: datetime) -> int | None:
         """Number this transaction's new events in commit order (ev_event_commits); call it LAST in the

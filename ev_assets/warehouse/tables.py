@@ -83,6 +83,10 @@ class TableSpec:
     # plain table. The column must be a function of the primary key (an id holding its time, a day
     # of the key): the partitioned table's key adds it (postgres_primary_key) and stays as unique.
     partition_by_month: str | None = None
+    # The id column whose value ends with the time (`...|<ISO 8601 UTC>`) whose local date is the
+    # partition column's value: a read by id then names its one partition (Warehouse: PostgreSQL
+    # skips the others), instead of seeking the id in every month's index.
+    partition_date_in_id: str | None = None
     group: str = "warehouse"
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -413,6 +417,7 @@ EV_CHARGING_EVENTS = TableSpec(
     # received_time: the export gap check counts a received day's events by first_channel.
     indexes=(("batch_id",), ("message_date",), ("received_time",)),
     partition_by_month="message_date",
+    partition_date_in_id="message_id",
 )
 
 EV_CHARGING_SESSIONS = TableSpec(
@@ -508,6 +513,7 @@ EV_CHARGING_SESSIONS = TableSpec(
     # per meter of the batch on a large history (BENCHMARKS.md: 14 % of the pages a batch dirtied).
     partial_indexes=(PartialIndex("end_only", ("meter_id", "end_time"), "start_time IS NULL"),),
     partition_by_month="event_date",
+    partition_date_in_id="session_id",
 )
 
 

@@ -325,7 +325,14 @@ def assert_postgres_seeks(wh, statements) -> None:
                 for n in nodes
             )
         ]
-        assert edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge), direction
+        # Partitioned (0021): the edges are sought in the days next to the window first, which on
+        # these small partitions the planner may seek on the days' index: bounded too.
+        days_first = [
+            nodes
+            for nodes in plans.values()
+            if any(n.get("Alias") == "x" and "message_date >= '" in n.get("Index Cond", "") for n in nodes)
+        ]
+        assert (edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge)) or days_first, direction
     # The window's events: a range of the primary key per meter and type.
     # Partitioned (0021), the read also names the window's days, which prune the months: on these
     # small partitions the planner may then seek the window's days on their index instead, a
@@ -340,7 +347,9 @@ def assert_postgres_seeks(wh, statements) -> None:
     assert any(("session_id >= (" in c and "session_id <= (" in c) or days["session_id"] in c for c in conditions), (
         conditions
     )
-    assert any("meter_id = ANY" in c and "end_time >=" in c for c in conditions), conditions
+    assert any(("meter_id = ANY" in c and "end_time >=" in c) or days["session_id"] in c for c in conditions), (
+        conditions
+    )
 
 
 def vm_steps(warehouse, action) -> int:

@@ -54,8 +54,8 @@ COMMIT_SEQ_LOCK_KEY = 0x45565F434F4D4954  # "EV_COMIT" as a bigint
 # always the last a transaction takes. SQLite keeps one writer at a time (BEGIN IMMEDIATE).
 WRITE_SHARDS = 64
 
-# read_nearest_ids on month partitions: the days next to the bound sought first (two months at most).
-NEAREST_FIRST_DAYS = 31
+# read_nearest_ids on month partitions: the days next to the bound sought first (a month, a year).
+NEAREST_FIRST_DAYS = (31, 366)
 ALL_SHARDS: tuple[int, ...] = tuple(range(WRITE_SHARDS))
 
 
@@ -368,19 +368,28 @@ class Warehouse:
         # The ids first, then their rows by key: in one statement, PostgreSQL may hash the ids and
         # read the whole table for them.
         days = self._partition_days_of_ids(spec, id_column, [bound], conn)
-        ids, missing = [], prefixes
-        if days is not None:
-            # Month partitions: the nearest id is sought in the NEAREST_FIRST_DAYS next to the bound
-            # first (two months at most, the others pruned), and only the prefixes with none there
-            # in every month: unbounded, each prefix's max() / min() descends every month's index.
-            # A row found in those days is the nearest: any nearer one lies between it and the bound.
-            step = timedelta(days=NEAREST_FIRST_DAYS)
-            near = (days[0] - step, days[0]) if below else (days[0], days[0] + step)
-            found = self._nearest_ids(conn, spec, id_column, prefixes, bound, below, inclusive, near)
+        if days is None:
+            found = self._nearest_ids(conn, spec, id_column, prefixes, bound, below, inclusive)
             ids = [i for i in found.values() if i is not None]
+            return self.read_in(spec, id_column, ids, conn=conn, columns=columns)
+        # Month partitions: the nearest id is sought in the days next to the bound first (a month,
+        # then a year: the other months pruned), and only the prefixes with none there further,
+        # to the end of the history on the bound's side (each max() / min() then descends every
+        # month's index on that side; a batch's meters have no later event, and the months after
+        # the bound are few). A row found within some days is the nearest: a nearer one would lie
+        # between it and the bound, in those days too.
+        ids, missing, day = [], prefixes, days[0]
+        for reach in (*NEAREST_FIRST_DAYS, None):
+            if reach is None:
+                near = (date.min, day) if below else (day, date.max)
+            else:
+                step = timedelta(days=reach)
+                near = (day - step, day) if below else (day, day + step)
+            found = self._nearest_ids(conn, spec, id_column, missing, bound, below, inclusive, near)
+            ids += [i for i in found.values() if i is not None]
             missing = [value for value, i in found.items() if i is None]
-        if missing:
-            ids += [i for i in self._nearest_ids(conn, spec, id_column, missing, bound, below, inclusive).values() if i]
+            if not missing:
+                break
         return self.read_in(spec, id_column, ids, conn=conn, columns=columns)
 
     def _nearest_id(

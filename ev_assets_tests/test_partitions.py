@@ -356,3 +356,33 @@ def test_the_db_commands_make_list_and_detach_months(pg_url, small_utility, sett
     # only the events were written (no pairing yet): only they had June out of DEFAULT
     assert "1 partitions detached" in capsys.readouterr().out
     assert _rows_in(pg_url, "ev_charging_events_p2024_06_detached") == events
+
+
+def test_reads_by_id_on_partitions_find_what_a_filter_finds(pg_url, small_utility, settings, tmp_path):
+    """read_in and delete_in by event id name each id's month; ids of another form (no time) fall
+    back to every month, never fail; the rows are those a plain filter finds."""
+    migrate.upgrade(pg_url)
+    wh = Warehouse(pg_url)
+    try:
+        pipeline.load_reference(wh, small_utility, settings)
+        simulate(small_utility, tmp_path / "landing", days=FEED_DAYS, start=FEED_START)
+        pipeline.ingest_batch(wh, "b", sorted((tmp_path / "landing").glob("*.json")), settings)
+        engine = make_engine(pg_url)
+        try:
+            ensure_month_partitions(engine, 0, today=TODAY)  # May and June out of DEFAULT
+        finally:
+            engine.dispose()
+        stored = wh.read(EV_CHARGING_EVENTS).sort("message_id")
+        wanted = stored["message_id"].gather(list(range(0, stored.height, 7))).to_list()
+        expected = stored.filter(pl.col("message_id").is_in(wanted))
+        unknown = "M-none|" + wanted[0].split("|", 1)[1]  # well formed, not stored
+        assert wh._partition_days_of_ids(EV_CHARGING_EVENTS, "message_id", [*wanted, unknown], None)
+        by_month = wh.read_in(EV_CHARGING_EVENTS, "message_id", [*wanted, unknown])
+        assert by_month.sort("message_id").equals(expected)
+        every_month = wh.read_in(EV_CHARGING_EVENTS, "message_id", [*wanted, "no-such-id"])
+        assert every_month.sort("message_id").equals(expected)
+        with wh.transaction() as conn:
+            assert wh.delete_in(conn, EV_CHARGING_EVENTS, "message_id", wanted) == len(wanted)
+        assert wh.count(EV_CHARGING_EVENTS) == stored.height - len(wanted)
+    finally:
+        wh.dispose()

@@ -277,7 +277,9 @@ class Warehouse:
             self.check_schema()
             ids = self.text_rows(distinct)
             value = sa.type_coerce(ids.c.value, sa.Text)
-            day = self._partition_day_of_id(spec, column, value, conn)
+            # (only when every id has the form: the SQL cast of another would fail the statement)
+            formed = self._partition_days_of_ids(spec, column, distinct, conn) is not None
+            day = self._partition_day_of_id(spec, column, value, conn) if formed else None
             if day is not None:
                 # Month partitions: each id names the one month it can be in, and a subquery per id
                 # (LATERAL, OFFSET 0 as in read_id_ranges) seeks only that month's key (run-time

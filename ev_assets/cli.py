@@ -151,6 +151,77 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     console.print(
         f"warehouse: {shown} at schema {after}" + (f" (upgraded from {before or 'empty'})" if before != after else "")
     )
+    _ensure_month_partitions(s)
+    return 0
+
+
+def _ensure_month_partitions(s: Settings) -> None:
+    """PostgreSQL: the history's month partitions of this month and EV_PARTITION_MONTHS_AHEAD ahead
+    (and of any month waiting in DEFAULT); nothing on SQLite."""
+    from ev_assets.warehouse.month_partitions import ensure_month_partitions
+    from ev_assets.warehouse.store import make_engine
+
+    engine = make_engine(s.warehouse_url)
+    try:
+        created = ensure_month_partitions(engine, s.partition_months_ahead)
+    finally:
+        engine.dispose()
+    if created:
+        console.print(
+            f"month partitions created: {len(created)} ({', '.join(created[:4])}{', ...' * (len(created) > 4)})"
+        )
+
+
+def cmd_db_partitions(_args: argparse.Namespace) -> int:
+    from ev_assets.warehouse.month_partitions import list_partitions, next_month
+    from ev_assets.warehouse.store import make_engine
+
+    engine = make_engine(Settings().warehouse_url)
+    try:
+        found = list_partitions(engine)
+    finally:
+        engine.dispose()
+    if not found:
+        console.print("no partitioned tables (SQLite keeps plain tables; PostgreSQL: run `ev-awareness db upgrade`)")
+        return 0
+    table = Table("table", "partition", "months", "rows")
+    for p in found:
+        span = (
+            "DEFAULT"
+            if p.start is None
+            else f"{p.start:%Y-%m}"
+            if next_month(p.start) == p.end
+            else f"{p.start} .. {p.end}"
+        )
+        table.add_row(p.table, p.name, span, f"{p.rows:,}")
+    console.print(table)
+    return 0
+
+
+def cmd_db_detach_month(args: argparse.Namespace) -> int:
+    from ev_assets.warehouse.month_partitions import DETACHED_SUFFIX, detach_month, parse_month
+    from ev_assets.warehouse.store import make_engine
+
+    try:
+        month = parse_month(args.month)
+    except ValueError as e:
+        console.print(str(e), style="red")
+        return 2
+    engine = make_engine(Settings().warehouse_url)
+    try:
+        done = detach_month(engine, month, drop=args.drop)
+    except ValueError as e:
+        console.print(str(e), style="red")
+        return 2
+    finally:
+        engine.dispose()
+    if not done:
+        console.print(f"no partition of {month:%Y-%m} to detach")
+        return 1
+    kept = (
+        "dropped" if args.drop else f"kept as <partition>{DETACHED_SUFFIX} (archive with pg_dump -t, then DROP TABLE)"
+    )
+    console.print(f"{month:%Y-%m}: {len(done)} partitions detached, {kept}: {', '.join(done)}")
     return 0
 
 
@@ -926,6 +997,19 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="upgrade the warehouse to the code's schema").set_defaults(func=cmd_db_upgrade)
     db.add_parser("current", help="the warehouse's schema revision and the code's").set_defaults(func=cmd_db_current)
     db.add_parser("history", help="the migrations, newest first").set_defaults(func=cmd_db_history)
+    db.add_parser("partitions", help="PostgreSQL: the history's month partitions, with their row counts").set_defaults(
+        func=cmd_db_partitions
+    )
+    p = db.add_parser(
+        "detach-month",
+        help=(
+            "PostgreSQL retention: detach one past month (YYYY-MM) from every partitioned table, keeping each "
+            "partition as a plain table <partition>_detached (or dropping it with --drop)"
+        ),
+    )
+    p.add_argument("month", help="YYYY-MM, before the current month")
+    p.add_argument("--drop", action="store_true", help="drop the detached partitions instead of keeping them")
+    p.set_defaults(func=cmd_db_detach_month)
 
     p = sub.add_parser("reference", help="generate the synthetic utility's reference data (CSV) into EV_REFERENCE_DIR")
     p.add_argument("--meters", type=int, default=2000)

@@ -154,6 +154,14 @@ class Settings(BaseSettings):
         RUN,
         gt=0,
     )
+    partition_months_ahead: int = _setting(
+        3,
+        "PostgreSQL: months after the current one whose history partitions are made ahead (by `ev-awareness db "
+        "upgrade`, `init` and the daily `month_partitions_schedule`); a row of a month without its partition "
+        "waits in the DEFAULT partition until the next of those moves it out.",
+        RUN,
+        ge=0,
+    )
     charge_w_min: float = _setting(
         900.0,
         "Plausible ChargeW, lower bound, W (home chargers 1-19.2 kW with a margin).",

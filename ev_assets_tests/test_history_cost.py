@@ -16,6 +16,7 @@ checked three ways on a small hand-made feed with long sessions across the windo
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import polars as pl
@@ -246,9 +247,14 @@ def postgres_plan(warehouse, statement: str, parameters) -> list[dict]:
     nodes, todo = [], [root]
     while todo:
         node = todo.pop()
+        if "Relation Name" in node:  # a month partition's scan (PostgreSQL, 0022) is its table's
+            node["Relation Name"] = _PARTITION.sub("", node["Relation Name"])
         nodes.append(node)
         todo += node.get("Plans", [])
     return nodes
+
+
+_PARTITION = re.compile(r"_(p\d{4}_\d{2}|default)$")
 
 
 def test_every_statement_of_a_batch_seeks_on_an_index(feed):
@@ -319,14 +325,31 @@ def assert_postgres_seeks(wh, statements) -> None:
                 for n in nodes
             )
         ]
-        assert edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge), direction
+        # Partitioned (0022): the edges are sought in the days next to the window first, which on
+        # these small partitions the planner may seek on the days' index: bounded too.
+        days_first = [
+            nodes
+            for nodes in plans.values()
+            if any(n.get("Alias") == "x" and "message_date >= '" in n.get("Index Cond", "") for n in nodes)
+        ]
+        assert (edge and all(any(n["Node Type"] == "Limit" for n in nodes) for nodes in edge)) or days_first, direction
     # The window's events: a range of the primary key per meter and type.
-    assert any("message_id >= (" in c and "message_id <= (" in c for c in conditions), conditions
+    # Partitioned (0022), the read also names the window's days, which prune the months: on these
+    # small partitions the planner may then seek the window's days on their index instead, a
+    # bounded seek too (on 3 M sessions it keeps the key's range: BENCHMARKS.md).
+    days = {"message_id": "message_date >= '", "session_id": "event_date >= '"}
+    assert any(("message_id >= (" in c and "message_id <= (" in c) or days["message_id"] in c for c in conditions), (
+        conditions
+    )
     # The replaced sessions: a range of start times within each meter, not the meter alone: of the
     # primary key (meter|start time) for those with a start, of the partial index by end time for
     # end_only ones.
-    assert any("session_id >= (" in c and "session_id <= (" in c for c in conditions), conditions
-    assert any("meter_id = ANY" in c and "end_time >=" in c for c in conditions), conditions
+    assert any(("session_id >= (" in c and "session_id <= (" in c) or days["session_id"] in c for c in conditions), (
+        conditions
+    )
+    assert any(("meter_id = ANY" in c and "end_time >=" in c) or days["session_id"] in c for c in conditions), (
+        conditions
+    )
 
 
 def vm_steps(warehouse, action) -> int:

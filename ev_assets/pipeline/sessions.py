@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import sqlalchemy as sa
@@ -120,7 +121,7 @@ def _repair_in(
     paired = pair(stored, settings, now)
     fresh = EV_CHARGING_SESSIONS.conform(pairing.anchored_within(paired, window, edge_ids))
 
-    previous = replaced_sessions(warehouse, conn, window, edge_ids)
+    previous = replaced_sessions(warehouse, conn, window, edge_ids, settings.timezone)
     replaced, written = _write_changed(warehouse, conn, previous, fresh)
     return SessionsReport(
         sessions_written=written.height,
@@ -156,7 +157,9 @@ def _write_changed(warehouse: Warehouse, conn, previous: pl.DataFrame, fresh: pl
     return replaced, written
 
 
-def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow, edge_ids: list[str]) -> pl.DataFrame:
+def replaced_sessions(
+    warehouse: Warehouse, conn, window: pairing.PairingWindow, edge_ids: list[str], timezone: str | None = None
+) -> pl.DataFrame:
     """The stored sessions a re-pairing of the window replaces, every column but updated_at (what
     _write_changed compares): those of the window's meters anchored in [write_from, write_to]
     (their start; their end when they have no start), and those the edge events anchor.
@@ -172,6 +175,13 @@ def replaced_sessions(warehouse: Warehouse, conn, window: pairing.PairingWindow,
     # `start_time IS NULL` as the partial index of end_only sessions states it: a planner uses a
     # partial index only where the query implies the index's predicate.
     end_only = sa.and_(s.start_time.is_(None), s.end_time.between(window.write_from, window.write_to))
+    if timezone is not None:
+        # An end_only session's event_date is its end's local date (`timezone`, the warehouse's):
+        # the bound prunes the months of PostgreSQL's partitions (0022), whose every month an IN
+        # list of meters is otherwise sought in.
+        tz = ZoneInfo(timezone)
+        end_days = (window.write_from.astimezone(tz).date(), window.write_to.astimezone(tz).date())
+        end_only = sa.and_(end_only, s.event_date.between(*end_days))
     frames = [
         warehouse.read_id_ranges(EV_CHARGING_SESSIONS, "session_id", *starts, conn=conn, columns=_STORED_CONTENT),
         warehouse.read_in(

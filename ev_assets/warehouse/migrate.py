@@ -74,6 +74,23 @@ def target_metadata() -> sa.MetaData:
     return metadata
 
 
+def is_month_partition(name: str) -> bool:
+    """Whether a table name is one of a partitioned table's months, its DEFAULT, or a detached month
+    (ev_assets.warehouse.month_partitions): part of a declared table, not a table of its own."""
+    import re
+
+    from ev_assets.warehouse.tables import PARTITIONED_TABLES
+
+    return any(
+        re.fullmatch(rf"{spec.name}_(p\d{{4}}_\d{{2}}(_detached)?|default)", name) for spec in PARTITIONED_TABLES
+    )
+
+
+def include_name(name: str | None, type_: str, _parent_names: dict) -> bool:
+    """Autogenerate's filter: the month partitions are not tables to declare (or to drop)."""
+    return not (type_ == "table" and name is not None and is_month_partition(name))
+
+
 def display_url(url: str | sa.URL) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 

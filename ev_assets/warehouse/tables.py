@@ -78,6 +78,15 @@ class TableSpec:
     # Text columns whose ranges are read (Warehouse.read_id_ranges): they sort by code point in
     # every database (SQLite's default; COLLATE "C" in PostgreSQL, whatever the database's own).
     code_point_order: tuple[str, ...] = ()
+    # PostgreSQL: the table is RANGE-partitioned by month of this date column (migration 0022;
+    # ev_assets.warehouse.partitions makes the months ahead and detaches old ones). SQLite keeps a
+    # plain table. The column must be a function of the primary key (an id holding its time, a day
+    # of the key): the partitioned table's key adds it (postgres_primary_key) and stays as unique.
+    partition_by_month: str | None = None
+    # The id column whose value ends with the time (`...|<ISO 8601 UTC>`) whose local date is the
+    # partition column's value: a read by id then names its one partition (Warehouse: PostgreSQL
+    # skips the others), instead of seeking the id in every month's index.
+    partition_date_in_id: str | None = None
     group: str = "warehouse"
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -94,6 +103,15 @@ class TableSpec:
         """The names of the table's indexes (other than its primary key's), as the database has them."""
         names = {f"ix_{self.name}_{'_'.join(cols)}" for cols in self.indexes}
         return names | {f"ix_{self.name}_{i.label}_{'_'.join(i.columns)}" for i in self.partial_indexes}
+
+    @property
+    def postgres_primary_key(self) -> tuple[str, ...]:
+        """The primary key as PostgreSQL holds it: a partitioned table's unique keys must include its
+        partition column, which is added last when the key lacks it. The column is a function of the
+        declared key, so a key value is exactly as unique with it as without."""
+        if self.partition_by_month is None or self.partition_by_month in self.primary_key:
+            return self.primary_key
+        return (*self.primary_key, self.partition_by_month)
 
     def leads_an_index(self, column: str) -> bool:
         """Whether an index (the primary key's or a declared one, not a partial one) starts with
@@ -148,6 +166,15 @@ class TableSpec:
             "",
             f"Primary key: {', '.join(f'`{c}`' for c in self.primary_key)}.",
             "",
+            *(
+                [
+                    f"PostgreSQL: partitioned by month of `{self.partition_by_month}` (primary key there: "
+                    f"{', '.join(f'`{c}`' for c in self.postgres_primary_key)}).",
+                    "",
+                ]
+                if self.partition_by_month
+                else []
+            ),
             "| column | type | nullable | description |",
             "|---|---|---|---|",
         ]
@@ -389,6 +416,8 @@ EV_CHARGING_EVENTS = TableSpec(
     code_point_order=("message_id",),
     # received_time: the export gap check counts a received day's events by first_channel.
     indexes=(("batch_id",), ("message_date",), ("received_time",)),
+    partition_by_month="message_date",
+    partition_date_in_id="message_id",
 )
 
 EV_CHARGING_SESSIONS = TableSpec(
@@ -483,6 +512,8 @@ EV_CHARGING_SESSIONS = TableSpec(
     # almost all have a start, and an index of every session by (meter_id, end_time) cost a page
     # per meter of the batch on a large history (BENCHMARKS.md: 14 % of the pages a batch dirtied).
     partial_indexes=(PartialIndex("end_only", ("meter_id", "end_time"), "start_time IS NULL"),),
+    partition_by_month="event_date",
+    partition_date_in_id="session_id",
 )
 
 
@@ -557,6 +588,7 @@ def _daily_load_spec(level: str, key: str, extra: tuple[Col, ...], grain: str) -
         ),
         primary_key=(key, "load_date"),
         indexes=(("load_date",),),
+        partition_by_month="load_date",
         group="planning",
     )
 
@@ -729,6 +761,7 @@ def _interval_load_spec(level: str, key: str, grain: str) -> TableSpec:
         ),
         primary_key=(key, "interval_start"),
         indexes=(("load_date",),),
+        partition_by_month="load_date",
         group="planning",
     )
 
@@ -1332,6 +1365,9 @@ ALL_TABLES: tuple[TableSpec, ...] = (
     EV_VENDOR_EXPORTS,
     *REFERENCE_TABLES.values(),
 )
+
+
+PARTITIONED_TABLES: tuple[TableSpec, ...] = tuple(spec for spec in ALL_TABLES if spec.partition_by_month)
 
 
 def data_dictionary() -> str:

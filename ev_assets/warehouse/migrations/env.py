@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from ev_assets.warehouse.migrate import target_metadata
+from ev_assets.warehouse.migrate import include_name, target_metadata
 
 config = context.config
 
@@ -21,6 +21,8 @@ def run_migrations_online() -> None:
         # SQLite cannot ALTER most things: batch mode copies the table instead.
         render_as_batch=True,
         compare_type=True,
+        # PostgreSQL's month partitions are parts of declared tables (migration 0022).
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -95,12 +95,14 @@ def code_at_0020(tmp_path_factory) -> Path:
     return target
 
 
-def _digests(url: str) -> dict[str, tuple[int, str | None]]:
+def _digests(url: str, only=None) -> dict[str, tuple[int, str | None]]:
     """Per table: its rows and a digest of them all (every column, as text, in a fixed order). The
-    partitioned table keeps the columns' order, so the digests compare across the conversion."""
+    partitioned table keeps the columns' order, so the digests compare across the conversion.
+    The tables the database holds (a warehouse at 0020 lacks those of later revisions), or `only`."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
+            names = set(only) if only is not None else set(sa.inspect(conn).get_table_names())
             return {
                 spec.name: tuple(
                     conn.execute(
@@ -111,6 +113,7 @@ def _digests(url: str) -> dict[str, tuple[int, str | None]]:
                     ).one()
                 )
                 for spec in ALL_TABLES
+                if spec.name in names
             }
     finally:
         engine.dispose()
@@ -164,7 +167,7 @@ def test_a_populated_warehouse_at_0020_is_partitioned_with_every_row(pg_url, cod
 
     assert migrate.upgrade(pg_url) == ("0020", migrate.head())
 
-    assert _digests(pg_url) == before
+    assert _digests(pg_url, only=before) == before
     engine = make_engine(pg_url)
     try:
         with engine.connect() as conn:
@@ -185,7 +188,7 @@ def test_a_populated_warehouse_at_0020_is_partitioned_with_every_row(pg_url, cod
     # and back: the downgrade gives the plain tables, every row still there
     _downgrade(pg_url, "0020")
     assert migrate.current(pg_url) == "0020"
-    assert _digests(pg_url) == before
+    assert _digests(pg_url, only=before) == before
     engine = make_engine(pg_url)
     try:
         with engine.connect() as conn:

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 from ev_assets.core import events, pairing, quality
 from ev_assets.core.enrich import ATTRIBUTION_COLUMNS
 from ev_assets.pipeline.config import PipelineSettings, utc_now
-from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, empty_frame, shard_of, shards_of
+from ev_assets.warehouse.store import IN_CHUNK, Warehouse, chunked, empty_frame, shard_of, shards_of, try_shard_lock
 from ev_assets.warehouse.tables import (
     EV_BATCH_PAIRING,
     EV_BATCHES_PENDING,
@@ -263,15 +263,20 @@ def time_out_open_starts(
     """Mark start_only sessions older than max_session as timed_out (indexed on status, start_time).
     Neither status counts in the load, so no day changes.
 
-    `shards`: only the sessions of meters in these write-lock shards (the ones the caller's
-    transaction holds; PostgreSQL). The candidates are few (each open start times out once), so
-    they are read and their meters' shards computed here; SQLite's single writer takes them all."""
+    `shards` (PostgreSQL): the write-lock shards the caller's transaction holds. An open start of a
+    meter in another shard is timed out too if its shard's lock can be had at once
+    (`pg_try_advisory_xact_lock`: no wait, so the lock order cannot deadlock); a shard another
+    writer holds is left to the next pairing. So an open start times out even if its meter never
+    sends again. The candidates are few (each open start times out once): they are read and their
+    meters' shards computed here. SQLite's single writer takes them all."""
     s = warehouse.table(EV_CHARGING_SESSIONS)
     expired = sa.and_(s.c.status == "start_only", s.c.start_time < now - settings.max_session)
     if shards is not None and warehouse.dialect != "sqlite":
         candidates = conn.execute(sa.select(s.c.session_id, s.c.meter_id).where(expired)).all()
+        of_shard = {sid: shard_of(meter) for sid, meter in candidates}
         held = set(shards)
-        ids = [sid for sid, meter in candidates if shard_of(meter) in held]
+        held |= {shard for shard in sorted(set(of_shard.values()) - held) if try_shard_lock(conn, shard)}
+        ids = [sid for sid, shard in of_shard.items() if shard in held]
         timed_out = 0
         for chunk in chunked(ids, IN_CHUNK):
             result = conn.execute(

@@ -89,6 +89,13 @@ def take_write_lock(conn: Connection, *, shared: bool = False, keys: Sequence[in
         conn.execute(take, {"key": key})
 
 
+def try_shard_lock(conn: Connection, shard: int) -> bool:
+    """PostgreSQL: take a shard's lock in this transaction if no other writer holds it, without
+    waiting (so it may be taken out of the lock order: a try cannot deadlock)."""
+    take = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
+    return bool(conn.execute(take, {"key": SHARD_LOCK_KEY + shard}).scalar_one())
+
+
 def shard_of(key: str) -> int:
     """The write-lock shard of one key (see shards_of)."""
     return zlib.crc32(key.encode()) % WRITE_SHARDS

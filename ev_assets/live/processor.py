@@ -40,6 +40,7 @@ from ev_assets.live.store import (
     Message,
 )
 from ev_assets.pipeline.ingest import reference_for
+from ev_assets.pipeline.sessions import PAIRING_COLUMNS
 from ev_assets.warehouse.migrate import SchemaError
 from ev_assets.warehouse.store import Warehouse, empty_frame
 from ev_assets.warehouse.tables import REF_FEEDERS, REF_METERS, REF_SERVICE_POINTS, REF_TRANSFORMERS
@@ -155,20 +156,6 @@ class FileOutcome:
     rejected: int = 0
     rejection_codes: dict[str, int] = field(default_factory=dict)
     error: str | None = None
-
-
-# What pairing reads of an event (the sessions step's PAIRING_COLUMNS).
-_PAIRING_COLUMNS = (
-    "message_id",
-    "message_type",
-    "meter_id",
-    "message_time",
-    "message_date",
-    "charge_w",
-    "charge_duration",
-    "charge_energy_wh",
-    *enrich.ATTRIBUTION_COLUMNS,
-)
 
 
 class Processor:
@@ -296,7 +283,7 @@ class Processor:
         """Pair the touched meters' recent and new events; store their open sessions; return the
         new events with their session (start: its SessionID; end: the session it closes, or its own
         end_only session), in publishing order: event time, an end before a start at equal times."""
-        window = pl.concat([recent.select(_PAIRING_COLUMNS), enriched.select(_PAIRING_COLUMNS)])
+        window = pl.concat([recent.select(PAIRING_COLUMNS), enriched.select(PAIRING_COLUMNS)])
         sessions = pairing.pair_sessions(
             window, max_session=self.rules.max_session, updated_at=now, charge_w_tolerance=self.rules.charge_w_tolerance
         )

@@ -122,6 +122,18 @@ def test_days_overlap_serialise_and_an_unscoped_writer_excludes_them(warehouse_u
         second.dispose()
 
 
+@pytest.fixture
+def writer_and_holder(warehouse_url, monkeypatch):
+    """Two writers on one PostgreSQL warehouse (a step's and one holding locks), a 1 s lock wait."""
+    if not warehouse_url.startswith("postgresql"):
+        pytest.skip("SQLite keeps a single writer (BEGIN IMMEDIATE)")
+    monkeypatch.setenv("EV_LOCK_WAIT_S", "1")
+    wh, holder = Warehouse(warehouse_url), Warehouse(warehouse_url)
+    yield wh, holder
+    wh.dispose()
+    holder.dispose()
+
+
 def _loaded(warehouse, small_utility, tmp_path, settings):
     pipeline.load_reference(warehouse, small_utility, settings, now=NOW)
     landing = tmp_path / "landing"
@@ -129,38 +141,31 @@ def _loaded(warehouse, small_utility, tmp_path, settings):
     return landing
 
 
-def test_pairing_runs_while_another_shard_is_held(warehouse_url, small_utility, tmp_path, monkeypatch):
+def test_pairing_runs_while_another_shard_is_held(writer_and_holder, small_utility, tmp_path):
     """A batch whose meters all lie in even shards pairs while a writer holds every odd shard (and
     waits, then times out, while one holds an even shard it needs)."""
-    if not warehouse_url.startswith("postgresql"):
-        pytest.skip("SQLite keeps a single writer (BEGIN IMMEDIATE)")
-    monkeypatch.setenv("EV_LOCK_WAIT_S", "1")
+    wh, holder = writer_and_holder
     settings = pipeline.PipelineSettings()
-    wh, holder = Warehouse(warehouse_url), Warehouse(warehouse_url)
-    try:
-        landing = _loaded(wh, small_utility, tmp_path, settings)
-        files = sorted(landing.glob("*.json"))
-        records = [record for f in files for record in json.loads(f.read_text())["EVChargingEvents"]]
-        only_even = tmp_path / "even.json"
-        even = [r for r in records if shard_of(r["MeterID"]) % 2 == 0]
-        only_even.write_text(json.dumps({"EVChargingEvents": even}))
-        pipeline.ingest_batch(wh, "even", [only_even], settings, now=NOW)
-        odd = [s for s in range(WRITE_SHARDS) if s % 2]
-        with holder.transaction(shards=odd):
-            report = pipeline.pair_pending_batches(wh, settings, now=NOW)
-        assert report.batches == ["even"] and report.sessions_written > 0
-        # A batch with new events of an odd-shard meter waits while that shard is held.
-        odd_meter = next(r["MeterID"] for r in records if shard_of(r["MeterID"]) % 2)
-        with_odd = next(f for f in files if odd_meter in f.read_text())
-        pipeline.ingest_batch(wh, "odd", [with_odd], settings, now=NOW)
-        with holder.transaction(shards=[shard_of(odd_meter)]):
-            with pytest.raises(sa.exc.OperationalError) as raised:
-                pipeline.pair_pending_batches(wh, settings, now=NOW)
-            assert _timed_out(raised.value), raised.value
-        assert pipeline.pair_pending_batches(wh, settings, now=NOW).batches == ["odd"]
-    finally:
-        wh.dispose()
-        holder.dispose()
+    landing = _loaded(wh, small_utility, tmp_path, settings)
+    files = sorted(landing.glob("*.json"))
+    records = [record for f in files for record in json.loads(f.read_text())["EVChargingEvents"]]
+    only_even = tmp_path / "even.json"
+    even = [r for r in records if shard_of(r["MeterID"]) % 2 == 0]
+    only_even.write_text(json.dumps({"EVChargingEvents": even}))
+    pipeline.ingest_batch(wh, "even", [only_even], settings, now=NOW)
+    odd = [s for s in range(WRITE_SHARDS) if s % 2]
+    with holder.transaction(shards=odd):
+        report = pipeline.pair_pending_batches(wh, settings, now=NOW)
+    assert report.batches == ["even"] and report.sessions_written > 0
+    # A batch with new events of an odd-shard meter waits while that shard is held.
+    odd_meter = next(r["MeterID"] for r in records if shard_of(r["MeterID"]) % 2)
+    with_odd = next(f for f in files if odd_meter in f.read_text())
+    pipeline.ingest_batch(wh, "odd", [with_odd], settings, now=NOW)
+    with holder.transaction(shards=[shard_of(odd_meter)]):
+        with pytest.raises(sa.exc.OperationalError) as raised:
+            pipeline.pair_pending_batches(wh, settings, now=NOW)
+        assert _timed_out(raised.value), raised.value
+    assert pipeline.pair_pending_batches(wh, settings, now=NOW).batches == ["odd"]
 
 
 def test_a_day_queued_again_while_its_load_runs_stays_queued(warehouse):
@@ -178,20 +183,13 @@ def test_a_day_queued_again_while_its_load_runs_stays_queued(warehouse):
     assert warehouse.read(EV_LOAD_DAYS_PENDING)["load_date"].to_list() == [day]
 
 
-def test_the_daily_load_runs_while_an_ingest_holds_its_shards(warehouse_url, small_utility, tmp_path, monkeypatch):
-    if not warehouse_url.startswith("postgresql"):
-        pytest.skip("SQLite keeps a single writer (BEGIN IMMEDIATE)")
-    monkeypatch.setenv("EV_LOCK_WAIT_S", "1")
+def test_the_daily_load_runs_while_an_ingest_holds_its_shards(writer_and_holder, small_utility, tmp_path):
+    wh, holder = writer_and_holder
     settings = pipeline.PipelineSettings()
-    wh, holder = Warehouse(warehouse_url), Warehouse(warehouse_url)
-    try:
-        landing = _loaded(wh, small_utility, tmp_path, settings)
-        pipeline.ingest_batch(wh, "b", sorted(landing.glob("*.json")), settings, now=NOW)
-        pipeline.pair_pending_batches(wh, settings, now=NOW)
-        with holder.transaction(shards=list(range(WRITE_SHARDS))):
-            report = pipeline.update_daily_load(wh, settings, date(2024, 6, 1), date(2024, 6, 2), now=NOW)
-        assert report.rows["transformer"] > 0
-        assert wh.read(EV_LOAD_DAYS_PENDING).filter(pl.col("load_date") <= date(2024, 6, 2)).is_empty()
-    finally:
-        wh.dispose()
-        holder.dispose()
+    landing = _loaded(wh, small_utility, tmp_path, settings)
+    pipeline.ingest_batch(wh, "b", sorted(landing.glob("*.json")), settings, now=NOW)
+    pipeline.pair_pending_batches(wh, settings, now=NOW)
+    with holder.transaction(shards=list(range(WRITE_SHARDS))):
+        report = pipeline.update_daily_load(wh, settings, date(2024, 6, 1), date(2024, 6, 2), now=NOW)
+    assert report.rows["transformer"] > 0
+    assert wh.read(EV_LOAD_DAYS_PENDING).filter(pl.col("load_date") <= date(2024, 6, 2)).is_empty()

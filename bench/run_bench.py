@@ -229,6 +229,7 @@ PIPELINES: dict[str, tuple[str, str]] = {
 # `ev-awareness run --workers N` per variant (1 where not named): issue 29's goal compares the
 # production setup with 2 workers against 1.
 PIPELINE_WORKERS = {"postgresql_2_workers": 2}
+FORECAST_JOB = "forecast_job"
 PIPELINE_LABELS = {
     "sqlite": "sqlite",
     "postgresql": "postgresql",
@@ -375,12 +376,13 @@ def run_summary(stdout: str) -> dict[str, int]:
     return {**out, **{k: int(v.replace(",", "")) for k, v in zip(names, read.groups(), strict=True)}}
 
 
-def step_seconds(dagster_home: Path, instance_url: str | None = None) -> dict[str, float]:
-    """Seconds spent inside each step (summed over the instance's runs), from the run storage's
-    step stats: the same figures the UI shows."""
+def step_seconds(dagster_home: Path, instance_url: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds spent inside each step, and each job's runs from start to end (both summed over the
+    instance's runs), from the run storage: the same figures the UI shows."""
     import dagster as dg
 
-    totals: dict[str, float] = {}
+    steps: dict[str, float] = {}
+    jobs: dict[str, float] = {}
     # A PostgreSQL-backed dagster.yaml reads its URL from the environment when the instance opens.
     previous = os.environ.pop("EV_DAGSTER_STORAGE_URL", None)
     if instance_url:
@@ -388,14 +390,17 @@ def step_seconds(dagster_home: Path, instance_url: str | None = None) -> dict[st
     try:
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             for record in instance.get_run_records():
+                if record.start_time and record.end_time:
+                    job = record.dagster_run.job_name
+                    jobs[job] = jobs.get(job, 0.0) + record.end_time - record.start_time
                 for stat in instance.get_run_step_stats(record.dagster_run.run_id):
                     if stat.start_time and stat.end_time:
-                        totals[stat.step_key] = totals.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
+                        steps[stat.step_key] = steps.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
     finally:
         os.environ.pop("EV_DAGSTER_STORAGE_URL", None)
         if previous is not None:
             os.environ["EV_DAGSTER_STORAGE_URL"] = previous
-    return dict(sorted(totals.items()))
+    return dict(sorted(steps.items())), dict(sorted(jobs.items()))
 
 
 def warehouse_check(url: str, truth: Path) -> dict[str, Any]:
@@ -439,7 +444,7 @@ def pipeline_run(
         load = contention.stop()
         second = run_cli(env, run_dir / "logs" / "noop", workers) if noop else None
         summary = run_summary(first.stdout)
-        steps = step_seconds(run_dir / "dagster_home", instance_url)
+        steps, job_runs = step_seconds(run_dir / "dagster_home", instance_url)
         check = warehouse_check(wh.url, month.truth)
     finally:
         wh.drop()
@@ -453,6 +458,11 @@ def pipeline_run(
         "wall_s": first.wall_s,
         "cpu_s": first.cpu_s,
         "msgs_per_s": measure.rate(summary["messages"], first.wall_s),
+        # The ten-year forecast is a daily snapshot, not part of a batch's path (the ceiling stores
+        # no forecast): `run` refreshes it once because this instance never had one.
+        "forecast_s": job_runs.get(FORECAST_JOB, 0.0),
+        "batch_path_s": first.wall_s - job_runs.get(FORECAST_JOB, 0.0),
+        "batch_path_msgs_per_s": measure.rate(summary["messages"], first.wall_s - job_runs.get(FORECAST_JOB, 0.0)),
         "peak_mb": first.peak_mb,
         "own_peak_mb": first.own_peak_mb,
         "descendant_peaks_mb": first.descendant_peaks_mb,
@@ -583,7 +593,10 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
     for name, r in runs.items():
         backend = PIPELINE_LABELS[name]
         r["ratio_to_ceiling"] = r["msgs_per_s"] / ceiling_["msgs_per_s"]
-        r["ratio_to_ceiling_with_storage"] = ratio = r["msgs_per_s"] / stored[PIPELINES[name][0]]["msgs_per_s"]
+        # The goal's ratio is the batch's path: the run less the forecast's run (a daily snapshot).
+        r["ratio_to_ceiling_with_storage"] = ratio = (
+            r["batch_path_msgs_per_s"] / stored[PIPELINES[name][0]]["msgs_per_s"]
+        )
         runs_text = ", ".join(
             f"{k.removesuffix('_runs').replace('_', ' ')} {v}" for k, v in r.items() if k.endswith("_runs")
         )
@@ -598,7 +611,11 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
                 ),
             ),
             (
-                f"{backend}: pipeline / ceiling with storage on {PIPELINES[name][0]} (msgs/s)",
+                f"{backend}: the batch's path (the run less `forecast_job`, {r['forecast_s']:.1f} s: a daily snapshot)",
+                f"{r['batch_path_s']:.1f} s, {r['batch_path_msgs_per_s']:,.0f} msgs/s",
+            ),
+            (
+                f"{backend}: the batch's path / ceiling with storage on {PIPELINES[name][0]} (msgs/s)",
                 f"**{ratio:.3f}x** (goal ≥ 0.5x)",
             ),
             (
@@ -633,10 +650,16 @@ def ceiling_vs_pipeline(ctx: Context) -> Result:
             "instance in SQLite files under DAGSTER_HOME."
         )
     if "postgresql_2_workers" in runs and "postgresql_pg_instance" in runs:
-        speedup = runs["postgresql_2_workers"]["msgs_per_s"] / runs["postgresql_pg_instance"]["msgs_per_s"]
+        speedup = (
+            runs["postgresql_2_workers"]["batch_path_msgs_per_s"]
+            / runs["postgresql_pg_instance"]["batch_path_msgs_per_s"]
+        )
         metrics["two_workers_speedup"] = speedup
         rows.append(
-            ("PostgreSQL + PostgreSQL instance: 2 workers / 1 worker (msgs/s)", f"**{speedup:.2f}x** (goal ≥ 1.7x)")
+            (
+                "PostgreSQL + PostgreSQL instance: 2 workers / 1 worker (the batch's path, msgs/s)",
+                f"**{speedup:.2f}x** (goal ≥ 1.7x)",
+            )
         )
     result = Result(metrics, rows, notes)
     if ctx.profile:

@@ -581,9 +581,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         printer.stage("empty days", fills, planning.daily_load_job.name, instance)
         # A snapshot that reads another (the queue, the forecast) is asked for once that one is
         # current: ask again until nothing is, each request at most once (a failed run is reported,
-        # not retried here).
+        # not retried here). The forecast too when its daily schedule is due: no daemon runs it here.
         asked: set[str] = set()
-        while requests := [r for r in planning.snapshot_run_requests(instance) if r.run_key not in asked]:
+        while requests := [
+            r for r in planning.snapshot_run_requests(instance, daily_due=True) if r.run_key not in asked
+        ]:
             for request in requests:
                 asked.add(request.run_key)
                 printer.stage(

@@ -19,6 +19,7 @@ from ev_assets.defs.planning import (
     daily_load_sensor,
     grid_load_by_day,
     premise_ev_profile,
+    snapshot_run_requests,
     transformer_planning_queue,
 )
 from ev_assets.defs.reference import reference_tables
@@ -271,6 +272,12 @@ def test_ingest_run_materializes_events_sessions_and_checks(env, small_utility, 
     assert [r.job_name for r in queue] == ["planning_queue_job"]
     assert dg.materialize([transformer_planning_queue], resources=resources, instance=instance).success
     assert not sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
+    # A later daily load refreshes the per-load snapshots, never the ten-year forecast (its daily
+    # schedule does); `run`, with no schedule, asks for it only when last refreshed before today.
+    assert dg.materialize([grid_load_by_day], tags=tags, resources=resources, instance=instance).success
+    after_load = sensor_result(instance, resources, sensor=daily_load_sensor).run_requests
+    assert {r.job_name for r in after_load} == {"premise_profile_job", "planning_queue_job"}
+    assert {r.job_name for r in snapshot_run_requests(instance, daily_due=True)} == {r.job_name for r in after_load}
 
 
 def test_daily_load_partition_and_range(env, small_utility, resources, instance):

@@ -9,7 +9,7 @@ asks for exactly the days still queued, and a computed day leaves the queue in t
 computed it.
 """
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -344,9 +344,14 @@ daily_planning_queue = daily_snapshot_schedule(
 # queues its days, and the daily load runs once those days are loaded, not per micro-batch.
 SNAPSHOT_JOBS = {
     tables.PREMISE_EV_PROFILE.name: premise_profile_job,
-    tables.TRANSFORMER_OVERLOAD_FORECAST.name: forecast_job,
     tables.TRANSFORMER_PLANNING_QUEUE.name: planning_queue_job,
 }
+# The ten-year forecast follows no single load: a day more of history moves a ten-year view by
+# nothing a planner acts on, and a refresh (three scenarios and the backtest) costs minutes of a
+# 20,000-meter utility. Its schedule (daily_forecast) refreshes it once a local day; the load sensor
+# asks for it only while it was never materialized (a new deployment), and `ev-awareness run`, which
+# has no schedule, also once it was last refreshed before today (the schedule's due refresh).
+DAILY_SNAPSHOT_JOBS = {tables.TRANSFORMER_OVERLOAD_FORECAST.name: forecast_job}
 # Snapshots a snapshot reads besides the daily load: the queue ranks by the forecast's years to
 # overload, so it waits for a forecast refresh on its way and follows each one.
 SNAPSHOT_INPUTS = {tables.TRANSFORMER_PLANNING_QUEUE.name: (tables.TRANSFORMER_OVERLOAD_FORECAST.name,)}
@@ -359,15 +364,28 @@ def latest_materialization_timestamp(instance: dg.DagsterInstance, asset_name: s
     return event.timestamp if event else None
 
 
-def snapshot_run_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+def snapshot_run_requests(instance: dg.DagsterInstance, daily_due: bool = False) -> list[dg.RunRequest]:
     """A refresh of each snapshot materialized before the latest daily load (or never) or before
-    a snapshot it reads (SNAPSHOT_INPUTS), once no daily-load run is on its way. A snapshot whose
-    input is itself stale or being refreshed waits: the next call asks for it. The run key is the
-    time of the change it follows: one refresh per change."""
+    a snapshot it reads (SNAPSHOT_INPUTS), once no daily-load run is on its way; of each daily
+    snapshot (DAILY_SNAPSHOT_JOBS) never materialized or, with `daily_due`, last refreshed before
+    today (local). A snapshot whose input is stale or being refreshed waits: the next call asks for
+    it. The run key is the time of the change it follows (a daily snapshot's: the day): one refresh
+    per change."""
     load_at = latest_materialization_timestamp(instance, tables.TRANSFORMER_DAILY_LOAD.name)
     if load_at is None or instance.get_runs(dg.RunsFilter(job_name=daily_load_job.name, statuses=IN_FLIGHT), limit=1):
         return []
     requests, waiting = [], set()
+    today = datetime.now(ZoneInfo(PARTITIONS_TIMEZONE)).date()
+    for asset_name, job in DAILY_SNAPSHOT_JOBS.items():
+        refreshed_at = latest_materialization_timestamp(instance, asset_name)
+        refreshed_day = (
+            None if refreshed_at is None else datetime.fromtimestamp(refreshed_at, ZoneInfo(PARTITIONS_TIMEZONE)).date()
+        )
+        if refreshed_day is not None and not (daily_due and refreshed_day < today):
+            continue
+        waiting.add(asset_name)
+        if not instance.get_runs(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1):
+            requests.append(dg.RunRequest(job_name=job.name, run_key=f"{SNAPSHOT_RUN_KEY}:{asset_name}:{today}"))
     for asset_name, job in SNAPSHOT_JOBS.items():
         inputs = SNAPSHOT_INPUTS.get(asset_name, ())
         if any(i in waiting for i in inputs):
@@ -426,7 +444,7 @@ def daily_load_sensor_requests(
 
 
 @dg.sensor(
-    jobs=[daily_load_job, *SNAPSHOT_JOBS.values()],
+    jobs=[daily_load_job, *SNAPSHOT_JOBS.values(), *DAILY_SNAPSHOT_JOBS.values()],
     minimum_interval_seconds=Settings().load_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests the daily-load partitions whose sessions changed (ev_load_days_pending), late days included; "

@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import polars as pl
@@ -19,7 +20,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from ev_assets import pipeline
-from ev_assets.api.app import SPEC_FIELDS
+from ev_assets.api.spec_shape import spec_records
 from ev_assets.tokens import token_hash
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
@@ -85,6 +86,90 @@ def keyed_api(filled, warehouse_url):
     keys = f"{token_hash(KEY)},{token_hash(METER_ONLY_KEY)}:Meter"
     with running_api(warehouse_url, EV_API_KEY_SHA256S=keys) as base:
         yield base, filled
+
+
+# The spec's payload fields, in its order (ev-awareness-stream-api.seed.txt), written out here and not
+# read from the code under test.
+SPEC_FIELDS = (
+    "ServicePointID",
+    "MeterID",
+    "MeterNumber",
+    "ESN",
+    "TransformerID",
+    "PremiseID",
+    "ReceivedTime",
+    "ChargeStartTime",
+    "ChargeEndTime",
+    "ChargeW",
+    "ChargeDuration",
+    "ChargeEnergy",
+)
+
+
+def test_spec_records_by_hand():
+    """Numbers as the spec's strings (whole values without a decimal part), times in UTC with
+    milliseconds truncated and a Z (a naive time is UTC), nulls stay null, even a column of nulls."""
+    events = pl.DataFrame(
+        {
+            "service_point_id": ["SP1", None],
+            "meter_id": ["M1", "M2"],
+            "meter_number": [None, None],
+            "esn": [None, 'E"2'],
+            "transformer_id": ["T1", None],
+            "premise_id": ["P1", "P2"],
+            "received_time": [datetime(2024, 6, 3, 14, 0, 1, 26999, tzinfo=UTC), datetime(2024, 6, 3, 16, 0, 2)],
+            "charge_start_time": [
+                datetime(2024, 6, 3, 9, 59, tzinfo=UTC).astimezone(ZoneInfo("America/New_York")),
+                None,
+            ],
+            "charge_end_time": [None, None],
+            "charge_w": [7200.0, None],
+            "charge_duration": [None, 1.5833333333333333],
+            "charge_energy_wh": [None, 10900.0],
+        }
+    )
+    assert spec_records(events).to_dicts() == [
+        dict(
+            zip(
+                SPEC_FIELDS,
+                [
+                    "SP1",
+                    "M1",
+                    None,
+                    None,
+                    "T1",
+                    "P1",
+                    "2024-06-03T14:00:01.026Z",
+                    "2024-06-03T09:59:00.000Z",
+                    None,
+                    "7200",
+                    None,
+                    None,
+                ],
+                strict=True,
+            )
+        ),
+        dict(
+            zip(
+                SPEC_FIELDS,
+                [
+                    None,
+                    "M2",
+                    None,
+                    'E"2',
+                    None,
+                    "P2",
+                    "2024-06-03T16:00:02.000Z",
+                    None,
+                    None,
+                    None,
+                    "1.5833333333333333",
+                    "10900",
+                ],
+                strict=True,
+            )
+        ),
+    ]
 
 
 def get(base, path, key=KEY, **params):

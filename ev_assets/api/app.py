@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from ev_assets import tokens
-from ev_assets.warehouse.store import Warehouse
+from ev_assets.api.spec_shape import SPEC_SOURCE_COLUMNS, json_objects, spec_records
+from ev_assets.warehouse.store import Warehouse, rows_to_frame
 from ev_assets.warehouse.tables import (
     EV_BATCHES_PENDING,
     EV_CHARGING_EVENTS,
@@ -50,20 +51,6 @@ ENTITY_COLUMNS = {
 # Sessions carry the same identity columns but the ESN.
 SESSION_ENTITY_COLUMNS = {k: v for k, v in ENTITY_COLUMNS.items() if k != "ESN"}
 GROUP_COLUMNS = {"Feeder": "feeder_id", "Substation": "substation_id"}
-SPEC_FIELDS = (
-    "ServicePointID",
-    "MeterID",
-    "MeterNumber",
-    "ESN",
-    "TransformerID",
-    "PremiseID",
-    "ReceivedTime",
-    "ChargeStartTime",
-    "ChargeEndTime",
-    "ChargeW",
-    "ChargeDuration",
-    "ChargeEnergy",
-)
 
 
 class Problem(BaseModel):
@@ -112,39 +99,6 @@ class ApiConfig:
         return cls(
             s.warehouse_url, parse_keys(s.api_key_sha256s), s.api_max_entity_ids, s.api_page_size_max, s.duration_unit
         )
-
-
-def _number(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _time(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with milliseconds and a Z, as the spec's example."""
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive UTC
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def spec_record(row) -> dict[str, str | None]:
-    """One event in the spec's shape: its field names, numbers as strings, the other message type's fields null."""
-    return {
-        "ServicePointID": row.service_point_id,
-        "MeterID": row.meter_id,
-        "MeterNumber": row.meter_number,
-        "ESN": row.esn,
-        "TransformerID": row.transformer_id,
-        "PremiseID": row.premise_id,
-        "ReceivedTime": _time(row.received_time),
-        "ChargeStartTime": _time(row.charge_start_time),
-        "ChargeEndTime": _time(row.charge_end_time),
-        "ChargeW": _number(row.charge_w),
-        "ChargeDuration": _number(row.charge_duration),
-        "ChargeEnergy": _number(row.charge_energy_wh),
-    }
 
 
 def _date_time(name: str, value: str | None) -> datetime | None:
@@ -366,16 +320,24 @@ def create_app(config: ApiConfig) -> FastAPI:
         clauses += in_window(c.received_time, f.start_received, f.end_received)
         return clauses
 
-    def page(f: Filters, cursor: str | None) -> tuple[list[dict], str | None]:
-        query = sa.select(events).where(*where(f)).order_by(events.c.message_id).limit(f.page_size + 1)
+    # What a page reads of the events: the key it orders and resumes by, and the spec's record.
+    page_columns = ("message_id", *SPEC_SOURCE_COLUMNS)
+
+    def page(f: Filters, cursor: str | None) -> tuple[pl.DataFrame, str | None]:
+        query = (
+            sa.select(*warehouse.stored_columns(EV_CHARGING_EVENTS, page_columns))
+            .where(*where(f))
+            .order_by(events.c.message_id)
+            .limit(f.page_size + 1)
+        )
         if cursor:
             (after,) = _decode(cursor, 1)
             query = query.where(events.c.message_id > after)
         with warehouse.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        more = len(rows) > f.page_size
-        rows = rows[: f.page_size]
-        return [spec_record(r) for r in rows], _encode([rows[-1].message_id]) if more and rows else None
+            rows = warehouse.query_frame(EV_CHARGING_EVENTS, query, conn, page_columns)
+        more = rows.height > f.page_size
+        rows = rows.head(f.page_size)
+        return spec_records(rows), _encode([rows["message_id"][-1]]) if more and rows.height else None
 
     @app.get("/v1/ev-charging-events", summary="The spec's EV charging events, a page at a time")
     def list_events(f: Annotated[Filters, Depends(filters)], Cursor: str | None = None):  # noqa: N803
@@ -386,15 +348,16 @@ def create_app(config: ApiConfig) -> FastAPI:
             # either: each chunk of a sync generator costs a hop to the thread pool (half the time of a
             # 1,000-event page when it was per record).
             yield '{"EVChargingEvents": ['
-            for n in range(0, len(records), STREAM_CHUNK):
-                yield ("," if n else "") + ",".join(json.dumps(r) for r in records[n : n + STREAM_CHUNK])
+            for n in range(0, records.height, STREAM_CHUNK):
+                yield ("," if n else "") + json_objects(records.slice(n, STREAM_CHUNK))
             yield "], " + f'"next_cursor": {json.dumps(next_cursor)}' + "}"
 
         return StreamingResponse(body(), media_type="application/json")
 
-    def committed_after(f: Filters, seq: int, after_id: str) -> list:
+    def committed_after(f: Filters, seq: int, after_id: str) -> pl.DataFrame:
+        """The next page of events in commit order after (seq, after_id): page_columns and commit_seq."""
         query = (
-            sa.select(commits.c.commit_seq, events)
+            sa.select(*warehouse.stored_columns(EV_CHARGING_EVENTS, page_columns), commits.c.commit_seq)
             .join(commits, commits.c.batch_id == events.c.batch_id)
             .where(*where(f))
             .where(
@@ -404,7 +367,13 @@ def create_app(config: ApiConfig) -> FastAPI:
             .limit(f.page_size)
         )
         with warehouse.engine.connect() as conn:
-            return conn.execute(query).all()
+            rows = conn.execute(query).all()
+        frame = rows_to_frame(EV_CHARGING_EVENTS, [row[:-1] for row in rows], page_columns)
+        return frame.with_columns(commit_seq=pl.Series([row[-1] for row in rows], dtype=pl.Int64))
+
+    def cursors(rows: pl.DataFrame) -> list[str]:
+        """Each row's resume point in commit order."""
+        return [_encode([seq, message_id]) for seq, message_id in rows.select("commit_seq", "message_id").rows()]
 
     @app.get(
         "/v1/ev-charging-events/stream",
@@ -431,11 +400,11 @@ def create_app(config: ApiConfig) -> FastAPI:
         deadline = time.monotonic() + WaitSeconds
         while True:
             rows = committed_after(f, int(seq), str(after_id))
-            if rows or time.monotonic() >= deadline:
+            if rows.height or time.monotonic() >= deadline:
                 break
             time.sleep(0.25)
-        next_cursor = _encode([rows[-1].commit_seq, rows[-1].message_id]) if rows else (Cursor or _encode([0, ""]))
-        return {"EVChargingEvents": [spec_record(r) for r in rows], "next_cursor": next_cursor}
+        next_cursor = cursors(rows.tail(1))[0] if rows.height else (Cursor or _encode([0, ""]))
+        return {"EVChargingEvents": spec_records(rows).to_dicts(), "next_cursor": next_cursor}
 
     def follow(f: Filters, seq: int, after_id: str, wait_seconds: float):
         """Pages in commit order until wait_seconds pass with nothing new; each line carries its own cursor,
@@ -443,13 +412,13 @@ def create_app(config: ApiConfig) -> FastAPI:
         idle_since = time.monotonic()
         while True:
             rows = committed_after(f, seq, after_id)
-            if rows:  # one chunk per page (each chunk costs a thread-pool hop), each line its own cursor
+            if rows.height:  # one chunk per page (each chunk costs a thread-pool hop), each line its own cursor
+                lines = spec_records(rows).write_ndjson().splitlines()
                 yield "".join(
-                    json.dumps({"cursor": _encode([r.commit_seq, r.message_id]), "event": spec_record(r)}) + "\n"
-                    for r in rows
+                    f'{{"cursor": {json.dumps(c)}, "event": {line}}}\n'
+                    for c, line in zip(cursors(rows), lines, strict=True)
                 )
-                seq, after_id = rows[-1].commit_seq, rows[-1].message_id
-            if rows:
+                seq, after_id = rows["commit_seq"][-1], rows["message_id"][-1]
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= wait_seconds:
                 return

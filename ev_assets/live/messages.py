@@ -11,7 +11,7 @@ An event whose transformer is unknown (meter not in the reference data and no Tr
 reported) goes to `<prefix>/transformer/_unattributed/events`; it loads no known transformer.
 
 Event bodies are the spec's record (its field names, numbers as strings, the other message type's
-fields null: `ev_assets.api.app.spec_record`, the events API's own shape) with the identity fields
+fields null: `ev_assets.api.spec_shape`, the events API's own shape) with the identity fields
 as of the event date, plus EventID (the warehouse's message_id: meter|type|time), FeederID,
 SubstationID and the session (SessionID as in ev_charging_sessions; an end also its status, start,
 end, energy and duration). State and alert bodies are this service's own: JSON numbers.
@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from ev_assets.api.app import spec_record
+from ev_assets.api.spec_shape import spec_number, spec_records, spec_time
 from ev_assets.core.contract import ContractBounds
 from ev_assets.live.store import Message, iso
 
@@ -60,34 +59,29 @@ def _ms(ts: datetime | None) -> str | None:
     return None if ts is None else iso(ts)[:-4] + "Z"
 
 
-def _number_text(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
 def event_messages(events: pl.DataFrame, rules: LiveRules) -> list[Message]:
     """One message per event row (enriched, with the session columns `processor` adds), in the
     frame's order. A loop over rows: each message is its own JSON document, the output itself."""
     messages = []
-    for row in events.iter_rows(named=True):
+    records = spec_records(events).iter_rows(named=True)
+    session_fields = events.select(
+        SessionStartTime=spec_time("session_start_time"),
+        SessionEndTime=spec_time("session_end_time"),
+        SessionEnergy=spec_number("session_energy_wh"),
+        SessionDurationHours=spec_number("session_duration_h"),
+    ).iter_rows(named=True)
+    for row, record, session in zip(events.iter_rows(named=True), records, session_fields, strict=True):
         body = {
             "EventID": row["message_id"],
             "MessageType": row["message_type"],
-            **spec_record(SimpleNamespace(**row)),
+            **record,
             "FeederID": row["feeder_id"],
             "SubstationID": row["substation_id"],
             "EnrichmentStatus": row["enrichment_status"],
             "SessionID": row["session_id"],
         }
         if row["message_type"] == "end":
-            body |= {
-                "SessionStatus": row["session_status"],
-                "SessionStartTime": _ms(row["session_start_time"]),
-                "SessionEndTime": _ms(row["session_end_time"]),
-                "SessionEnergy": _number_text(row["session_energy_wh"]),
-                "SessionDurationHours": _number_text(row["session_duration_h"]),
-            }
+            body |= {"SessionStatus": row["session_status"], **session}
         messages.append(
             Message(
                 kind=row["message_type"],

@@ -21,6 +21,7 @@ from polars.testing import assert_frame_equal
 
 from ev_assets import pipeline
 from ev_assets.api.spec_shape import spec_records
+from ev_assets.core.feed import FIELDS as SPEC_FIELDS
 from ev_assets.tokens import token_hash
 from ev_assets.warehouse.store import Warehouse
 from ev_assets.warehouse.tables import (
@@ -86,24 +87,6 @@ def keyed_api(filled, warehouse_url):
     keys = f"{token_hash(KEY)},{token_hash(METER_ONLY_KEY)}:Meter"
     with running_api(warehouse_url, EV_API_KEY_SHA256S=keys) as base:
         yield base, filled
-
-
-# The spec's payload fields, in its order (ev-awareness-stream-api.seed.txt), written out here and not
-# read from the code under test.
-SPEC_FIELDS = (
-    "ServicePointID",
-    "MeterID",
-    "MeterNumber",
-    "ESN",
-    "TransformerID",
-    "PremiseID",
-    "ReceivedTime",
-    "ChargeStartTime",
-    "ChargeEndTime",
-    "ChargeW",
-    "ChargeDuration",
-    "ChargeEnergy",
-)
 
 
 def test_spec_records_by_hand():

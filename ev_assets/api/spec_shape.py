@@ -44,20 +44,7 @@ SPEC_FIELDS: dict[str, pl.Expr] = {
     "ChargeEnergy": spec_number("charge_energy_wh"),
 }
 # The ev_charging_events columns the spec's record reads.
-SPEC_SOURCE_COLUMNS = (
-    "service_point_id",
-    "meter_id",
-    "meter_number",
-    "esn",
-    "transformer_id",
-    "premise_id",
-    "received_time",
-    "charge_start_time",
-    "charge_end_time",
-    "charge_w",
-    "charge_duration",
-    "charge_energy_wh",
-)
+SPEC_SOURCE_COLUMNS = tuple(dict.fromkeys(c for expr in SPEC_FIELDS.values() for c in expr.meta.root_names()))
 
 
 def spec_records(events: pl.DataFrame) -> pl.DataFrame:

@@ -713,10 +713,18 @@ def _snapshot_freshness(wh) -> list[str]:
         tables.TRANSFORMER_OVERLOAD_FORECAST,
         tables.TRANSFORMER_PLANNING_QUEUE,
     )
+    # The forecast and its behavior table are refreshed once a local day (daily_forecast), not after
+    # each daily load: current while refreshed today.
+    daily = {tables.EV_CHARGING_BEHAVIOR.name, tables.TRANSFORMER_OVERLOAD_FORECAST.name}
     for spec in snapshots:
         refreshed = computed_at(spec)
         if refreshed is None:
             verdict = "no rows yet" + ("" if load_at is None else ": `ev-awareness run` refreshes it")
+        elif spec.name in daily:
+            stale = _utc(refreshed).date() < datetime.now(UTC).date()
+            verdict = f"refreshed {_utc(refreshed):%Y-%m-%d %H:%M} UTC, " + (
+                "STALE: not refreshed today (daily_forecast)" if stale else "current (refreshed today, daily)"
+            )
         elif load_at is not None and _utc(refreshed) < _utc(load_at):
             verdict = (
                 f"refreshed {_utc(refreshed):%Y-%m-%d %H:%M} UTC, STALE: the daily load changed at "

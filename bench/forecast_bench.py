@@ -191,22 +191,12 @@ def first_overload_truth(meters: int, years: int = 10, realizations: int = 1) ->
             )
     # A realization that overloads in a year counts as overloaded in every later year too (first year).
     firsts = pl.concat(over).group_by("transformer_id", "realization").agg(pl.col("year").min().alias("first"))
-    years_axis = pl.DataFrame({"year": list(range(history_end.year + 1, horizon_end.year + 1))})
-    truth = (
-        firsts.join(years_axis, how="cross")
-        .filter(pl.col("first") <= pl.col("year"))
-        .group_by("transformer_id", "year")
-        .agg(pl.len().alias("n"))
-        .filter(pl.col("n") * 2 >= realizations)
-        .group_by("transformer_id")
-        .agg(pl.col("year").min().alias("true_first_year"))
-    )
-    both = predicted.join(truth, on="transformer_id", how="full", coalesce=True).filter(
-        pl.col("first_year_p50").is_not_null() | pl.col("true_first_year").is_not_null()
-    )
-    exact = (both["first_year_p50"] == both["true_first_year"]).fill_null(False)
-    within_one = ((both["first_year_p50"] - both["true_first_year"]).abs() <= 1).fill_null(False)
+    years_axis = list(range(history_end.year + 1, horizon_end.year + 1))
+    truth = median_first_year(firsts, years_axis, realizations)
+    both, exact, within_one = agreement(predicted.rename({"first_year_p50": "candidate"}), truth)
+    both = both.rename({"candidate": "first_year_p50"})
     return {
+        **({"noise_ceiling": noise_ceiling(firsts, years_axis, realizations)} if realizations > 1 else {}),
         "meters": meters,
         "realizations": realizations,
         "transformers": inputs.height,
@@ -221,6 +211,53 @@ def first_overload_truth(meters: int, years: int = 10, realizations: int = 1) ->
         .len()
         .sort("first_year_p50")
         .rows(),
+    }
+
+
+def median_first_year(firsts: pl.DataFrame, years_axis: list[int], realizations: int) -> pl.DataFrame:
+    """transformer_id, true_first_year: the first year in which at least half of `realizations`
+    realizations (rows of `firsts`: transformer_id, realization, first) have overloaded."""
+    return (
+        firsts.join(pl.DataFrame({"year": years_axis}), how="cross")
+        .filter(pl.col("first") <= pl.col("year"))
+        .group_by("transformer_id", "year")
+        .agg(pl.len().alias("n"))
+        .filter(pl.col("n") * 2 >= realizations)
+        .group_by("transformer_id")
+        .agg(pl.col("year").min().alias("true_first_year"))
+    )
+
+
+def agreement(candidate: pl.DataFrame, truth: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+    """Over the transformers that overload by either (candidate: transformer_id, candidate year;
+    truth: transformer_id, true_first_year): the joined rows, same-year and within-one-year flags."""
+    both = candidate.join(truth, on="transformer_id", how="full", coalesce=True).filter(
+        pl.col("candidate").is_not_null() | pl.col("true_first_year").is_not_null()
+    )
+    exact = (both["candidate"] == both["true_first_year"]).fill_null(False)
+    within_one = ((both["candidate"] - both["true_first_year"]).abs() <= 1).fill_null(False)
+    return both, exact, within_one
+
+
+def noise_ceiling(firsts: pl.DataFrame, years_axis: list[int], realizations: int) -> dict:
+    """How well a perfect one-realization answer can match the truth: each realization's own first
+    year against the median first year of the OTHER realizations (same definition as the truth),
+    pooled over the realizations (each over the transformers overloading by either)."""
+    exact_all, within_all, counted = 0, 0, 0
+    for held_out in range(realizations):
+        others = firsts.filter(pl.col("realization") != held_out)
+        truth = median_first_year(others, years_axis, realizations - 1)
+        one = firsts.filter(pl.col("realization") == held_out).select(
+            "transformer_id", pl.col("first").alias("candidate")
+        )
+        both, exact, within_one = agreement(one, truth)
+        exact_all += int(exact.sum())
+        within_all += int(within_one.sum())
+        counted += both.height
+    return {
+        "transformers_counted": counted,
+        "same_first_year_share": round(exact_all / max(counted, 1), 3),
+        "within_one_year_share": round(within_all / max(counted, 1), 3),
     }
 
 

@@ -721,7 +721,11 @@ def _snapshot_freshness(wh) -> list[str]:
         if refreshed is None:
             verdict = "no rows yet" + ("" if load_at is None else ": `ev-awareness run` refreshes it")
         elif spec.name in daily:
-            stale = _utc(refreshed).date() < datetime.now(UTC).date()
+            # The local day, as the schedule and snapshot_run_requests count it.
+            from zoneinfo import ZoneInfo
+
+            local = ZoneInfo(Settings().timezone)
+            stale = _utc(refreshed).astimezone(local).date() < datetime.now(local).date()
             verdict = f"refreshed {_utc(refreshed):%Y-%m-%d %H:%M} UTC, " + (
                 "STALE: not refreshed today (daily_forecast)" if stale else "current (refreshed today, daily)"
             )
